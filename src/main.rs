@@ -2,9 +2,7 @@
 //! broker), `rmqtt_pub`, `rmqtt_sub`; `rmqtt pub ...` and `rmqtt sub ...` work too.
 #![deny(unsafe_code)]
 
-mod broker;
-mod client;
-mod protocol;
+use rmqtt::{broker, client};
 
 use std::ffi::OsString;
 use std::path::Path;
