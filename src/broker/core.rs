@@ -1,0 +1,1508 @@
+//! The broker's state and packet handlers: connections' protocol state, sessions, routing,
+//! retained messages, wills, keepalive and timers.
+//!
+//! No sockets and no clock: bytes come in through [`Broker::input`] with the time they arrived,
+//! packets go out as bytes appended to each connection's `out` buffer, and the event loop asks
+//! [`Broker::next_deadline`] how long it may sleep. This is what makes the session and routing
+//! logic testable without a network. Malformed input closes only the connection it came on.
+
+use super::message::Message;
+use super::retain::RetainStore;
+use super::session::{Expiry, Inflight, OutState, Pending, Session};
+use super::slab::Slab;
+use super::subs::{SubTree, Subscriber};
+use crate::config::Config;
+use crate::protocol::{
+    decode, reason, topic, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
+    Publish, PublishView, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+};
+use bytes::BytesMut;
+use log::{debug, info, warn};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits and switches the router applies, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_packet: usize,
+    pub message_size_limit: usize,
+    pub max_inflight: usize,
+    /// 0: unlimited.
+    pub max_queued: usize,
+    /// 0: unlimited.
+    pub max_queued_bytes: usize,
+    pub max_keepalive: u16,
+    pub retain_available: bool,
+    pub queue_qos0: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+    pub persistent_client_expiration: Option<Duration>,
+    pub connection_messages: bool,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Output queued for one connection above which its publishers are paused.
+    pub out_high_water: usize,
+    /// Output queued for one connection above which QoS 0 messages to it are dropped.
+    pub out_limit: usize,
+    /// How long a congested subscriber may hold its publishers back before it counts as
+    /// stalled and its messages are queued (and dropped at the limit) instead.
+    pub stall_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(c: &Config) -> Limits {
+        let max_packet = if c.max_packet_size == 0 {
+            268_435_460
+        } else {
+            c.max_packet_size as usize
+        };
+        Limits {
+            max_packet,
+            message_size_limit: c.message_size_limit as usize,
+            max_inflight: if c.max_inflight_messages == 0 {
+                usize::from(u16::MAX)
+            } else {
+                usize::from(c.max_inflight_messages)
+            },
+            max_queued: c.max_queued_messages as usize,
+            max_queued_bytes: c.max_queued_bytes as usize,
+            max_keepalive: c.max_keepalive,
+            retain_available: c.retain_available,
+            queue_qos0: c.queue_qos0_messages,
+            allow_zero_length_clientid: c.allow_zero_length_clientid,
+            auto_id_prefix: c.auto_id_prefix.clone(),
+            persistent_client_expiration: c.persistent_client_expiration,
+            connection_messages: c.connection_messages,
+            connect_timeout: Duration::from_secs(20),
+            out_high_water: 256 * 1024,
+            out_limit: 16 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Queue length above which a connected subscriber holds back its publishers.
+    fn queue_high_water(&self) -> usize {
+        if self.max_queued == 0 {
+            1000
+        } else {
+            (self.max_queued / 2).max(1)
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from_config(&Config::default())
+    }
+}
+
+/// Why a connection is being closed; decides whether its will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client sent DISCONNECT (the will is discarded). [MQTT-3.14.4-3]
+    Disconnected,
+    /// The client sent DISCONNECT 0x04: publish the will anyway.
+    DisconnectedWithWill,
+    ProtocolError,
+    KeepAlive,
+    ConnectTimeout,
+    PeerClosed,
+    SocketError,
+    TakenOver,
+    /// Refused at CONNECT; no session was attached.
+    Refused,
+    /// Broker shutting down: no wills.
+    Shutdown,
+}
+
+impl Close {
+    fn publishes_will(self) -> bool {
+        !matches!(self, Close::Disconnected | Close::Refused | Close::Shutdown)
+    }
+}
+
+/// Protocol state of one network connection.
+pub struct Conn {
+    /// Encoded packets waiting for the socket.
+    pub out: BytesMut,
+    pub peer: SocketAddr,
+    pub port: u16,
+    pub serial: u64,
+    pub session: Option<usize>,
+    pub connected: bool,
+    pub version: Version,
+    pub client_id: Arc<str>,
+    pub username: Option<String>,
+    pub keep_alive: Duration,
+    pub last_rx: Instant,
+    pub will: Option<Will>,
+    pub close: Option<Close>,
+    /// In the broker's dirty list (has new output to flush).
+    dirty: bool,
+    /// Reading paused: a subscriber this connection publishes to is not keeping up.
+    pub paused: bool,
+    pub anonymous_allowed: bool,
+    /// MQTT 5 Maximum Packet Size the client accepts.
+    pub max_packet_out: usize,
+}
+
+impl Conn {
+    fn display_id(&self) -> &str {
+        if self.client_id.is_empty() {
+            "<unknown>"
+        } else {
+            &self.client_id
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    KeepAlive { conn: usize, serial: u64 },
+    ConnectTimeout { conn: usize, serial: u64 },
+    SessionExpiry { session: usize, serial: u64 },
+    Stall { session: usize, serial: u64 },
+}
+
+/// Counters for logs and `$SYS`.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub publish_received: u64,
+    pub publish_sent: u64,
+    pub publish_dropped: u64,
+    pub clients_total_connected: u64,
+    pub clients_maximum: usize,
+    pub clients_expired: u64,
+}
+
+/// Authentication decision for a CONNECT; kept behind one function so the password file and
+/// ACL can slot in.
+fn authenticate(conn: &Conn, c: &Connect) -> Result<(), u8> {
+    if c.username.is_none() && !conn.anonymous_allowed {
+        return Err(reason::NOT_AUTHORIZED);
+    }
+    if c.username.is_some() && !conn.anonymous_allowed {
+        // No password file support configured: nobody can prove who they are.
+        return Err(reason::NOT_AUTHORIZED);
+    }
+    Ok(())
+}
+
+pub struct Broker {
+    pub limits: Limits,
+    pub conns: Slab<Conn>,
+    sessions: Slab<Session>,
+    by_client_id: std::collections::HashMap<Arc<str>, usize>,
+    subs: SubTree,
+    retained: RetainStore,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Connections with output to flush.
+    dirty: Vec<usize>,
+    /// Connections marked for closing, for the event loop's sweep.
+    closing: Vec<usize>,
+    /// Sessions whose queue or output is above the high-water mark, with since when.
+    congested: Vec<(usize, Instant)>,
+    /// Connections paused on behalf of congested sessions.
+    paused: Vec<usize>,
+    /// Connections the event loop should read again (pause lifted).
+    resumed: Vec<usize>,
+    /// Connection whose input is being handled: the one to pause on congestion.
+    current: Option<usize>,
+    scratch: Vec<Subscriber>,
+    next_serial: u64,
+    id_rng: u64,
+    pub stats: Stats,
+}
+
+impl Broker {
+    /// `seed` makes assigned client ids unpredictable; pass something from the clock and pid.
+    pub fn new(limits: Limits, seed: u64) -> Broker {
+        Broker {
+            limits,
+            conns: Slab::default(),
+            sessions: Slab::default(),
+            by_client_id: Default::default(),
+            subs: SubTree::default(),
+            retained: RetainStore::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            closing: Vec::new(),
+            congested: Vec::new(),
+            paused: Vec::new(),
+            resumed: Vec::new(),
+            current: None,
+            scratch: Vec::new(),
+            next_serial: 1,
+            id_rng: seed | 1,
+            stats: Stats::default(),
+        }
+    }
+
+    fn serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subs.count()
+    }
+
+    pub fn retained_count(&self) -> usize {
+        self.retained.count()
+    }
+
+    /// A new network connection. Returns its id, which the event loop uses as its token.
+    pub fn accept(
+        &mut self,
+        peer: SocketAddr,
+        port: u16,
+        anonymous_allowed: bool,
+        now: Instant,
+    ) -> usize {
+        let serial = self.serial();
+        let id = self.conns.insert(Conn {
+            out: BytesMut::new(),
+            peer,
+            port,
+            serial,
+            session: None,
+            connected: false,
+            version: Version::V311,
+            client_id: Arc::from(""),
+            username: None,
+            keep_alive: Duration::ZERO,
+            last_rx: now,
+            will: None,
+            close: None,
+            dirty: false,
+            paused: false,
+            anonymous_allowed,
+            max_packet_out: usize::MAX,
+        });
+        if self.limits.connection_messages {
+            info!("New connection from {} on port {}.", fmt_addr(&peer), port);
+        }
+        self.timers.push(Reverse((
+            now + self.limits.connect_timeout,
+            Timer::ConnectTimeout { conn: id, serial },
+        )));
+        id
+    }
+
+    /// Handles every complete packet at the front of `buf`; returns how many bytes were used.
+    /// Stops early when the connection is closing or paused, leaving the rest for later.
+    pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
+        let mut used = 0;
+        self.current = Some(id);
+        loop {
+            let Some(conn) = self.conns.get_mut(id) else {
+                break;
+            };
+            if conn.close.is_some() || conn.paused {
+                break;
+            }
+            let rest = buf.get(used..).unwrap_or_default();
+            match decode(rest, conn.version, self.limits.max_packet) {
+                Ok(None) => break,
+                Ok(Some((packet, n))) => {
+                    used += n;
+                    conn.last_rx = now;
+                    self.stats.messages_received += 1;
+                    self.handle_packet(id, packet, now);
+                }
+                Err(e) => {
+                    self.protocol_error(id, &e);
+                    break;
+                }
+            }
+        }
+        self.current = None;
+        used
+    }
+
+    /// The peer closed the connection, or the socket failed.
+    pub fn peer_closed(&mut self, id: usize, error: bool) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        if conn.close.is_some() {
+            return;
+        }
+        if self.limits.connection_messages {
+            if error {
+                info!(
+                    "Socket error on client {}, disconnecting.",
+                    conn.display_id()
+                );
+            } else if conn.connected {
+                info!("Client {} closed its connection.", conn.display_id());
+            }
+        }
+        self.mark_closing(
+            id,
+            if error {
+                Close::SocketError
+            } else {
+                Close::PeerClosed
+            },
+        );
+    }
+
+    /// Output for `id` was written to the socket: lift congestion if it was the cause.
+    pub fn flushed(&mut self, id: usize, now: Instant) {
+        if let Some(sid) = self.conns.get(id).and_then(|c| c.session) {
+            self.check_congestion(sid, now);
+        }
+    }
+
+    /// Connections with new output since the last call.
+    pub fn take_dirty(&mut self) -> Vec<usize> {
+        let ids = std::mem::take(&mut self.dirty);
+        for &id in &ids {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.dirty = false;
+            }
+        }
+        ids
+    }
+
+    /// Connections marked for closing since the last call. The event loop flushes what it can,
+    /// drops the socket and calls [`Broker::finish`].
+    pub fn take_closing(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.closing)
+    }
+
+    /// Connections whose reading was paused and may go on now.
+    pub fn take_resumed(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// Forgets a closed connection: publishes its will if the way it closed calls for one,
+    /// and detaches or removes its session.
+    pub fn finish(&mut self, id: usize, now: Instant) {
+        let Some(conn) = self.conns.remove(id) else {
+            return;
+        };
+        let why = conn.close.unwrap_or(Close::SocketError);
+        if conn.connected && why != Close::Disconnected && self.limits.connection_messages {
+            match why {
+                Close::KeepAlive | Close::PeerClosed | Close::SocketError | Close::TakenOver => {}
+                _ => info!("Client {} disconnected.", conn.display_id()),
+            }
+        }
+        if let Some(will) = conn.will {
+            if why.publishes_will() {
+                self.publish_will(will, now);
+            }
+        }
+        if let Some(sid) = conn.session {
+            self.detach_session(sid, now);
+        }
+    }
+
+    /// Closes every connection for shutdown: 5.0 clients are told why; no wills are sent.
+    pub fn shutdown(&mut self) {
+        for id in self.conns.ids() {
+            if let Some(c) = self.conns.get(id) {
+                if c.connected && c.version.is_v5() {
+                    self.send_disconnect(id, reason::SERVER_SHUTTING_DOWN);
+                }
+            }
+            self.mark_closing(id, Close::Shutdown);
+        }
+    }
+
+    /// The earliest instant anything is due; `None` when nothing is.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn poll(&mut self, now: Instant) {
+        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::KeepAlive { conn, serial } => self.check_keepalive(conn, serial, now),
+                Timer::ConnectTimeout { conn, serial } => {
+                    let Some(c) = self.conns.get(conn) else {
+                        continue;
+                    };
+                    if c.serial == serial && !c.connected && c.close.is_none() {
+                        if self.limits.connection_messages {
+                            info!(
+                                "Client {} did not send CONNECT in time, disconnecting.",
+                                fmt_addr(&c.peer)
+                            );
+                        }
+                        self.mark_closing(conn, Close::ConnectTimeout);
+                    }
+                }
+                Timer::SessionExpiry { session, serial } => {
+                    let Some(s) = self.sessions.get(session) else {
+                        continue;
+                    };
+                    if s.serial == serial && s.conn.is_none() {
+                        if self.limits.connection_messages {
+                            info!("Expiring client {} due to timeout.", s.client_id);
+                        }
+                        self.stats.clients_expired += 1;
+                        self.remove_session(session);
+                    }
+                }
+                Timer::Stall { session, serial } => {
+                    let Some(s) = self.sessions.get(session) else {
+                        continue;
+                    };
+                    if s.serial != serial {
+                        continue;
+                    }
+                    if let Some(pos) = self.congested.iter().position(|(sid, _)| *sid == session) {
+                        if self.congested.get(pos).is_some_and(|(_, since)| {
+                            now.duration_since(*since) >= self.limits.stall_timeout
+                        }) {
+                            warn!(
+                                "Client {} is not reading its messages; no longer holding back publishers.",
+                                s.client_id
+                            );
+                            self.congested.remove(pos);
+                            self.resume_if_clear();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_keepalive(&mut self, id: usize, serial: u64, now: Instant) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if c.serial != serial || c.close.is_some() || c.keep_alive.is_zero() {
+            return;
+        }
+        // [MQTT-3.1.2-24] one and a half times the keep alive period.
+        let deadline = c.last_rx + c.keep_alive + c.keep_alive / 2;
+        if now >= deadline {
+            if self.limits.connection_messages {
+                info!(
+                    "Client {} has exceeded timeout, disconnecting.",
+                    c.display_id()
+                );
+            }
+            if c.version.is_v5() {
+                self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
+            }
+            self.mark_closing(id, Close::KeepAlive);
+        } else {
+            self.timers
+                .push(Reverse((deadline, Timer::KeepAlive { conn: id, serial })));
+        }
+    }
+
+    fn mark_closing(&mut self, id: usize, why: Close) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if c.close.is_none() {
+                c.close = Some(why);
+                self.closing.push(id);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: usize) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// Encodes `p` onto `id`'s output.
+    pub fn send(&mut self, id: usize, p: &Packet) {
+        if let Some(c) = self.conns.get_mut(id) {
+            p.encode(c.version, &mut c.out);
+            self.stats.messages_sent += 1;
+            self.mark_dirty(id);
+        }
+    }
+
+    fn send_disconnect(&mut self, id: usize, code: u8) {
+        self.send(
+            id,
+            &Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            }),
+        );
+    }
+
+    /// One function maps every decode error to the protocol's answer. [MQTT-4.8.0-1]
+    fn protocol_error(&mut self, id: usize, e: &DecodeError) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        let connected = c.connected;
+        let v5 = c.version.is_v5();
+        info!(
+            "Client {} from {} disconnected due to protocol error: {}.",
+            c.display_id(),
+            fmt_addr(&c.peer),
+            e
+        );
+        if connected && v5 {
+            self.send_disconnect(id, e.reason_code());
+        } else if !connected {
+            if let Some(code) = e.connack_v3() {
+                self.send(
+                    id,
+                    &Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        code,
+                        properties: Properties::default(),
+                    }),
+                );
+            }
+        }
+        self.mark_closing(id, Close::ProtocolError);
+    }
+
+    fn protocol_violation(&mut self, id: usize, what: &'static str) {
+        self.protocol_error(id, &DecodeError::Protocol(what));
+    }
+
+    fn handle_packet(&mut self, id: usize, p: Packet, now: Instant) {
+        let connected = self.conns.get(id).is_some_and(|c| c.connected);
+        match p {
+            Packet::Connect(c) if !connected => self.handle_connect(id, *c, now),
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
+            Packet::Connect(_) => self.protocol_violation(id, "second CONNECT"),
+            // [MQTT-3.1.0-1] the first packet must be CONNECT.
+            _ if !connected => self.protocol_violation(id, "first packet is not CONNECT"),
+            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
+            Packet::PubRec(a) => self.handle_pubrec(id, a, now),
+            Packet::PubRel(a) => self.handle_pubrel(id, a.pid),
+            Packet::PubComp(a) => self.handle_pubcomp(id, a.pid, now),
+            Packet::Subscribe(s) => self.handle_subscribe(id, s, now),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, u),
+            Packet::PingReq => self.send(id, &Packet::PingResp),
+            Packet::Disconnect(d) => self.handle_disconnect(id, d),
+            Packet::Auth(_) => self.protocol_violation(id, "AUTH without authentication method"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.protocol_violation(id, "server-to-client packet")
+            }
+        }
+    }
+
+    fn next_client_id(&mut self) -> String {
+        // xorshift64*: ids only need to be unlikely to collide, not secret.
+        let mut part = || {
+            let mut x = self.id_rng;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.id_rng = x;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let (a, b) = (part(), part());
+        format!(
+            "{}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
+            self.limits.auto_id_prefix,
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xffff,
+            b >> 48,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn refuse(&mut self, id: usize, v5_code: u8, version: Version) {
+        let code = if version.is_v5() {
+            v5_code
+        } else {
+            reason::connack_v5_to_v3(v5_code)
+        };
+        self.send(
+            id,
+            &Packet::ConnAck(ConnAck {
+                session_present: false,
+                code,
+                properties: Properties::default(),
+            }),
+        );
+        self.mark_closing(id, Close::Refused);
+    }
+
+    fn handle_connect(&mut self, id: usize, c: Connect, now: Instant) {
+        let version = c.version;
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.version = version;
+        }
+        let mut client_id = c.client_id.clone();
+        let mut assigned = false;
+        if client_id.is_empty() {
+            // [MQTT-3.1.3-8] a 3.1.1 client without an id must ask for a clean session.
+            let allowed = self.limits.allow_zero_length_clientid
+                && version != Version::V31
+                && (c.clean_start || version.is_v5());
+            if !allowed {
+                info!("Client from {} refused: empty client id.", self.peer_of(id));
+                return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
+            }
+            client_id = self.next_client_id();
+            assigned = true;
+        }
+        if version == Version::V31 && client_id.len() > 23 {
+            info!(
+                "Client from {} refused: client id longer than 23 characters.",
+                self.peer_of(id)
+            );
+            return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.client_id = Arc::from(client_id.as_str());
+        if let Err(code) = authenticate(conn, &c) {
+            if self.limits.connection_messages {
+                info!(
+                    "Client {} from {} disconnected, not authorised.",
+                    client_id,
+                    fmt_addr(&conn.peer)
+                );
+            }
+            return self.refuse(id, code, version);
+        }
+        let mut keep_alive = c.keep_alive;
+        let mut server_keep_alive = None;
+        if self.limits.max_keepalive != 0
+            && (keep_alive > self.limits.max_keepalive || keep_alive == 0)
+            && version.is_v5()
+        {
+            keep_alive = self.limits.max_keepalive;
+            server_keep_alive = Some(keep_alive);
+        }
+        conn.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        conn.username = c.username.clone();
+        conn.will = c.will;
+        conn.connected = true;
+        conn.max_packet_out = c
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize);
+        let peer = conn.peer;
+        let serial = conn.serial;
+        let key: Arc<str> = conn.client_id.clone();
+
+        // Session expiry: 3.1.1 clean session, or 5.0's property. [MQTT-3.1.2-23]
+        let expiry = if version.is_v5() {
+            match c.properties.session_expiry_interval.unwrap_or(0) {
+                0 => Expiry::OnDisconnect,
+                u32::MAX => Expiry::Never,
+                n => Expiry::After(n),
+            }
+        } else if c.clean_start {
+            Expiry::OnDisconnect
+        } else {
+            Expiry::Never
+        };
+
+        // Take over an existing session's connection. [MQTT-3.1.4-2]
+        let mut session_present = false;
+        if let Some(&sid) = self.by_client_id.get(&key) {
+            if let Some(old) = self.sessions.get_mut(sid).and_then(|s| s.conn.take()) {
+                if self.limits.connection_messages {
+                    info!("Client {key} already connected, closing old connection.");
+                }
+                if self.conns.get(old).is_some_and(|c| c.version.is_v5()) {
+                    self.send_disconnect(old, reason::SESSION_TAKEN_OVER);
+                }
+                if let Some(oc) = self.conns.get_mut(old) {
+                    oc.session = None;
+                }
+                self.mark_closing(old, Close::TakenOver);
+            }
+            if c.clean_start {
+                self.remove_session(sid);
+            } else {
+                session_present = true;
+            }
+        }
+        let sid = match self.by_client_id.get(&key) {
+            Some(&sid) => sid,
+            None => {
+                let serial = self.serial();
+                let sid = self
+                    .sessions
+                    .insert(Session::new(key.clone(), serial, expiry));
+                self.by_client_id.insert(key.clone(), sid);
+                sid
+            }
+        };
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.conn = Some(id);
+            s.expiry = expiry;
+            s.disconnected_at = None;
+        }
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.session = Some(sid);
+        }
+        self.stats.clients_total_connected += 1;
+        self.stats.clients_maximum = self.stats.clients_maximum.max(self.connected_count());
+
+        if self.limits.connection_messages {
+            let user = c
+                .username
+                .as_ref()
+                .map(|u| format!(", u'{u}'"))
+                .unwrap_or_default();
+            info!(
+                "New client connected from {} as {} (p{}, c{}, k{}{}).",
+                fmt_addr(&peer),
+                key,
+                version.level(),
+                u8::from(c.clean_start),
+                c.keep_alive,
+                user
+            );
+        }
+
+        let mut props = Properties::default();
+        if version.is_v5() {
+            if assigned {
+                props.assigned_client_identifier = Some(client_id);
+            }
+            props.server_keep_alive = server_keep_alive;
+            props.receive_maximum = u16::try_from(self.limits.max_inflight).ok();
+            props.topic_alias_maximum = None;
+            if !self.limits.retain_available {
+                props.retain_available = Some(0);
+            }
+            if self.limits.max_packet < 268_435_460 {
+                props.maximum_packet_size = Some(self.limits.max_packet as u32);
+            }
+            props.subscription_identifier_available = Some(0);
+            props.shared_subscription_available = Some(0);
+        }
+        self.send(
+            id,
+            &Packet::ConnAck(ConnAck {
+                session_present,
+                code: reason::SUCCESS,
+                properties: props,
+            }),
+        );
+        debug!("Sending CONNACK to {key} (session present {session_present})");
+        if !self.conns.get(id).is_some_and(|c| c.keep_alive.is_zero()) {
+            let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+            self.timers.push(Reverse((
+                now + ka + ka / 2,
+                Timer::KeepAlive { conn: id, serial },
+            )));
+        }
+        if session_present {
+            self.resume_session(sid, now);
+        }
+    }
+
+    fn connected_count(&self) -> usize {
+        self.conns.iter().filter(|(_, c)| c.connected).count()
+    }
+
+    fn peer_of(&self, id: usize) -> String {
+        self.conns
+            .get(id)
+            .map(|c| fmt_addr(&c.peer))
+            .unwrap_or_default()
+    }
+
+    /// A persistent session gets its connection back: re-send the in-flight window with DUP
+    /// set (PUBREL for those past PUBREC) [MQTT-4.4.0-1], then fill it from the queue.
+    fn resume_session(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(cid) = s.conn else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        for f in &s.inflight {
+            match f.state {
+                OutState::AwaitAck | OutState::AwaitRec => {
+                    let view = PublishView {
+                        dup: true,
+                        qos: f.qos,
+                        retain: f.retain,
+                        topic: &f.msg.topic,
+                        pid: f.pid,
+                        payload: &f.msg.payload,
+                        properties: f.msg.properties.as_deref(),
+                    };
+                    view.encode(c.version, &mut c.out);
+                    self.stats.publish_sent += 1;
+                }
+                OutState::AwaitComp => {
+                    Packet::PubRel(Ack::new(f.pid)).encode(c.version, &mut c.out);
+                }
+            }
+            self.stats.messages_sent += 1;
+        }
+        self.mark_dirty(cid);
+        self.fill_window(sid, now);
+    }
+
+    /// Moves queued messages into the in-flight window while it has room.
+    fn fill_window(&mut self, sid: usize, now: Instant) {
+        let max_inflight = self.limits.max_inflight;
+        loop {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let Some(cid) = s.conn else {
+                return;
+            };
+            let Some(front) = s.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= max_inflight {
+                break;
+            }
+            let Some(p) = s.pop_pending() else {
+                break;
+            };
+            if p.msg.is_expired(now) {
+                continue;
+            }
+            self.transmit(sid, cid, p.msg, p.qos, p.retain);
+        }
+        self.check_congestion(sid, now);
+    }
+
+    /// Sends one message now on a connected session: QoS 0 straight out, QoS 1/2 into the
+    /// in-flight window (the caller has checked there is room).
+    fn transmit(&mut self, sid: usize, cid: usize, msg: Rc<Message>, qos: QoS, retain: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let pid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            let Some(pid) = s.alloc_pid() else {
+                self.stats.publish_dropped += 1;
+                return;
+            };
+            pid
+        };
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        let view = PublishView {
+            dup: false,
+            qos,
+            retain,
+            topic: &msg.topic,
+            pid,
+            payload: &msg.payload,
+            properties: msg.properties.as_deref(),
+        };
+        if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out {
+            // [MQTT-3.1.2-25] never send a client more than it accepts; the message is dropped.
+            self.stats.publish_dropped += 1;
+            return;
+        }
+        view.encode(c.version, &mut c.out);
+        self.stats.messages_sent += 1;
+        self.stats.publish_sent += 1;
+        if qos != QoS::AtMostOnce {
+            s.inflight.push_back(Inflight {
+                pid,
+                msg,
+                qos,
+                retain,
+                state: if qos == QoS::AtLeastOnce {
+                    OutState::AwaitAck
+                } else {
+                    OutState::AwaitRec
+                },
+            });
+        }
+        self.mark_dirty(cid);
+    }
+
+    /// Delivers `msg` to session `sid` at `qos`: now if it can, else into its queue (bounded).
+    fn deliver(&mut self, sid: usize, msg: &Rc<Message>, qos: QoS, retain: bool, now: Instant) {
+        let limits = &self.limits;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        match s.conn {
+            Some(cid) => {
+                let out_len = self.conns.get(cid).map_or(0, |c| c.out.len());
+                if qos == QoS::AtMostOnce {
+                    if out_len >= limits.out_limit {
+                        self.stats.publish_dropped += 1;
+                        return;
+                    }
+                    self.transmit(sid, cid, msg.clone(), qos, retain);
+                } else if s.queue.is_empty() && s.inflight.len() < limits.max_inflight {
+                    self.transmit(sid, cid, msg.clone(), qos, retain);
+                } else if !self.queue_full(sid) {
+                    if let Some(s) = self.sessions.get_mut(sid) {
+                        s.push_pending(Pending {
+                            msg: msg.clone(),
+                            qos,
+                            retain,
+                        });
+                    }
+                } else {
+                    self.drop_message(sid);
+                }
+                self.check_congestion(sid, now);
+            }
+            None => {
+                if qos == QoS::AtMostOnce && !limits.queue_qos0 {
+                    return;
+                }
+                if self.queue_full(sid) {
+                    self.drop_message(sid);
+                    return;
+                }
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.push_pending(Pending {
+                        msg: msg.clone(),
+                        qos,
+                        retain,
+                    });
+                }
+            }
+        }
+    }
+
+    fn queue_full(&self, sid: usize) -> bool {
+        let Some(s) = self.sessions.get(sid) else {
+            return true;
+        };
+        (self.limits.max_queued != 0 && s.queue.len() >= self.limits.max_queued)
+            || (self.limits.max_queued_bytes != 0 && s.queued_bytes >= self.limits.max_queued_bytes)
+    }
+
+    fn drop_message(&mut self, sid: usize) {
+        self.stats.publish_dropped += 1;
+        if let Some(s) = self.sessions.get(sid) {
+            debug!(
+                "Outgoing messages are being dropped for client {}.",
+                s.client_id
+            );
+        }
+    }
+
+    /// Backpressure: while a connected subscriber's queue or output is above its high-water
+    /// mark, the connection feeding it stops being read (TCP flow control does the rest), so
+    /// acknowledged QoS 1/2 messages are not dropped. Lifted when it drains, or after
+    /// `stall_timeout` for a subscriber that stopped reading.
+    fn check_congestion(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let out = s
+            .conn
+            .and_then(|c| self.conns.get(c))
+            .map_or(0, |c| c.out.len());
+        let hw = self.limits.queue_high_water();
+        let over = s.conn.is_some() && (s.queue.len() >= hw || out >= self.limits.out_high_water);
+        let under = s.queue.len() <= hw / 2 && out < self.limits.out_high_water / 2;
+        let pos = self.congested.iter().position(|(c, _)| *c == sid);
+        match pos {
+            None if over => {
+                self.congested.push((sid, now));
+                let serial = s.serial;
+                self.timers.push(Reverse((
+                    now + self.limits.stall_timeout,
+                    Timer::Stall {
+                        session: sid,
+                        serial,
+                    },
+                )));
+                self.pause_current(sid);
+            }
+            Some(_) if over => self.pause_current(sid),
+            Some(p) if under || s.conn.is_none() => {
+                self.congested.swap_remove(p);
+                self.resume_if_clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// Pauses the connection whose input is being handled, unless it is the congested
+    /// subscriber itself (its acknowledgements must keep flowing).
+    fn pause_current(&mut self, congested_sid: usize) {
+        let Some(cur) = self.current else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(cur) else {
+            return;
+        };
+        if c.session == Some(congested_sid) || c.paused {
+            return;
+        }
+        c.paused = true;
+        self.paused.push(cur);
+    }
+
+    fn resume_if_clear(&mut self) {
+        if !self.congested.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.paused) {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.paused = false;
+                self.resumed.push(id);
+            }
+        }
+    }
+
+    /// Routes a message to every matching subscription, once per session at the highest
+    /// granted QoS of its matching filters. [MQTT-3.3.5-1]
+    fn route(&mut self, msg: &Rc<Message>, origin: Option<usize>, now: Instant) {
+        let mut matched = std::mem::take(&mut self.scratch);
+        matched.clear();
+        self.subs.matches(&msg.topic, &mut matched);
+        if matched.len() > 1 {
+            matched.sort_unstable_by_key(|s| s.session);
+        }
+        let mut i = 0;
+        while let Some(first) = matched.get(i).copied() {
+            let mut best = first;
+            let mut rap = first.opts.retain_as_published;
+            let mut j = i + 1;
+            while let Some(next) = matched.get(j).copied() {
+                if next.session != first.session {
+                    break;
+                }
+                if next.opts.qos > best.opts.qos {
+                    best = next;
+                }
+                rap |= next.opts.retain_as_published;
+                j += 1;
+            }
+            i = j;
+            // [MQTT-3.8.3-3] no local.
+            if best.opts.no_local && Some(best.session) == origin {
+                continue;
+            }
+            let qos = msg.qos.min(best.opts.qos);
+            let retain = rap && msg.retain;
+            self.deliver(best.session, msg, qos, retain, now);
+        }
+        self.scratch = matched;
+    }
+
+    fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let sid = conn.session;
+        let version = conn.version;
+        self.stats.publish_received += 1;
+        debug!(
+            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            conn.client_id,
+            u8::from(p.dup),
+            p.qos.as_u8(),
+            u8::from(p.retain),
+            p.pid,
+            p.topic,
+            p.payload.len()
+        );
+        if p.properties.topic_alias.is_some() {
+            // No topic aliases are granted (Topic Alias Maximum 0). [MQTT-3.3.2-9]
+            return self.protocol_error(id, &DecodeError::Protocol("topic alias not granted"));
+        }
+        let too_big =
+            self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
+        let retain_refused = p.retain && !self.limits.retain_available;
+        if retain_refused && version.is_v5() {
+            self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
+            return self.mark_closing(id, Close::ProtocolError);
+        }
+        // Clients may not write to the broker's own $SYS tree.
+        let accepted = !too_big && !p.topic.starts_with("$SYS") && !retain_refused;
+        if too_big {
+            info!(
+                "Dropped too large PUBLISH from {} ({} bytes).",
+                self.conns.get(id).map(|c| c.display_id()).unwrap_or(""),
+                p.payload.len()
+            );
+            self.stats.publish_dropped += 1;
+        }
+        let ack_reason = if too_big {
+            reason::PACKET_TOO_LARGE
+        } else {
+            reason::SUCCESS
+        };
+
+        let duplicate_qos2 = p.qos == QoS::ExactlyOnce
+            && sid
+                .and_then(|s| self.sessions.get(s))
+                .is_some_and(|s| s.inbound_qos2.contains(&p.pid));
+        if accepted && !duplicate_qos2 {
+            let expires = p
+                .properties
+                .message_expiry_interval
+                .map(|s| now + Duration::from_secs(u64::from(s)));
+            let props = if p.properties.is_empty() {
+                None
+            } else {
+                let mut props = p.properties.clone();
+                props.topic_alias = None;
+                props.subscription_identifiers.clear();
+                Some(Box::new(props))
+            };
+            let msg = Rc::new(Message {
+                topic: p.topic.clone(),
+                payload: p.payload.clone(),
+                qos: p.qos,
+                retain: p.retain,
+                properties: props,
+                expires,
+            });
+            if p.retain {
+                self.retained.set(msg.clone());
+            }
+            self.route(&msg, sid, now);
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let mut ack = Ack::new(p.pid);
+                if version.is_v5() {
+                    ack.reason = ack_reason;
+                }
+                self.send(id, &Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
+                    if !too_big {
+                        s.inbound_qos2.insert(p.pid);
+                    }
+                }
+                let mut ack = Ack::new(p.pid);
+                if version.is_v5() {
+                    ack.reason = ack_reason;
+                }
+                self.send(id, &Packet::PubRec(ack));
+            }
+        }
+    }
+
+    fn handle_pubrel(&mut self, id: usize, pid: u16) {
+        let sid = self.conns.get(id).and_then(|c| c.session);
+        let known = sid
+            .and_then(|s| self.sessions.get_mut(s))
+            .is_some_and(|s| s.inbound_qos2.remove(&pid));
+        let mut ack = Ack::new(pid);
+        if !known && self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
+            ack.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.send(id, &Packet::PubComp(ack));
+    }
+
+    fn session_of(&self, id: usize) -> Option<usize> {
+        self.conns.get(id).and_then(|c| c.session)
+    }
+
+    fn handle_puback(&mut self, id: usize, pid: u16, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        match s.find_inflight(pid, OutState::AwaitAck) {
+            Some(i) => {
+                s.inflight.remove(i);
+                self.fill_window(sid, now);
+            }
+            None => debug!(
+                "Received PUBACK from {} for unknown mid {pid}.",
+                s.client_id
+            ),
+        }
+    }
+
+    fn handle_pubrec(&mut self, id: usize, a: Ack, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(i) = s.find_inflight(a.pid, OutState::AwaitRec) else {
+            // Already past PUBREC (a re-sent PUBREC): answer PUBREL again. [MQTT-4.3.3]
+            if s.find_inflight(a.pid, OutState::AwaitComp).is_some() {
+                self.send(id, &Packet::PubRel(Ack::new(a.pid)));
+            }
+            return;
+        };
+        if a.reason >= 0x80 {
+            // 5.0: the receiver refused the message; the flow ends here. [MQTT-4.3.3-4]
+            s.inflight.remove(i);
+            self.fill_window(sid, now);
+            return;
+        }
+        if let Some(f) = s.inflight.get_mut(i) {
+            f.state = OutState::AwaitComp;
+        }
+        self.send(id, &Packet::PubRel(Ack::new(a.pid)));
+    }
+
+    fn handle_pubcomp(&mut self, id: usize, pid: u16, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
+            s.inflight.remove(i);
+            self.fill_window(sid, now);
+        }
+    }
+
+    fn handle_subscribe(&mut self, id: usize, sub: Subscribe, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let version = self.conns.get(id).map_or(Version::V311, |c| c.version);
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut found = Vec::new();
+        let mut to_send: Vec<(Rc<Message>, QoS)> = Vec::new();
+        for (filter, opts) in &sub.filters {
+            if topic::parse_shared(filter).is_some() && version.is_v5() {
+                codes.push(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let f: Arc<str> = Arc::from(filter.as_str());
+            let existed = match s.subscription(filter) {
+                Some(i) => {
+                    if let Some(e) = s.subs.get_mut(i) {
+                        e.1 = *opts;
+                    }
+                    true
+                }
+                None => {
+                    s.subs.push((f.clone(), *opts));
+                    false
+                }
+            };
+            self.subs.subscribe(
+                filter,
+                Subscriber {
+                    session: sid,
+                    opts: *opts,
+                    id: None,
+                },
+            );
+            if let Some(c) = self.conns.get(id) {
+                debug!("{} {} {}", c.client_id, opts.qos.as_u8(), filter);
+            }
+            codes.push(opts.qos.as_u8());
+            // [MQTT-3.3.1-9] retained messages on subscribe, per retain handling (5.0).
+            let send_retained = match opts.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+            if send_retained {
+                found.clear();
+                self.retained.matches(filter, &mut found);
+                to_send.extend(found.drain(..).map(|m| {
+                    let q = m.qos.min(opts.qos);
+                    (m, q)
+                }));
+            }
+        }
+        self.send(
+            id,
+            &Packet::SubAck(SubAck {
+                pid: sub.pid,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
+        // Retained messages go out with the retain flag set. [MQTT-3.3.1-8]
+        for (m, q) in to_send {
+            if !m.is_expired(now) {
+                self.deliver(sid, &m, q, true, now);
+            }
+        }
+    }
+
+    fn handle_unsubscribe(&mut self, id: usize, u: Unsubscribe) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let existed = match s.subscription(filter) {
+                Some(i) => {
+                    s.subs.swap_remove(i);
+                    true
+                }
+                None => false,
+            };
+            self.subs.unsubscribe(filter, sid);
+            codes.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.send(
+            id,
+            &Packet::UnsubAck(UnsubAck {
+                pid: u.pid,
+                codes,
+                properties: Properties::default(),
+            }),
+        );
+    }
+
+    fn handle_disconnect(&mut self, id: usize, d: Disconnect) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if c.version.is_v5() {
+            if let (Some(sid), Some(e)) = (c.session, d.properties.session_expiry_interval) {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    // [MQTT-3.14.2-2] a session that had expiry 0 may not be given one now.
+                    if s.expiry == Expiry::OnDisconnect && e != 0 {
+                        return self.protocol_violation(id, "session expiry set on DISCONNECT");
+                    }
+                    s.expiry = match e {
+                        0 => Expiry::OnDisconnect,
+                        u32::MAX => Expiry::Never,
+                        n => Expiry::After(n),
+                    };
+                }
+            }
+        }
+        if self.limits.connection_messages {
+            if let Some(c) = self.conns.get(id) {
+                info!("Client {} disconnected.", c.display_id());
+            }
+        }
+        let why = if d.reason == reason::DISCONNECT_WITH_WILL {
+            Close::DisconnectedWithWill
+        } else {
+            Close::Disconnected
+        };
+        self.mark_closing(id, why);
+    }
+
+    fn publish_will(&mut self, will: Will, now: Instant) {
+        let expires = will
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let mut props = will.properties;
+        props.will_delay_interval = None;
+        let msg = Rc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: if props.is_empty() {
+                None
+            } else {
+                Some(Box::new(props))
+            },
+            expires,
+        });
+        if msg.retain && self.limits.retain_available {
+            self.retained.set(msg.clone());
+        }
+        self.route(&msg, None, now);
+    }
+
+    /// The connection of session `sid` is gone: keep the session or remove it.
+    fn detach_session(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        s.conn = None;
+        s.disconnected_at = Some(now);
+        let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
+            (Expiry::Never, Some(d)) => Some(d),
+            (Expiry::Never, None) => None,
+            (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
+            (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
+        };
+        let serial = s.serial;
+        match expiry {
+            Some(d) if d.is_zero() => self.remove_session(sid),
+            Some(d) => self.timers.push(Reverse((
+                now + d,
+                Timer::SessionExpiry {
+                    session: sid,
+                    serial,
+                },
+            ))),
+            None => {}
+        }
+        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
+            self.congested.swap_remove(p);
+            self.resume_if_clear();
+        }
+    }
+
+    fn remove_session(&mut self, sid: usize) {
+        let Some(s) = self.sessions.remove(sid) else {
+            return;
+        };
+        for (filter, _) in &s.subs {
+            self.subs.unsubscribe(filter, sid);
+        }
+        if self.by_client_id.get(&s.client_id) == Some(&sid) {
+            self.by_client_id.remove(&s.client_id);
+        }
+        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
+            self.congested.swap_remove(p);
+            self.resume_if_clear();
+        }
+    }
+}
+
+/// Formats a peer address the way Mosquitto logs it: `127.0.0.1:53211`, IPv4-mapped IPv6
+/// addresses shown as IPv4.
+pub fn fmt_addr(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => format!("{}:{}", v4, v6.port()),
+            None => format!("{}:{}", v6.ip(), v6.port()),
+        },
+        SocketAddr::V4(v4) => v4.to_string(),
+    }
+}

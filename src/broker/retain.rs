@@ -1,0 +1,183 @@
+//! The retained-message store: the last retained message per topic, looked up by filter.
+//!
+//! A tree by topic level, separate from the subscription tree: here the stored side is the
+//! topic name and the query is the filter. Storing an empty payload deletes the topic and prunes
+//! empty branches. Leading wildcards never match `$` topics. [MQTT-4.7.2-1]
+
+use super::message::Message;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    msg: Option<Rc<Message>>,
+}
+
+#[derive(Default)]
+pub struct RetainStore {
+    root: Node,
+    count: usize,
+    bytes: usize,
+}
+
+impl RetainStore {
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Stores `msg` as the retained message of its topic, or deletes the topic's retained
+    /// message when the payload is empty. [MQTT-3.3.1-6] [MQTT-3.3.1-10]
+    pub fn set(&mut self, msg: Rc<Message>) {
+        fn walk(node: &mut Node, topic: Option<&str>, msg: Rc<Message>, st: &mut (usize, isize)) {
+            let Some(t) = topic else {
+                if let Some(old) = node.msg.take() {
+                    st.0 -= 1;
+                    st.1 -= old.size() as isize;
+                }
+                if !msg.payload.is_empty() {
+                    st.0 += 1;
+                    st.1 += msg.size() as isize;
+                    node.msg = Some(msg);
+                }
+                return;
+            };
+            let (level, rest) = match t.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (t, None),
+            };
+            if msg.payload.is_empty() {
+                let Some(child) = node.children.get_mut(level) else {
+                    return;
+                };
+                walk(child, rest, msg, st);
+                if child.msg.is_none() && child.children.is_empty() {
+                    node.children.remove(level);
+                }
+            } else {
+                let child = node.children.entry(Box::from(level)).or_default();
+                walk(child, rest, msg, st);
+            }
+        }
+        let topic = msg.topic.clone();
+        let mut st = (self.count, self.bytes as isize);
+        walk(&mut self.root, Some(&topic), msg, &mut st);
+        self.count = st.0;
+        self.bytes = st.1.max(0) as usize;
+    }
+
+    /// Every retained message whose topic matches `filter`.
+    pub fn matches(&self, filter: &str, out: &mut Vec<Rc<Message>>) {
+        fn all(node: &Node, out: &mut Vec<Rc<Message>>) {
+            out.extend(node.msg.iter().cloned());
+            for c in node.children.values() {
+                all(c, out);
+            }
+        }
+        fn walk(node: &Node, filter: Option<&str>, root: bool, out: &mut Vec<Rc<Message>>) {
+            let Some(f) = filter else {
+                out.extend(node.msg.iter().cloned());
+                return;
+            };
+            let (level, rest) = match f.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (f, None),
+            };
+            match level {
+                "#" => {
+                    out.extend(node.msg.iter().cloned());
+                    for (k, c) in &node.children {
+                        if !(root && k.starts_with('$')) {
+                            all(c, out);
+                        }
+                    }
+                }
+                "+" => {
+                    for (k, c) in &node.children {
+                        if !(root && k.starts_with('$')) {
+                            walk(c, rest, false, out);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(c) = node.children.get(level) {
+                        walk(c, rest, false, out);
+                    }
+                }
+            }
+        }
+        walk(&self.root, Some(filter), true, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{topic, QoS};
+    use bytes::Bytes;
+
+    fn msg(topic: &str, payload: &str) -> Rc<Message> {
+        Rc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            qos: QoS::AtMostOnce,
+            retain: true,
+            properties: None,
+            expires: None,
+        })
+    }
+
+    fn found(s: &RetainStore, filter: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        s.matches(filter, &mut out);
+        let mut v: Vec<String> = out
+            .iter()
+            .map(|m| format!("{}={}", m.topic, String::from_utf8_lossy(&m.payload)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn set_replace_delete() {
+        let mut s = RetainStore::default();
+        s.set(msg("a/b", "1"));
+        s.set(msg("a/b", "2"));
+        assert_eq!(s.count(), 1);
+        assert_eq!(found(&s, "a/b"), vec!["a/b=2"]);
+        s.set(msg("a/b", ""));
+        assert_eq!(s.count(), 0);
+        assert_eq!(s.bytes(), 0);
+        assert!(s.root.children.is_empty(), "empty branches are pruned");
+        s.set(msg("x", ""));
+        assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn agrees_with_reference() {
+        let topics = [
+            "a", "a/b", "a/b/c", "b", "/", "/x", "a/", "$SYS/a", "$x", "a//c",
+        ];
+        let filters = [
+            "#", "+", "+/+", "a/#", "a/+", "a/b", "a/+/c", "+/b/#", "$SYS/#", "/+", "+/#",
+        ];
+        let mut s = RetainStore::default();
+        for t in topics {
+            s.set(msg(t, "p"));
+        }
+        assert_eq!(s.count(), topics.len());
+        for f in filters {
+            let mut want: Vec<String> = topics
+                .iter()
+                .filter(|t| topic::matches(f, t))
+                .map(|t| format!("{t}=p"))
+                .collect();
+            want.sort();
+            assert_eq!(found(&s, f), want, "filter {f}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The event loop: one thread, one mio `Poll`, the listening sockets and the connections'
+//! sockets. Bytes read go to [`Broker::input`]; what the broker queues is written back once
+//! per pass of the loop, so many messages share one `write`.
+//!
+//! Write interest is registered only while a connection has output the socket did not take.
+//! The loop sleeps until the broker's next deadline, a socket event or a signal.
+
+use super::core::{fmt_addr, Broker};
+use super::signals::{self, Signals};
+use crate::config::{Config, Listener};
+use bytes::{Buf, BytesMut};
+use log::{error, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::Instant;
+
+/// Tokens at or above this are listeners; below are connection ids.
+const LISTENER_BASE: usize = usize::MAX / 2;
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Bytes read per `read` call; one buffer shared by every connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+struct Bound {
+    socket: TcpListener,
+    port: u16,
+    anonymous: bool,
+    max_connections: i64,
+    open: i64,
+}
+
+struct Sock {
+    stream: TcpStream,
+    /// Bytes of a packet not yet complete (or held back while the connection is paused).
+    pending: BytesMut,
+    writing: bool,
+    listener: usize,
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Bound>,
+    socks: Vec<Option<Sock>>,
+    broker: Broker,
+    scratch: Vec<u8>,
+    max_connections: i64,
+}
+
+/// Binds every listener the configuration asks for. In local-only mode (no listener
+/// configured) that is `ports` (1883 by default) on 127.0.0.1 and ::1 only.
+pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<(TcpListener, u16, Listener)>, String> {
+    let mut out = Vec::new();
+    let mut plan: Vec<(Listener, Vec<SocketAddr>, bool)> = Vec::new();
+    let loopback = |p: u16| {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), p),
+        ]
+    };
+    if cfg.local_only() {
+        let ports = if cli_ports.is_empty() {
+            vec![1883]
+        } else {
+            cli_ports.to_vec()
+        };
+        for p in ports {
+            plan.push((Listener::new(p, None), loopback(p), true));
+        }
+    } else {
+        for l in cfg
+            .listeners
+            .iter()
+            .cloned()
+            .chain(cli_ports.iter().map(|&p| Listener::new(p, None)))
+        {
+            let addrs = match &l.bind {
+                Some(host) => (host.as_str(), l.port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("Error: cannot resolve listener address {host}: {e}"))?
+                    .collect(),
+                None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port)],
+            };
+            plan.push((l, addrs, false));
+        }
+    }
+    for (l, addrs, optional_v6) in plan {
+        let mut bound_any = false;
+        for addr in addrs {
+            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+            match TcpListener::bind(addr) {
+                Ok(s) => {
+                    let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
+                    info!("Opening {family} listen socket on port {port}.");
+                    out.push((s, port, l.clone()));
+                    bound_any = true;
+                }
+                Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+                    // No IPv6 on this host: fall back to IPv4 for "all addresses".
+                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+                    let s = TcpListener::bind(v4)
+                        .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
+                    let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
+                    info!("Opening ipv4 listen socket on port {port}.");
+                    out.push((s, port, l.clone()));
+                    bound_any = true;
+                }
+                Err(e) if optional_v6 && addr.is_ipv6() && bound_any => {
+                    warn!("Not listening on {addr}: {e}.");
+                }
+                Err(e) => return Err(format!("Error: {e} (listening on {addr})")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Server {
+    pub fn new(
+        broker: Broker,
+        cfg: &Config,
+        bound: Vec<(TcpListener, u16, Listener)>,
+    ) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, (mut socket, port, l)) in bound.into_iter().enumerate() {
+            poll.registry()
+                .register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            listeners.push(Bound {
+                socket,
+                port,
+                anonymous: cfg.anonymous_allowed(Some(&l)),
+                max_connections: l.max_connections,
+                open: 0,
+            });
+        }
+        Ok(Server {
+            poll,
+            listeners,
+            socks: Vec::new(),
+            broker,
+            scratch: vec![0; READ_CHUNK],
+            max_connections: cfg.max_connections,
+        })
+    }
+
+    /// Runs until SIGINT or SIGTERM.
+    pub fn run(&mut self, signals: &mut Signals) -> io::Result<()> {
+        let fd = signals.fd();
+        let mut sigsrc = mio::unix::SourceFd(&fd);
+        self.poll
+            .registry()
+            .register(&mut sigsrc, SIGNAL_TOKEN, Interest::READABLE)?;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            self.broker.poll(now);
+            self.flush(now);
+            let timeout = self
+                .broker
+                .next_deadline()
+                .map(|d| d.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL_TOKEN => {
+                        let got = signals.take();
+                        if got & signals::TERMINATE != 0 {
+                            return Ok(self.shutdown());
+                        }
+                        if got & signals::RELOAD != 0 {
+                            info!("Reloading configuration is not supported yet; ignoring SIGHUP.");
+                        }
+                    }
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(id) => {
+                        if ev.is_writable() {
+                            self.write(id, now);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(id, now);
+                        }
+                    }
+                }
+            }
+            for id in self.broker.take_resumed() {
+                self.read(id, now);
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
+        self.broker.shutdown();
+        self.flush(Instant::now());
+    }
+
+    fn accept(&mut self, li: usize, now: Instant) {
+        loop {
+            let Some(l) = self.listeners.get_mut(li) else {
+                return;
+            };
+            let (mut stream, addr) = match l.socket.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("Unable to accept new connection: {e}.");
+                    return;
+                }
+            };
+            let total = self.broker.conns.len() as i64;
+            if (l.max_connections > 0 && l.open >= l.max_connections)
+                || (self.max_connections > 0 && total >= self.max_connections)
+            {
+                info!(
+                    "Client connection from {} denied: max_connections exceeded.",
+                    fmt_addr(&addr)
+                );
+                continue;
+            }
+            // Replies are batched per loop pass already; Nagle would only add latency.
+            let _ = stream.set_nodelay(true);
+            let id = self.broker.accept(addr, l.port, l.anonymous, now);
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(id), Interest::READABLE)
+            {
+                error!("Unable to register connection: {e}.");
+                self.broker.peer_closed(id, true);
+                self.broker.finish(id, now);
+                continue;
+            }
+            l.open += 1;
+            if self.socks.len() <= id {
+                self.socks.resize_with(id + 1, || None);
+            }
+            if let Some(slot) = self.socks.get_mut(id) {
+                *slot = Some(Sock {
+                    stream,
+                    pending: BytesMut::new(),
+                    writing: false,
+                    listener: li,
+                });
+            }
+        }
+    }
+
+    /// Reads until the socket has nothing more (edge-triggered), handing bytes to the broker.
+    fn read(&mut self, id: usize, now: Instant) {
+        let Some(Some(sock)) = self.socks.get_mut(id) else {
+            return;
+        };
+        if !sock.pending.is_empty() {
+            let used = self.broker.input(id, &sock.pending, now);
+            sock.pending.advance(used);
+        }
+        loop {
+            match self.broker.conns.get(id) {
+                Some(c) if c.close.is_none() && !c.paused => {}
+                _ => break,
+            }
+            match sock.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.broker.peer_closed(id, false);
+                    break;
+                }
+                Ok(n) => {
+                    let data = self.scratch.get(..n).unwrap_or_default();
+                    if sock.pending.is_empty() {
+                        let used = self.broker.input(id, data, now);
+                        if let Some(rest) = data.get(used..) {
+                            sock.pending.extend_from_slice(rest);
+                        }
+                    } else {
+                        sock.pending.extend_from_slice(data);
+                        let used = self.broker.input(id, &sock.pending, now);
+                        sock.pending.advance(used);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.broker.peer_closed(id, true);
+                    break;
+                }
+            }
+        }
+        if sock.pending.is_empty() && sock.pending.capacity() > 0 {
+            // Idle connections hold no read buffer.
+            sock.pending = BytesMut::new();
+        }
+    }
+
+    /// Writes what the broker queued for `id`; asks for write readiness if the socket is full.
+    fn write(&mut self, id: usize, now: Instant) {
+        let Some(Some(sock)) = self.socks.get_mut(id) else {
+            return;
+        };
+        let Some(conn) = self.broker.conns.get_mut(id) else {
+            return;
+        };
+        let mut failed = false;
+        while !conn.out.is_empty() {
+            match sock.stream.write(&conn.out) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => conn.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            conn.out.clear();
+            self.broker.peer_closed(id, true);
+            return;
+        }
+        let want = !conn.out.is_empty();
+        if conn.out.is_empty() && conn.out.capacity() > READ_CHUNK {
+            conn.out = BytesMut::new();
+        }
+        if want != sock.writing {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut sock.stream, Token(id), interest)
+                .is_ok()
+            {
+                sock.writing = want;
+            }
+        }
+        self.broker.flushed(id, now);
+    }
+
+    /// Writes every connection with new output, then closes those marked for closing.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let dirty = self.broker.take_dirty();
+            let closing = self.broker.take_closing();
+            if dirty.is_empty() && closing.is_empty() {
+                break;
+            }
+            for id in dirty {
+                self.write(id, now);
+            }
+            for id in closing {
+                self.write(id, now);
+                if let Some(mut sock) = self.socks.get_mut(id).and_then(Option::take) {
+                    let _ = self.poll.registry().deregister(&mut sock.stream);
+                    let _ = sock.stream.shutdown(std::net::Shutdown::Both);
+                    if let Some(l) = self.listeners.get_mut(sock.listener) {
+                        l.open -= 1;
+                    }
+                }
+                self.broker.finish(id, now);
+            }
+        }
+    }
+}

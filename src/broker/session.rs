@@ -1,0 +1,167 @@
+//! A client session: subscriptions, the outbound in-flight window, the queue behind it and the
+//! inbound QoS 2 packet ids. Outlives its connection when the session is persistent.
+//!
+//! Pure state with no I/O; the router in `core` decides what to send.
+
+use super::message::Message;
+use crate::protocol::{QoS, SubOptions};
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where an outbound QoS 1/2 message stands. [MQTT-4.3.2] [MQTT-4.3.3]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// QoS 1 PUBLISH sent, PUBACK awaited.
+    AwaitAck,
+    /// QoS 2 PUBLISH sent, PUBREC awaited.
+    AwaitRec,
+    /// PUBREL sent, PUBCOMP awaited.
+    AwaitComp,
+}
+
+/// A QoS 1/2 message sent (or to be re-sent on reconnect) and not yet acknowledged.
+#[derive(Debug)]
+pub struct Inflight {
+    pub pid: u16,
+    pub msg: Rc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+    pub state: OutState,
+}
+
+/// A message waiting for room in the in-flight window, or for the client to come back.
+#[derive(Debug)]
+pub struct Pending {
+    pub msg: Rc<Message>,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// Session expiry: how long a session outlives its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Removed when the connection closes (3.1.1 clean session, 5.0 expiry 0).
+    OnDisconnect,
+    /// Seconds after the connection closes.
+    After(u32),
+    Never,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Unique for the life of the process, so stale timers can be told apart after id reuse.
+    pub serial: u64,
+    pub conn: Option<usize>,
+    pub expiry: Expiry,
+    pub subs: Vec<(Arc<str>, SubOptions)>,
+    pub inflight: VecDeque<Inflight>,
+    pub queue: VecDeque<Pending>,
+    pub queued_bytes: usize,
+    /// Packet ids of QoS 2 messages received and answered with PUBREC, awaiting PUBREL.
+    pub inbound_qos2: HashSet<u16>,
+    next_pid: u16,
+    pub disconnected_at: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, serial: u64, expiry: Expiry) -> Session {
+        Session {
+            client_id,
+            serial,
+            conn: None,
+            expiry,
+            subs: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inbound_qos2: HashSet::new(),
+            next_pid: 1,
+            disconnected_at: None,
+        }
+    }
+
+    /// Next free packet id: never 0, never one still in flight. [MQTT-2.2.1-3]
+    /// `None` only when all 65,535 are in flight.
+    pub fn alloc_pid(&mut self) -> Option<u16> {
+        for _ in 0..u16::MAX {
+            let pid = self.next_pid;
+            self.next_pid = self.next_pid.wrapping_add(1).max(1);
+            if !self.inflight.iter().any(|f| f.pid == pid) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    pub fn push_pending(&mut self, p: Pending) {
+        self.queued_bytes += p.msg.size();
+        self.queue.push_back(p);
+    }
+
+    pub fn pop_pending(&mut self) -> Option<Pending> {
+        let p = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(p.msg.size());
+        Some(p)
+    }
+
+    /// Index in the in-flight window of `pid` in state `state`.
+    pub fn find_inflight(&self, pid: u16, state: OutState) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|f| f.pid == pid && f.state == state)
+    }
+
+    pub fn subscription(&self, filter: &str) -> Option<usize> {
+        self.subs.iter().position(|(f, _)| &**f == filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg() -> Rc<Message> {
+        Rc::new(Message {
+            topic: "t".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires: None,
+        })
+    }
+
+    #[test]
+    fn pids_skip_zero_and_in_flight() {
+        let mut s = Session::new("c".into(), 1, Expiry::Never);
+        assert_eq!(s.alloc_pid(), Some(1));
+        s.inflight.push_back(Inflight {
+            pid: 2,
+            msg: msg(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            state: OutState::AwaitAck,
+        });
+        assert_eq!(s.alloc_pid(), Some(3));
+        s.next_pid = u16::MAX;
+        assert_eq!(s.alloc_pid(), Some(u16::MAX));
+        assert_eq!(s.alloc_pid(), Some(1), "wraps past 0");
+    }
+
+    #[test]
+    fn queue_accounts_bytes() {
+        let mut s = Session::new("c".into(), 1, Expiry::Never);
+        s.push_pending(Pending {
+            msg: msg(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        });
+        assert_eq!(s.queued_bytes, 2);
+        assert!(s.pop_pending().is_some());
+        assert_eq!(s.queued_bytes, 0);
+    }
+}

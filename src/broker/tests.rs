@@ -1,0 +1,1 @@
+//! Router tests: packets and timestamps in, packets out; no sockets.

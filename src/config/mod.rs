@@ -1,0 +1,187 @@
+//! The broker's configuration: one typed [`Config`], whatever file format it came from.
+//!
+//! Mosquitto-style files are read by [`mosquitto`]. Every error names the file and line.
+
+pub mod mosquitto;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a listener speaks on top of TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerProtocol {
+    #[default]
+    Mqtt,
+    WebSockets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listener {
+    pub port: u16,
+    /// Address to bind; `None` binds every address (IPv6 dual-stack, else IPv4).
+    pub bind: Option<String>,
+    pub protocol: ListenerProtocol,
+    /// 0 or less: unlimited.
+    pub max_connections: i64,
+    /// Per-listener setting; `None` follows the global one.
+    pub allow_anonymous: Option<bool>,
+    pub cafile: Option<PathBuf>,
+    pub capath: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub require_certificate: bool,
+    pub use_identity_as_username: bool,
+    pub tls_version: Option<String>,
+}
+
+impl Listener {
+    pub fn new(port: u16, bind: Option<String>) -> Listener {
+        Listener {
+            port,
+            bind,
+            max_connections: -1,
+            ..Listener::default()
+        }
+    }
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDest {
+    Stdout,
+    Stderr,
+    Syslog,
+    File(PathBuf),
+    Topic,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file the configuration came from, if any ("local only mode" without one).
+    pub source: Option<PathBuf>,
+    pub listeners: Vec<Listener>,
+    /// `None`: not set in the file; anonymous access is then allowed only in local-only mode.
+    pub allow_anonymous: Option<bool>,
+    pub per_listener_settings: bool,
+    pub password_file: Option<PathBuf>,
+    pub acl_file: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub user: Option<String>,
+    /// 0 or less: unlimited.
+    pub max_connections: i64,
+    /// Largest accepted PUBLISH payload; 0: no limit (beyond the protocol's own).
+    pub message_size_limit: u32,
+    /// Largest accepted packet; 0: no limit.
+    pub max_packet_size: u32,
+    pub max_inflight_messages: u16,
+    pub max_queued_messages: u32,
+    pub max_queued_bytes: u64,
+    pub max_keepalive: u16,
+    pub retain_available: bool,
+    pub persistent_client_expiration: Option<Duration>,
+    pub sys_interval: u32,
+    pub persistence: bool,
+    pub persistence_location: Option<PathBuf>,
+    pub persistence_file: String,
+    pub autosave_interval: u32,
+    pub autosave_on_changes: bool,
+    pub log_dest: Vec<LogDest>,
+    pub log_types: Vec<String>,
+    pub log_timestamp: bool,
+    pub log_timestamp_format: Option<String>,
+    pub log_facility: Option<u32>,
+    pub connection_messages: bool,
+    pub queue_qos0_messages: bool,
+    pub upgrade_outgoing_qos: bool,
+    pub allow_zero_length_clientid: bool,
+    pub auto_id_prefix: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            source: None,
+            listeners: Vec::new(),
+            allow_anonymous: None,
+            per_listener_settings: false,
+            password_file: None,
+            acl_file: None,
+            pid_file: None,
+            user: None,
+            max_connections: -1,
+            message_size_limit: 0,
+            max_packet_size: 0,
+            max_inflight_messages: 20,
+            max_queued_messages: 1000,
+            max_queued_bytes: 0,
+            max_keepalive: 65535,
+            retain_available: true,
+            persistent_client_expiration: None,
+            sys_interval: 10,
+            persistence: false,
+            persistence_location: None,
+            persistence_file: "rmqtt.db".to_owned(),
+            autosave_interval: 1800,
+            autosave_on_changes: false,
+            log_dest: Vec::new(),
+            log_types: Vec::new(),
+            log_timestamp: true,
+            log_timestamp_format: None,
+            log_facility: None,
+            connection_messages: true,
+            queue_qos0_messages: false,
+            upgrade_outgoing_qos: false,
+            allow_zero_length_clientid: true,
+            auto_id_prefix: "auto-".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// True when no listener was configured: bind loopback only, like Mosquitto 2.
+    pub fn local_only(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
+    /// Whether clients without credentials may connect on `listener`.
+    pub fn anonymous_allowed(&self, listener: Option<&Listener>) -> bool {
+        if let Some(a) = listener.and_then(|l| l.allow_anonymous) {
+            if self.per_listener_settings {
+                return a;
+            }
+        }
+        self.allow_anonymous.unwrap_or(self.source.is_none())
+    }
+}
+
+/// A configuration problem, with where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 0 when the problem is not tied to a line.
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.file, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a boolean the way Mosquitto and UCI both accept.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "true" | "1" | "yes" | "on" | "enabled" => Some(true),
+        "false" | "0" | "no" | "off" | "disabled" => Some(false),
+        _ => None,
+    }
+}

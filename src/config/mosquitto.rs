@@ -1,0 +1,587 @@
+//! Mosquitto-style configuration files (`key value...`, `#` comments, `include_dir`).
+//!
+//! Table driven: one small function per key. Never panics on file contents; every error
+//! carries the file and line. Unknown keys are warnings, except those that weaken security if
+//! ignored, which are errors.
+
+use super::{parse_bool, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A non-fatal remark about the configuration (an unknown or unsupported key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+struct State {
+    cfg: Config,
+    /// Index of the listener that listener-scoped keys apply to; `None` before any `listener`.
+    current: Option<usize>,
+    /// The implicit listener made by the old `port`/`bind_address` keys.
+    default_listener: Option<usize>,
+    warnings: Vec<Warning>,
+    depth: usize,
+}
+
+type Handler = fn(&mut State, &[&str]) -> Result<(), String>;
+
+/// Every key rmqtt understands.
+const KEYS: &[(&str, Handler)] = &[
+    ("listener", key_listener),
+    ("port", key_port),
+    ("bind_address", key_bind_address),
+    ("protocol", key_protocol),
+    ("allow_anonymous", key_allow_anonymous),
+    ("per_listener_settings", |s, a| {
+        s.cfg.per_listener_settings = boolean(a)?;
+        Ok(())
+    }),
+    ("password_file", |s, a| {
+        s.cfg.password_file = Some(path(a)?);
+        Ok(())
+    }),
+    ("acl_file", |s, a| {
+        s.cfg.acl_file = Some(path(a)?);
+        Ok(())
+    }),
+    ("pid_file", |s, a| {
+        s.cfg.pid_file = Some(path(a)?);
+        Ok(())
+    }),
+    ("user", |s, a| {
+        s.cfg.user = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("max_connections", key_max_connections),
+    ("message_size_limit", |s, a| {
+        s.cfg.message_size_limit = number(a, 0, 268_435_455)? as u32;
+        Ok(())
+    }),
+    ("max_packet_size", |s, a| {
+        s.cfg.max_packet_size = number(a, 0, 268_435_460)? as u32;
+        Ok(())
+    }),
+    ("max_inflight_messages", |s, a| {
+        s.cfg.max_inflight_messages = number(a, 0, 65535)? as u16;
+        Ok(())
+    }),
+    ("max_queued_messages", |s, a| {
+        s.cfg.max_queued_messages = number(a, 0, u32::MAX as i64)? as u32;
+        Ok(())
+    }),
+    ("max_queued_bytes", |s, a| {
+        s.cfg.max_queued_bytes = number(a, 0, i64::MAX)? as u64;
+        Ok(())
+    }),
+    ("max_keepalive", |s, a| {
+        s.cfg.max_keepalive = number(a, 0, 65535)? as u16;
+        Ok(())
+    }),
+    ("retain_available", |s, a| {
+        s.cfg.retain_available = boolean(a)?;
+        Ok(())
+    }),
+    ("persistent_client_expiration", |s, a| {
+        s.cfg.persistent_client_expiration = Some(duration(one(a)?)?);
+        Ok(())
+    }),
+    ("sys_interval", |s, a| {
+        s.cfg.sys_interval = number(a, 0, 65535)? as u32;
+        Ok(())
+    }),
+    ("persistence", |s, a| {
+        s.cfg.persistence = boolean(a)?;
+        Ok(())
+    }),
+    ("persistence_location", |s, a| {
+        s.cfg.persistence_location = Some(path(a)?);
+        Ok(())
+    }),
+    ("persistence_file", |s, a| {
+        s.cfg.persistence_file = one(a)?.to_owned();
+        Ok(())
+    }),
+    ("autosave_interval", |s, a| {
+        s.cfg.autosave_interval = number(a, 0, u32::MAX as i64)? as u32;
+        Ok(())
+    }),
+    ("autosave_on_changes", |s, a| {
+        s.cfg.autosave_on_changes = boolean(a)?;
+        Ok(())
+    }),
+    ("log_dest", key_log_dest),
+    ("log_type", |s, a| {
+        let t = one(a)?;
+        const TYPES: &[&str] = &[
+            "debug",
+            "error",
+            "warning",
+            "notice",
+            "information",
+            "subscribe",
+            "unsubscribe",
+            "websockets",
+            "none",
+            "all",
+        ];
+        if !TYPES.contains(&t) {
+            return Err(format!("invalid log_type value ({t})"));
+        }
+        s.cfg.log_types.push(t.to_owned());
+        Ok(())
+    }),
+    ("log_timestamp", |s, a| {
+        s.cfg.log_timestamp = boolean(a)?;
+        Ok(())
+    }),
+    ("log_timestamp_format", |s, a| {
+        s.cfg.log_timestamp_format = Some(a.join(" "));
+        Ok(())
+    }),
+    ("log_facility", |s, a| {
+        s.cfg.log_facility = Some(number(a, 0, 7)? as u32);
+        Ok(())
+    }),
+    ("connection_messages", |s, a| {
+        s.cfg.connection_messages = boolean(a)?;
+        Ok(())
+    }),
+    ("queue_qos0_messages", |s, a| {
+        s.cfg.queue_qos0_messages = boolean(a)?;
+        Ok(())
+    }),
+    ("upgrade_outgoing_qos", |s, a| {
+        s.cfg.upgrade_outgoing_qos = boolean(a)?;
+        Ok(())
+    }),
+    ("allow_zero_length_clientid", |s, a| {
+        s.cfg.allow_zero_length_clientid = boolean(a)?;
+        Ok(())
+    }),
+    ("auto_id_prefix", |s, a| {
+        s.cfg.auto_id_prefix = one(a)?.to_owned();
+        Ok(())
+    }),
+    ("cafile", |s, a| {
+        let p = path(a)?;
+        s.listener("cafile")?.cafile = Some(p);
+        Ok(())
+    }),
+    ("capath", |s, a| {
+        let p = path(a)?;
+        s.listener("capath")?.capath = Some(p);
+        Ok(())
+    }),
+    ("certfile", |s, a| {
+        let p = path(a)?;
+        s.listener("certfile")?.certfile = Some(p);
+        Ok(())
+    }),
+    ("keyfile", |s, a| {
+        let p = path(a)?;
+        s.listener("keyfile")?.keyfile = Some(p);
+        Ok(())
+    }),
+    ("require_certificate", |s, a| {
+        let b = boolean(a)?;
+        s.listener("require_certificate")?.require_certificate = b;
+        Ok(())
+    }),
+    ("use_identity_as_username", |s, a| {
+        let b = boolean(a)?;
+        s.listener("use_identity_as_username")?
+            .use_identity_as_username = b;
+        Ok(())
+    }),
+    ("tls_version", |s, a| {
+        let v = one(a)?.to_owned();
+        if !["tlsv1.2", "tlsv1.3"].contains(&v.as_str()) {
+            return Err(format!(
+                "unsupported tls_version ({v}); use tlsv1.2 or tlsv1.3"
+            ));
+        }
+        s.listener("tls_version")?.tls_version = Some(v);
+        Ok(())
+    }),
+];
+
+/// Mosquitto keys that rmqtt does not implement but that change nothing about who may do
+/// what: accepted with a warning.
+const IGNORED: &[&str] = &[
+    "autosave_on_changes",
+    "check_retain_source",
+    "clientid_prefixes",
+    "http_dir",
+    "include_dir",
+    "log_facility",
+    "max_inflight_bytes",
+    "memory_limit",
+    "mount_point",
+    "set_tcp_nodelay",
+    "socket_domain",
+    "websockets_headers_size",
+    "websockets_log_level",
+];
+
+/// Mosquitto keys that would weaken security if silently ignored: refused.
+const REFUSED: &[&str] = &[
+    "auth_plugin",
+    "plugin",
+    "plugin_opt",
+    "psk_file",
+    "psk_hint",
+    "ciphers",
+    "ciphers_tls1.3",
+    "crlfile",
+    "dhparamfile",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "bridge_psk",
+    "bridge_identity",
+];
+
+impl State {
+    fn listener(&mut self, key: &str) -> Result<&mut Listener, String> {
+        let idx = match self.current.or(self.default_listener) {
+            Some(i) => i,
+            None => {
+                // Mosquitto applies listener options given before any `listener` to the
+                // default listener on 1883.
+                self.cfg.listeners.push(Listener::new(1883, None));
+                let i = self.cfg.listeners.len() - 1;
+                self.default_listener = Some(i);
+                i
+            }
+        };
+        self.cfg
+            .listeners
+            .get_mut(idx)
+            .ok_or_else(|| format!("{key} given outside a listener"))
+    }
+}
+
+fn one<'a>(args: &[&'a str]) -> Result<&'a str, String> {
+    match args {
+        [v] => Ok(v),
+        [] => Err("missing value".to_owned()),
+        _ => Err("too many values".to_owned()),
+    }
+}
+
+fn boolean(args: &[&str]) -> Result<bool, String> {
+    let v = one(args)?;
+    parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use true or false"))
+}
+
+fn number(args: &[&str], min: i64, max: i64) -> Result<i64, String> {
+    let v = one(args)?;
+    let n: i64 = v.parse().map_err(|_| format!("invalid number ({v})"))?;
+    if n < min || n > max {
+        return Err(format!("value {n} out of range {min}..{max}"));
+    }
+    Ok(n)
+}
+
+fn path(args: &[&str]) -> Result<PathBuf, String> {
+    // Paths may contain spaces: the rest of the line is the path.
+    if args.is_empty() {
+        return Err("missing path".to_owned());
+    }
+    Ok(PathBuf::from(args.join(" ")))
+}
+
+fn port(v: &str) -> Result<u16, String> {
+    v.parse::<u16>()
+        .map_err(|_| format!("invalid port ({v}); use a number from 0 to 65535"))
+}
+
+/// `1h`, `2d`, `3w`, `4m` (months), `1y`, or seconds as in Mosquitto.
+fn duration(v: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration ({v}); use a number followed by h, d, w, m or y");
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let (num, mult) = match unit {
+        "h" => (num, 3600u64),
+        "d" => (num, 86_400),
+        "w" => (num, 7 * 86_400),
+        "m" => (num, 30 * 86_400),
+        "y" => (num, 365 * 86_400),
+        _ => (v, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| err())?;
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn key_listener(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let (p, bind) = match a {
+        [p] => (port(p)?, None),
+        [p, addr] => (port(p)?, Some((*addr).to_owned())),
+        [] => return Err("listener needs a port".to_owned()),
+        _ => return Err("listener takes a port and an optional address".to_owned()),
+    };
+    s.cfg.listeners.push(Listener::new(p, bind));
+    s.current = Some(s.cfg.listeners.len() - 1);
+    Ok(())
+}
+
+fn key_port(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let p = port(one(a)?)?;
+    match s.default_listener {
+        Some(i) => {
+            if let Some(l) = s.cfg.listeners.get_mut(i) {
+                l.port = p;
+            }
+        }
+        None => {
+            s.cfg.listeners.push(Listener::new(p, None));
+            s.default_listener = Some(s.cfg.listeners.len() - 1);
+        }
+    }
+    Ok(())
+}
+
+fn key_bind_address(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let addr = one(a)?.to_owned();
+    if s.default_listener.is_none() {
+        s.cfg.listeners.push(Listener::new(1883, None));
+        s.default_listener = Some(s.cfg.listeners.len() - 1);
+    }
+    if let Some(l) = s.default_listener.and_then(|i| s.cfg.listeners.get_mut(i)) {
+        l.bind = Some(addr);
+    }
+    Ok(())
+}
+
+fn key_protocol(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let p = match one(a)? {
+        "mqtt" => ListenerProtocol::Mqtt,
+        "websockets" => ListenerProtocol::WebSockets,
+        other => {
+            return Err(format!(
+                "invalid protocol ({other}); use mqtt or websockets"
+            ))
+        }
+    };
+    s.listener("protocol")?.protocol = p;
+    Ok(())
+}
+
+fn key_allow_anonymous(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let b = boolean(a)?;
+    match s.current {
+        Some(i) if s.cfg.per_listener_settings => {
+            if let Some(l) = s.cfg.listeners.get_mut(i) {
+                l.allow_anonymous = Some(b);
+            }
+        }
+        _ => s.cfg.allow_anonymous = Some(b),
+    }
+    Ok(())
+}
+
+fn key_max_connections(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let n = number(a, -1, i64::from(i32::MAX))?;
+    match s.current {
+        Some(i) => {
+            if let Some(l) = s.cfg.listeners.get_mut(i) {
+                l.max_connections = n;
+            }
+        }
+        None => s.cfg.max_connections = n,
+    }
+    Ok(())
+}
+
+fn key_log_dest(s: &mut State, a: &[&str]) -> Result<(), String> {
+    let d = match a {
+        ["stdout"] => LogDest::Stdout,
+        ["stderr"] => LogDest::Stderr,
+        ["syslog"] => LogDest::Syslog,
+        ["topic"] => LogDest::Topic,
+        ["none"] => LogDest::None,
+        ["file", rest @ ..] if !rest.is_empty() => LogDest::File(PathBuf::from(rest.join(" "))),
+        ["dlt"] => return Err("log_dest dlt is not supported".to_owned()),
+        _ => {
+            return Err(format!(
+                "invalid log_dest ({}); use stdout, stderr, syslog, topic, none or file PATH",
+                a.join(" ")
+            ))
+        }
+    };
+    s.cfg.log_dest.push(d);
+    Ok(())
+}
+
+/// Reads `path` into a [`Config`], with warnings for keys accepted but not acted upon.
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let mut st = State {
+        cfg: Config {
+            source: Some(path.to_owned()),
+            ..Config::default()
+        },
+        current: None,
+        default_listener: None,
+        warnings: Vec::new(),
+        depth: 0,
+    };
+    parse_file(&mut st, path)?;
+    Ok((st.cfg, st.warnings))
+}
+
+/// Parses configuration text as if it came from `name`; for tests and `include_dir`.
+pub fn parse_str(name: &str, text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let mut st = State {
+        cfg: Config {
+            source: Some(PathBuf::from(name)),
+            ..Config::default()
+        },
+        current: None,
+        default_listener: None,
+        warnings: Vec::new(),
+        depth: 0,
+    };
+    parse_text(&mut st, name, text)?;
+    Ok((st.cfg, st.warnings))
+}
+
+fn parse_file(st: &mut State, path: &Path) -> Result<(), ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        line: 0,
+        message: format!("cannot read configuration file: {e}"),
+    })?;
+    parse_text(st, &name, &text)
+}
+
+fn parse_text(st: &mut State, name: &str, text: &str) -> Result<(), ConfigError> {
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let err = |message: String| ConfigError {
+            file: name.to_owned(),
+            line,
+            message,
+        };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut words = trimmed.split_whitespace();
+        let Some(key) = words.next() else { continue };
+        let args: Vec<&str> = words.collect();
+        if key == "include_dir" {
+            include_dir(st, &args).map_err(err)?;
+            continue;
+        }
+        if let Some((_, handler)) = KEYS.iter().find(|(k, _)| *k == key) {
+            handler(st, &args).map_err(|m| err(format!("{key}: {m}")))?;
+        } else if REFUSED.contains(&key) {
+            return Err(err(format!(
+                "{key} is not supported by rmqtt; refusing to start without it"
+            )));
+        } else if key.starts_with("bridge")
+            || key == "connection"
+            || key == "address"
+            || key == "addresses"
+            || key == "topic"
+            || key.starts_with("remote_")
+            || key.starts_with("local_")
+            || key == "cleansession"
+            || key == "keepalive_interval"
+            || key == "restart_timeout"
+            || key == "start_type"
+            || key == "try_private"
+            || key.starts_with("notification")
+        {
+            st.warnings.push(Warning(format!(
+                "{name}:{line}: bridge option {key} is not supported yet; ignored"
+            )));
+        } else if IGNORED.contains(&key) {
+            st.warnings.push(Warning(format!(
+                "{name}:{line}: {key} is not supported by rmqtt; ignored"
+            )));
+        } else {
+            st.warnings.push(Warning(format!(
+                "{name}:{line}: unknown configuration variable \"{key}\"; ignored"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
+    let dir = path(args)?;
+    if st.depth > 8 {
+        return Err("include_dir nested too deeply".to_owned());
+    }
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("include_dir {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    st.depth += 1;
+    for f in files {
+        parse_file(st, &f).map_err(|e| e.to_string())?;
+    }
+    st.depth -= 1;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_and_globals() {
+        let (c, w) = parse_str(
+            "t.conf",
+            "# comment\nlistener 1883\nlistener 8883 127.0.0.1\ncertfile /x y\nallow_anonymous false\n\
+             max_inflight_messages 10\nfoo bar\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].port, 1883);
+        assert_eq!(c.listeners[1].bind.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/x y")));
+        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.max_inflight_messages, 10);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].0.contains("t.conf:7"), "{w:?}");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (text, line, needle) in [
+            ("listener abc\n", 1, "invalid port"),
+            ("\nallow_anonymous maybe\n", 2, "invalid boolean"),
+            ("max_inflight_messages 70000\n", 1, "out of range"),
+            (
+                "listener 1883\nprotocol carrier-pigeon\n",
+                2,
+                "invalid protocol",
+            ),
+            ("auth_plugin /x.so\n", 1, "not supported"),
+            ("log_dest printer\n", 1, "invalid log_dest"),
+        ] {
+            let e = parse_str("bad.conf", text).unwrap_err();
+            assert_eq!(e.line, line, "{text}");
+            assert_eq!(e.file, "bad.conf");
+            assert!(e.message.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn anonymous_defaults() {
+        let local = Config::default();
+        assert!(local.anonymous_allowed(None));
+        let (c, _) = parse_str("t.conf", "listener 1883\n").unwrap();
+        assert!(!c.anonymous_allowed(None));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(duration("30").unwrap(), Duration::from_secs(30));
+        assert!(duration("x").is_err());
+    }
+}
