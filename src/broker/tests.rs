@@ -1,1 +1,511 @@
-//! Router tests: packets and timestamps in, packets out; no sockets.
+//! Router tests: packets and timestamps in, packets out; no sockets, no sleeping.
+
+use super::core::{Broker, Limits};
+use crate::protocol::*;
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Harness {
+    b: Broker,
+    now: Instant,
+}
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+fn connect_packet(id: &str, clean: bool, keep_alive: u16, version: Version) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        version,
+        clean_start: clean,
+        keep_alive,
+        client_id: id.to_owned(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }))
+}
+
+fn publish(topic: &str, payload: &str, qos: QoS, pid: u16, retain: bool) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain,
+        topic: topic.into(),
+        pid,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        properties: Properties::default(),
+    })
+}
+
+fn subscribe(pid: u16, filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        pid,
+        filters: filters
+            .iter()
+            .map(|(f, q)| {
+                (
+                    f.to_string(),
+                    SubOptions {
+                        qos: *q,
+                        ..SubOptions::default()
+                    },
+                )
+            })
+            .collect(),
+        properties: Properties::default(),
+    })
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(Limits::default())
+    }
+
+    fn with(limits: Limits) -> Harness {
+        Harness {
+            b: Broker::new(limits, 7),
+            now: Instant::now(),
+        }
+    }
+
+    fn open(&mut self) -> usize {
+        self.b.accept(peer(), 1883, true, self.now)
+    }
+
+    fn send(&mut self, c: usize, p: &Packet) -> usize {
+        let mut buf = BytesMut::new();
+        let v = self.b.conns.get(c).map_or(Version::V311, |c| c.version);
+        p.encode(v, &mut buf);
+        self.b.input(c, &buf, self.now)
+    }
+
+    fn recv(&mut self, c: usize) -> Vec<Packet> {
+        let Some(conn) = self.b.conns.get_mut(c) else {
+            return Vec::new();
+        };
+        let out = std::mem::take(&mut conn.out);
+        let v = conn.version;
+        let mut rest: &[u8] = &out;
+        let mut got = Vec::new();
+        while let Some((p, n)) = decode(rest, v, usize::MAX).unwrap() {
+            got.push(p);
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty());
+        got
+    }
+
+    /// Connects a client and checks the CONNACK; returns the connection id.
+    fn client(&mut self, id: &str, clean: bool) -> usize {
+        self.client_v(id, clean, Version::V311).0
+    }
+
+    /// Connects; returns the connection id, session present, and what followed the CONNACK.
+    fn client_v(&mut self, id: &str, clean: bool, v: Version) -> (usize, bool, Vec<Packet>) {
+        let c = self.open();
+        self.send(c, &connect_packet(id, clean, 60, v));
+        let mut got = self.recv(c);
+        assert!(!got.is_empty(), "no CONNACK");
+        match got.remove(0) {
+            Packet::ConnAck(a) => {
+                assert_eq!(a.code, 0);
+                (c, a.session_present, got)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The event loop's close sweep: the socket is gone.
+    fn drop_conn(&mut self, c: usize) {
+        self.b.peer_closed(c, false);
+        self.sweep();
+    }
+
+    fn sweep(&mut self) {
+        for id in self.b.take_closing() {
+            self.b.finish(id, self.now);
+        }
+    }
+
+    fn sub(&mut self, c: usize, filters: &[(&str, QoS)]) {
+        self.send(c, &subscribe(1, filters));
+        match self.recv(c).first() {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    fn closing(&self, c: usize) -> bool {
+        self.b.conns.get(c).map_or(true, |c| c.close.is_some())
+    }
+}
+
+fn publishes(ps: &[Packet]) -> Vec<(String, QoS, bool, bool)> {
+    ps.iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.qos,
+                p.retain,
+                p.dup,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn qos1_forwarded_and_acknowledged() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "m", QoS::AtLeastOnce, 9, false));
+    assert_eq!(h.recv(p), vec![Packet::PubAck(Ack::new(9))]);
+    let got = h.recv(s);
+    assert_eq!(
+        publishes(&got),
+        vec![("m".into(), QoS::AtLeastOnce, false, false)]
+    );
+}
+
+#[test]
+fn qos2_duplicate_before_pubrel_delivered_once() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::ExactlyOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "once", QoS::ExactlyOnce, 5, false));
+    let mut dup = publish("t", "once", QoS::ExactlyOnce, 5, false);
+    if let Packet::Publish(x) = &mut dup {
+        x.dup = true;
+    }
+    h.send(p, &dup);
+    assert_eq!(
+        h.recv(p),
+        vec![Packet::PubRec(Ack::new(5)), Packet::PubRec(Ack::new(5))]
+    );
+    h.send(p, &Packet::PubRel(Ack::new(5)));
+    assert_eq!(h.recv(p), vec![Packet::PubComp(Ack::new(5))]);
+    assert_eq!(publishes(&h.recv(s)).len(), 1);
+    // After PUBREL the id is free again: the same id is a new message.
+    h.send(p, &publish("t", "again", QoS::ExactlyOnce, 5, false));
+    assert_eq!(publishes(&h.recv(s)).len(), 1);
+}
+
+#[test]
+fn qos2_outbound_flow() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::ExactlyOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "x", QoS::ExactlyOnce, 1, false));
+    let pid = match h.recv(s).as_slice() {
+        [Packet::Publish(x)] => x.pid,
+        other => panic!("{other:?}"),
+    };
+    h.send(s, &Packet::PubRec(Ack::new(pid)));
+    assert_eq!(h.recv(s), vec![Packet::PubRel(Ack::new(pid))]);
+    h.send(s, &Packet::PubComp(Ack::new(pid)));
+    assert!(h.recv(s).is_empty());
+    assert!(!h.closing(s));
+}
+
+#[test]
+fn overlapping_subscriptions_once_at_highest_qos() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(
+        s,
+        &[
+            ("a/#", QoS::AtMostOnce),
+            ("a/b", QoS::ExactlyOnce),
+            ("+/b", QoS::AtLeastOnce),
+        ],
+    );
+    let p = h.client("pub", true);
+    h.send(p, &publish("a/b", "x", QoS::ExactlyOnce, 1, false));
+    assert_eq!(
+        publishes(&h.recv(s)),
+        vec![("x".into(), QoS::ExactlyOnce, false, false)]
+    );
+}
+
+#[test]
+fn qos_downgrade() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "2", QoS::ExactlyOnce, 1, false));
+    h.send(p, &publish("t", "0", QoS::AtMostOnce, 0, false));
+    let got = publishes(&h.recv(s));
+    assert_eq!(got[0].1, QoS::AtLeastOnce);
+    assert_eq!(got[1].1, QoS::AtMostOnce);
+}
+
+#[test]
+fn retained_on_subscribe_with_flag_live_without() {
+    let mut h = Harness::new();
+    let p = h.client("pub", true);
+    h.send(p, &publish("r/1", "old", QoS::AtMostOnce, 0, true));
+    h.send(p, &publish("r/1", "new", QoS::AtLeastOnce, 2, true));
+    h.send(p, &publish("r/2", "two", QoS::AtMostOnce, 0, true));
+    h.send(p, &publish("r/2", "", QoS::AtMostOnce, 0, true));
+    let s = h.client("sub", true);
+    h.send(s, &subscribe(1, &[("r/#", QoS::AtLeastOnce)]));
+    let got = h.recv(s);
+    assert!(
+        matches!(got.first(), Some(Packet::SubAck(_))),
+        "SUBACK first"
+    );
+    assert_eq!(
+        publishes(&got),
+        vec![("new".into(), QoS::AtLeastOnce, true, false)]
+    );
+    h.send(p, &publish("r/1", "live", QoS::AtMostOnce, 0, true));
+    assert_eq!(
+        publishes(&h.recv(s)),
+        vec![("live".into(), QoS::AtMostOnce, false, false)]
+    );
+}
+
+#[test]
+fn persistent_session_queues_and_resends_with_dup() {
+    let mut h = Harness::new();
+    let s = h.client("keep", false);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "inflight", QoS::AtLeastOnce, 1, false));
+    assert_eq!(publishes(&h.recv(s)).len(), 1);
+    h.drop_conn(s);
+    h.send(p, &publish("t", "queued1", QoS::AtLeastOnce, 2, false));
+    h.send(p, &publish("t", "queued2", QoS::ExactlyOnce, 3, false));
+    h.send(p, &publish("t", "qos0-dropped", QoS::AtMostOnce, 0, false));
+    let (_, present, after) = h.client_v("keep", false, Version::V311);
+    assert!(present, "session present");
+    let got = publishes(&after);
+    assert_eq!(
+        got,
+        vec![
+            ("inflight".into(), QoS::AtLeastOnce, false, true),
+            ("queued1".into(), QoS::AtLeastOnce, false, false),
+            ("queued2".into(), QoS::AtLeastOnce, false, false),
+        ]
+    );
+}
+
+#[test]
+fn clean_session_discards() {
+    let mut h = Harness::new();
+    let s = h.client("c", false);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    h.drop_conn(s);
+    let (_, present, _) = h.client_v("c", true, Version::V311);
+    assert!(!present);
+    assert_eq!(h.b.subscription_count(), 0);
+}
+
+#[test]
+fn takeover_closes_old_connection_and_sends_will() {
+    let mut h = Harness::new();
+    let w = h.client("watch", true);
+    h.sub(w, &[("will", QoS::AtMostOnce)]);
+    let old = h.open();
+    let mut c = connect_packet("dup", true, 60, Version::V311);
+    if let Packet::Connect(c) = &mut c {
+        c.will = Some(Will {
+            topic: "will".into(),
+            payload: Bytes::from_static(b"gone"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+    }
+    h.send(old, &c);
+    h.recv(old);
+    let new = h.client("dup", true);
+    assert!(h.closing(old));
+    assert!(!h.closing(new));
+    h.sweep();
+    assert_eq!(publishes(&h.recv(w)).len(), 1);
+}
+
+fn with_will(id: &str, keep_alive: u16) -> Packet {
+    let mut c = connect_packet(id, true, keep_alive, Version::V311);
+    if let Packet::Connect(c) = &mut c {
+        c.will = Some(Will {
+            topic: "will".into(),
+            payload: Bytes::from_static(b"bye"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties::default(),
+        });
+    }
+    c
+}
+
+#[test]
+fn will_on_keepalive_timeout_not_on_disconnect() {
+    let mut h = Harness::new();
+    let w = h.client("watch", true);
+    h.sub(w, &[("will", QoS::AtLeastOnce)]);
+
+    let polite = h.open();
+    h.send(polite, &with_will("polite", 10));
+    h.send(polite, &Packet::Disconnect(Disconnect::default()));
+    h.sweep();
+    assert!(h.recv(w).is_empty(), "no will after DISCONNECT");
+
+    let silent = h.open();
+    h.send(silent, &with_will("silent", 2));
+    h.recv(silent);
+    // 1.5 x 2 s: still alive at 2.9 s, gone at 3 s.
+    let start = h.now;
+    h.now = start + Duration::from_millis(2900);
+    h.b.poll(h.now);
+    assert!(!h.closing(silent));
+    h.now = start + Duration::from_secs(3);
+    h.b.poll(h.now);
+    assert!(h.closing(silent));
+    h.sweep();
+    assert_eq!(
+        publishes(&h.recv(w)),
+        vec![("bye".into(), QoS::AtLeastOnce, false, false)]
+    );
+}
+
+#[test]
+fn pings_keep_a_connection_alive() {
+    let mut h = Harness::new();
+    let c = h.open();
+    h.send(c, &connect_packet("p", true, 2, Version::V311));
+    h.recv(c);
+    let start = h.now;
+    for i in 1..=5 {
+        h.now = start + Duration::from_secs(2 * i);
+        h.send(c, &Packet::PingReq);
+        assert_eq!(h.recv(c), vec![Packet::PingResp]);
+        h.b.poll(h.now);
+        assert!(!h.closing(c));
+    }
+    assert!(h.b.next_deadline().is_some(), "keepalive timer armed");
+}
+
+#[test]
+fn connect_timeout_closes_silent_sockets() {
+    let mut h = Harness::new();
+    let c = h.open();
+    h.now += Duration::from_secs(21);
+    h.b.poll(h.now);
+    assert!(h.closing(c));
+}
+
+#[test]
+fn first_packet_must_be_connect_and_only_once() {
+    let mut h = Harness::new();
+    let c = h.open();
+    h.send(c, &Packet::PingReq);
+    assert!(h.closing(c));
+    let c2 = h.client("x", true);
+    h.send(c2, &connect_packet("x", true, 60, Version::V311));
+    assert!(h.closing(c2));
+}
+
+#[test]
+fn offline_queue_is_bounded_and_counts_drops() {
+    let mut limits = Limits::default();
+    limits.max_queued = 5;
+    let mut h = Harness::with(limits);
+    let s = h.client("slow", false);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    h.drop_conn(s);
+    let p = h.client("pub", true);
+    for i in 1..=10 {
+        h.send(p, &publish("t", "m", QoS::AtLeastOnce, i, false));
+    }
+    assert_eq!(h.b.stats.publish_dropped, 5);
+    let (_, _, after) = h.client_v("slow", false, Version::V311);
+    assert_eq!(publishes(&after).len(), 5);
+}
+
+#[test]
+fn backpressure_pauses_publisher_instead_of_dropping() {
+    let mut limits = Limits::default();
+    limits.max_inflight = 2;
+    limits.max_queued = 10;
+    let mut h = Harness::with(limits);
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    // 40 QoS 1 messages in one read: the broker must stop taking them when the subscriber's
+    // queue reaches its high-water mark (5), not drop any.
+    let mut buf = BytesMut::new();
+    for i in 1..=40 {
+        publish("t", "m", QoS::AtLeastOnce, i, false).encode(Version::V311, &mut buf);
+    }
+    let used = h.b.input(p, &buf, h.now);
+    assert!(used < buf.len(), "publisher paused");
+    assert_eq!(h.b.stats.publish_dropped, 0);
+    // The subscriber acknowledges everything it gets; the pause lifts and all 40 arrive.
+    let mut rest = buf.split_off(used);
+    let mut delivered = 0;
+    for _ in 0..100 {
+        for pkt in h.recv(s) {
+            if let Packet::Publish(x) = pkt {
+                delivered += 1;
+                h.send(s, &Packet::PubAck(Ack::new(x.pid)));
+            }
+        }
+        if !h.b.take_resumed().is_empty() || !h.b.conns.get(p).unwrap().paused {
+            let n = h.b.input(p, &rest, h.now);
+            let _ = rest.split_to(n);
+        }
+        if delivered == 40 {
+            break;
+        }
+    }
+    assert_eq!(delivered, 40);
+    assert_eq!(h.b.stats.publish_dropped, 0);
+}
+
+#[test]
+fn v5_session_expiry() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let mut cp = connect_packet("v5", false, 60, Version::V5);
+    if let Packet::Connect(x) = &mut cp {
+        x.properties.session_expiry_interval = Some(30);
+    }
+    h.send(c, &cp);
+    h.recv(c);
+    h.sub(c, &[("t", QoS::AtLeastOnce)]);
+    h.drop_conn(c);
+    assert_eq!(h.b.session_count(), 1);
+    h.now += Duration::from_secs(31);
+    h.b.poll(h.now);
+    assert_eq!(h.b.session_count(), 0);
+    assert_eq!(h.b.subscription_count(), 0);
+}
+
+#[test]
+fn no_deadline_when_idle() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let mut cp = connect_packet("idle", true, 0, Version::V311);
+    if let Packet::Connect(x) = &mut cp {
+        x.keep_alive = 0;
+    }
+    h.send(c, &cp);
+    h.recv(c);
+    h.now += Duration::from_secs(25);
+    h.b.poll(h.now);
+    assert_eq!(
+        h.b.next_deadline(),
+        None,
+        "an idle broker sleeps until an event"
+    );
+}
