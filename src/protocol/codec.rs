@@ -89,7 +89,8 @@ pub fn utf8(b: &[u8]) -> Result<&str, DecodeError> {
     Ok(s)
 }
 
-/// Reads a variable byte integer. `Ok(None)`: more bytes needed; an error for a fifth byte.
+/// Reads a variable byte integer. `Ok(None)`: more bytes needed; an error for a fifth byte or
+/// for a value not written in its shortest form. [MQTT-1.5.5-1]
 pub fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for i in 0..4 {
@@ -98,6 +99,9 @@ pub fn read_varint(buf: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
         };
         value |= u32::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return Err(DecodeError::MalformedLength);
+            }
             return Ok(Some((value, i + 1)));
         }
     }

@@ -94,7 +94,8 @@ impl QoS {
 /// code where one applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
-    /// Remaining length longer than four bytes. [MQTT-1.5.5-1]
+    /// A variable byte integer (remaining length, property length...) longer than four bytes or
+    /// not in its shortest form. [MQTT-1.5.5-1]
     MalformedLength,
     /// The packet announced more bytes than the limit allows.
     TooLarge { size: usize, max: usize },
