@@ -8,3 +8,4 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod protocol;
+pub mod tls;

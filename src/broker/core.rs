@@ -148,6 +148,9 @@ pub struct Conn {
     pub anonymous_allowed: bool,
     /// MQTT 5 Maximum Packet Size the client accepts.
     pub max_packet_out: usize,
+    /// Common name of the TLS client certificate, on listeners that use it as the username:
+    /// `Some(None)` when such a listener saw no certificate.
+    pub tls_identity: Option<Option<String>>,
 }
 
 impl Conn {
@@ -184,6 +187,10 @@ pub struct Stats {
 /// Authentication decision for a CONNECT; kept behind one function so the password file and
 /// ACL can slot in.
 fn authenticate(conn: &Conn, c: &Connect) -> Result<(), u8> {
+    if let Some(identity) = &conn.tls_identity {
+        // use_identity_as_username: the certificate is the credential.
+        return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
+    }
     if c.username.is_none() && !conn.anonymous_allowed {
         return Err(reason::NOT_AUTHORIZED);
     }
@@ -288,6 +295,7 @@ impl Broker {
             paused: false,
             anonymous_allowed,
             max_packet_out: usize::MAX,
+            tls_identity: None,
         });
         if self.limits.connection_messages {
             info!("New connection from {} on port {}.", fmt_addr(&peer), port);
@@ -304,10 +312,7 @@ impl Broker {
     pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
         let mut used = 0;
         self.current = Some(id);
-        loop {
-            let Some(conn) = self.conns.get_mut(id) else {
-                break;
-            };
+        while let Some(conn) = self.conns.get_mut(id) {
             if conn.close.is_some() || conn.paused {
                 break;
             }
@@ -328,6 +333,13 @@ impl Broker {
         }
         self.current = None;
         used
+    }
+
+    /// The TLS client certificate's identity, for `use_identity_as_username` listeners.
+    pub fn set_tls_identity(&mut self, id: usize, identity: Option<String>) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.tls_identity = Some(identity);
+        }
     }
 
     /// The peer closed the connection, or the socket failed.
@@ -696,7 +708,10 @@ impl Broker {
             server_keep_alive = Some(keep_alive);
         }
         conn.keep_alive = Duration::from_secs(u64::from(keep_alive));
-        conn.username = c.username.clone();
+        conn.username = match &conn.tls_identity {
+            Some(identity) => identity.clone(),
+            None => c.username.clone(),
+        };
         conn.will = c.will;
         conn.connected = true;
         conn.max_packet_out = c

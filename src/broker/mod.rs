@@ -135,7 +135,7 @@ fn run(cfg: &Config, ports: &[u16]) -> i32 {
         Ok(s) => s,
         Err(e) => {
             log::error!("Error: {e}");
-            return 1;
+            return 3;
         }
     };
     info!("rmqtt version {} running", env!("CARGO_PKG_VERSION"));

@@ -8,6 +8,7 @@
 use super::core::{fmt_addr, Broker};
 use super::signals::{self, Signals};
 use crate::config::{Config, Listener};
+use crate::tls::{ServerStream, ServerTls};
 use bytes::{Buf, BytesMut};
 use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -24,14 +25,69 @@ const READ_CHUNK: usize = 64 * 1024;
 
 struct Bound {
     socket: TcpListener,
+    tls: Option<ServerTls>,
+    identity_as_username: bool,
     port: u16,
     anonymous: bool,
     max_connections: i64,
     open: i64,
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<ServerStream>),
+}
+
+impl Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(t) => t.write(buf),
+        }
+    }
+
+    /// Sends bytes the transport itself still holds (TLS records).
+    fn flush_pending(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(_) => Ok(()),
+            Transport::Tls(t) => t.flush_pending(),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.has_pending(),
+        }
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(t) => t.socket(),
+        }
+    }
+
+    fn peer_identity(&self) -> Option<String> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(t) => t.peer_identity(),
+        }
+    }
+}
+
 struct Sock {
-    stream: TcpStream,
+    stream: Transport,
+    /// TLS identity already handed to the broker (or none expected).
+    identity_done: bool,
     /// Bytes of a packet not yet complete (or held back while the connection is paused).
     pending: BytesMut,
     writing: bool,
@@ -120,14 +176,22 @@ impl Server {
         broker: Broker,
         cfg: &Config,
         bound: Vec<(TcpListener, u16, Listener)>,
-    ) -> io::Result<Server> {
-        let poll = Poll::new()?;
+    ) -> Result<Server, String> {
+        let poll = Poll::new().map_err(|e| e.to_string())?;
         let mut listeners = Vec::new();
         for (i, (mut socket, port, l)) in bound.into_iter().enumerate() {
             poll.registry()
-                .register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)?;
+                .register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            let tls = if l.certfile.is_some() || l.keyfile.is_some() {
+                Some(ServerTls::new(&l)?)
+            } else {
+                None
+            };
             listeners.push(Bound {
                 socket,
+                tls,
+                identity_as_username: l.use_identity_as_username,
                 port,
                 anonymous: cfg.anonymous_allowed(Some(&l)),
                 max_connections: l.max_connections,
@@ -172,7 +236,8 @@ impl Server {
                     SIGNAL_TOKEN => {
                         let got = signals.take();
                         if got & signals::TERMINATE != 0 {
-                            return Ok(self.shutdown());
+                            self.shutdown();
+                            return Ok(());
                         }
                         if got & signals::RELOAD != 0 {
                             info!("Reloading configuration is not supported yet; ignoring SIGHUP.");
@@ -206,7 +271,7 @@ impl Server {
             let Some(l) = self.listeners.get_mut(li) else {
                 return;
             };
-            let (mut stream, addr) = match l.socket.accept() {
+            let (stream, addr) = match l.socket.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -227,11 +292,21 @@ impl Server {
             }
             // Replies are batched per loop pass already; Nagle would only add latency.
             let _ = stream.set_nodelay(true);
+            let mut stream = match &l.tls {
+                None => Transport::Plain(stream),
+                Some(tls) => match tls.accept(stream) {
+                    Ok(t) => Transport::Tls(Box::new(t)),
+                    Err(e) => {
+                        error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                        continue;
+                    }
+                },
+            };
             let id = self.broker.accept(addr, l.port, l.anonymous, now);
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(&mut stream, Token(id), Interest::READABLE)
+                    .register(stream.socket(), Token(id), Interest::READABLE)
             {
                 error!("Unable to register connection: {e}.");
                 self.broker.peer_closed(id, true);
@@ -245,6 +320,7 @@ impl Server {
             if let Some(slot) = self.socks.get_mut(id) {
                 *slot = Some(Sock {
                     stream,
+                    identity_done: !l.identity_as_username,
                     pending: BytesMut::new(),
                     writing: false,
                     listener: li,
@@ -273,6 +349,12 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
+                    if !sock.identity_done {
+                        // The handshake is over once application data flows.
+                        sock.identity_done = true;
+                        self.broker
+                            .set_tls_identity(id, sock.stream.peer_identity());
+                    }
                     let data = self.scratch.get(..n).unwrap_or_default();
                     if sock.pending.is_empty() {
                         let used = self.broker.input(id, data, now);
@@ -297,6 +379,10 @@ impl Server {
             // Idle connections hold no read buffer.
             sock.pending = BytesMut::new();
         }
+        if sock.stream.has_pending() {
+            // TLS handshake records that did not fit in the socket yet.
+            self.write(id, now);
+        }
     }
 
     /// Writes what the broker queued for `id`; asks for write readiness if the socket is full.
@@ -307,8 +393,11 @@ impl Server {
         let Some(conn) = self.broker.conns.get_mut(id) else {
             return;
         };
-        let mut failed = false;
-        while !conn.out.is_empty() {
+        let mut failed = match sock.stream.flush_pending() {
+            Ok(()) => false,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        while !failed && !conn.out.is_empty() {
             match sock.stream.write(&conn.out) {
                 Ok(0) => {
                     failed = true;
@@ -328,7 +417,7 @@ impl Server {
             self.broker.peer_closed(id, true);
             return;
         }
-        let want = !conn.out.is_empty();
+        let want = !conn.out.is_empty() || sock.stream.has_pending();
         if conn.out.is_empty() && conn.out.capacity() > READ_CHUNK {
             conn.out = BytesMut::new();
         }
@@ -341,7 +430,7 @@ impl Server {
             if self
                 .poll
                 .registry()
-                .reregister(&mut sock.stream, Token(id), interest)
+                .reregister(sock.stream.socket(), Token(id), interest)
                 .is_ok()
             {
                 sock.writing = want;
@@ -364,8 +453,8 @@ impl Server {
             for id in closing {
                 self.write(id, now);
                 if let Some(mut sock) = self.socks.get_mut(id).and_then(Option::take) {
-                    let _ = self.poll.registry().deregister(&mut sock.stream);
-                    let _ = sock.stream.shutdown(std::net::Shutdown::Both);
+                    let _ = self.poll.registry().deregister(sock.stream.socket());
+                    let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
                     if let Some(l) = self.listeners.get_mut(sock.listener) {
                         l.open -= 1;
                     }

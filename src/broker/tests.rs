@@ -417,9 +417,10 @@ fn first_packet_must_be_connect_and_only_once() {
 
 #[test]
 fn offline_queue_is_bounded_and_counts_drops() {
-    let mut limits = Limits::default();
-    limits.max_queued = 5;
-    let mut h = Harness::with(limits);
+    let mut h = Harness::with(Limits {
+        max_queued: 5,
+        ..Limits::default()
+    });
     let s = h.client("slow", false);
     h.sub(s, &[("t", QoS::AtLeastOnce)]);
     h.drop_conn(s);
@@ -434,10 +435,11 @@ fn offline_queue_is_bounded_and_counts_drops() {
 
 #[test]
 fn backpressure_pauses_publisher_instead_of_dropping() {
-    let mut limits = Limits::default();
-    limits.max_inflight = 2;
-    limits.max_queued = 10;
-    let mut h = Harness::with(limits);
+    let mut h = Harness::with(Limits {
+        max_inflight: 2,
+        max_queued: 10,
+        ..Limits::default()
+    });
     let s = h.client("sub", true);
     h.sub(s, &[("t", QoS::AtLeastOnce)]);
     let p = h.client("pub", true);

@@ -1,0 +1,224 @@
+//! rustls (ring provider) driven from the single-threaded event loop: non-blocking
+//! `read_tls` / `process_new_packets` / `write_tls`, certificates and keys from PEM files.
+//!
+//! A handshake or record error closes only that connection, after one attempt to send the
+//! alert. Nothing here panics on what a peer sends.
+
+use crate::config::Listener;
+use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection, SupportedProtocolVersion};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate found in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read private key from {}: {e}", path.display()))
+}
+
+/// Trust anchors from a CA file and/or every `.pem`/`.crt` file in a CA directory.
+pub fn load_roots(cafile: Option<&Path>, capath: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let mut files: Vec<PathBuf> = cafile.iter().map(|p| p.to_path_buf()).collect();
+    if let Some(dir) = capath {
+        let rd = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read capath {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "pem" || x == "crt" || x == "0")
+            })
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    for f in files {
+        for c in load_certs(&f)? {
+            roots
+                .add(c)
+                .map_err(|e| format!("bad CA certificate in {}: {e}", f.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Protocol versions allowed by a Mosquitto-style `tls_version` (the minimum version).
+pub fn versions(v: Option<&str>) -> Result<&'static [&'static SupportedProtocolVersion], String> {
+    static BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match v {
+        None | Some("tlsv1.2") => Ok(BOTH),
+        Some("tlsv1.3") => Ok(ONLY13),
+        Some(other) => Err(format!(
+            "unsupported TLS version {other}; use tlsv1.2 or tlsv1.3"
+        )),
+    }
+}
+
+/// A listener's TLS settings, ready to accept connections.
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    identity_as_username: bool,
+}
+
+impl ServerTls {
+    pub fn new(l: &Listener) -> Result<ServerTls, String> {
+        let (Some(certfile), Some(keyfile)) = (&l.certfile, &l.keyfile) else {
+            return Err(format!(
+                "listener on port {}: TLS needs both certfile and keyfile",
+                l.port
+            ));
+        };
+        let certs = load_certs(certfile)?;
+        let key = load_key(keyfile)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions(l.tls_version.as_deref())?)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let builder = if l.cafile.is_some() || l.capath.is_some() {
+            let roots = load_roots(l.cafile.as_deref(), l.capath.as_deref())?;
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let v = if l.require_certificate {
+                v
+            } else {
+                v.allow_unauthenticated()
+            };
+            let v = v
+                .build()
+                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            builder.with_client_cert_verifier(v)
+        } else if l.require_certificate {
+            return Err(format!(
+                "listener on port {}: require_certificate needs cafile or capath",
+                l.port
+            ));
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+        Ok(ServerTls {
+            config: Arc::new(config),
+            identity_as_username: l.use_identity_as_username,
+        })
+    }
+
+    pub fn accept(&self, sock: TcpStream) -> Result<ServerStream, String> {
+        let conn = ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
+        Ok(ServerStream {
+            conn,
+            sock,
+            identity_as_username: self.identity_as_username,
+        })
+    }
+}
+
+/// One TLS connection on a non-blocking socket.
+pub struct ServerStream {
+    conn: ServerConnection,
+    sock: TcpStream,
+    identity_as_username: bool,
+}
+
+fn would_block() -> io::Error {
+    io::Error::from(io::ErrorKind::WouldBlock)
+}
+
+impl ServerStream {
+    /// Plaintext bytes, like a socket `read`: `Ok(0)` at end of stream, `WouldBlock` when
+    /// nothing more can be had now.
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {
+                    if let Err(e) = self.conn.process_new_packets() {
+                        // One attempt to tell the peer why. [rustls tlsserver-mio]
+                        let _ = self.conn.write_tls(&mut self.sock);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                    // Handshake messages may be waiting to go out.
+                    match self.flush_pending() {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Takes plaintext to send; `WouldBlock` while rustls still holds a full buffer.
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.flush_pending() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        let n = self.conn.writer().write(buf)?;
+        match self.flush_pending() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if n == 0 && !buf.is_empty() {
+            return Err(would_block());
+        }
+        Ok(n)
+    }
+
+    /// Writes TLS records rustls has ready; `WouldBlock` if the socket took only part.
+    pub fn flush_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+
+    /// The client certificate's common name, when the listener uses it as the username.
+    pub fn peer_identity(&self) -> Option<String> {
+        if !self.identity_as_username {
+            return None;
+        }
+        let cert = self.conn.peer_certificates()?.first()?;
+        super::der::subject_common_name(cert.as_ref())
+    }
+}

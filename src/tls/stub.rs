@@ -1,0 +1,46 @@
+//! The `nossl` build: TLS types that cannot be constructed.
+
+use crate::config::Listener;
+use mio::net::TcpStream;
+use std::io;
+
+pub struct ServerTls;
+
+impl ServerTls {
+    pub fn new(_l: &Listener) -> Result<ServerTls, String> {
+        Err("TLS listener options are set, but this build of rmqtt has no TLS support".into())
+    }
+
+    pub fn accept(&self, _sock: TcpStream) -> Result<ServerStream, String> {
+        Err("no TLS support".into())
+    }
+}
+
+/// Uninhabited: no value of it can exist in a build without TLS.
+pub enum ServerStream {}
+
+impl ServerStream {
+    pub fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match *self {}
+    }
+
+    pub fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+
+    pub fn flush_pending(&mut self) -> io::Result<()> {
+        match *self {}
+    }
+
+    pub fn has_pending(&self) -> bool {
+        match *self {}
+    }
+
+    pub fn socket(&mut self) -> &mut TcpStream {
+        match *self {}
+    }
+
+    pub fn peer_identity(&self) -> Option<String> {
+        match *self {}
+    }
+}
