@@ -1338,7 +1338,7 @@ impl Broker {
                 },
             );
             if let Some(c) = self.conns.get(id) {
-                debug!("{} {} {}", c.client_id, opts.qos.as_u8(), filter);
+                debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
             }
             codes.push(opts.qos.as_u8());
             // [MQTT-3.3.1-9] retained messages on subscribe, per retain handling (5.0).
@@ -1435,6 +1435,28 @@ impl Broker {
             Close::Disconnected
         };
         self.mark_closing(id, why);
+    }
+
+    /// Publishes a message of the broker's own (`$SYS`, log lines) to subscribers.
+    pub fn publish_internal(
+        &mut self,
+        topic: &str,
+        payload: bytes::Bytes,
+        retain: bool,
+        now: Instant,
+    ) {
+        let msg = Rc::new(Message {
+            topic: Arc::from(topic),
+            payload,
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: None,
+            expires: None,
+        });
+        if retain {
+            self.retained.set(msg.clone());
+        }
+        self.route(&msg, None, now);
     }
 
     fn publish_will(&mut self, will: Will, now: Instant) {

@@ -4,6 +4,7 @@
 pub mod core;
 mod logging;
 pub mod message;
+mod process;
 pub mod retain;
 mod server;
 pub mod session;
@@ -72,11 +73,6 @@ pub fn main(args: Vec<String>) -> i32 {
             Err(_) => return usage_error(&format!("invalid port '{p}'")),
         }
     }
-    if m.opt_present("d") {
-        eprintln!("Error: -d (daemon mode) is not supported yet; run under procd or systemd.");
-        return 1;
-    }
-
     let (cfg, warnings) = match m.opt_str("c") {
         Some(path) => match config::mosquitto::load(std::path::Path::new(&path)) {
             Ok(x) => x,
@@ -94,7 +90,14 @@ pub fn main(args: Vec<String>) -> i32 {
         println!("{cfg:#?}");
         return 0;
     }
-    logging::init(m.opt_present("v"), cfg.log_timestamp);
+    let verbose = m.opt_present("v");
+    let log = logging::init(logging::Settings::from_config(&cfg, verbose));
+    if m.opt_present("d") {
+        if let Err(e) = process::daemonize() {
+            eprintln!("Error: unable to run in the background: {e}");
+            return 1;
+        }
+    }
     info!("rmqtt version {} starting", env!("CARGO_PKG_VERSION"));
     match &cfg.source {
         Some(p) => info!("Config loaded from {}.", p.display()),
@@ -107,18 +110,35 @@ pub fn main(args: Vec<String>) -> i32 {
         info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         info!("Create a configuration file which defines a listener to allow remote access.");
     }
-    run(&cfg, &ports)
+    run(cfg, &ports, verbose, log)
 }
 
-fn run(cfg: &Config, ports: &[u16]) -> i32 {
-    let bound = match server::bind(cfg, ports) {
+/// Re-reads the configuration file for SIGHUP; `None` (and a log line) if it no longer loads.
+fn reload(cfg: &Config) -> Option<Config> {
+    let path = cfg.source.as_ref()?;
+    match config::mosquitto::load(path) {
+        Ok((c, warnings)) => {
+            for w in &warnings {
+                warn!("{}", w.0);
+            }
+            Some(c)
+        }
+        Err(e) => {
+            log::error!("Error: reload failed, keeping the running configuration: {e}");
+            None
+        }
+    }
+}
+
+fn run(mut cfg: Config, ports: &[u16], verbose: bool, log: logging::Handle) -> i32 {
+    let bound = match server::bind(&cfg, ports) {
         Ok(b) => b,
         Err(e) => {
             log::error!("{e}");
             return 1;
         }
     };
-    let mut signals = match signals::Signals::install() {
+    let signals = match signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             log::error!("Error: unable to install signal handlers: {e}");
@@ -130,20 +150,50 @@ fn run(cfg: &Config, ports: &[u16]) -> i32 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
-    let broker = core::Broker::new(core::Limits::from_config(cfg), seed);
-    let mut server = match server::Server::new(broker, cfg, bound) {
+    let broker = core::Broker::new(core::Limits::from_config(&cfg), seed);
+    let mut server = match server::Server::new(broker, &cfg, bound, signals) {
         Ok(s) => s,
         Err(e) => {
             log::error!("Error: {e}");
             return 3;
         }
     };
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => match process::PidFile::create(p) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                log::error!("Error: unable to write pid file {}: {e}", p.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
+    if let Some(user) = &cfg.user {
+        match process::drop_privileges(user) {
+            Ok(true) => info!("Dropped privileges to user {user}."),
+            Ok(false) => {}
+            Err(e) => {
+                log::error!("Error: {e}");
+                return 1;
+            }
+        }
+    }
     info!("rmqtt version {} running", env!("CARGO_PKG_VERSION"));
-    match server.run(&mut signals) {
-        Ok(()) => 0,
-        Err(e) => {
-            log::error!("Error: event loop failed: {e}");
-            1
+    loop {
+        match server.run() {
+            Ok(server::Stop::Terminate) => return 0,
+            Ok(server::Stop::Reload) => {
+                info!("Reloading config.");
+                if let Some(new) = reload(&cfg) {
+                    log.replace(logging::Settings::from_config(&new, verbose));
+                    server.reload(&new);
+                    cfg = new;
+                }
+            }
+            Err(e) => {
+                log::error!("Error: event loop failed: {e}");
+                return 1;
+            }
         }
     }
 }

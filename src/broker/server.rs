@@ -6,6 +6,7 @@
 //! The loop sleeps until the broker's next deadline, a socket event or a signal.
 
 use super::core::{fmt_addr, Broker};
+use super::logging;
 use super::signals::{self, Signals};
 use crate::config::{Config, Listener};
 use crate::tls::{ServerStream, ServerTls};
@@ -94,8 +95,17 @@ struct Sock {
     listener: usize,
 }
 
+/// Why [`Server::run`] returned.
+pub enum Stop {
+    /// SIGINT or SIGTERM: connections were closed.
+    Terminate,
+    /// SIGHUP: re-read the configuration and call [`Server::reload`], then `run` again.
+    Reload,
+}
+
 pub struct Server {
     poll: Poll,
+    signals: Signals,
     listeners: Vec<Bound>,
     socks: Vec<Option<Sock>>,
     broker: Broker,
@@ -176,8 +186,17 @@ impl Server {
         broker: Broker,
         cfg: &Config,
         bound: Vec<(TcpListener, u16, Listener)>,
+        signals: Signals,
     ) -> Result<Server, String> {
         let poll = Poll::new().map_err(|e| e.to_string())?;
+        let fd = signals.fd();
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                SIGNAL_TOKEN,
+                Interest::READABLE,
+            )
+            .map_err(|e| e.to_string())?;
         let mut listeners = Vec::new();
         for (i, (mut socket, port, l)) in bound.into_iter().enumerate() {
             poll.registry()
@@ -200,6 +219,7 @@ impl Server {
         }
         Ok(Server {
             poll,
+            signals,
             listeners,
             socks: Vec::new(),
             broker,
@@ -208,17 +228,48 @@ impl Server {
         })
     }
 
-    /// Runs until SIGINT or SIGTERM.
-    pub fn run(&mut self, signals: &mut Signals) -> io::Result<()> {
-        let fd = signals.fd();
-        let mut sigsrc = mio::unix::SourceFd(&fd);
-        self.poll
-            .registry()
-            .register(&mut sigsrc, SIGNAL_TOKEN, Interest::READABLE)?;
+    /// Re-applies what can change without dropping connections: TLS certificates and keys.
+    pub fn reload(&mut self, cfg: &Config) {
+        let mut i = 0;
+        for l in &cfg.listeners {
+            if l.certfile.is_none() {
+                continue;
+            }
+            match ServerTls::new(l) {
+                Ok(tls) => {
+                    for b in self.listeners.iter_mut().filter(|b| b.port == l.port) {
+                        if b.tls.is_some() {
+                            b.tls = Some(ServerTls::new(l).unwrap_or(tls));
+                            i += 1;
+                            break;
+                        }
+                    }
+                }
+                Err(e) => error!(
+                    "Error: reloading TLS for port {}: {e}; keeping the old one.",
+                    l.port
+                ),
+            }
+        }
+        if i > 0 {
+            info!("Reloaded TLS certificates of {i} listener(s).");
+        }
+    }
+
+    /// Runs until a signal needs the caller: [`Stop::Terminate`] or [`Stop::Reload`].
+    pub fn run(&mut self) -> io::Result<Stop> {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
             self.broker.poll(now);
+            for (t, line) in logging::take_topic_lines() {
+                self.broker.publish_internal(
+                    &format!("$SYS/broker/log/{}", logging::topic_letter(t)),
+                    line.into_bytes().into(),
+                    false,
+                    now,
+                );
+            }
             self.flush(now);
             let timeout = self
                 .broker
@@ -234,13 +285,13 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL_TOKEN => {
-                        let got = signals.take();
+                        let got = self.signals.take();
                         if got & signals::TERMINATE != 0 {
                             self.shutdown();
-                            return Ok(());
+                            return Ok(Stop::Terminate);
                         }
                         if got & signals::RELOAD != 0 {
-                            info!("Reloading configuration is not supported yet; ignoring SIGHUP.");
+                            return Ok(Stop::Reload);
                         }
                     }
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
