@@ -8,16 +8,16 @@
 
 use super::message::Message;
 use super::retain::RetainStore;
-use super::session::{Expiry, Inflight, OutState, Pending, Session};
+use super::session::{Expiry, OutState, Pending, Session};
 use super::slab::Slab;
 use super::subs::{SubTree, Subscriber};
 use crate::config::Config;
 use crate::protocol::{
     decode, reason, topic, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
-    Publish, PublishView, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    Publish, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 use bytes::BytesMut;
-use log::{debug, info, warn};
+use log::{debug, info};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -36,6 +36,8 @@ pub struct Limits {
     /// 0: unlimited.
     pub max_queued_bytes: usize,
     pub max_keepalive: u16,
+    /// Topic aliases a 5.0 client may set up towards the broker.
+    pub max_topic_alias: u16,
     pub retain_available: bool,
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
@@ -71,6 +73,7 @@ impl Limits {
             max_queued: c.max_queued_messages as usize,
             max_queued_bytes: c.max_queued_bytes as usize,
             max_keepalive: c.max_keepalive,
+            max_topic_alias: c.max_topic_alias,
             retain_available: c.retain_available,
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
@@ -85,7 +88,7 @@ impl Limits {
     }
 
     /// Queue length above which a connected subscriber holds back its publishers.
-    fn queue_high_water(&self) -> usize {
+    pub(super) fn queue_high_water(&self) -> usize {
         if self.max_queued == 0 {
             1000
         } else {
@@ -151,6 +154,11 @@ pub struct Conn {
     /// Common name of the TLS client certificate, on listeners that use it as the username:
     /// `Some(None)` when such a listener saw no certificate.
     pub tls_identity: Option<Option<String>>,
+    /// 5.0 topic aliases the client set up for its PUBLISHes (index = alias - 1).
+    pub alias_in: Vec<Option<Arc<str>>>,
+    /// 5.0 topic aliases the broker set up towards the client, and how many it may.
+    pub alias_out: std::collections::HashMap<Arc<str>, u16>,
+    pub alias_out_max: u16,
 }
 
 impl Conn {
@@ -164,11 +172,28 @@ impl Conn {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
-    KeepAlive { conn: usize, serial: u64 },
-    ConnectTimeout { conn: usize, serial: u64 },
-    SessionExpiry { session: usize, serial: u64 },
-    Stall { session: usize, serial: u64 },
+pub(super) enum Timer {
+    KeepAlive {
+        conn: usize,
+        serial: u64,
+    },
+    ConnectTimeout {
+        conn: usize,
+        serial: u64,
+    },
+    SessionExpiry {
+        session: usize,
+        serial: u64,
+    },
+    Stall {
+        session: usize,
+        serial: u64,
+    },
+    /// A 5.0 will held back by its Will Delay Interval.
+    WillDelay {
+        session: usize,
+        serial: u64,
+    },
 }
 
 /// Counters for logs and `$SYS`.
@@ -201,27 +226,39 @@ fn authenticate(conn: &Conn, c: &Connect) -> Result<(), u8> {
     Ok(())
 }
 
+/// A shared subscription group, `$share/{group}/{filter}`: each message to one member.
+pub struct SharedGroup {
+    /// `group/filter`.
+    pub key: Rc<str>,
+    pub filter: Box<str>,
+    /// (session, options, subscription identifier)
+    pub members: Vec<(usize, SubOptions, Option<u32>)>,
+    /// Round-robin position.
+    pub next: usize,
+}
+
 pub struct Broker {
     pub limits: Limits,
     pub conns: Slab<Conn>,
-    sessions: Slab<Session>,
+    pub(super) sessions: Slab<Session>,
     by_client_id: std::collections::HashMap<Arc<str>, usize>,
-    subs: SubTree,
+    pub(super) subs: SubTree,
+    pub(super) shared: Vec<SharedGroup>,
     retained: RetainStore,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Connections with output to flush.
     dirty: Vec<usize>,
     /// Connections marked for closing, for the event loop's sweep.
     closing: Vec<usize>,
     /// Sessions whose queue or output is above the high-water mark, with since when.
-    congested: Vec<(usize, Instant)>,
+    pub(super) congested: Vec<(usize, Instant)>,
     /// Connections paused on behalf of congested sessions.
-    paused: Vec<usize>,
+    pub(super) paused: Vec<usize>,
     /// Connections the event loop should read again (pause lifted).
-    resumed: Vec<usize>,
+    pub(super) resumed: Vec<usize>,
     /// Connection whose input is being handled: the one to pause on congestion.
-    current: Option<usize>,
-    scratch: Vec<Subscriber>,
+    pub(super) current: Option<usize>,
+    pub(super) scratch: Vec<Subscriber>,
     next_serial: u64,
     id_rng: u64,
     pub stats: Stats,
@@ -236,6 +273,7 @@ impl Broker {
             sessions: Slab::default(),
             by_client_id: Default::default(),
             subs: SubTree::default(),
+            shared: Vec::new(),
             retained: RetainStore::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
@@ -296,6 +334,9 @@ impl Broker {
             anonymous_allowed,
             max_packet_out: usize::MAX,
             tls_identity: None,
+            alias_in: Vec::new(),
+            alias_out: Default::default(),
+            alias_out_max: 0,
         });
         if self.limits.connection_messages {
             info!("New connection from {} on port {}.", fmt_addr(&peer), port);
@@ -412,10 +453,30 @@ impl Broker {
                 _ => info!("Client {} disconnected.", conn.display_id()),
             }
         }
-        if let Some(will) = conn.will {
-            if why.publishes_will() {
-                self.publish_will(will, now);
+        let mut will = conn.will.filter(|_| why.publishes_will());
+        if let (Some(w), Some(sid)) = (&will, conn.session) {
+            let delay = w.properties.will_delay_interval.unwrap_or(0);
+            let keeps = self
+                .sessions
+                .get(sid)
+                .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
+            if delay > 0 && keeps {
+                // [MQTT-3.1.3-9] held back; cancelled if the client returns in time.
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    let serial = s.serial;
+                    s.pending_will = will.take();
+                    self.push_timer(
+                        now + Duration::from_secs(u64::from(delay)),
+                        Timer::WillDelay {
+                            session: sid,
+                            serial,
+                        },
+                    );
+                }
             }
+        }
+        if let Some(w) = will {
+            self.publish_will(w, now);
         }
         if let Some(sid) = conn.session {
             self.detach_session(sid, now);
@@ -471,27 +532,34 @@ impl Broker {
                             info!("Expiring client {} due to timeout.", s.client_id);
                         }
                         self.stats.clients_expired += 1;
+                        // [MQTT-3.1.3-9] a delayed will goes out when the session ends.
+                        if let Some(w) = self
+                            .sessions
+                            .get_mut(session)
+                            .and_then(|s| s.pending_will.take())
+                        {
+                            self.publish_will(w, now);
+                        }
                         self.remove_session(session);
                     }
                 }
                 Timer::Stall { session, serial } => {
-                    let Some(s) = self.sessions.get(session) else {
-                        continue;
-                    };
-                    if s.serial != serial {
-                        continue;
+                    if self
+                        .sessions
+                        .get(session)
+                        .is_some_and(|s| s.serial == serial)
+                    {
+                        self.stall_expired(session, now);
                     }
-                    if let Some(pos) = self.congested.iter().position(|(sid, _)| *sid == session) {
-                        if self.congested.get(pos).is_some_and(|(_, since)| {
-                            now.duration_since(*since) >= self.limits.stall_timeout
-                        }) {
-                            warn!(
-                                "Client {} is not reading its messages; no longer holding back publishers.",
-                                s.client_id
-                            );
-                            self.congested.remove(pos);
-                            self.resume_if_clear();
-                        }
+                }
+                Timer::WillDelay { session, serial } => {
+                    let will = self
+                        .sessions
+                        .get_mut(session)
+                        .filter(|s| s.serial == serial && s.conn.is_none())
+                        .and_then(|s| s.pending_will.take());
+                    if let Some(w) = will {
+                        self.publish_will(w, now);
                     }
                 }
             }
@@ -533,7 +601,7 @@ impl Broker {
         }
     }
 
-    fn mark_dirty(&mut self, id: usize) {
+    pub(super) fn mark_dirty(&mut self, id: usize) {
         if let Some(c) = self.conns.get_mut(id) {
             if !c.dirty {
                 c.dirty = true;
@@ -684,6 +752,14 @@ impl Broker {
             );
             return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
         }
+        if c.properties.authentication_method.is_some() {
+            // Enhanced authentication is not offered. [MQTT-4.12.0-1]
+            info!(
+                "Client {client_id} from {} refused: unsupported authentication method.",
+                self.peer_of(id)
+            );
+            return self.refuse(id, reason::BAD_AUTHENTICATION_METHOD, version);
+        }
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -713,6 +789,9 @@ impl Broker {
             None => c.username.clone(),
         };
         conn.will = c.will;
+        conn.alias_out_max = c.properties.topic_alias_maximum.unwrap_or(0);
+        let window = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX))
+            .min(self.limits.max_inflight);
         conn.connected = true;
         conn.max_packet_out = c
             .properties
@@ -769,6 +848,9 @@ impl Broker {
         };
         if let Some(s) = self.sessions.get_mut(sid) {
             s.conn = Some(id);
+            s.window = window;
+            // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
+            s.pending_will = None;
             s.expiry = expiry;
             s.disconnected_at = None;
         }
@@ -802,15 +884,15 @@ impl Broker {
             }
             props.server_keep_alive = server_keep_alive;
             props.receive_maximum = u16::try_from(self.limits.max_inflight).ok();
-            props.topic_alias_maximum = None;
+            if self.limits.max_topic_alias > 0 {
+                props.topic_alias_maximum = Some(self.limits.max_topic_alias);
+            }
             if !self.limits.retain_available {
                 props.retain_available = Some(0);
             }
             if self.limits.max_packet < 268_435_460 {
                 props.maximum_packet_size = Some(self.limits.max_packet as u32);
             }
-            props.subscription_identifier_available = Some(0);
-            props.shared_subscription_available = Some(0);
         }
         self.send(
             id,
@@ -833,6 +915,13 @@ impl Broker {
         }
     }
 
+    fn display_of(&self, id: usize) -> String {
+        self.conns
+            .get(id)
+            .map(|c| c.display_id().to_owned())
+            .unwrap_or_default()
+    }
+
     fn connected_count(&self) -> usize {
         self.conns.iter().filter(|(_, c)| c.connected).count()
     }
@@ -842,290 +931,6 @@ impl Broker {
             .get(id)
             .map(|c| fmt_addr(&c.peer))
             .unwrap_or_default()
-    }
-
-    /// A persistent session gets its connection back: re-send the in-flight window with DUP
-    /// set (PUBREL for those past PUBREC) [MQTT-4.4.0-1], then fill it from the queue.
-    fn resume_session(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        let Some(cid) = s.conn else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(cid) else {
-            return;
-        };
-        for f in &s.inflight {
-            match f.state {
-                OutState::AwaitAck | OutState::AwaitRec => {
-                    let view = PublishView {
-                        dup: true,
-                        qos: f.qos,
-                        retain: f.retain,
-                        topic: &f.msg.topic,
-                        pid: f.pid,
-                        payload: &f.msg.payload,
-                        properties: f.msg.properties.as_deref(),
-                    };
-                    view.encode(c.version, &mut c.out);
-                    self.stats.publish_sent += 1;
-                }
-                OutState::AwaitComp => {
-                    Packet::PubRel(Ack::new(f.pid)).encode(c.version, &mut c.out);
-                }
-            }
-            self.stats.messages_sent += 1;
-        }
-        self.mark_dirty(cid);
-        self.fill_window(sid, now);
-    }
-
-    /// Moves queued messages into the in-flight window while it has room.
-    fn fill_window(&mut self, sid: usize, now: Instant) {
-        let max_inflight = self.limits.max_inflight;
-        loop {
-            let Some(s) = self.sessions.get_mut(sid) else {
-                return;
-            };
-            let Some(cid) = s.conn else {
-                return;
-            };
-            let Some(front) = s.queue.front() else {
-                break;
-            };
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= max_inflight {
-                break;
-            }
-            let Some(p) = s.pop_pending() else {
-                break;
-            };
-            if p.msg.is_expired(now) {
-                continue;
-            }
-            self.transmit(sid, cid, p.msg, p.qos, p.retain);
-        }
-        self.check_congestion(sid, now);
-    }
-
-    /// Sends one message now on a connected session: QoS 0 straight out, QoS 1/2 into the
-    /// in-flight window (the caller has checked there is room).
-    fn transmit(&mut self, sid: usize, cid: usize, msg: Rc<Message>, qos: QoS, retain: bool) {
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        let pid = if qos == QoS::AtMostOnce {
-            0
-        } else {
-            let Some(pid) = s.alloc_pid() else {
-                self.stats.publish_dropped += 1;
-                return;
-            };
-            pid
-        };
-        let Some(c) = self.conns.get_mut(cid) else {
-            return;
-        };
-        let view = PublishView {
-            dup: false,
-            qos,
-            retain,
-            topic: &msg.topic,
-            pid,
-            payload: &msg.payload,
-            properties: msg.properties.as_deref(),
-        };
-        if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out {
-            // [MQTT-3.1.2-25] never send a client more than it accepts; the message is dropped.
-            self.stats.publish_dropped += 1;
-            return;
-        }
-        view.encode(c.version, &mut c.out);
-        self.stats.messages_sent += 1;
-        self.stats.publish_sent += 1;
-        if qos != QoS::AtMostOnce {
-            s.inflight.push_back(Inflight {
-                pid,
-                msg,
-                qos,
-                retain,
-                state: if qos == QoS::AtLeastOnce {
-                    OutState::AwaitAck
-                } else {
-                    OutState::AwaitRec
-                },
-            });
-        }
-        self.mark_dirty(cid);
-    }
-
-    /// Delivers `msg` to session `sid` at `qos`: now if it can, else into its queue (bounded).
-    fn deliver(&mut self, sid: usize, msg: &Rc<Message>, qos: QoS, retain: bool, now: Instant) {
-        let limits = &self.limits;
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        match s.conn {
-            Some(cid) => {
-                let out_len = self.conns.get(cid).map_or(0, |c| c.out.len());
-                if qos == QoS::AtMostOnce {
-                    if out_len >= limits.out_limit {
-                        self.stats.publish_dropped += 1;
-                        return;
-                    }
-                    self.transmit(sid, cid, msg.clone(), qos, retain);
-                } else if s.queue.is_empty() && s.inflight.len() < limits.max_inflight {
-                    self.transmit(sid, cid, msg.clone(), qos, retain);
-                } else if !self.queue_full(sid) {
-                    if let Some(s) = self.sessions.get_mut(sid) {
-                        s.push_pending(Pending {
-                            msg: msg.clone(),
-                            qos,
-                            retain,
-                        });
-                    }
-                } else {
-                    self.drop_message(sid);
-                }
-                self.check_congestion(sid, now);
-            }
-            None => {
-                if qos == QoS::AtMostOnce && !limits.queue_qos0 {
-                    return;
-                }
-                if self.queue_full(sid) {
-                    self.drop_message(sid);
-                    return;
-                }
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    s.push_pending(Pending {
-                        msg: msg.clone(),
-                        qos,
-                        retain,
-                    });
-                }
-            }
-        }
-    }
-
-    fn queue_full(&self, sid: usize) -> bool {
-        let Some(s) = self.sessions.get(sid) else {
-            return true;
-        };
-        (self.limits.max_queued != 0 && s.queue.len() >= self.limits.max_queued)
-            || (self.limits.max_queued_bytes != 0 && s.queued_bytes >= self.limits.max_queued_bytes)
-    }
-
-    fn drop_message(&mut self, sid: usize) {
-        self.stats.publish_dropped += 1;
-        if let Some(s) = self.sessions.get(sid) {
-            debug!(
-                "Outgoing messages are being dropped for client {}.",
-                s.client_id
-            );
-        }
-    }
-
-    /// Backpressure: while a connected subscriber's queue or output is above its high-water
-    /// mark, the connection feeding it stops being read (TCP flow control does the rest), so
-    /// acknowledged QoS 1/2 messages are not dropped. Lifted when it drains, or after
-    /// `stall_timeout` for a subscriber that stopped reading.
-    fn check_congestion(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get(sid) else {
-            return;
-        };
-        let out = s
-            .conn
-            .and_then(|c| self.conns.get(c))
-            .map_or(0, |c| c.out.len());
-        let hw = self.limits.queue_high_water();
-        let over = s.conn.is_some() && (s.queue.len() >= hw || out >= self.limits.out_high_water);
-        let under = s.queue.len() <= hw / 2 && out < self.limits.out_high_water / 2;
-        let pos = self.congested.iter().position(|(c, _)| *c == sid);
-        match pos {
-            None if over => {
-                self.congested.push((sid, now));
-                let serial = s.serial;
-                self.timers.push(Reverse((
-                    now + self.limits.stall_timeout,
-                    Timer::Stall {
-                        session: sid,
-                        serial,
-                    },
-                )));
-                self.pause_current(sid);
-            }
-            Some(_) if over => self.pause_current(sid),
-            Some(p) if under || s.conn.is_none() => {
-                self.congested.swap_remove(p);
-                self.resume_if_clear();
-            }
-            _ => {}
-        }
-    }
-
-    /// Pauses the connection whose input is being handled, unless it is the congested
-    /// subscriber itself (its acknowledgements must keep flowing).
-    fn pause_current(&mut self, congested_sid: usize) {
-        let Some(cur) = self.current else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(cur) else {
-            return;
-        };
-        if c.session == Some(congested_sid) || c.paused {
-            return;
-        }
-        c.paused = true;
-        self.paused.push(cur);
-    }
-
-    fn resume_if_clear(&mut self) {
-        if !self.congested.is_empty() {
-            return;
-        }
-        for id in std::mem::take(&mut self.paused) {
-            if let Some(c) = self.conns.get_mut(id) {
-                c.paused = false;
-                self.resumed.push(id);
-            }
-        }
-    }
-
-    /// Routes a message to every matching subscription, once per session at the highest
-    /// granted QoS of its matching filters. [MQTT-3.3.5-1]
-    fn route(&mut self, msg: &Rc<Message>, origin: Option<usize>, now: Instant) {
-        let mut matched = std::mem::take(&mut self.scratch);
-        matched.clear();
-        self.subs.matches(&msg.topic, &mut matched);
-        if matched.len() > 1 {
-            matched.sort_unstable_by_key(|s| s.session);
-        }
-        let mut i = 0;
-        while let Some(first) = matched.get(i).copied() {
-            let mut best = first;
-            let mut rap = first.opts.retain_as_published;
-            let mut j = i + 1;
-            while let Some(next) = matched.get(j).copied() {
-                if next.session != first.session {
-                    break;
-                }
-                if next.opts.qos > best.opts.qos {
-                    best = next;
-                }
-                rap |= next.opts.retain_as_published;
-                j += 1;
-            }
-            i = j;
-            // [MQTT-3.8.3-3] no local.
-            if best.opts.no_local && Some(best.session) == origin {
-                continue;
-            }
-            let qos = msg.qos.min(best.opts.qos);
-            let retain = rap && msg.retain;
-            self.deliver(best.session, msg, qos, retain, now);
-        }
-        self.scratch = matched;
     }
 
     fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
@@ -1145,9 +950,49 @@ impl Broker {
             p.topic,
             p.payload.len()
         );
-        if p.properties.topic_alias.is_some() {
-            // No topic aliases are granted (Topic Alias Maximum 0). [MQTT-3.3.2-9]
-            return self.protocol_error(id, &DecodeError::Protocol("topic alias not granted"));
+        let mut p = p;
+        if let Some(alias) = p.properties.topic_alias {
+            // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
+            let max = self.limits.max_topic_alias;
+            if alias == 0 || alias > max {
+                info!(
+                    "Client {} sent an invalid topic alias {alias}.",
+                    self.display_of(id)
+                );
+                self.send_disconnect(id, reason::TOPIC_ALIAS_INVALID);
+                return self.mark_closing(id, Close::ProtocolError);
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            let slot = usize::from(alias - 1);
+            if conn.alias_in.len() <= slot {
+                conn.alias_in.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match conn.alias_in.get(slot).cloned().flatten() {
+                    Some(t) => p.topic = t,
+                    None => {
+                        return self.protocol_violation(id, "topic alias not set up");
+                    }
+                }
+            } else if let Some(e) = conn.alias_in.get_mut(slot) {
+                *e = Some(p.topic.clone());
+            }
+        }
+        if version.is_v5()
+            && p.qos == QoS::ExactlyOnce
+            && sid.and_then(|s| self.sessions.get(s)).is_some_and(|s| {
+                s.inbound_qos2.len() >= self.limits.max_inflight && !s.inbound_qos2.contains(&p.pid)
+            })
+        {
+            // More unacknowledged QoS 2 than our Receive Maximum. [MQTT-3.3.4-9]
+            info!(
+                "Client {} exceeded the receive maximum.",
+                self.display_of(id)
+            );
+            self.send_disconnect(id, reason::RECEIVE_MAXIMUM_EXCEEDED);
+            return self.mark_closing(id, Close::ProtocolError);
         }
         let too_big =
             self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
@@ -1166,7 +1011,7 @@ impl Broker {
             );
             self.stats.publish_dropped += 1;
         }
-        let ack_reason = if too_big {
+        let mut ack_reason = if too_big {
             reason::PACKET_TOO_LARGE
         } else {
             reason::SUCCESS
@@ -1200,7 +1045,9 @@ impl Broker {
             if p.retain {
                 self.retained.set(msg.clone());
             }
-            self.route(&msg, sid, now);
+            if self.route(&msg, sid, now) == 0 {
+                ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
+            }
         }
         match p.qos {
             QoS::AtMostOnce => {}
@@ -1304,19 +1151,22 @@ impl Broker {
         let Some(sid) = self.session_of(id) else {
             return;
         };
-        let version = self.conns.get(id).map_or(Version::V311, |c| c.version);
+        let sub_id = sub.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut found = Vec::new();
-        let mut to_send: Vec<(Rc<Message>, QoS)> = Vec::new();
+        let mut to_send: Vec<Pending> = Vec::new();
         for (filter, opts) in &sub.filters {
-            if topic::parse_shared(filter).is_some() && version.is_v5() {
-                codes.push(reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
+            let shared = match topic::parse_shared(filter) {
+                Some(Ok(gf)) => Some(gf),
+                Some(Err(())) => {
+                    codes.push(reason::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+                None => None,
+            };
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            let f: Arc<str> = Arc::from(filter.as_str());
             let existed = match s.subscription(filter) {
                 Some(i) => {
                     if let Some(e) = s.subs.get_mut(i) {
@@ -1325,34 +1175,45 @@ impl Broker {
                     true
                 }
                 None => {
-                    s.subs.push((f.clone(), *opts));
+                    s.subs.push((Arc::from(filter.as_str()), *opts));
                     false
                 }
             };
-            self.subs.subscribe(
-                filter,
-                Subscriber {
-                    session: sid,
-                    opts: *opts,
-                    id: None,
-                },
-            );
+            match shared {
+                Some((group, f)) => self.shared_subscribe(group, f, sid, *opts, sub_id),
+                None => {
+                    self.subs.subscribe(
+                        filter,
+                        Subscriber {
+                            session: sid,
+                            opts: *opts,
+                            id: sub_id,
+                        },
+                    );
+                }
+            }
             if let Some(c) = self.conns.get(id) {
                 debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
             }
             codes.push(opts.qos.as_u8());
-            // [MQTT-3.3.1-9] retained messages on subscribe, per retain handling (5.0).
-            let send_retained = match opts.retain_handling {
-                0 => true,
-                1 => !existed,
-                _ => false,
-            };
+            // [MQTT-3.3.1-9] retained messages on subscribe, per retain handling (5.0);
+            // never for shared subscriptions. [MQTT-3.8.4-? shared]
+            let send_retained = shared.is_none()
+                && match opts.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
             if send_retained {
                 found.clear();
                 self.retained.matches(filter, &mut found);
-                to_send.extend(found.drain(..).map(|m| {
-                    let q = m.qos.min(opts.qos);
-                    (m, q)
+                to_send.extend(found.drain(..).map(|m| Pending {
+                    qos: m.qos.min(opts.qos),
+                    msg: m,
+                    // Retained messages go out with the retain flag set. [MQTT-3.3.1-8]
+                    retain: true,
+                    sub_ids: sub_id.into_iter().collect(),
+                    share: None,
                 }));
             }
         }
@@ -1364,10 +1225,9 @@ impl Broker {
                 properties: Properties::default(),
             }),
         );
-        // Retained messages go out with the retain flag set. [MQTT-3.3.1-8]
-        for (m, q) in to_send {
-            if !m.is_expired(now) {
-                self.deliver(sid, &m, q, true, now);
+        for d in to_send {
+            if !d.msg.is_expired(now) {
+                self.deliver(sid, d, now);
             }
         }
     }
@@ -1388,7 +1248,17 @@ impl Broker {
                 }
                 None => false,
             };
-            self.subs.unsubscribe(filter, sid);
+            match topic::parse_shared(filter) {
+                Some(Ok((group, f))) => {
+                    self.shared_unsubscribe(group, f, sid);
+                }
+                _ => {
+                    self.subs.unsubscribe(filter, sid);
+                }
+            }
+            if let Some(c) = self.conns.get(id) {
+                debug!(target: "unsubscribe", "{} {}", c.client_id, filter);
+            }
             codes.push(if existed {
                 reason::SUCCESS
             } else {
@@ -1486,6 +1356,10 @@ impl Broker {
 
     /// The connection of session `sid` is gone: keep the session or remove it.
     fn detach_session(&mut self, sid: usize, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.conn = None;
+        }
+        self.redistribute(sid, now);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
@@ -1520,7 +1394,14 @@ impl Broker {
             return;
         };
         for (filter, _) in &s.subs {
-            self.subs.unsubscribe(filter, sid);
+            match topic::parse_shared(filter) {
+                Some(Ok((group, f))) => {
+                    self.shared_unsubscribe(group, f, sid);
+                }
+                _ => {
+                    self.subs.unsubscribe(filter, sid);
+                }
+            }
         }
         if self.by_client_id.get(&s.client_id) == Some(&sid) {
             self.by_client_id.remove(&s.client_id);

@@ -2,6 +2,7 @@
 //! state it owns (connections, sessions, subscription tree, retained store).
 
 pub mod core;
+mod delivery;
 mod logging;
 pub mod message;
 mod process;

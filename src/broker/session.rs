@@ -21,22 +21,26 @@ pub enum OutState {
     AwaitComp,
 }
 
+/// One message on its way to one session: what to send and how.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub msg: Rc<Message>,
+    /// QoS of this delivery: the lower of the message's and the subscription's.
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<u32>,
+    /// The shared subscription (`group/filter`) it came through, so it can go to another
+    /// member if this one leaves without acknowledging it.
+    pub share: Option<Rc<str>>,
+}
+
 /// A QoS 1/2 message sent (or to be re-sent on reconnect) and not yet acknowledged.
 #[derive(Debug)]
 pub struct Inflight {
     pub pid: u16,
-    pub msg: Rc<Message>,
-    pub qos: QoS,
-    pub retain: bool,
+    pub d: Pending,
     pub state: OutState,
-}
-
-/// A message waiting for room in the in-flight window, or for the client to come back.
-#[derive(Debug)]
-pub struct Pending {
-    pub msg: Rc<Message>,
-    pub qos: QoS,
-    pub retain: bool,
 }
 
 /// Session expiry: how long a session outlives its connection.
@@ -57,6 +61,11 @@ pub struct Session {
     pub conn: Option<usize>,
     pub expiry: Expiry,
     pub subs: Vec<(Arc<str>, SubOptions)>,
+    /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
+    /// client's Receive Maximum. [MQTT-3.3.4-7]
+    pub window: usize,
+    /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
+    pub pending_will: Option<crate::protocol::Will>,
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Pending>,
     pub queued_bytes: usize,
@@ -74,6 +83,8 @@ impl Session {
             conn: None,
             expiry,
             subs: Vec::new(),
+            window: 20,
+            pending_will: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -135,15 +146,23 @@ mod tests {
         })
     }
 
+    fn pending() -> Pending {
+        Pending {
+            msg: msg(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            sub_ids: Vec::new(),
+            share: None,
+        }
+    }
+
     #[test]
     fn pids_skip_zero_and_in_flight() {
         let mut s = Session::new("c".into(), 1, Expiry::Never);
         assert_eq!(s.alloc_pid(), Some(1));
         s.inflight.push_back(Inflight {
             pid: 2,
-            msg: msg(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
+            d: pending(),
             state: OutState::AwaitAck,
         });
         assert_eq!(s.alloc_pid(), Some(3));
@@ -155,11 +174,7 @@ mod tests {
     #[test]
     fn queue_accounts_bytes() {
         let mut s = Session::new("c".into(), 1, Expiry::Never);
-        s.push_pending(Pending {
-            msg: msg(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-        });
+        s.push_pending(pending());
         assert_eq!(s.queued_bytes, 2);
         assert!(s.pop_pending().is_some());
         assert_eq!(s.queued_bytes, 0);

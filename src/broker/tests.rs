@@ -511,3 +511,231 @@ fn no_deadline_when_idle() {
         "an idle broker sleeps until an event"
     );
 }
+
+/// A 5.0 client with the given CONNECT properties; returns its connection id.
+fn v5_client(h: &mut Harness, id: &str, props: Properties) -> usize {
+    let c = h.open();
+    let mut cp = connect_packet(id, true, 60, Version::V5);
+    if let Packet::Connect(x) = &mut cp {
+        x.properties = props;
+    }
+    h.send(c, &cp);
+    match h.recv(c).first() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    c
+}
+
+fn v5_publish(topic: &str, payload: &str, qos: QoS, pid: u16, props: Properties) -> Packet {
+    let mut p = publish(topic, payload, qos, pid, false);
+    if let Packet::Publish(x) = &mut p {
+        x.properties = props;
+    }
+    p
+}
+
+#[test]
+fn v5_inbound_topic_alias() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("long/topic/name", QoS::AtMostOnce)]);
+    let p = v5_client(&mut h, "pub", Properties::default());
+    let alias = |a| Properties {
+        topic_alias: Some(a),
+        ..Properties::default()
+    };
+    h.send(
+        p,
+        &v5_publish("long/topic/name", "1", QoS::AtMostOnce, 0, alias(3)),
+    );
+    h.send(p, &v5_publish("", "2", QoS::AtMostOnce, 0, alias(3)));
+    let got = publishes(&h.recv(s));
+    assert_eq!(got.len(), 2, "{got:?}");
+    // An alias that was never set up is a protocol error; one above the maximum too.
+    h.send(p, &v5_publish("", "3", QoS::AtMostOnce, 0, alias(4)));
+    assert!(h.closing(p));
+    let p2 = v5_client(&mut h, "pub2", Properties::default());
+    h.send(p2, &v5_publish("t", "x", QoS::AtMostOnce, 0, alias(11)));
+    assert_eq!(
+        h.recv(p2),
+        vec![Packet::Disconnect(Disconnect {
+            reason: reason::TOPIC_ALIAS_INVALID,
+            properties: Properties::default()
+        })]
+    );
+}
+
+#[test]
+fn v5_outbound_topic_alias_and_subscription_identifier() {
+    let mut h = Harness::new();
+    let s = v5_client(
+        &mut h,
+        "sub",
+        Properties {
+            topic_alias_maximum: Some(5),
+            ..Properties::default()
+        },
+    );
+    let mut sp = subscribe(1, &[("a/+", QoS::AtMostOnce)]);
+    if let Packet::Subscribe(x) = &mut sp {
+        x.properties.subscription_identifiers = vec![42];
+    }
+    h.send(s, &sp);
+    h.recv(s);
+    let p = h.client("pub", true);
+    h.send(p, &publish("a/b", "1", QoS::AtMostOnce, 0, false));
+    h.send(p, &publish("a/b", "2", QoS::AtMostOnce, 0, false));
+    let got: Vec<Publish> = h
+        .recv(s)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(x) => Some(x),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(&*got[0].topic, "a/b");
+    assert_eq!(got[0].properties.topic_alias, Some(1));
+    assert_eq!(&*got[1].topic, "", "second time only the alias");
+    assert_eq!(got[1].properties.topic_alias, Some(1));
+    assert_eq!(got[0].properties.subscription_identifiers, vec![42]);
+}
+
+#[test]
+fn v5_receive_maximum_limits_in_flight() {
+    let mut h = Harness::new();
+    let s = v5_client(
+        &mut h,
+        "sub",
+        Properties {
+            receive_maximum: Some(2),
+            ..Properties::default()
+        },
+    );
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    for i in 1..=5 {
+        h.send(p, &publish("t", "m", QoS::AtLeastOnce, i, false));
+    }
+    let first = h.recv(s);
+    assert_eq!(publishes(&first).len(), 2, "window of 2");
+    if let Some(Packet::Publish(x)) = first.first() {
+        h.send(s, &Packet::PubAck(Ack::new(x.pid)));
+    }
+    assert_eq!(publishes(&h.recv(s)).len(), 1, "one ack, one more");
+}
+
+#[test]
+fn v5_will_delay_cancelled_by_return_and_sent_after_delay() {
+    let mut h = Harness::new();
+    let w = h.client("watch", true);
+    h.sub(w, &[("will", QoS::AtMostOnce)]);
+    let connect_with_delayed_will = |h: &mut Harness| {
+        let c = h.open();
+        let mut cp = connect_packet("delayed", false, 60, Version::V5);
+        if let Packet::Connect(x) = &mut cp {
+            x.properties.session_expiry_interval = Some(300);
+            x.will = Some(Will {
+                topic: "will".into(),
+                payload: Bytes::from_static(b"late"),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                properties: Properties {
+                    will_delay_interval: Some(10),
+                    ..Properties::default()
+                },
+            });
+        }
+        h.send(c, &cp);
+        h.recv(c);
+        c
+    };
+    let c = connect_with_delayed_will(&mut h);
+    h.drop_conn(c);
+    assert!(h.recv(w).is_empty(), "held back");
+    h.now += Duration::from_secs(5);
+    let c = connect_with_delayed_will(&mut h);
+    h.now += Duration::from_secs(10);
+    h.b.poll(h.now);
+    assert!(h.recv(w).is_empty(), "cancelled by the return");
+    h.drop_conn(c);
+    h.now += Duration::from_secs(10);
+    h.b.poll(h.now);
+    assert_eq!(publishes(&h.recv(w)).len(), 1, "sent after the delay");
+}
+
+#[test]
+fn v5_message_expiry_forwarded_and_enforced() {
+    let mut h = Harness::new();
+    let s = h.client("keep", false);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    h.drop_conn(s);
+    let p = v5_client(&mut h, "pub", Properties::default());
+    let exp = |secs| Properties {
+        message_expiry_interval: Some(secs),
+        ..Properties::default()
+    };
+    h.send(p, &v5_publish("t", "short", QoS::AtLeastOnce, 1, exp(5)));
+    h.send(p, &v5_publish("t", "long", QoS::AtLeastOnce, 2, exp(100)));
+    h.now += Duration::from_secs(10);
+    let (_, _, after) = h.client_v("keep", false, Version::V311);
+    assert_eq!(
+        publishes(&after),
+        vec![("long".into(), QoS::AtLeastOnce, false, false)],
+        "expired message never delivered"
+    );
+    let s5 = v5_client(&mut h, "v5sub", Properties::default());
+    h.sub(s5, &[("t", QoS::AtMostOnce)]);
+    h.send(p, &v5_publish("t", "x", QoS::AtMostOnce, 0, exp(60)));
+    h.now += Duration::from_secs(1);
+    match h.recv(s5).first() {
+        Some(Packet::Publish(x)) => assert_eq!(x.properties.message_expiry_interval, Some(60)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn v5_shared_subscription_round_robin_and_redelivery() {
+    let mut h = Harness::new();
+    let m: Vec<usize> = (0..3)
+        .map(|i| {
+            let c = v5_client(&mut h, &format!("m{i}"), Properties::default());
+            h.sub(c, &[("$share/g/jobs/#", QoS::AtLeastOnce)]);
+            c
+        })
+        .collect();
+    let p = h.client("pub", true);
+    for i in 1..=30 {
+        h.send(p, &publish("jobs/x", "j", QoS::AtLeastOnce, i, false));
+    }
+    let counts: Vec<usize> = m.iter().map(|&c| publishes(&h.recv(c)).len()).collect();
+    assert_eq!(counts, vec![10, 10, 10], "round robin, each message once");
+    // m0 leaves without acknowledging its 10: they go to the others.
+    h.drop_conn(m[0]);
+    let again: usize = m[1..].iter().map(|&c| publishes(&h.recv(c)).len()).sum();
+    assert_eq!(again, 10);
+}
+
+#[test]
+fn v5_enhanced_auth_refused_and_no_subscribers_reason() {
+    let mut h = Harness::new();
+    let c = h.open();
+    let mut cp = connect_packet("auth", true, 60, Version::V5);
+    if let Packet::Connect(x) = &mut cp {
+        x.properties.authentication_method = Some("SCRAM-SHA-1".into());
+    }
+    h.send(c, &cp);
+    match h.recv(c).first() {
+        Some(Packet::ConnAck(a)) => assert_eq!(a.code, reason::BAD_AUTHENTICATION_METHOD),
+        other => panic!("{other:?}"),
+    }
+    let p = v5_client(&mut h, "pub", Properties::default());
+    h.send(
+        p,
+        &v5_publish("nobody", "x", QoS::AtLeastOnce, 1, Properties::default()),
+    );
+    match h.recv(p).first() {
+        Some(Packet::PubAck(a)) => assert_eq!(a.reason, reason::NO_MATCHING_SUBSCRIBERS),
+        other => panic!("{other:?}"),
+    }
+}

@@ -76,6 +76,10 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.max_keepalive = number(a, 0, 65535)? as u16;
         Ok(())
     }),
+    ("max_topic_alias", |s, a| {
+        s.cfg.max_topic_alias = number(a, 0, 65535)? as u16;
+        Ok(())
+    }),
     ("retain_available", |s, a| {
         s.cfg.retain_available = boolean(a)?;
         Ok(())

@@ -1,0 +1,518 @@
+//! The publish path: routing a message to matching subscriptions (shared ones round robin),
+//! the per-session in-flight window and queue, per-delivery MQTT 5 properties, and the
+//! backpressure that holds publishers back instead of dropping QoS 1/2 messages.
+//!
+//! Part of [`Broker`]; time is passed in. Nothing here allocates per message per subscriber
+//! beyond a shared reference to the message, except where a 5.0 subscriber needs properties of
+//! its own (subscription identifiers, remaining expiry, topic alias).
+
+use super::core::{Broker, Conn, SharedGroup};
+use super::message::Message;
+use super::session::{Inflight, OutState, Pending};
+use crate::protocol::{topic, Ack, Packet, Properties, PublishView, QoS, SubOptions};
+use log::{debug, warn};
+use std::cmp::Reverse;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Encodes one delivery onto a connection's output. Returns false (nothing written) when the
+/// packet would exceed the client's Maximum Packet Size: the message is then dropped for this
+/// client. [MQTT-3.1.2-25]
+fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant) -> bool {
+    let mut topic: &str = &d.msg.topic;
+    let mut own: Option<Properties> = None;
+    if c.version.is_v5()
+        && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max > 0)
+    {
+        let mut p = d.msg.properties.as_deref().cloned().unwrap_or_default();
+        p.subscription_identifiers.clone_from(&d.sub_ids);
+        if let Some(e) = d.msg.expires {
+            // [MQTT-3.3.2-6] forward the remaining lifetime, rounded up.
+            let left = e.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            p.message_expiry_interval = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
+        }
+        if c.alias_out_max > 0 {
+            match c.alias_out.get(&d.msg.topic) {
+                Some(&a) => {
+                    p.topic_alias = Some(a);
+                    topic = "";
+                }
+                None if c.alias_out.len() < usize::from(c.alias_out_max) => {
+                    let a = c.alias_out.len() as u16 + 1;
+                    c.alias_out.insert(d.msg.topic.clone(), a);
+                    p.topic_alias = Some(a);
+                }
+                None => {}
+            }
+        }
+        own = Some(p);
+    }
+    let view = PublishView {
+        dup,
+        qos: d.qos,
+        retain: d.retain,
+        topic,
+        pid,
+        payload: &d.msg.payload,
+        properties: own.as_ref().or(d.msg.properties.as_deref()),
+    };
+    if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out {
+        return false;
+    }
+    view.encode(c.version, &mut c.out);
+    true
+}
+
+impl Broker {
+    /// A persistent session gets its connection back: re-send the in-flight window with DUP
+    /// set (PUBREL for those past PUBREC) [MQTT-4.4.0-1], then fill it from the queue.
+    pub(super) fn resume_session(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(cid) = s.conn else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        for f in &s.inflight {
+            match f.state {
+                OutState::AwaitAck | OutState::AwaitRec => {
+                    if encode_delivery(c, &f.d, f.pid, true, now) {
+                        self.stats.publish_sent += 1;
+                    }
+                }
+                OutState::AwaitComp => {
+                    Packet::PubRel(Ack::new(f.pid)).encode(c.version, &mut c.out);
+                }
+            }
+            self.stats.messages_sent += 1;
+        }
+        self.mark_dirty(cid);
+        self.fill_window(sid, now);
+    }
+
+    /// Moves queued messages into the in-flight window while it has room.
+    pub(super) fn fill_window(&mut self, sid: usize, now: Instant) {
+        loop {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let Some(cid) = s.conn else {
+                return;
+            };
+            let Some(front) = s.queue.front() else {
+                break;
+            };
+            if front.qos != QoS::AtMostOnce && s.inflight.len() >= s.window {
+                break;
+            }
+            let Some(p) = s.pop_pending() else {
+                break;
+            };
+            if p.msg.is_expired(now) {
+                continue;
+            }
+            self.transmit(sid, cid, p, now);
+        }
+        self.check_congestion(sid, now);
+    }
+
+    /// Sends one message now on a connected session: QoS 0 straight out, QoS 1/2 into the
+    /// in-flight window (the caller has checked there is room).
+    fn transmit(&mut self, sid: usize, cid: usize, d: Pending, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let pid = if d.qos == QoS::AtMostOnce {
+            0
+        } else {
+            let Some(pid) = s.alloc_pid() else {
+                self.stats.publish_dropped += 1;
+                return;
+            };
+            pid
+        };
+        let Some(c) = self.conns.get_mut(cid) else {
+            return;
+        };
+        if !encode_delivery(c, &d, pid, false, now) {
+            self.stats.publish_dropped += 1;
+            return;
+        }
+        self.stats.messages_sent += 1;
+        self.stats.publish_sent += 1;
+        if d.qos != QoS::AtMostOnce {
+            let state = if d.qos == QoS::AtLeastOnce {
+                OutState::AwaitAck
+            } else {
+                OutState::AwaitRec
+            };
+            s.inflight.push_back(Inflight { pid, d, state });
+        }
+        self.mark_dirty(cid);
+    }
+
+    /// Delivers to session `sid`: now if it can, else into its queue (bounded).
+    pub(super) fn deliver(&mut self, sid: usize, d: Pending, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        match s.conn {
+            Some(cid) => {
+                let out_len = self.conns.get(cid).map_or(0, |c| c.out.len());
+                if d.qos == QoS::AtMostOnce {
+                    if out_len >= self.limits.out_limit {
+                        self.stats.publish_dropped += 1;
+                        return;
+                    }
+                    self.transmit(sid, cid, d, now);
+                } else if s.queue.is_empty() && s.inflight.len() < s.window {
+                    self.transmit(sid, cid, d, now);
+                } else if !self.queue_full(sid) {
+                    if let Some(s) = self.sessions.get_mut(sid) {
+                        s.push_pending(d);
+                    }
+                } else {
+                    self.drop_message(sid);
+                }
+                self.check_congestion(sid, now);
+            }
+            None => {
+                if d.qos == QoS::AtMostOnce && !self.limits.queue_qos0 {
+                    return;
+                }
+                if self.queue_full(sid) {
+                    self.drop_message(sid);
+                    return;
+                }
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.push_pending(d);
+                }
+            }
+        }
+    }
+
+    fn queue_full(&self, sid: usize) -> bool {
+        let Some(s) = self.sessions.get(sid) else {
+            return true;
+        };
+        (self.limits.max_queued != 0 && s.queue.len() >= self.limits.max_queued)
+            || (self.limits.max_queued_bytes != 0 && s.queued_bytes >= self.limits.max_queued_bytes)
+    }
+
+    fn drop_message(&mut self, sid: usize) {
+        self.stats.publish_dropped += 1;
+        if let Some(s) = self.sessions.get(sid) {
+            debug!(
+                "Outgoing messages are being dropped for client {}.",
+                s.client_id
+            );
+        }
+    }
+
+    /// Backpressure: while a connected subscriber's queue or output is above its high-water
+    /// mark, the connection feeding it stops being read (TCP flow control does the rest), so
+    /// acknowledged QoS 1/2 messages are not dropped. Lifted when it drains, or after
+    /// `stall_timeout` for a subscriber that stopped reading.
+    pub(super) fn check_congestion(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let out = s
+            .conn
+            .and_then(|c| self.conns.get(c))
+            .map_or(0, |c| c.out.len());
+        let hw = self.limits.queue_high_water();
+        let over = s.conn.is_some() && (s.queue.len() >= hw || out >= self.limits.out_high_water);
+        let under = s.queue.len() <= hw / 2 && out < self.limits.out_high_water / 2;
+        let pos = self.congested.iter().position(|(c, _)| *c == sid);
+        match pos {
+            None if over => {
+                self.congested.push((sid, now));
+                let serial = s.serial;
+                self.push_timer(
+                    now + self.limits.stall_timeout,
+                    super::core::Timer::Stall {
+                        session: sid,
+                        serial,
+                    },
+                );
+                self.pause_current(sid);
+            }
+            Some(_) if over => self.pause_current(sid),
+            Some(p) if under || s.conn.is_none() => {
+                self.congested.swap_remove(p);
+                self.resume_if_clear();
+            }
+            _ => {}
+        }
+    }
+
+    /// Pauses the connection whose input is being handled, unless it is the congested
+    /// subscriber itself (its acknowledgements must keep flowing).
+    fn pause_current(&mut self, congested_sid: usize) {
+        let Some(cur) = self.current else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(cur) else {
+            return;
+        };
+        if c.session == Some(congested_sid) || c.paused {
+            return;
+        }
+        c.paused = true;
+        self.paused.push(cur);
+    }
+
+    pub(super) fn resume_if_clear(&mut self) {
+        if !self.congested.is_empty() {
+            return;
+        }
+        for id in std::mem::take(&mut self.paused) {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.paused = false;
+                self.resumed.push(id);
+            }
+        }
+    }
+
+    /// Gives up on a subscriber that has held its publishers back for `stall_timeout`.
+    pub(super) fn stall_expired(&mut self, sid: usize, now: Instant) {
+        let Some(pos) = self.congested.iter().position(|(s, _)| *s == sid) else {
+            return;
+        };
+        let since = self.congested.get(pos).map_or(now, |(_, t)| *t);
+        if now.duration_since(since) < self.limits.stall_timeout {
+            return;
+        }
+        if let Some(s) = self.sessions.get(sid) {
+            warn!(
+                "Client {} is not reading its messages; no longer holding back publishers.",
+                s.client_id
+            );
+        }
+        self.congested.remove(pos);
+        self.resume_if_clear();
+    }
+
+    /// Routes a message to every matching subscription: once per session at the highest
+    /// granted QoS of its matching filters [MQTT-3.3.5-1], and to one member of each matching
+    /// shared subscription group. Returns how many sessions it went to.
+    pub(super) fn route(
+        &mut self,
+        msg: &Rc<Message>,
+        origin: Option<usize>,
+        now: Instant,
+    ) -> usize {
+        let mut matched = std::mem::take(&mut self.scratch);
+        matched.clear();
+        self.subs.matches(&msg.topic, &mut matched);
+        if matched.len() > 1 {
+            matched.sort_unstable_by_key(|s| s.session);
+        }
+        let mut count = 0;
+        let mut i = 0;
+        while let Some(first) = matched.get(i).copied() {
+            let mut best = first;
+            let mut rap = first.opts.retain_as_published;
+            let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            let mut j = i + 1;
+            while let Some(next) = matched.get(j).copied() {
+                if next.session != first.session {
+                    break;
+                }
+                if next.opts.qos > best.opts.qos {
+                    best = next;
+                }
+                rap |= next.opts.retain_as_published;
+                sub_ids.extend(next.id);
+                j += 1;
+            }
+            i = j;
+            // [MQTT-3.8.3-3] no local.
+            if best.opts.no_local && Some(best.session) == origin {
+                continue;
+            }
+            let d = Pending {
+                msg: msg.clone(),
+                qos: msg.qos.min(best.opts.qos),
+                retain: rap && msg.retain,
+                sub_ids,
+                share: None,
+            };
+            self.deliver(best.session, d, now);
+            count += 1;
+        }
+        self.scratch = matched;
+        if !self.shared.is_empty() {
+            count += self.route_shared(msg, None, now);
+        }
+        count
+    }
+
+    /// One member of each shared group whose filter matches: the next connected member in
+    /// round-robin order (or, if none is connected, the next one's session queue).
+    fn route_shared(&mut self, msg: &Rc<Message>, only: Option<&Rc<str>>, now: Instant) -> usize {
+        let mut picks = Vec::new();
+        for g in &mut self.shared {
+            if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, &msg.topic) {
+                continue;
+            }
+            if let Some(m) = pick_member(g, &self.sessions, None) {
+                picks.push((m, g.key.clone()));
+            }
+        }
+        let n = picks.len();
+        for ((sid, opts, id), key) in picks {
+            let d = Pending {
+                msg: msg.clone(),
+                qos: msg.qos.min(opts.qos),
+                retain: opts.retain_as_published && msg.retain,
+                sub_ids: id.into_iter().collect(),
+                share: Some(key),
+            };
+            self.deliver(sid, d, now);
+        }
+        n
+    }
+
+    /// A member of shared groups lost its connection: messages it had not acknowledged go to
+    /// another connected member of the same group, if there is one. [MQTT-4.8.2]
+    pub(super) fn redistribute(&mut self, sid: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if !s.inflight.iter().any(|f| f.d.share.is_some())
+            && !s.queue.iter().any(|p| p.share.is_some())
+        {
+            return;
+        }
+        let mut moved = Vec::new();
+        // PUBREC already received: the member has the message; it stays.
+        s.inflight.retain(|f| {
+            if f.d.share.is_some() && f.state != OutState::AwaitComp {
+                moved.push(f.d.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let mut kept = std::collections::VecDeque::new();
+        while let Some(p) = s.pop_pending() {
+            if p.share.is_some() {
+                moved.push(p);
+            } else {
+                kept.push_back(p);
+            }
+        }
+        for p in kept {
+            s.push_pending(p);
+        }
+        for d in moved {
+            let Some(key) = d.share.clone() else {
+                continue;
+            };
+            let target = self
+                .shared
+                .iter_mut()
+                .find(|g| g.key == key)
+                .and_then(|g| pick_member(g, &self.sessions, Some(sid)));
+            match target {
+                Some((other, _, _)) => self.deliver(other, d, now),
+                // Nobody else to take it: keep it for this member's return.
+                None => {
+                    if let Some(s) = self.sessions.get_mut(sid) {
+                        s.push_pending(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `sid` to the shared group of `$share/{group}/{filter}` (or updates its options).
+    pub(super) fn shared_subscribe(
+        &mut self,
+        group: &str,
+        filter: &str,
+        sid: usize,
+        opts: SubOptions,
+        id: Option<u32>,
+    ) {
+        let key: Rc<str> = Rc::from(format!("{group}/{filter}"));
+        let g = match self.shared.iter_mut().position(|g| g.key == key) {
+            Some(i) => &mut self.shared[i],
+            None => {
+                self.shared.push(SharedGroup {
+                    key,
+                    filter: Box::from(filter),
+                    members: Vec::new(),
+                    next: 0,
+                });
+                let last = self.shared.len() - 1;
+                &mut self.shared[last]
+            }
+        };
+        match g.members.iter_mut().find(|m| m.0 == sid) {
+            Some(m) => *m = (sid, opts, id),
+            None => g.members.push((sid, opts, id)),
+        }
+    }
+
+    pub(super) fn shared_unsubscribe(&mut self, group: &str, filter: &str, sid: usize) -> bool {
+        let key = format!("{group}/{filter}");
+        let Some(i) = self.shared.iter().position(|g| *g.key == *key) else {
+            return false;
+        };
+        let Some(g) = self.shared.get_mut(i) else {
+            return false;
+        };
+        let before = g.members.len();
+        g.members.retain(|m| m.0 != sid);
+        let removed = g.members.len() != before;
+        if g.members.is_empty() {
+            self.shared.swap_remove(i);
+        }
+        removed
+    }
+
+    /// Timers are pushed from several modules; one helper keeps the heap private.
+    pub(super) fn push_timer(&mut self, at: Instant, t: super::core::Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+}
+
+/// The next member of `g` in round-robin order, preferring connected sessions and never
+/// `exclude`.
+fn pick_member(
+    g: &mut SharedGroup,
+    sessions: &super::slab::Slab<super::session::Session>,
+    exclude: Option<usize>,
+) -> Option<(usize, SubOptions, Option<u32>)> {
+    let n = g.members.len();
+    if n == 0 {
+        return None;
+    }
+    let mut fallback = None;
+    for k in 0..n {
+        let i = (g.next + k) % n;
+        let Some(&m) = g.members.get(i) else {
+            continue;
+        };
+        if Some(m.0) == exclude {
+            continue;
+        }
+        if sessions.get(m.0).is_some_and(|s| s.conn.is_some()) {
+            g.next = (i + 1) % n;
+            return Some(m);
+        }
+        if fallback.is_none() {
+            fallback = Some((i, m));
+        }
+    }
+    let (i, m) = fallback?;
+    g.next = (i + 1) % n;
+    Some(m)
+}
