@@ -4,8 +4,10 @@
 //! `rmqtt_pub` / `rmqtt_sub` applets share. The binary in `main.rs` only dispatches.
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod passwd;
 pub mod protocol;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! broker), `rmqtt_pub`, `rmqtt_sub`; `rmqtt pub ...` and `rmqtt sub ...` work too.
 #![deny(unsafe_code)]
 
-use rmqtt::{broker, client};
+use rmqtt::{broker, client, passwd};
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -19,14 +19,16 @@ fn run(name: &str, args: Vec<String>) -> i32 {
         "rmqtt" | "mosquitto" => match args.get(1).map(String::as_str) {
             Some("pub") => run("rmqtt_pub", args.into_iter().skip(1).collect()),
             Some("sub") => run("rmqtt_sub", args.into_iter().skip(1).collect()),
+            Some("passwd") => run("rmqtt_passwd", args.into_iter().skip(1).collect()),
             Some("broker") => broker::main(args.into_iter().skip(1).collect()),
             _ => broker::main(args),
         },
         "rmqtt_pub" | "mosquitto_pub" => client::pub_main(args),
         "rmqtt_sub" | "mosquitto_sub" => client::sub_main(args),
+        "rmqtt_passwd" | "mosquitto_passwd" => passwd::main(args),
         other => {
             eprintln!(
-                "rmqtt: unknown applet name '{other}' (expected rmqtt, rmqtt_pub or rmqtt_sub)"
+                "rmqtt: unknown applet name '{other}' (expected rmqtt, rmqtt_pub, rmqtt_sub or rmqtt_passwd)"
             );
             1
         }
