@@ -11,7 +11,9 @@ use super::retain::RetainStore;
 use super::session::{Expiry, OutState, Pending, Session};
 use super::slab::Slab;
 use super::subs::{SubTree, Subscriber};
-use crate::config::Config;
+use crate::auth::acl::{Access, Acl};
+use crate::auth::password::PasswordFile;
+use crate::config::{Config, ConfigError};
 use crate::protocol::{
     decode, reason, topic, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
     Publish, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
@@ -209,21 +211,59 @@ pub struct Stats {
     pub clients_expired: u64,
 }
 
-/// Authentication decision for a CONNECT; kept behind one function so the password file and
-/// ACL can slot in.
-fn authenticate(conn: &Conn, c: &Connect) -> Result<(), u8> {
-    if let Some(identity) = &conn.tls_identity {
-        // use_identity_as_username: the certificate is the credential.
-        return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
+/// Who may connect and what they may do: the password file and the ACL, both optional.
+#[derive(Default)]
+pub struct Auth {
+    pub passwords: Option<PasswordFile>,
+    pub acl: Option<Acl>,
+}
+
+impl Auth {
+    pub fn load(cfg: &Config) -> Result<Auth, ConfigError> {
+        Ok(Auth {
+            passwords: cfg
+                .password_file
+                .as_ref()
+                .map(PasswordFile::load)
+                .transpose()?,
+            acl: cfg.acl_file.as_ref().map(Acl::load).transpose()?,
+        })
     }
-    if c.username.is_none() && !conn.anonymous_allowed {
-        return Err(reason::NOT_AUTHORIZED);
+
+    /// The CONNECT decision. Mosquitto's rules: no user name needs anonymous access; a user
+    /// name is checked against the password file when there is one, and otherwise needs
+    /// anonymous access too (nobody can prove who they are).
+    fn authenticate(&self, conn: &Conn, c: &Connect) -> Result<(), u8> {
+        if let Some(identity) = &conn.tls_identity {
+            // use_identity_as_username: the certificate is the credential.
+            return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
+        }
+        match (&c.username, &self.passwords) {
+            (Some(u), Some(pw)) => {
+                let given = c.password.as_deref().unwrap_or_default();
+                if pw.check(u, given) {
+                    Ok(())
+                } else {
+                    Err(reason::NOT_AUTHORIZED)
+                }
+            }
+            _ if conn.anonymous_allowed => Ok(()),
+            _ => Err(reason::NOT_AUTHORIZED),
+        }
     }
-    if c.username.is_some() && !conn.anonymous_allowed {
-        // No password file support configured: nobody can prove who they are.
-        return Err(reason::NOT_AUTHORIZED);
+
+    /// May `client_id`/`username` do `access` on `topic`? Always yes without an ACL file.
+    pub fn allowed(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        topic: &str,
+        access: Access,
+    ) -> bool {
+        self.acl
+            .as_ref()
+            .is_none_or(|a| a.allowed(client_id, username, topic, access))
     }
-    Ok(())
 }
 
 /// A shared subscription group, `$share/{group}/{filter}`: each message to one member.
@@ -239,6 +279,7 @@ pub struct SharedGroup {
 
 pub struct Broker {
     pub limits: Limits,
+    pub auth: Auth,
     pub conns: Slab<Conn>,
     pub(super) sessions: Slab<Session>,
     by_client_id: std::collections::HashMap<Arc<str>, usize>,
@@ -269,6 +310,7 @@ impl Broker {
     pub fn new(limits: Limits, seed: u64) -> Broker {
         Broker {
             limits,
+            auth: Auth::default(),
             conns: Slab::default(),
             sessions: Slab::default(),
             by_client_id: Default::default(),
@@ -764,7 +806,18 @@ impl Broker {
             return;
         };
         conn.client_id = Arc::from(client_id.as_str());
-        if let Err(code) = authenticate(conn, &c) {
+        let mut verdict = self.auth.authenticate(conn, &c);
+        if let (Ok(()), Some(w)) = (verdict, &c.will) {
+            // A will the client could not publish itself is refused at CONNECT.
+            let user = match &conn.tls_identity {
+                Some(identity) => identity.as_deref(),
+                None => c.username.as_deref(),
+            };
+            if !self.auth.allowed(&client_id, user, &w.topic, Access::Write) {
+                verdict = Err(reason::NOT_AUTHORIZED);
+            }
+        }
+        if let Err(code) = verdict {
             if self.limits.connection_messages {
                 info!(
                     "Client {} from {} disconnected, not authorised.",
@@ -799,6 +852,7 @@ impl Broker {
             .map_or(usize::MAX, |m| m as usize);
         let peer = conn.peer;
         let serial = conn.serial;
+        let username: Option<Arc<str>> = conn.username.as_deref().map(Arc::from);
         let key: Arc<str> = conn.client_id.clone();
 
         // Session expiry: 3.1.1 clean session, or 5.0's property. [MQTT-3.1.2-23]
@@ -849,6 +903,7 @@ impl Broker {
         if let Some(s) = self.sessions.get_mut(sid) {
             s.conn = Some(id);
             s.window = window;
+            s.username = username.clone();
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
             s.pending_will = None;
             s.expiry = expiry;
@@ -913,6 +968,17 @@ impl Broker {
         if session_present {
             self.resume_session(sid, now);
         }
+    }
+
+    /// The ACL decision for a session (connected or not).
+    pub(super) fn session_may(&self, sid: usize, topic: &str, access: Access) -> bool {
+        if self.auth.acl.is_none() {
+            return true;
+        }
+        self.sessions.get(sid).is_some_and(|s| {
+            self.auth
+                .allowed(&s.client_id, s.username.as_deref(), topic, access)
+        })
     }
 
     fn display_of(&self, id: usize) -> String {
@@ -1001,8 +1067,19 @@ impl Broker {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
         }
+        let (cid, user) = self
+            .conns
+            .get(id)
+            .map(|c| (c.client_id.clone(), c.username.clone()))
+            .unwrap_or_default();
+        let denied = !self
+            .auth
+            .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
+        if denied {
+            debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
+        }
         // Clients may not write to the broker's own $SYS tree.
-        let accepted = !too_big && !p.topic.starts_with("$SYS") && !retain_refused;
+        let accepted = !too_big && !p.topic.starts_with("$SYS") && !retain_refused && !denied;
         if too_big {
             info!(
                 "Dropped too large PUBLISH from {} ({} bytes).",
@@ -1013,6 +1090,9 @@ impl Broker {
         }
         let mut ack_reason = if too_big {
             reason::PACKET_TOO_LARGE
+        } else if denied {
+            // 3.1.1 has no way to say no: the message is acknowledged and dropped.
+            reason::NOT_AUTHORIZED
         } else {
             reason::SUCCESS
         };
@@ -1152,6 +1232,7 @@ impl Broker {
             return;
         };
         let sub_id = sub.properties.subscription_identifiers.first().copied();
+        let version = self.conns.get(id).map_or(Version::V311, |c| c.version);
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut found = Vec::new();
         let mut to_send: Vec<Pending> = Vec::new();
@@ -1164,6 +1245,15 @@ impl Broker {
                 }
                 None => None,
             };
+            let plain = shared.map_or(filter.as_str(), |(_, f)| f);
+            if !self.session_may(sid, plain, Access::Subscribe) {
+                codes.push(if version.is_v5() {
+                    reason::NOT_AUTHORIZED
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                });
+                continue;
+            }
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
@@ -1207,6 +1297,7 @@ impl Broker {
             if send_retained {
                 found.clear();
                 self.retained.matches(filter, &mut found);
+                found.retain(|m| self.session_may(sid, &m.topic, Access::Read));
                 to_send.extend(found.drain(..).map(|m| Pending {
                     qos: m.qos.min(opts.qos),
                     msg: m,

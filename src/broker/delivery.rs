@@ -9,6 +9,7 @@
 use super::core::{Broker, Conn, SharedGroup};
 use super::message::Message;
 use super::session::{Inflight, OutState, Pending};
+use crate::auth::acl::Access;
 use crate::protocol::{topic, Ack, Packet, Properties, PublishView, QoS, SubOptions};
 use log::{debug, warn};
 use std::cmp::Reverse;
@@ -336,6 +337,9 @@ impl Broker {
             if best.opts.no_local && Some(best.session) == origin {
                 continue;
             }
+            if !self.session_may(best.session, &msg.topic, Access::Read) {
+                continue;
+            }
             let d = Pending {
                 msg: msg.clone(),
                 qos: msg.qos.min(best.opts.qos),
@@ -365,6 +369,7 @@ impl Broker {
                 picks.push((m, g.key.clone()));
             }
         }
+        picks.retain(|((sid, _, _), _)| self.session_may(*sid, &msg.topic, Access::Read));
         let n = picks.len();
         for ((sid, opts, id), key) in picks {
             let d = Pending {

@@ -151,7 +151,14 @@ fn run(mut cfg: Config, ports: &[u16], verbose: bool, log: logging::Handle) -> i
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
         ^ (u64::from(std::process::id()) << 32);
-    let broker = core::Broker::new(core::Limits::from_config(&cfg), seed);
+    let mut broker = core::Broker::new(core::Limits::from_config(&cfg), seed);
+    broker.auth = match core::Auth::load(&cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("Error: {e}");
+            return 3;
+        }
+    };
     let mut server = match server::Server::new(broker, &cfg, bound, signals) {
         Ok(s) => s,
         Err(e) => {
@@ -188,6 +195,12 @@ fn run(mut cfg: Config, ports: &[u16], verbose: bool, log: logging::Handle) -> i
                 if let Some(new) = reload(&cfg) {
                     log.replace(logging::Settings::from_config(&new, verbose));
                     server.reload(&new);
+                    match core::Auth::load(&new) {
+                        Ok(a) => server.broker_mut().auth = a,
+                        Err(e) => log::error!(
+                            "Error: reloading the password file or ACL failed, keeping the old ones: {e}"
+                        ),
+                    }
                     cfg = new;
                 }
             }

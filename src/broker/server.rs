@@ -228,6 +228,10 @@ impl Server {
         })
     }
 
+    pub fn broker_mut(&mut self) -> &mut Broker {
+        &mut self.broker
+    }
+
     /// Re-applies what can change without dropping connections: TLS certificates and keys.
     pub fn reload(&mut self, cfg: &Config) {
         let mut i = 0;

@@ -56,6 +56,8 @@ pub enum Expiry {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// User name of the last connection, for ACL checks while the client is away.
+    pub username: Option<Arc<str>>,
     /// Unique for the life of the process, so stale timers can be told apart after id reuse.
     pub serial: u64,
     pub conn: Option<usize>,
@@ -79,6 +81,7 @@ impl Session {
     pub fn new(client_id: Arc<str>, serial: u64, expiry: Expiry) -> Session {
         Session {
             client_id,
+            username: None,
             serial,
             conn: None,
             expiry,

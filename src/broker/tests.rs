@@ -139,7 +139,7 @@ impl Harness {
     }
 
     fn closing(&self, c: usize) -> bool {
-        self.b.conns.get(c).map_or(true, |c| c.close.is_some())
+        self.b.conns.get(c).is_none_or(|c| c.close.is_some())
     }
 }
 
