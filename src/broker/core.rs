@@ -209,6 +209,8 @@ pub struct Stats {
     pub clients_total_connected: u64,
     pub clients_maximum: usize,
     pub clients_expired: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
 }
 
 /// Who may connect and what they may do: the password file and the ACL, both optional.
@@ -280,6 +282,8 @@ pub struct SharedGroup {
 pub struct Broker {
     pub limits: Limits,
     pub auth: Auth,
+    /// Counts changes to what persistence saves; the store compares it with what it saved.
+    pub changes: u64,
     pub conns: Slab<Conn>,
     pub(super) sessions: Slab<Session>,
     by_client_id: std::collections::HashMap<Arc<str>, usize>,
@@ -303,6 +307,7 @@ pub struct Broker {
     next_serial: u64,
     id_rng: u64,
     pub stats: Stats,
+    pub(super) sys: super::sys::SysState,
 }
 
 impl Broker {
@@ -311,6 +316,7 @@ impl Broker {
         Broker {
             limits,
             auth: Auth::default(),
+            changes: 0,
             conns: Slab::default(),
             sessions: Slab::default(),
             by_client_id: Default::default(),
@@ -328,12 +334,88 @@ impl Broker {
             next_serial: 1,
             id_rng: seed | 1,
             stats: Stats::default(),
+            sys: super::sys::SysState::default(),
         }
     }
 
     fn serial(&mut self) -> u64 {
         self.next_serial += 1;
         self.next_serial
+    }
+
+    /// Notes a change to a session that persistence would save.
+    pub(super) fn touch(&mut self, sid: usize) {
+        if self
+            .sessions
+            .get(sid)
+            .is_some_and(|s| s.expiry != Expiry::OnDisconnect)
+        {
+            self.changes += 1;
+        }
+    }
+
+    /// Retained messages worth saving (the broker's own `$SYS` tree is rebuilt, not saved).
+    pub fn retained_messages(&self) -> Vec<Rc<Message>> {
+        let mut all = Vec::new();
+        self.retained.all(&mut all);
+        all.retain(|m| !m.topic.starts_with("$SYS"));
+        all
+    }
+
+    pub fn sessions_iter(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.iter().map(|(_, s)| s)
+    }
+
+    /// Puts a loaded snapshot into an empty broker: sessions come back disconnected, with
+    /// their expiry counting from now.
+    pub fn restore(&mut self, img: super::persist::Image, now: Instant) {
+        for m in img.retained {
+            self.retained.set(m);
+        }
+        for mut s in img.sessions {
+            if self.by_client_id.contains_key(&s.client_id) {
+                continue;
+            }
+            s.serial = self.serial();
+            s.conn = None;
+            s.disconnected_at = Some(now);
+            s.window = self.limits.max_inflight;
+            let key = s.client_id.clone();
+            let subs = s.subs.clone();
+            let expiry = s.expiry;
+            let serial = s.serial;
+            let sid = self.sessions.insert(s);
+            self.by_client_id.insert(key, sid);
+            for (filter, opts, id) in subs {
+                match topic::parse_shared(&filter) {
+                    Some(Ok((group, f))) => self.shared_subscribe(group, f, sid, opts, id),
+                    _ => {
+                        self.subs.subscribe(
+                            &filter,
+                            Subscriber {
+                                session: sid,
+                                opts,
+                                id,
+                            },
+                        );
+                    }
+                }
+            }
+            let after = match (expiry, self.limits.persistent_client_expiration) {
+                (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
+                (Expiry::Never, d) => d,
+                (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
+            };
+            if let Some(d) = after {
+                self.push_timer(
+                    now + d,
+                    Timer::SessionExpiry {
+                        session: sid,
+                        serial,
+                    },
+                );
+            }
+        }
     }
 
     pub fn session_count(&self) -> usize {
@@ -912,6 +994,7 @@ impl Broker {
         if let Some(conn) = self.conns.get_mut(id) {
             conn.session = Some(sid);
         }
+        self.touch(sid);
         self.stats.clients_total_connected += 1;
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.connected_count());
 
@@ -1124,6 +1207,7 @@ impl Broker {
             });
             if p.retain {
                 self.retained.set(msg.clone());
+                self.changes += 1;
             }
             if self.route(&msg, sid, now) == 0 {
                 ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
@@ -1140,8 +1224,10 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
-                    if !too_big {
-                        s.inbound_qos2.insert(p.pid);
+                    if !too_big && s.inbound_qos2.insert(p.pid) {
+                        if let Some(sid) = sid {
+                            self.touch(sid);
+                        }
                     }
                 }
                 let mut ack = Ack::new(p.pid);
@@ -1158,6 +1244,9 @@ impl Broker {
         let known = sid
             .and_then(|s| self.sessions.get_mut(s))
             .is_some_and(|s| s.inbound_qos2.remove(&pid));
+        if let (true, Some(sid)) = (known, sid) {
+            self.touch(sid);
+        }
         let mut ack = Ack::new(pid);
         if !known && self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
             ack.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
@@ -1179,6 +1268,7 @@ impl Broker {
         match s.find_inflight(pid, OutState::AwaitAck) {
             Some(i) => {
                 s.inflight.remove(i);
+                self.touch(sid);
                 self.fill_window(sid, now);
             }
             None => debug!(
@@ -1211,6 +1301,7 @@ impl Broker {
         if let Some(f) = s.inflight.get_mut(i) {
             f.state = OutState::AwaitComp;
         }
+        self.touch(sid);
         self.send(id, &Packet::PubRel(Ack::new(a.pid)));
     }
 
@@ -1223,6 +1314,7 @@ impl Broker {
         };
         if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
             s.inflight.remove(i);
+            self.touch(sid);
             self.fill_window(sid, now);
         }
     }
@@ -1261,11 +1353,12 @@ impl Broker {
                 Some(i) => {
                     if let Some(e) = s.subs.get_mut(i) {
                         e.1 = *opts;
+                        e.2 = sub_id;
                     }
                     true
                 }
                 None => {
-                    s.subs.push((Arc::from(filter.as_str()), *opts));
+                    s.subs.push((Arc::from(filter.as_str()), *opts, sub_id));
                     false
                 }
             };
@@ -1308,6 +1401,7 @@ impl Broker {
                 }));
             }
         }
+        self.touch(sid);
         self.send(
             id,
             &Packet::SubAck(SubAck {
@@ -1356,6 +1450,7 @@ impl Broker {
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
+        self.touch(sid);
         self.send(
             id,
             &Packet::UnsubAck(UnsubAck {
@@ -1441,6 +1536,7 @@ impl Broker {
         });
         if msg.retain && self.limits.retain_available {
             self.retained.set(msg.clone());
+            self.changes += 1;
         }
         self.route(&msg, None, now);
     }
@@ -1481,10 +1577,11 @@ impl Broker {
     }
 
     fn remove_session(&mut self, sid: usize) {
+        self.touch(sid);
         let Some(s) = self.sessions.remove(sid) else {
             return;
         };
-        for (filter, _) in &s.subs {
+        for (filter, _, _) in &s.subs {
             match topic::parse_shared(filter) {
                 Some(Ok((group, f))) => {
                     self.shared_unsubscribe(group, f, sid);

@@ -152,6 +152,7 @@ impl Broker {
                 OutState::AwaitRec
             };
             s.inflight.push_back(Inflight { pid, d, state });
+            self.touch(sid);
         }
         self.mark_dirty(cid);
     }
@@ -176,6 +177,7 @@ impl Broker {
                     if let Some(s) = self.sessions.get_mut(sid) {
                         s.push_pending(d);
                     }
+                    self.touch(sid);
                 } else {
                     self.drop_message(sid);
                 }
@@ -192,6 +194,7 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     s.push_pending(d);
                 }
+                self.touch(sid);
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod core;
 mod delivery;
 mod logging;
 pub mod message;
+pub mod persist;
 mod process;
 pub mod retain;
 mod server;
@@ -12,6 +13,7 @@ pub mod session;
 mod signals;
 pub mod slab;
 pub mod subs;
+mod sys;
 
 #[cfg(test)]
 mod tests;

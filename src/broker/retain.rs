@@ -70,6 +70,17 @@ impl RetainStore {
         self.bytes = st.1.max(0) as usize;
     }
 
+    /// Every retained message, for persistence.
+    pub fn all(&self, out: &mut Vec<Rc<Message>>) {
+        fn walk(node: &Node, out: &mut Vec<Rc<Message>>) {
+            out.extend(node.msg.iter().cloned());
+            for c in node.children.values() {
+                walk(c, out);
+            }
+        }
+        walk(&self.root, out);
+    }
+
     /// Every retained message whose topic matches `filter`.
     pub fn matches(&self, filter: &str, out: &mut Vec<Rc<Message>>) {
         fn all(node: &Node, out: &mut Vec<Rc<Message>>) {

@@ -7,7 +7,9 @@
 
 use super::core::{fmt_addr, Broker};
 use super::logging;
+use super::persist::Store;
 use super::signals::{self, Signals};
+use super::sys::LoopFigures;
 use crate::config::{Config, Listener};
 use crate::tls::{ServerStream, ServerTls};
 use bytes::{Buf, BytesMut};
@@ -16,7 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Tokens at or above this are listeners; below are connection ids.
 const LISTENER_BASE: usize = usize::MAX / 2;
@@ -106,6 +108,9 @@ pub enum Stop {
 pub struct Server {
     poll: Poll,
     signals: Signals,
+    store: Option<Store>,
+    sys_interval: Option<Duration>,
+    next_sys: Option<Instant>,
     listeners: Vec<Bound>,
     socks: Vec<Option<Sock>>,
     broker: Broker,
@@ -217,9 +222,20 @@ impl Server {
                 open: 0,
             });
         }
+        let now = Instant::now();
+        let mut broker = broker;
+        let mut store = Store::from_config(cfg, now);
+        if let Some(st) = &mut store {
+            st.load(&mut broker, now);
+        }
+        let sys_interval =
+            (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         Ok(Server {
             poll,
             signals,
+            store,
+            sys_interval,
+            next_sys: Some(now),
             listeners,
             socks: Vec::new(),
             broker,
@@ -274,11 +290,25 @@ impl Server {
                     now,
                 );
             }
+            if self.next_sys.is_some_and(|t| now >= t) {
+                self.publish_sys(now);
+            }
+            // Before the acknowledgements of this pass go out (autosave_on_changes).
+            if let Some(st) = &mut self.store {
+                st.maybe_save(&self.broker, now, false);
+            }
             self.flush(now);
-            let timeout = self
-                .broker
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            let deadline = [
+                self.broker.next_deadline(),
+                self.next_sys,
+                self.store
+                    .as_ref()
+                    .and_then(|st| st.next_deadline(self.broker.changes)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -293,6 +323,12 @@ impl Server {
                         if got & signals::TERMINATE != 0 {
                             self.shutdown();
                             return Ok(Stop::Terminate);
+                        }
+                        if got & signals::SAVE != 0 {
+                            if let Some(st) = &mut self.store {
+                                info!("Saving in-memory database to {}.", st.path().display());
+                                st.maybe_save(&self.broker, now, true);
+                            }
                         }
                         if got & signals::RELOAD != 0 {
                             return Ok(Stop::Reload);
@@ -316,9 +352,24 @@ impl Server {
     }
 
     fn shutdown(&mut self) {
-        info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
+        let now = Instant::now();
         self.broker.shutdown();
-        self.flush(Instant::now());
+        self.flush(now);
+        if let Some(st) = &mut self.store {
+            info!("Saving in-memory database to {}.", st.path().display());
+            st.maybe_save(&self.broker, now, true);
+        }
+        info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
+    }
+
+    fn publish_sys(&mut self, now: Instant) {
+        let figures = LoopFigures {
+            heap_bytes: resident_bytes(),
+            persistence_writes: self.store.as_ref().map_or(0, |s| s.writes),
+            persistence_bytes: self.store.as_ref().map_or(0, |s| s.bytes),
+        };
+        self.broker.publish_sys(now, figures);
+        self.next_sys = self.sys_interval.map(|i| now + i);
     }
 
     fn accept(&mut self, li: usize, now: Instant) {
@@ -404,6 +455,7 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
+                    self.broker.stats.bytes_received += n as u64;
                     if !sock.identity_done {
                         // The handshake is over once application data flows.
                         sock.identity_done = true;
@@ -458,7 +510,10 @@ impl Server {
                     failed = true;
                     break;
                 }
-                Ok(n) => conn.out.advance(n),
+                Ok(n) => {
+                    conn.out.advance(n);
+                    self.broker.stats.bytes_sent += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -518,4 +573,17 @@ impl Server {
             }
         }
     }
+}
+
+/// Resident memory of this process, from /proc (0 where there is none).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

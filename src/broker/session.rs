@@ -62,7 +62,8 @@ pub struct Session {
     pub serial: u64,
     pub conn: Option<usize>,
     pub expiry: Expiry,
-    pub subs: Vec<(Arc<str>, SubOptions)>,
+    /// (filter, options, MQTT 5 subscription identifier)
+    pub subs: Vec<(Arc<str>, SubOptions, Option<u32>)>,
     /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
     /// client's Receive Maximum. [MQTT-3.3.4-7]
     pub window: usize,
@@ -129,7 +130,7 @@ impl Session {
     }
 
     pub fn subscription(&self, filter: &str) -> Option<usize> {
-        self.subs.iter().position(|(f, _)| &**f == filter)
+        self.subs.iter().position(|(f, _, _)| &**f == filter)
     }
 }
 

@@ -739,3 +739,52 @@ fn v5_enhanced_auth_refused_and_no_subscribers_reason() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn snapshot_round_trip_restores_sessions_and_retained() {
+    let mut h = Harness::new();
+    let s = h.client("keep", false);
+    h.sub(s, &[("t/#", QoS::ExactlyOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t/a", "inflight", QoS::AtLeastOnce, 1, false));
+    h.recv(s);
+    h.drop_conn(s);
+    h.send(p, &publish("t/b", "queued", QoS::ExactlyOnce, 2, false));
+    h.send(p, &publish("r", "kept", QoS::AtMostOnce, 0, true));
+    let data = super::persist::encode(&h.b, h.now);
+
+    let mut h2 = Harness::new();
+    let (img, damage) = super::persist::decode(&data, h2.now);
+    assert!(damage.is_none());
+    h2.b.restore(img, h2.now);
+    assert_eq!(h2.b.retained_count(), 1);
+    assert_eq!(h2.b.subscription_count(), 1);
+    let (k, present, after) = h2.client_v("keep", false, Version::V311);
+    assert!(present);
+    assert_eq!(
+        publishes(&after),
+        vec![
+            ("inflight".into(), QoS::AtLeastOnce, false, true),
+            ("queued".into(), QoS::ExactlyOnce, false, false),
+        ]
+    );
+    let p2 = h2.client("pub2", true);
+    h2.send(p2, &publish("t/c", "live", QoS::AtMostOnce, 0, false));
+    assert_eq!(
+        publishes(&h2.recv(k)),
+        vec![("live".into(), QoS::AtMostOnce, false, false)],
+        "the restored subscription routes live messages"
+    );
+}
+
+#[test]
+fn changes_are_counted_only_for_what_is_saved() {
+    let mut h = Harness::new();
+    let c = h.client("clean", true);
+    h.sub(c, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    h.send(p, &publish("t", "x", QoS::AtLeastOnce, 1, false));
+    assert_eq!(h.b.changes, 0, "clean sessions are not persisted");
+    h.send(p, &publish("r", "x", QoS::AtMostOnce, 0, true));
+    assert_eq!(h.b.changes, 1, "a retained message is");
+}

@@ -25,6 +25,11 @@ impl<'a> Reader<'a> {
         self.buf.is_empty()
     }
 
+    /// Everything not read yet, without consuming it.
+    pub fn remaining_slice(&self) -> &'a [u8] {
+        self.buf
+    }
+
     /// Everything not read yet, consuming the reader.
     pub fn rest(self) -> &'a [u8] {
         self.buf

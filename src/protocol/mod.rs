@@ -7,7 +7,7 @@
 //! - Everything the specification requires of a well-formed packet is checked here; what
 //!   depends on session state (packet ids in use, topic aliases, authorisation) is the broker's.
 
-mod codec;
+pub(crate) mod codec;
 mod decode;
 mod encode;
 pub mod packet;
