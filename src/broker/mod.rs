@@ -14,6 +14,7 @@ mod signals;
 pub mod slab;
 pub mod subs;
 mod sys;
+pub mod ws;
 
 #[cfg(test)]
 mod tests;

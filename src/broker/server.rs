@@ -10,7 +10,8 @@ use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
 use super::sys::LoopFigures;
-use crate::config::{Config, Listener};
+use super::ws;
+use crate::config::{Config, Listener, ListenerProtocol};
 use crate::tls::{ServerStream, ServerTls};
 use bytes::{Buf, BytesMut};
 use log::{error, info, warn};
@@ -28,6 +29,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 struct Bound {
     socket: TcpListener,
+    websockets: bool,
     tls: Option<ServerTls>,
     identity_as_username: bool,
     port: u16,
@@ -36,10 +38,129 @@ struct Bound {
     open: i64,
 }
 
-/// A connection's byte stream: plain TCP or TLS over it.
+/// A connection's byte stream: plain TCP, TLS over it, or WebSockets over either.
 enum Transport {
     Plain(TcpStream),
     Tls(Box<ServerStream>),
+    Ws(Box<WsStream>),
+}
+
+/// Plaintext bytes a WebSocket connection accepts before it says "would block".
+const WS_OUT_LIMIT: usize = 64 * 1024;
+
+/// MQTT over WebSockets: the upgrade, then binary frames both ways (see `ws`).
+struct WsStream {
+    inner: Transport,
+    open: bool,
+    closing: bool,
+    raw_in: BytesMut,
+    data: BytesMut,
+    raw_out: BytesMut,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl WsStream {
+    fn new(inner: Transport) -> WsStream {
+        WsStream {
+            inner,
+            open: false,
+            closing: false,
+            raw_in: BytesMut::new(),
+            data: BytesMut::new(),
+            raw_out: BytesMut::new(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if !self.data.is_empty() {
+                let n = buf.len().min(self.data.len());
+                if let (Some(dst), Some(src)) = (buf.get_mut(..n), self.data.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                self.data.advance(n);
+                return Ok(n);
+            }
+            if self.closing {
+                return Ok(0);
+            }
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.raw_in
+                .extend_from_slice(chunk.get(..n).unwrap_or_default());
+            if !self.open {
+                match ws::handshake(&self.raw_in) {
+                    Ok(None) => continue,
+                    Ok(Some((used, resp))) => {
+                        self.raw_in.advance(used);
+                        self.raw_out.extend_from_slice(&resp);
+                        self.open = true;
+                    }
+                    Err(e) => {
+                        self.raw_out.extend_from_slice(ws::bad_request());
+                        let _ = self.flush_pending();
+                        return Err(invalid(e));
+                    }
+                }
+            }
+            let mut ctl = ws::Control::default();
+            let decoded = ws::decode_frames(&mut self.raw_in, &mut self.data, &mut ctl);
+            self.raw_out.extend_from_slice(&ctl.reply);
+            if let Err(e) = decoded {
+                if let ws::WsError::Protocol(code, _) = e {
+                    self.raw_out.extend_from_slice(&ws::close_frame(code));
+                }
+                let _ = self.flush_pending();
+                return Err(invalid(e));
+            }
+            self.closing = ctl.closed;
+            match self.flush_pending() {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                _ => {}
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.open {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        match self.flush_pending() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
+        if self.raw_out.len() >= WS_OUT_LIMIT {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        let n = buf.len().min(WS_OUT_LIMIT);
+        ws::encode_frame(0x2, buf.get(..n).unwrap_or_default(), &mut self.raw_out);
+        match self.flush_pending() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(n),
+        }
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        while !self.raw_out.is_empty() {
+            match self.inner.write(&self.raw_out) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => self.raw_out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.inner.flush_pending()
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.raw_out.is_empty() || self.inner.has_pending()
+    }
 }
 
 impl Transport {
@@ -47,6 +168,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(t) => t.read(buf),
+            Transport::Ws(w) => w.read(buf),
         }
     }
 
@@ -54,6 +176,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(t) => t.write(buf),
+            Transport::Ws(w) => w.write(buf),
         }
     }
 
@@ -62,6 +185,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => Ok(()),
             Transport::Tls(t) => t.flush_pending(),
+            Transport::Ws(w) => w.flush_pending(),
         }
     }
 
@@ -69,6 +193,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => false,
             Transport::Tls(t) => t.has_pending(),
+            Transport::Ws(w) => w.has_pending(),
         }
     }
 
@@ -76,6 +201,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.socket(),
+            Transport::Ws(w) => w.inner.socket(),
         }
     }
 
@@ -83,6 +209,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => None,
             Transport::Tls(t) => t.peer_identity(),
+            Transport::Ws(w) => w.inner.peer_identity(),
         }
     }
 }
@@ -158,7 +285,11 @@ pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<(TcpListener, u16, Li
     for (l, addrs, optional_v6) in plan {
         let mut bound_any = false;
         for addr in addrs {
-            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+            let family = match (l.protocol, addr.is_ipv4()) {
+                (ListenerProtocol::WebSockets, _) => "websockets",
+                (_, true) => "ipv4",
+                (_, false) => "ipv6",
+            };
             match TcpListener::bind(addr) {
                 Ok(s) => {
                     let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
@@ -214,6 +345,7 @@ impl Server {
             };
             listeners.push(Bound {
                 socket,
+                websockets: l.protocol == ListenerProtocol::WebSockets,
                 tls,
                 identity_as_username: l.use_identity_as_username,
                 port,
@@ -408,6 +540,9 @@ impl Server {
                     }
                 },
             };
+            if l.websockets {
+                stream = Transport::Ws(Box::new(WsStream::new(stream)));
+            }
             let id = self.broker.accept(addr, l.port, l.anonymous, now);
             if let Err(e) =
                 self.poll
