@@ -986,6 +986,7 @@ impl Broker {
             s.conn = Some(id);
             s.window = window;
             s.username = username.clone();
+            s.no_echo = c.bridge;
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
             s.pending_will = None;
             s.expiry = expiry;

@@ -336,8 +336,11 @@ impl Broker {
                 j += 1;
             }
             i = j;
-            // [MQTT-3.8.3-3] no local.
-            if best.opts.no_local && Some(best.session) == origin {
+            // [MQTT-3.8.3-3] no local; and never echo a bridge's own messages back to it.
+            if Some(best.session) == origin
+                && (best.opts.no_local
+                    || self.sessions.get(best.session).is_some_and(|s| s.no_echo))
+            {
                 continue;
             }
             if !self.session_may(best.session, &msg.topic, Access::Read) {

@@ -56,6 +56,8 @@ pub enum Expiry {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
+    /// A bridge that announced itself (try_private): what it publishes is not sent back to it.
+    pub no_echo: bool,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
     /// Unique for the life of the process, so stale timers can be told apart after id reuse.
@@ -82,6 +84,7 @@ impl Session {
     pub fn new(client_id: Arc<str>, serial: u64, expiry: Expiry) -> Session {
         Session {
             client_id,
+            no_echo: false,
             username: None,
             serial,
             conn: None,

@@ -18,6 +18,7 @@ fn peer() -> SocketAddr {
 fn connect_packet(id: &str, clean: bool, keep_alive: u16, version: Version) -> Packet {
     Packet::Connect(Box::new(Connect {
         version,
+        bridge: false,
         clean_start: clean,
         keep_alive,
         client_id: id.to_owned(),

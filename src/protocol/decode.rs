@@ -156,7 +156,8 @@ fn pid(r: &mut Reader<'_>) -> Result<u16, DecodeError> {
 fn connect(mut r: Reader<'_>) -> Result<Connect, DecodeError> {
     let name = r.string()?;
     let level = r.u8()?;
-    let version = match (name, level) {
+    let bridge = level & 0x80 != 0;
+    let version = match (name, level & 0x7f) {
         ("MQTT", 4) => Version::V311,
         ("MQTT", 5) => Version::V5,
         ("MQIsdp", 3) => Version::V31,
@@ -216,6 +217,7 @@ fn connect(mut r: Reader<'_>) -> Result<Connect, DecodeError> {
     expect_empty(r)?;
     Ok(Connect {
         version,
+        bridge,
         clean_start,
         keep_alive,
         client_id,

@@ -195,7 +195,7 @@ impl Packet {
             Packet::Connect(c) => {
                 let cv = c.version;
                 put_string(out, cv.protocol_name());
-                out.put_u8(cv.level());
+                out.put_u8(cv.level() | if c.bridge { 0x80 } else { 0 });
                 let mut flags = 0u8;
                 if c.clean_start {
                     flags |= 0x02;

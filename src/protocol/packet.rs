@@ -38,6 +38,9 @@ pub struct Will {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
     pub version: Version,
+    /// A bridge announcing itself Mosquitto's way (`try_private`: protocol level | 0x80):
+    /// the broker must not send it back what it publishes.
+    pub bridge: bool,
     /// Clean session (3.1.1) / clean start (5.0).
     pub clean_start: bool,
     pub keep_alive: u16,

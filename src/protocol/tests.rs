@@ -72,6 +72,7 @@ fn up(k: &str, v: &str) -> (String, String) {
 fn connect(version: Version, client_id: &str) -> Connect {
     Connect {
         version,
+        bridge: false,
         clean_start: true,
         keep_alive: 0,
         client_id: s(client_id),
@@ -1837,4 +1838,29 @@ fn garbage_never_panics() {
     }
     // The run reached all three answers in quantity, so it exercised more than the header.
     assert!(outcomes.iter().all(|&n| n > 10_000), "{outcomes:?}");
+}
+
+#[test]
+fn bridge_protocol_level_flag() {
+    // A Mosquitto bridge with try_private: protocol level 0x84.
+    let bytes = [
+        0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x84, 0x02, 0x00, 0x3c, 0x00, 0x02, b'b',
+        b'r',
+    ];
+    let (p, n) = decode(&bytes, Version::V311, 1024).unwrap().unwrap();
+    assert_eq!(n, bytes.len());
+    let Packet::Connect(c) = &p else {
+        panic!("{p:?}")
+    };
+    assert!(c.bridge);
+    assert_eq!(c.version, Version::V311);
+    assert_eq!(enc(&p, Version::V311), bytes);
+    assert_eq!(
+        decode(
+            &[0x10, 0x0a, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x86, 0x02, 0x00, 0x3c],
+            Version::V311,
+            1024
+        ),
+        Err(DecodeError::UnsupportedVersion(6))
+    );
 }
