@@ -161,6 +161,9 @@ pub struct Conn {
     /// 5.0 topic aliases the broker set up towards the client, and how many it may.
     pub alias_out: std::collections::HashMap<Arc<str>, u16>,
     pub alias_out_max: u16,
+    /// Set on the outgoing connection of a bridge: its index, and its topic rewriting.
+    pub bridge: Option<usize>,
+    pub remap: Option<Rc<super::bridge::Remap>>,
 }
 
 impl Conn {
@@ -175,6 +178,14 @@ impl Conn {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
+    /// Time to reconnect a bridge.
+    BridgeRestart {
+        bridge: usize,
+    },
+    /// Time for a bridge connection's PINGREQ.
+    BridgePing {
+        conn: usize,
+    },
     KeepAlive {
         conn: usize,
         serial: u64,
@@ -304,6 +315,8 @@ pub struct Broker {
     /// Connection whose input is being handled: the one to pause on congestion.
     pub(super) current: Option<usize>,
     pub(super) scratch: Vec<Subscriber>,
+    pub(super) bridges: Vec<super::bridge::BridgeState>,
+    pub(super) bridge_connects: Vec<usize>,
     next_serial: u64,
     id_rng: u64,
     pub stats: Stats,
@@ -331,11 +344,29 @@ impl Broker {
             resumed: Vec::new(),
             current: None,
             scratch: Vec::new(),
+            bridges: Vec::new(),
+            bridge_connects: Vec::new(),
             next_serial: 1,
             id_rng: seed | 1,
             stats: Stats::default(),
             sys: super::sys::SysState::default(),
         }
+    }
+
+    pub(super) fn next_serial_pub(&mut self) -> u64 {
+        self.serial()
+    }
+
+    pub(super) fn session_id(&self, client_id: &str) -> Option<usize> {
+        self.by_client_id.get(client_id).copied()
+    }
+
+    pub(super) fn by_client_id_insert(&mut self, id: Arc<str>, sid: usize) {
+        self.by_client_id.insert(id, sid);
+    }
+
+    pub(super) fn close_conn(&mut self, id: usize, why: Close) {
+        self.mark_closing(id, why);
     }
 
     fn serial(&mut self) -> u64 {
@@ -461,6 +492,8 @@ impl Broker {
             alias_in: Vec::new(),
             alias_out: Default::default(),
             alias_out_max: 0,
+            bridge: None,
+            remap: None,
         });
         if self.limits.connection_messages {
             info!("New connection from {} on port {}.", fmt_addr(&peer), port);
@@ -605,6 +638,9 @@ impl Broker {
         if let Some(sid) = conn.session {
             self.detach_session(sid, now);
         }
+        if let Some(idx) = conn.bridge {
+            self.bridge_closed(idx, now);
+        }
     }
 
     /// Closes every connection for shutdown: 5.0 clients are told why; no wills are sent.
@@ -676,6 +712,8 @@ impl Broker {
                         self.stall_expired(session, now);
                     }
                 }
+                Timer::BridgeRestart { bridge } => self.bridge_restart_due(bridge),
+                Timer::BridgePing { conn } => self.bridge_ping(conn, now),
                 Timer::WillDelay { session, serial } => {
                     let will = self
                         .sessions
@@ -789,6 +827,9 @@ impl Broker {
 
     fn handle_packet(&mut self, id: usize, p: Packet, now: Instant) {
         let connected = self.conns.get(id).is_some_and(|c| c.connected);
+        if let Some(idx) = self.conns.get(id).and_then(|c| c.bridge) {
+            return self.handle_bridge_packet(id, idx, connected, p, now);
+        }
         match p {
             Packet::Connect(c) if !connected => self.handle_connect(id, *c, now),
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation.
@@ -808,6 +849,45 @@ impl Broker {
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 self.protocol_violation(id, "server-to-client packet")
             }
+        }
+    }
+
+    /// Packets on a bridge's outgoing connection, where the broker is the client.
+    fn handle_bridge_packet(
+        &mut self,
+        id: usize,
+        idx: usize,
+        connected: bool,
+        p: Packet,
+        now: Instant,
+    ) {
+        match p {
+            Packet::ConnAck(a) if !connected => {
+                self.bridge_connack(id, idx, a, now);
+                if let Some(c) = self.conns.get(id) {
+                    let (ka, serial) = (c.keep_alive, c.serial);
+                    if !ka.is_zero() {
+                        self.push_timer(now + ka + ka / 2, Timer::KeepAlive { conn: id, serial });
+                    }
+                }
+            }
+            _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
+            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
+            Packet::PubRec(a) => self.handle_pubrec(id, a, now),
+            Packet::PubRel(a) => self.handle_pubrel(id, a.pid),
+            Packet::PubComp(a) => self.handle_pubcomp(id, a.pid, now),
+            Packet::SubAck(s) => {
+                if s.codes.iter().any(|&c| c >= 0x80) {
+                    info!(
+                        "Bridge {}: the remote broker refused a subscription.",
+                        self.display_of(id)
+                    );
+                }
+            }
+            Packet::UnsubAck(_) | Packet::PingResp => {}
+            Packet::Disconnect(_) => self.mark_closing(id, Close::PeerClosed),
+            _ => self.protocol_violation(id, "bridge: unexpected packet from the remote broker"),
         }
     }
 
@@ -1156,9 +1236,19 @@ impl Broker {
             .get(id)
             .map(|c| (c.client_id.clone(), c.username.clone()))
             .unwrap_or_default();
-        let denied = !self
-            .auth
-            .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
+        let remap = self.conns.get(id).and_then(|c| c.remap.clone());
+        let mut denied = false;
+        if let Some(r) = remap {
+            // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
+            match r.incoming(&p.topic) {
+                Some(t) => p.topic = Arc::from(t.as_str()),
+                None => denied = true,
+            }
+        } else {
+            denied = !self
+                .auth
+                .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
+        }
         if denied {
             debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
         }

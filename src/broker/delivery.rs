@@ -20,7 +20,9 @@ use std::time::Instant;
 /// packet would exceed the client's Maximum Packet Size: the message is then dropped for this
 /// client. [MQTT-3.1.2-25]
 fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant) -> bool {
-    let mut topic: &str = &d.msg.topic;
+    // A bridge's outgoing connection carries remote topic names.
+    let remapped = c.remap.as_ref().and_then(|r| r.outgoing(&d.msg.topic));
+    let mut topic: &str = remapped.as_deref().unwrap_or(&d.msg.topic);
     let mut own: Option<Properties> = None;
     if c.version.is_v5()
         && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max > 0)
@@ -195,6 +197,9 @@ impl Broker {
                     s.push_pending(d);
                 }
                 self.touch(sid);
+                if !self.bridges.is_empty() {
+                    self.bridge_check_lazy(sid);
+                }
             }
         }
     }

@@ -216,12 +216,15 @@ impl Transport {
 
 struct Sock {
     stream: Transport,
+    /// An outgoing (bridge) connection whose TCP connect has not completed yet.
+    connecting: bool,
     /// TLS identity already handed to the broker (or none expected).
     identity_done: bool,
     /// Bytes of a packet not yet complete (or held back while the connection is paused).
     pending: BytesMut,
     writing: bool,
-    listener: usize,
+    /// The listener it came in on; `None` for outgoing bridge connections.
+    listener: Option<usize>,
 }
 
 /// Why [`Server::run`] returned.
@@ -360,6 +363,7 @@ impl Server {
         if let Some(st) = &mut store {
             st.load(&mut broker, now);
         }
+        broker.add_bridges(&cfg.bridges, now);
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         Ok(Server {
@@ -414,6 +418,9 @@ impl Server {
         loop {
             let now = Instant::now();
             self.broker.poll(now);
+            for idx in self.broker.take_bridge_connects() {
+                self.connect_bridge(idx, now);
+            }
             for (t, line) in logging::take_topic_lines() {
                 self.broker.publish_internal(
                     &format!("$SYS/broker/log/{}", logging::topic_letter(t)),
@@ -494,6 +501,66 @@ impl Server {
         info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
     }
 
+    /// Starts a non-blocking connect for bridge `idx`; completion shows up as writability.
+    fn connect_bridge(&mut self, idx: usize, now: Instant) {
+        let Some((host, port)) = self.broker.bridge_address(idx) else {
+            return;
+        };
+        let addr = match (host.as_str(), port).to_socket_addrs() {
+            Ok(mut it) => it.next(),
+            Err(_) => None,
+        };
+        let Some(addr) = addr else {
+            let why = format!("cannot resolve {host}");
+            return self.broker.bridge_failed(idx, &why, now);
+        };
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.broker.bridge_failed(idx, &e.to_string(), now),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut stream = match self.broker.bridge_config(idx).filter(|b| b.uses_tls()) {
+            None => Transport::Plain(stream),
+            Some(b) => match crate::tls::ClientTls::new(
+                b.cafile.as_deref(),
+                b.capath.as_deref(),
+                b.certfile.as_deref(),
+                b.keyfile.as_deref(),
+                b.insecure,
+            )
+            .and_then(|tls| tls.connect(stream, &host))
+            {
+                Ok(t) => Transport::Tls(Box::new(t)),
+                Err(e) => return self.broker.bridge_failed(idx, &e, now),
+            },
+        };
+        let Some(id) = self.broker.bridge_open(idx, addr, now) else {
+            return;
+        };
+        if let Err(e) = self.poll.registry().register(
+            stream.socket(),
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("Unable to register bridge connection: {e}.");
+            self.broker.peer_closed(id, true);
+            return;
+        }
+        if self.socks.len() <= id {
+            self.socks.resize_with(id + 1, || None);
+        }
+        if let Some(slot) = self.socks.get_mut(id) {
+            *slot = Some(Sock {
+                stream,
+                connecting: true,
+                identity_done: true,
+                pending: BytesMut::new(),
+                writing: true,
+                listener: None,
+            });
+        }
+    }
+
     fn publish_sys(&mut self, now: Instant) {
         let figures = LoopFigures {
             heap_bytes: resident_bytes(),
@@ -561,10 +628,11 @@ impl Server {
             if let Some(slot) = self.socks.get_mut(id) {
                 *slot = Some(Sock {
                     stream,
+                    connecting: false,
                     identity_done: !l.identity_as_username,
                     pending: BytesMut::new(),
                     writing: false,
-                    listener: li,
+                    listener: Some(li),
                 });
             }
         }
@@ -635,6 +703,17 @@ impl Server {
         let Some(conn) = self.broker.conns.get_mut(id) else {
             return;
         };
+        if sock.connecting {
+            let s = sock.stream.socket();
+            match (s.take_error(), s.peer_addr()) {
+                (Ok(None), Ok(_)) => sock.connecting = false,
+                (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                _ => {
+                    self.broker.peer_closed(id, true);
+                    return;
+                }
+            }
+        }
         let mut failed = match sock.stream.flush_pending() {
             Ok(()) => false,
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
@@ -700,7 +779,7 @@ impl Server {
                 if let Some(mut sock) = self.socks.get_mut(id).and_then(Option::take) {
                     let _ = self.poll.registry().deregister(sock.stream.socket());
                     let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
-                    if let Some(l) = self.listeners.get_mut(sock.listener) {
+                    if let Some(l) = sock.listener.and_then(|i| self.listeners.get_mut(i)) {
                         l.open -= 1;
                     }
                 }

@@ -46,6 +46,104 @@ impl Listener {
     }
 }
 
+/// Which way a bridge topic flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+    Both,
+}
+
+/// One `topic PATTERN [DIR [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]` line of a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeTopic {
+    pub pattern: String,
+    pub direction: Direction,
+    pub qos: u8,
+    pub local_prefix: String,
+    pub remote_prefix: String,
+}
+
+impl BridgeTopic {
+    pub fn local_filter(&self) -> String {
+        format!("{}{}", self.local_prefix, self.pattern)
+    }
+
+    pub fn remote_filter(&self) -> String {
+        format!("{}{}", self.remote_prefix, self.pattern)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartType {
+    Automatic,
+    Lazy,
+    Once,
+}
+
+/// A `connection NAME` block: an outgoing link to another broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bridge {
+    pub name: String,
+    /// host and port, tried in turn.
+    pub addresses: Vec<(String, u16)>,
+    pub topics: Vec<BridgeTopic>,
+    pub remote_username: Option<String>,
+    pub remote_password: Option<String>,
+    pub remote_clientid: Option<String>,
+    pub local_clientid: Option<String>,
+    pub cleansession: bool,
+    pub keepalive: u16,
+    /// Seconds before reconnecting: base, doubled after each failure up to cap.
+    pub restart_timeout: (u32, u32),
+    pub start_type: StartType,
+    pub threshold: u32,
+    pub try_private: bool,
+    pub notifications: bool,
+    pub notification_topic: Option<String>,
+    /// 3, 4 or 5.
+    pub protocol_level: u8,
+    pub cafile: Option<PathBuf>,
+    pub capath: Option<PathBuf>,
+    pub certfile: Option<PathBuf>,
+    pub keyfile: Option<PathBuf>,
+    pub insecure: bool,
+    pub max_packet_size: u32,
+}
+
+impl Bridge {
+    pub fn new(name: &str) -> Bridge {
+        Bridge {
+            name: name.to_owned(),
+            addresses: Vec::new(),
+            topics: Vec::new(),
+            remote_username: None,
+            remote_password: None,
+            remote_clientid: None,
+            local_clientid: None,
+            cleansession: false,
+            keepalive: 60,
+            restart_timeout: (5, 30),
+            start_type: StartType::Automatic,
+            threshold: 10,
+            try_private: true,
+            notifications: true,
+            notification_topic: None,
+            protocol_level: 4,
+            cafile: None,
+            capath: None,
+            certfile: None,
+            keyfile: None,
+            insecure: false,
+            max_packet_size: 0,
+        }
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.cafile.is_some() || self.capath.is_some() || self.certfile.is_some()
+    }
+}
+
 /// Where log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogDest {
@@ -62,6 +160,7 @@ pub struct Config {
     /// The file the configuration came from, if any ("local only mode" without one).
     pub source: Option<PathBuf>,
     pub listeners: Vec<Listener>,
+    pub bridges: Vec<Bridge>,
     /// `None`: not set in the file; anonymous access is then allowed only in local-only mode.
     pub allow_anonymous: Option<bool>,
     pub per_listener_settings: bool,
@@ -105,6 +204,7 @@ impl Default for Config {
         Config {
             source: None,
             listeners: Vec::new(),
+            bridges: Vec::new(),
             allow_anonymous: None,
             per_listener_settings: false,
             password_file: None,

@@ -4,7 +4,10 @@
 //! carries the file and line. Unknown keys are warnings, except those that weaken security if
 //! ignored, which are errors.
 
-use super::{parse_bool, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use super::{
+    parse_bool, Bridge, BridgeTopic, Config, ConfigError, Direction, Listener, ListenerProtocol,
+    LogDest, StartType,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -208,6 +211,143 @@ const KEYS: &[(&str, Handler)] = &[
     }),
 ];
 
+/// Bridge keys: they apply to the last `connection`.
+const BRIDGE_KEYS: &[(&str, Handler)] = &[
+    ("address", key_address),
+    ("addresses", key_address),
+    ("topic", key_bridge_topic),
+    ("remote_username", |s, a| {
+        s.bridge("remote_username")?.remote_username = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("remote_password", |s, a| {
+        s.bridge("remote_password")?.remote_password = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("remote_clientid", |s, a| {
+        s.bridge("remote_clientid")?.remote_clientid = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("clientid", |s, a| {
+        s.bridge("clientid")?.remote_clientid = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("local_clientid", |s, a| {
+        s.bridge("local_clientid")?.local_clientid = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("cleansession", |s, a| {
+        let b = boolean(a)?;
+        s.bridge("cleansession")?.cleansession = b;
+        Ok(())
+    }),
+    ("local_cleansession", |s, a| {
+        boolean(a)?;
+        s.bridge("local_cleansession")?;
+        Ok(())
+    }),
+    ("keepalive_interval", |s, a| {
+        let n = number(a, 0, 65535)? as u16;
+        s.bridge("keepalive_interval")?.keepalive = n;
+        Ok(())
+    }),
+    ("restart_timeout", |s, a| {
+        let t = match a {
+            [base] => {
+                let b = base
+                    .parse()
+                    .map_err(|_| format!("invalid number ({base})"))?;
+                (b, b)
+            }
+            [base, cap] => (
+                base.parse()
+                    .map_err(|_| format!("invalid number ({base})"))?,
+                cap.parse().map_err(|_| format!("invalid number ({cap})"))?,
+            ),
+            _ => return Err("restart_timeout takes one or two numbers".to_owned()),
+        };
+        s.bridge("restart_timeout")?.restart_timeout = t;
+        Ok(())
+    }),
+    ("start_type", |s, a| {
+        let t = match one(a)? {
+            "automatic" => StartType::Automatic,
+            "lazy" => StartType::Lazy,
+            "once" => StartType::Once,
+            other => {
+                return Err(format!(
+                    "invalid start_type ({other}); use automatic, lazy or once"
+                ))
+            }
+        };
+        s.bridge("start_type")?.start_type = t;
+        Ok(())
+    }),
+    ("threshold", |s, a| {
+        let n = number(a, 1, u32::MAX as i64)? as u32;
+        s.bridge("threshold")?.threshold = n;
+        Ok(())
+    }),
+    ("try_private", |s, a| {
+        let b = boolean(a)?;
+        s.bridge("try_private")?.try_private = b;
+        Ok(())
+    }),
+    ("notifications", |s, a| {
+        let b = boolean(a)?;
+        s.bridge("notifications")?.notifications = b;
+        Ok(())
+    }),
+    ("notification_topic", |s, a| {
+        s.bridge("notification_topic")?.notification_topic = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("bridge_protocol_version", |s, a| {
+        let v = match one(a)? {
+            "mqttv31" => 3,
+            "mqttv311" => 4,
+            "mqttv50" | "mqttv5" => 5,
+            other => {
+                return Err(format!(
+                    "invalid bridge_protocol_version ({other}); use mqttv31, mqttv311 or mqttv50"
+                ))
+            }
+        };
+        s.bridge("bridge_protocol_version")?.protocol_level = v;
+        Ok(())
+    }),
+    ("bridge_cafile", |s, a| {
+        let p = path(a)?;
+        s.bridge("bridge_cafile")?.cafile = Some(p);
+        Ok(())
+    }),
+    ("bridge_capath", |s, a| {
+        let p = path(a)?;
+        s.bridge("bridge_capath")?.capath = Some(p);
+        Ok(())
+    }),
+    ("bridge_certfile", |s, a| {
+        let p = path(a)?;
+        s.bridge("bridge_certfile")?.certfile = Some(p);
+        Ok(())
+    }),
+    ("bridge_keyfile", |s, a| {
+        let p = path(a)?;
+        s.bridge("bridge_keyfile")?.keyfile = Some(p);
+        Ok(())
+    }),
+    ("bridge_insecure", |s, a| {
+        let b = boolean(a)?;
+        s.bridge("bridge_insecure")?.insecure = b;
+        Ok(())
+    }),
+    ("bridge_max_packet_size", |s, a| {
+        let n = number(a, 0, 268_435_460)? as u32;
+        s.bridge("bridge_max_packet_size")?.max_packet_size = n;
+        Ok(())
+    }),
+];
+
 /// Mosquitto keys that rmqtt does not implement but that change nothing about who may do
 /// what: accepted with a warning.
 const IGNORED: &[&str] = &[
@@ -241,9 +381,95 @@ const REFUSED: &[&str] = &[
     "use_username_as_clientid",
     "bridge_psk",
     "bridge_identity",
+    "bridge_alpn",
+    "bridge_require_ocsp",
 ];
 
+fn key_address(s: &mut State, a: &[&str]) -> Result<(), String> {
+    if a.is_empty() {
+        return Err("address needs host[:port]".to_owned());
+    }
+    let mut list = Vec::new();
+    for addr in a {
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                (h.trim_start_matches('[').trim_end_matches(']'), port(p)?)
+            }
+            _ => (*addr, 1883),
+        };
+        if host.is_empty() {
+            return Err(format!("invalid address ({addr})"));
+        }
+        list.push((host.to_owned(), port));
+    }
+    s.bridge("address")?.addresses.extend(list);
+    Ok(())
+}
+
+fn key_bridge_topic(s: &mut State, a: &[&str]) -> Result<(), String> {
+    // `""` stands for an empty pattern or prefix, as in Mosquitto.
+    let unq = |w: &str| {
+        if w == "\"\"" {
+            String::new()
+        } else {
+            w.to_owned()
+        }
+    };
+    let (pattern, rest) = a.split_first().ok_or("topic needs a pattern")?;
+    let direction = match rest.first().copied() {
+        None | Some("out") => Direction::Out,
+        Some("in") => Direction::In,
+        Some("both") => Direction::Both,
+        Some(other) => {
+            return Err(format!(
+                "invalid topic direction ({other}); use in, out or both"
+            ))
+        }
+    };
+    let qos = match rest.get(1) {
+        None => 0,
+        Some(q) => match *q {
+            "0" => 0,
+            "1" => 1,
+            "2" => 2,
+            other => return Err(format!("invalid topic QoS ({other})")),
+        },
+    };
+    let (local_prefix, remote_prefix) = match (rest.get(2), rest.get(3)) {
+        (None, None) => (String::new(), String::new()),
+        (Some(l), Some(r)) => (unq(l), unq(r)),
+        _ => return Err("topic takes both a local and a remote prefix, or neither".to_owned()),
+    };
+    if rest.len() > 4 {
+        return Err("too many values for topic".to_owned());
+    }
+    let t = BridgeTopic {
+        pattern: unq(pattern),
+        direction,
+        qos,
+        local_prefix,
+        remote_prefix,
+    };
+    if t.pattern.is_empty() && t.local_prefix.is_empty() && t.remote_prefix.is_empty() {
+        return Err("empty topic pattern".to_owned());
+    }
+    for f in [t.local_filter(), t.remote_filter()] {
+        if !crate::protocol::topic::valid_topic_filter(&f) {
+            return Err(format!("invalid topic filter ({f})"));
+        }
+    }
+    s.bridge("topic")?.topics.push(t);
+    Ok(())
+}
+
 impl State {
+    fn bridge(&mut self, key: &str) -> Result<&mut Bridge, String> {
+        self.cfg
+            .bridges
+            .last_mut()
+            .ok_or_else(|| format!("{key} given before any connection"))
+    }
+
     fn listener(&mut self, key: &str) -> Result<&mut Listener, String> {
         let idx = match self.current.or(self.default_listener) {
             Some(i) => i,
@@ -475,28 +701,25 @@ fn parse_text(st: &mut State, name: &str, text: &str) -> Result<(), ConfigError>
             include_dir(st, &args).map_err(err)?;
             continue;
         }
-        if let Some((_, handler)) = KEYS.iter().find(|(k, _)| *k == key) {
+        if key == "connection" {
+            let name = one(&args).map_err(|m| err(format!("connection: {m}")))?;
+            if st.cfg.bridges.iter().any(|b| b.name == name) {
+                return Err(err(format!("connection {name} defined twice")));
+            }
+            st.cfg.bridges.push(Bridge::new(name));
+            continue;
+        }
+        let in_bridge = !st.cfg.bridges.is_empty();
+        let bridge_key = BRIDGE_KEYS.iter().find(|(k, _)| *k == key);
+        if let (true, Some((_, handler))) = (in_bridge, bridge_key) {
             handler(st, &args).map_err(|m| err(format!("{key}: {m}")))?;
+        } else if let Some((_, handler)) = KEYS.iter().find(|(k, _)| *k == key) {
+            handler(st, &args).map_err(|m| err(format!("{key}: {m}")))?;
+        } else if bridge_key.is_some() {
+            return Err(err(format!("{key} given before any connection")));
         } else if REFUSED.contains(&key) {
             return Err(err(format!(
                 "{key} is not supported by rmqtt; refusing to start without it"
-            )));
-        } else if key.starts_with("bridge")
-            || key == "connection"
-            || key == "address"
-            || key == "addresses"
-            || key == "topic"
-            || key.starts_with("remote_")
-            || key.starts_with("local_")
-            || key == "cleansession"
-            || key == "keepalive_interval"
-            || key == "restart_timeout"
-            || key == "start_type"
-            || key == "try_private"
-            || key.starts_with("notification")
-        {
-            st.warnings.push(Warning(format!(
-                "{name}:{line}: bridge option {key} is not supported yet; ignored"
             )));
         } else if IGNORED.contains(&key) {
             st.warnings.push(Warning(format!(
@@ -580,6 +803,59 @@ mod tests {
         assert!(local.anonymous_allowed(None));
         let (c, _) = parse_str("t.conf", "listener 1883\n").unwrap();
         assert!(!c.anonymous_allowed(None));
+    }
+
+    #[test]
+    fn bridges() {
+        let (c, w) = parse_str(
+            "b.conf",
+            "listener 1883\nconnection cloud\naddress broker.example.com:8883 10.0.0.2\n\
+             topic sensors/# out 1 home/ site1/\ntopic cmd/+ in 2\ntopic \"\" both 0 a/b c/d\n\
+             remote_username u\nrestart_timeout 2 60\nbridge_protocol_version mqttv50\n\
+             try_private false\nconnection second\naddress [::1]:1884\ntopic x\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let b = &c.bridges[0];
+        assert_eq!(
+            b.addresses,
+            vec![
+                ("broker.example.com".into(), 8883),
+                ("10.0.0.2".into(), 1883)
+            ]
+        );
+        assert_eq!(b.topics[0].local_filter(), "home/sensors/#");
+        assert_eq!(b.topics[0].remote_filter(), "site1/sensors/#");
+        assert_eq!(b.topics[0].qos, 1);
+        assert_eq!(b.topics[1].direction, Direction::In);
+        assert_eq!(b.topics[2].local_filter(), "a/b");
+        assert_eq!(b.restart_timeout, (2, 60));
+        assert_eq!(b.protocol_level, 5);
+        assert!(!b.try_private);
+        assert_eq!(c.bridges[1].addresses, vec![("::1".into(), 1884)]);
+        for (text, line, needle) in [
+            ("address x\n", 1, "before any connection"),
+            (
+                "connection a\ntopic a/# sideways\n",
+                2,
+                "invalid topic direction",
+            ),
+            ("connection a\ntopic a/# in 3\n", 2, "invalid topic QoS"),
+            (
+                "connection a\ntopic a/# in 1 x/\n",
+                2,
+                "both a local and a remote prefix",
+            ),
+            ("connection a\nconnection a\n", 2, "defined twice"),
+            (
+                "connection a\nstart_type sometimes\n",
+                2,
+                "invalid start_type",
+            ),
+        ] {
+            let e = parse_str("b.conf", text).unwrap_err();
+            assert_eq!((e.line, e.message.contains(needle)), (line, true), "{e}");
+        }
     }
 
     #[test]

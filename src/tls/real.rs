@@ -6,10 +6,16 @@
 
 use crate::config::Listener;
 use mio::net::TcpStream;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, ServerConnection, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, DigitallySignedStruct, RootCertStore, ServerConfig,
+    ServerConnection, SignatureScheme, SupportedProtocolVersion,
+};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,16 +131,130 @@ impl ServerTls {
     pub fn accept(&self, sock: TcpStream) -> Result<ServerStream, String> {
         let conn = ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
         Ok(ServerStream {
-            conn,
+            conn: Connection::Server(conn),
             sock,
             identity_as_username: self.identity_as_username,
         })
     }
 }
 
-/// One TLS connection on a non-blocking socket.
+/// Where trust anchors come from when none are configured: the system bundle, as OpenWrt's
+/// ca-bundle and Debian's ca-certificates install it.
+const SYSTEM_CA_PATHS: &[&str] = &["/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem"];
+
+/// Verifies the chain but not the host name (`bridge_insecure`, `--insecure`).
+#[derive(Debug)]
+struct NoHostnameCheck(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for NoHostnameCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// TLS for outgoing connections: bridges (and the client applets).
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
+}
+
+impl ClientTls {
+    pub fn new(
+        cafile: Option<&Path>,
+        capath: Option<&Path>,
+        certfile: Option<&Path>,
+        keyfile: Option<&Path>,
+        insecure: bool,
+    ) -> Result<ClientTls, String> {
+        let roots = if cafile.is_some() || capath.is_some() {
+            load_roots(cafile, capath)?
+        } else {
+            let system = SYSTEM_CA_PATHS
+                .iter()
+                .map(Path::new)
+                .find(|p| p.exists())
+                .ok_or("no cafile or capath given and no system CA bundle found")?;
+            load_roots(Some(system), None)?
+        };
+        let roots = Arc::new(roots);
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions(None)?)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let builder = if insecure {
+            let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| format!("server certificate verifier: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoHostnameCheck(inner)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
+        let config = match (certfile, keyfile) {
+            (Some(c), Some(k)) => builder
+                .with_client_auth_cert(load_certs(c)?, load_key(k)?)
+                .map_err(|e| format!("client certificate and key: {e}"))?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("a client certificate needs both certfile and keyfile".into()),
+        };
+        Ok(ClientTls {
+            config: Arc::new(config),
+        })
+    }
+
+    /// Starts the handshake with `host` over a (possibly still connecting) socket.
+    pub fn connect(&self, sock: TcpStream, host: &str) -> Result<ServerStream, String> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| format!("invalid TLS server name {host}"))?;
+        let conn = ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
+        Ok(ServerStream {
+            conn: Connection::Client(conn),
+            sock,
+            identity_as_username: false,
+        })
+    }
+}
+
+/// One TLS connection (either side) on a non-blocking socket.
 pub struct ServerStream {
-    conn: ServerConnection,
+    conn: Connection,
     sock: TcpStream,
     identity_as_username: bool,
 }

@@ -16,6 +16,24 @@ impl ServerTls {
     }
 }
 
+pub struct ClientTls;
+
+impl ClientTls {
+    pub fn new(
+        _cafile: Option<&std::path::Path>,
+        _capath: Option<&std::path::Path>,
+        _certfile: Option<&std::path::Path>,
+        _keyfile: Option<&std::path::Path>,
+        _insecure: bool,
+    ) -> Result<ClientTls, String> {
+        Err("TLS options are set, but this build of rmqtt has no TLS support".into())
+    }
+
+    pub fn connect(&self, _sock: TcpStream, _host: &str) -> Result<ServerStream, String> {
+        Err("no TLS support".into())
+    }
+}
+
 /// Uninhabited: no value of it can exist in a build without TLS.
 pub enum ServerStream {}
 

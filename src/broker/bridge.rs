@@ -1,0 +1,418 @@
+//! Bridges: outgoing MQTT client connections to other brokers, run by the same event loop.
+//!
+//! Each bridge owns a local session subscribed to its `out` topics, so messages for the remote
+//! side are queued (bounded by `max_queued_messages`, drops counted) and windowed exactly like
+//! a persistent client's, and survive the remote being away. Once the remote answers CONNACK
+//! that session is attached to the bridge connection: in-flight messages are re-sent with DUP,
+//! the queue drains in order. The bridge subscribes remotely to its `in` topics; what the
+//! remote sends is routed locally and never sent back over the same bridge.
+//!
+//! The broker decides when to connect; the event loop opens sockets
+//! ([`Broker::take_bridge_connects`]). Reconnects back off exponentially up to the cap.
+
+use super::core::{Broker, Close, Conn, Timer};
+use super::session::{Expiry, Session};
+use super::subs::Subscriber;
+use crate::config::{Bridge, BridgeTopic, Direction, StartType};
+use crate::protocol::{
+    ConnAck, Connect, Packet, Properties, Publish, QoS, SubOptions, Subscribe, Version,
+};
+use bytes::Bytes;
+use log::{info, warn};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Topic rewriting of one bridge, shared with its connection.
+#[derive(Debug)]
+pub struct Remap {
+    pub topics: Vec<BridgeTopic>,
+}
+
+impl Remap {
+    /// Local topic to remote topic, for messages going out.
+    pub fn outgoing(&self, local: &str) -> Option<String> {
+        self.topics
+            .iter()
+            .filter(|t| t.direction != Direction::In)
+            .find(|t| crate::protocol::topic::matches(&t.local_filter(), local))
+            .map(|t| {
+                let rest = local.strip_prefix(t.local_prefix.as_str()).unwrap_or(local);
+                format!("{}{rest}", t.remote_prefix)
+            })
+    }
+
+    /// Remote topic to local topic, for messages coming in; `None` if no `in` rule covers it.
+    pub fn incoming(&self, remote: &str) -> Option<String> {
+        self.topics
+            .iter()
+            .filter(|t| t.direction != Direction::Out)
+            .find(|t| crate::protocol::topic::matches(&t.remote_filter(), remote))
+            .map(|t| {
+                let rest = remote
+                    .strip_prefix(t.remote_prefix.as_str())
+                    .unwrap_or(remote);
+                format!("{}{rest}", t.local_prefix)
+            })
+    }
+}
+
+pub struct BridgeState {
+    pub cfg: Bridge,
+    pub remap: Rc<Remap>,
+    /// The local session holding what goes to the remote.
+    pub session: usize,
+    pub conn: Option<usize>,
+    pub backoff: u32,
+    next_address: usize,
+    /// Whether a connect is already asked of the event loop or under way.
+    pending: bool,
+    started: bool,
+}
+
+impl BridgeState {
+    fn notification_topic(&self) -> String {
+        self.cfg
+            .notification_topic
+            .clone()
+            .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", self.cfg.name))
+    }
+
+    fn remote_client_id(&self) -> String {
+        self.cfg
+            .remote_clientid
+            .clone()
+            .unwrap_or_else(|| format!("rmqtt.{}", self.cfg.name))
+    }
+}
+
+impl Broker {
+    /// Sets up the configured bridges: their local sessions and subscriptions, and connects
+    /// those that start automatically.
+    pub fn add_bridges(&mut self, bridges: &[Bridge], now: Instant) {
+        for cfg in bridges {
+            if cfg.addresses.is_empty() {
+                warn!("Bridge {} has no address; not started.", cfg.name);
+                continue;
+            }
+            let remote_id = cfg
+                .remote_clientid
+                .clone()
+                .unwrap_or_else(|| format!("rmqtt.{}", cfg.name));
+            let local_id: Arc<str> = Arc::from(
+                cfg.local_clientid
+                    .clone()
+                    .unwrap_or_else(|| format!("local.{remote_id}"))
+                    .as_str(),
+            );
+            // A session restored from persistence keeps its queue.
+            let sid = match self.session_id(&local_id) {
+                Some(sid) => sid,
+                None => {
+                    let serial = self.next_serial_pub();
+                    let s = Session::new(local_id.clone(), serial, Expiry::Never);
+                    let sid = self.sessions.insert(s);
+                    self.by_client_id_insert(local_id, sid);
+                    sid
+                }
+            };
+            if let Some(s) = self.sessions.get_mut(sid) {
+                s.no_echo = true;
+                s.window = self.limits.max_inflight;
+                s.subs.clear();
+            }
+            for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
+                let filter = t.local_filter();
+                let opts = SubOptions {
+                    qos: QoS::from_u8(t.qos).unwrap_or_default(),
+                    ..SubOptions::default()
+                };
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.subs.push((Arc::from(filter.as_str()), opts, None));
+                }
+                self.subs.subscribe(
+                    &filter,
+                    Subscriber {
+                        session: sid,
+                        opts,
+                        id: None,
+                    },
+                );
+            }
+            let b = BridgeState {
+                remap: Rc::new(Remap {
+                    topics: cfg.topics.clone(),
+                }),
+                cfg: cfg.clone(),
+                session: sid,
+                conn: None,
+                backoff: cfg.restart_timeout.0.max(1),
+                next_address: 0,
+                pending: false,
+                started: false,
+            };
+            let notify = b.cfg.notifications.then(|| b.notification_topic());
+            self.bridges.push(b);
+            if let Some(t) = notify {
+                self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+            }
+            let idx = self.bridges.len() - 1;
+            if cfg.start_type != StartType::Lazy {
+                self.request_bridge_connect(idx);
+            }
+        }
+    }
+
+    fn request_bridge_connect(&mut self, idx: usize) {
+        if let Some(b) = self.bridges.get_mut(idx) {
+            if b.conn.is_none() && !b.pending {
+                b.pending = true;
+                self.bridge_connects.push(idx);
+            }
+        }
+    }
+
+    /// Bridges the event loop should open a connection for now.
+    pub fn take_bridge_connects(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.bridge_connects)
+    }
+
+    /// The address to try next for bridge `idx` (addresses are tried in turn).
+    pub fn bridge_address(&mut self, idx: usize) -> Option<(String, u16)> {
+        let b = self.bridges.get_mut(idx)?;
+        let n = b.cfg.addresses.len();
+        let a = b.cfg.addresses.get(b.next_address % n.max(1)).cloned();
+        b.next_address = (b.next_address + 1) % n.max(1);
+        a
+    }
+
+    pub fn bridge_config(&self, idx: usize) -> Option<&Bridge> {
+        self.bridges.get(idx).map(|b| &b.cfg)
+    }
+
+    /// The connection attempt could not even start (no such host, no route...).
+    pub fn bridge_failed(&mut self, idx: usize, why: &str, now: Instant) {
+        if let Some(b) = self.bridges.get(idx) {
+            warn!("Bridge {}: connection failed: {why}.", b.cfg.name);
+        }
+        self.schedule_restart(idx, now);
+    }
+
+    fn schedule_restart(&mut self, idx: usize, now: Instant) {
+        let Some(b) = self.bridges.get_mut(idx) else {
+            return;
+        };
+        b.pending = false;
+        if b.cfg.start_type == StartType::Once && b.started {
+            return;
+        }
+        let wait = b.backoff;
+        b.backoff = (b.backoff.saturating_mul(2)).min(b.cfg.restart_timeout.1.max(1));
+        self.push_timer(
+            now + Duration::from_secs(u64::from(wait)),
+            Timer::BridgeRestart { bridge: idx },
+        );
+    }
+
+    pub(super) fn bridge_restart_due(&mut self, idx: usize) {
+        self.request_bridge_connect(idx);
+    }
+
+    /// The event loop opened a socket for bridge `idx` (connecting in the background):
+    /// returns the connection id and queues the CONNECT.
+    pub fn bridge_open(&mut self, idx: usize, peer: SocketAddr, now: Instant) -> Option<usize> {
+        let b = self.bridges.get_mut(idx)?;
+        b.started = true;
+        let cfg = b.cfg.clone();
+        let remap = b.remap.clone();
+        let client_id = b.remote_client_id();
+        let notify = b.cfg.notifications.then(|| b.notification_topic());
+        let version = match cfg.protocol_level {
+            3 => Version::V31,
+            5 => Version::V5,
+            _ => Version::V311,
+        };
+        let id = self.accept(peer, peer.port(), true, now);
+        b_attach(self, idx, id);
+        if let Some(c) = self.conns.get_mut(id) {
+            c.version = version;
+            c.bridge = Some(idx);
+            c.remap = Some(remap);
+            c.keep_alive = Duration::from_secs(u64::from(cfg.keepalive));
+            c.client_id = Arc::from(client_id.as_str());
+        }
+        let will = notify.map(|t| crate::protocol::Will {
+            topic: Arc::from(t.as_str()),
+            payload: Bytes::from_static(b"0"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Properties::default(),
+        });
+        let mut props = Properties::default();
+        if version.is_v5() && !cfg.cleansession {
+            props.session_expiry_interval = Some(u32::MAX);
+        }
+        if cfg.max_packet_size > 0 && version.is_v5() {
+            props.maximum_packet_size = Some(cfg.max_packet_size);
+        }
+        let connect = Connect {
+            version,
+            bridge: cfg.try_private && !version.is_v5(),
+            clean_start: cfg.cleansession,
+            keep_alive: cfg.keepalive,
+            client_id,
+            will,
+            username: cfg.remote_username.clone(),
+            password: cfg
+                .remote_password
+                .as_ref()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes())),
+            properties: props,
+        };
+        info!(
+            "Connecting bridge {} ({}:{})",
+            cfg.name,
+            peer.ip(),
+            peer.port()
+        );
+        self.send(id, &Packet::Connect(Box::new(connect)));
+        Some(id)
+    }
+
+    /// CONNACK from the remote side of a bridge.
+    pub(super) fn bridge_connack(&mut self, id: usize, idx: usize, a: ConnAck, now: Instant) {
+        let Some(b) = self.bridges.get(idx) else {
+            return;
+        };
+        let name = b.cfg.name.clone();
+        let sid = b.session;
+        if a.code != 0 {
+            warn!(
+                "Bridge {name}: connection refused by the remote broker (code {}).",
+                a.code
+            );
+            return self.close_conn(id, Close::Refused);
+        }
+        info!("Bridge {name} connected.");
+        let cfg = b.cfg.clone();
+        let notify = cfg.notifications.then(|| b.notification_topic());
+        if let Some(b) = self.bridges.get_mut(idx) {
+            b.backoff = cfg.restart_timeout.0.max(1);
+        }
+        let v5 = self.conns.get(id).is_some_and(|c| c.version.is_v5());
+        let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+        if let Some(c) = self.conns.get_mut(id) {
+            c.connected = true;
+            c.session = Some(sid);
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.conn = Some(id);
+        }
+        // Subscribe on the remote side to what flows in. In 5.0, no-local keeps our own
+        // messages from coming back; in 3.1.1 try_private asks the remote for the same.
+        let filters: Vec<(String, SubOptions)> = cfg
+            .topics
+            .iter()
+            .filter(|t| t.direction != Direction::Out)
+            .map(|t| {
+                (
+                    t.remote_filter(),
+                    SubOptions {
+                        qos: QoS::from_u8(t.qos).unwrap_or_default(),
+                        no_local: v5,
+                        retain_as_published: v5,
+                        retain_handling: 0,
+                    },
+                )
+            })
+            .collect();
+        if !filters.is_empty() {
+            self.send(
+                id,
+                &Packet::Subscribe(Subscribe {
+                    pid: 1,
+                    filters,
+                    properties: Properties::default(),
+                }),
+            );
+        }
+        if let Some(t) = notify {
+            self.publish_internal(&t, Bytes::from_static(b"1"), true, now);
+            let p = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: Arc::from(t.as_str()),
+                pid: 0,
+                payload: Bytes::from_static(b"1"),
+                properties: Properties::default(),
+            };
+            self.send(id, &Packet::Publish(p));
+        }
+        if !ka.is_zero() {
+            self.push_timer(now + ka, Timer::BridgePing { conn: id });
+        }
+        self.resume_session(sid, now);
+    }
+
+    /// Keeps a bridge connection alive from the client side.
+    pub(super) fn bridge_ping(&mut self, id: usize, now: Instant) {
+        let Some(c) = self.conns.get(id) else {
+            return;
+        };
+        if c.bridge.is_none() || c.close.is_some() {
+            return;
+        }
+        let ka = c.keep_alive;
+        self.send(id, &Packet::PingReq);
+        self.push_timer(now + ka, Timer::BridgePing { conn: id });
+    }
+
+    /// A bridge connection is gone: the session keeps the queue; reconnect later.
+    pub(super) fn bridge_closed(&mut self, idx: usize, now: Instant) {
+        let Some(b) = self.bridges.get_mut(idx) else {
+            return;
+        };
+        b.conn = None;
+        let name = b.cfg.name.clone();
+        let notify = b.cfg.notifications.then(|| b.notification_topic());
+        info!("Bridge {name} disconnected.");
+        if let Some(t) = notify {
+            self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+        }
+        self.schedule_restart(idx, now);
+    }
+
+    /// Lazy bridges connect once enough is queued for them.
+    pub(super) fn bridge_check_lazy(&mut self, sid: usize) {
+        let Some(idx) = self
+            .bridges
+            .iter()
+            .position(|b| b.session == sid && b.cfg.start_type == StartType::Lazy)
+        else {
+            return;
+        };
+        let queued = self.sessions.get(sid).map_or(0, |s| s.queue.len());
+        let threshold = self
+            .bridges
+            .get(idx)
+            .map_or(10, |b| b.cfg.threshold as usize);
+        if queued >= threshold {
+            self.request_bridge_connect(idx);
+        }
+    }
+}
+
+fn b_attach(broker: &mut Broker, idx: usize, id: usize) {
+    if let Some(b) = broker.bridges.get_mut(idx) {
+        b.conn = Some(id);
+        b.pending = false;
+    }
+}
+
+impl Conn {
+    pub fn is_bridge(&self) -> bool {
+        self.bridge.is_some()
+    }
+}
