@@ -137,6 +137,62 @@ impl Broker {
         }
     }
 
+    /// The broker's process id, for sending it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the broker with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded by `within`) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "broker did not exit within {within:?}; log: {:?}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every listen port, in the order the broker opened them, once `n` are known and the
+    /// broker reports it is running (bounded wait).
+    pub fn wait_ports(&self, n: usize) -> Vec<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let logs = self.logs();
+            let ports: Vec<u16> = logs
+                .iter()
+                .filter_map(|l| {
+                    l.split("listen socket on port ")
+                        .nth(1)
+                        .and_then(|rest| rest.trim_end_matches('.').parse::<u16>().ok())
+                })
+                .collect();
+            if ports.len() >= n && logs.iter().any(|l| l.ends_with(" running")) {
+                return ports;
+            }
+            if Instant::now() >= deadline {
+                panic!("fewer than {n} listen ports reported; log: {logs:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -214,6 +270,11 @@ impl ConnectOpts {
 
     pub fn will(mut self, topic: &str, payload: &[u8], qos: u8, retain: bool) -> ConnectOpts {
         self.will = Some((topic.to_string(), payload.to_vec(), qos, retain));
+        self
+    }
+
+    pub fn password(mut self, p: &str) -> ConnectOpts {
+        self.password = Some(p.as_bytes().to_vec());
         self
     }
 

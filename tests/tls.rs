@@ -1,0 +1,396 @@
+//! TLS listeners, black-box, with certificates made by the `openssl` CLI at test time and real
+//! `mosquitto_sub` / `mosquitto_pub` as the TLS clients: server authentication with `--cafile`,
+//! client certificates required and checked against the CA, `use_identity_as_username` with an
+//! ACL, a plaintext client on the TLS port, and `tls_version tlsv1.3`.
+//!
+//! Without `openssl` or the Mosquitto clients the tests are skipped unless
+//! `RMQTT_REQUIRE_INTEROP` is set.
+
+mod common;
+mod common_interop;
+
+use common::{Broker, Client, ConnectOpts};
+use common_interop::{run, tools_or_skip, Output, Running, TempDir, STEP};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Certificates for one test, in a temporary directory.
+struct Pki {
+    dir: TempDir,
+    openssl: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = run(
+            Command::new(&self.openssl)
+                .args(args)
+                .current_dir(self.dir.path()),
+            None,
+            STEP,
+        );
+        out.assert_success(&format!("openssl {args:?}"));
+    }
+
+    /// A self-signed CA `NAME.crt` / `NAME.key`.
+    fn ca(&self, name: &str) {
+        let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=rmqtt test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// A leaf `NAME.crt` / `NAME.key` with common name `cn`, signed by `ca`.
+    fn leaf(&self, ca: &str, name: &str, cn: &str, server: bool) {
+        let ext = format!("{name}.ext");
+        let text = if server {
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        } else {
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=clientAuth\n"
+        };
+        std::fs::write(self.dir.path().join(&ext), text).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            &format!("{}", name.len() * 7919 + cn.len()),
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+    }
+}
+
+/// The CA `ca` with a server certificate, clients `alice` and `bob` signed by it, and a
+/// client `mallory` signed by an unrelated CA `evil`; `None` when a tool is missing.
+fn pki(test: &str) -> Option<(Pki, PathBuf, PathBuf)> {
+    let tools = tools_or_skip(test, &["openssl", "mosquitto_sub", "mosquitto_pub"])?;
+    let pki = Pki {
+        dir: TempDir::new(test),
+        openssl: tools[0].clone(),
+    };
+    pki.ca("ca");
+    pki.leaf("ca", "server", "localhost", true);
+    pki.leaf("ca", "alice", "alice", false);
+    pki.leaf("ca", "bob", "bob", false);
+    pki.ca("evil");
+    pki.leaf("evil", "mallory", "alice", false);
+    Some((pki, tools[1].clone(), tools[2].clone()))
+}
+
+/// A broker with a plaintext listener (first) and a TLS listener (second) configured by
+/// `tls`, which follows the TLS `listener` line; returns it with the TLS port.
+fn tls_broker(pki: &Pki, tls: &str, global: &str) -> (Broker, u16) {
+    let broker = Broker::with_config(&format!(
+        "{global}listener 0 127.0.0.1\ncertfile {}\nkeyfile {}\n{tls}",
+        pki.path("server.crt"),
+        pki.path("server.key"),
+    ));
+    let ports = broker.wait_ports(2);
+    assert_eq!(ports[0], broker.port);
+    (broker, ports[1])
+}
+
+/// Common client arguments: host, port, and the CA to check the server against.
+fn base(pki: &Pki, port: u16) -> Vec<String> {
+    [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "--cafile",
+        &pki.path("ca.crt"),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn with_cert(mut args: Vec<String>, pki: &Pki, name: &str) -> Vec<String> {
+    args.extend([
+        "--cert".to_owned(),
+        pki.path(&format!("{name}.crt")),
+        "--key".to_owned(),
+        pki.path(&format!("{name}.key")),
+    ]);
+    args
+}
+
+/// A `mosquitto_sub -v` run, waited on until the broker logs its subscription (its stdout
+/// is a pipe, so it may hold its own lines back until it exits).
+fn subscriber(broker: &Broker, tool: &Path, args: &[String], topic: &str, count: &str) -> Running {
+    let before = subscriptions(broker, topic);
+    let sub = Running::spawn(
+        Command::new(tool)
+            .args(args)
+            .args(["-v", "-q", "1", "-t", topic, "-C", count, "-W", "20"]),
+    );
+    let deadline = Instant::now() + STEP;
+    while subscriptions(broker, topic) == before {
+        assert!(
+            Instant::now() < deadline,
+            "subscriber never subscribed; log: {:?}",
+            broker.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sub
+}
+
+/// How many subscriptions to `topic` at QoS 1 the broker has logged (`CLIENT 1 TOPIC`).
+fn subscriptions(broker: &Broker, topic: &str) -> usize {
+    let suffix = format!(" 1 {topic}");
+    broker
+        .logs()
+        .iter()
+        .filter(|l| l.ends_with(&suffix))
+        .count()
+}
+
+fn publish(tool: &Path, args: &[String], topic: &str, msg: &str) -> Output {
+    run(
+        Command::new(tool)
+            .args(args)
+            .args(["-q", "1", "-t", topic, "-m", msg]),
+        None,
+        STEP,
+    )
+}
+
+/// Exited with a non-zero code (and did not hang until killed).
+fn refused(out: &Output, what: &str, broker: &Broker) {
+    assert!(
+        out.code().is_some_and(|c| c != 0),
+        "{what} should have been refused: {out:?}\nbroker log: {:?}",
+        broker.logs()
+    );
+}
+
+/// The lines (`topic payload`) a `-v` subscriber printed.
+fn messages(sub: &Running) -> Vec<String> {
+    sub.lines.clone()
+}
+
+#[test]
+fn mosquitto_clients_with_cafile() {
+    let Some((pki, sub_tool, pub_tool)) = pki("tls-cafile") else {
+        return;
+    };
+    let (broker, port) = tls_broker(&pki, "", "allow_anonymous true\n");
+    let args = base(&pki, port);
+    let mut sub = subscriber(&broker, &sub_tool, &args, "tls/#", "1");
+    publish(&pub_tool, &args, "tls/hello", "over tls").assert_success("mosquitto_pub --cafile");
+    sub.wait_exit("mosquitto_sub --cafile");
+    assert_eq!(messages(&sub), ["tls/hello over tls"]);
+
+    // The plaintext listener of the same broker sees the same message stream.
+    let mut plain = broker.client("plain");
+    plain.subscribe(1, &[("tls/#", 1)]);
+    publish(&pub_tool, &args, "tls/again", "x").assert_success("second publish");
+    plain.expect_message("tls/again", b"x", 1);
+
+    // A client that trusts another CA refuses this server.
+    let mut untrusted = args.clone();
+    let i = untrusted.iter().position(|a| a == "--cafile").unwrap() + 1;
+    untrusted[i] = pki.path("evil.crt");
+    refused(
+        &publish(&pub_tool, &untrusted, "tls/x", "no"),
+        "a client that does not trust the server's CA",
+        &broker,
+    );
+}
+
+#[test]
+fn require_certificate_checks_the_client_certificate() {
+    let Some((pki, sub_tool, pub_tool)) = pki("tls-require") else {
+        return;
+    };
+    let (broker, port) = tls_broker(
+        &pki,
+        &format!("cafile {}\nrequire_certificate true\n", pki.path("ca.crt")),
+        "allow_anonymous true\n",
+    );
+    let alice = with_cert(base(&pki, port), &pki, "alice");
+    let mut sub = subscriber(&broker, &sub_tool, &alice, "certs/#", "1");
+
+    refused(
+        &publish(&pub_tool, &base(&pki, port), "certs/a", "no cert"),
+        "a client without a certificate",
+        &broker,
+    );
+    refused(
+        &publish(
+            &pub_tool,
+            &with_cert(base(&pki, port), &pki, "mallory"),
+            "certs/a",
+            "other CA",
+        ),
+        "a client certificate from another CA",
+        &broker,
+    );
+    publish(
+        &pub_tool,
+        &with_cert(base(&pki, port), &pki, "bob"),
+        "certs/a",
+        "signed",
+    )
+    .assert_success("a client certificate signed by the CA");
+    sub.wait_exit("subscriber with a client certificate");
+    assert_eq!(
+        messages(&sub),
+        ["certs/a signed"],
+        "only the accepted client's message arrives"
+    );
+}
+
+#[test]
+fn use_identity_as_username_with_acl() {
+    let Some((pki, sub_tool, pub_tool)) = pki("tls-identity") else {
+        return;
+    };
+    let acl = pki.dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "user alice\ntopic readwrite secure/#\n\nuser bob\ntopic read secure/#\n",
+    )
+    .unwrap();
+    let (broker, port) = tls_broker(
+        &pki,
+        &format!(
+            "cafile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+            pki.path("ca.crt")
+        ),
+        &format!("allow_anonymous false\nacl_file {}\n", acl.display()),
+    );
+    let alice = with_cert(base(&pki, port), &pki, "alice");
+    let bob = with_cert(base(&pki, port), &pki, "bob");
+    let mut sub = subscriber(&broker, &sub_tool, &bob, "secure/#", "1");
+    // bob may only read: his QoS 1 message is acknowledged and dropped, and the next message
+    // the subscriber sees is alice's.
+    publish(&pub_tool, &bob, "secure/t", "from bob").assert_success("bob publishes");
+    // A user name on the command line does not override the certificate's identity.
+    let mut bob_as_alice = bob.clone();
+    bob_as_alice.extend(["-u".to_owned(), "alice".to_owned()]);
+    let _ = publish(&pub_tool, &bob_as_alice, "secure/t", "bob claims alice");
+    publish(&pub_tool, &alice, "secure/t", "from alice").assert_success("alice publishes");
+    sub.wait_exit("bob's subscriber");
+    assert_eq!(messages(&sub), ["secure/t from alice"]);
+
+    // Without allow_anonymous, the plaintext listener still wants credentials.
+    let mut c = broker.raw();
+    c.send(&ConnectOpts::new("plain").encode());
+    assert_eq!(c.expect_connack().code, 5);
+}
+
+#[test]
+fn plaintext_client_on_tls_port_does_not_disturb_others() {
+    let Some((pki, sub_tool, pub_tool)) = pki("tls-plain") else {
+        return;
+    };
+    let (mut broker, port) = tls_broker(&pki, "", "allow_anonymous true\n");
+    let args = base(&pki, port);
+    let mut sub = subscriber(&broker, &sub_tool, &args, "mix/#", "2");
+    publish(&pub_tool, &args, "mix/1", "before").assert_success("first TLS publish");
+
+    // MQTT in the clear, then garbage, then a connection that says nothing and goes away.
+    let mut plain = Client::open(port);
+    plain.send_lossy(&ConnectOpts::new("cleartext").encode());
+    plain.expect_closed();
+    let mut junk = Client::open(port);
+    junk.send_lossy(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0, 0]);
+    junk.expect_closed();
+    drop(Client::open(port));
+
+    publish(&pub_tool, &args, "mix/2", "after").assert_success("TLS publish after");
+    sub.wait_exit("TLS subscriber");
+    assert_eq!(messages(&sub), ["mix/1 before", "mix/2 after"]);
+    broker.assert_healthy();
+}
+
+/// `openssl s_client` forced to one TLS version: did the handshake succeed?
+fn handshake(pki: &Pki, port: u16, version: &str) -> Output {
+    run(
+        Command::new(&pki.openssl).args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            version,
+            "-CAfile",
+            &pki.path("ca.crt"),
+            "-verify_return_error",
+        ]),
+        None,
+        STEP,
+    )
+}
+
+/// Mosquitto's `--tls-version tlsv1.2` only sets a minimum (libmosquitto still offers 1.3),
+/// so the client that is really limited to TLS 1.2 is `openssl s_client -tls1_2`.
+#[test]
+fn tls_version_13_refuses_tls12_clients() {
+    let Some((pki, _sub_tool, pub_tool)) = pki("tls-v13") else {
+        return;
+    };
+    let (broker, port) = tls_broker(&pki, "tls_version tlsv1.3\n", "allow_anonymous true\n");
+    refused(
+        &handshake(&pki, port, "-tls1_2"),
+        "a TLS 1.2 client",
+        &broker,
+    );
+    handshake(&pki, port, "-tls1_3").assert_success("a TLS 1.3 handshake");
+    let mut v13 = base(&pki, port);
+    v13.extend(["--tls-version".to_owned(), "tlsv1.3".to_owned()]);
+    publish(&pub_tool, &v13, "v/x", "new").assert_success("mosquitto_pub --tls-version tlsv1.3");
+
+    // Without tls_version both are accepted.
+    let (_broker2, port2) = tls_broker(&pki, "", "allow_anonymous true\n");
+    handshake(&pki, port2, "-tls1_2").assert_success("TLS 1.2 by default");
+    handshake(&pki, port2, "-tls1_3").assert_success("TLS 1.3 by default");
+}
