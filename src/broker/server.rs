@@ -527,6 +527,7 @@ impl Server {
                 b.certfile.as_deref(),
                 b.keyfile.as_deref(),
                 b.insecure,
+                None,
             )
             .and_then(|tls| tls.connect(stream, &host))
             {

@@ -202,6 +202,7 @@ impl ClientTls {
         certfile: Option<&Path>,
         keyfile: Option<&Path>,
         insecure: bool,
+        min_version: Option<&str>,
     ) -> Result<ClientTls, String> {
         let roots = if cafile.is_some() || capath.is_some() {
             load_roots(cafile, capath)?
@@ -215,7 +216,7 @@ impl ClientTls {
         };
         let roots = Arc::new(roots);
         let builder = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions(None)?)
+            .with_protocol_versions(versions(min_version)?)
             .map_err(|e| format!("TLS configuration: {e}"))?;
         let builder = if insecure {
             let inner = WebPkiServerVerifier::builder_with_provider(roots, provider())
@@ -249,6 +250,50 @@ impl ClientTls {
             sock,
             identity_as_username: false,
         })
+    }
+}
+
+impl ClientTls {
+    /// A blocking TLS connection for the client applets; the handshake completes here, so a
+    /// certificate problem is reported before any MQTT is sent.
+    pub fn connect_blocking(
+        &self,
+        mut sock: std::net::TcpStream,
+        host: &str,
+    ) -> Result<BlockingTls, String> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|_| format!("invalid TLS server name {host}"))?;
+        let mut conn =
+            ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+        }
+        Ok(BlockingTls(rustls::StreamOwned::new(conn, sock)))
+    }
+}
+
+/// A TLS client connection on a blocking socket (the client applets).
+pub struct BlockingTls(rustls::StreamOwned<ClientConnection, std::net::TcpStream>);
+
+impl BlockingTls {
+    pub fn tcp(&self) -> &std::net::TcpStream {
+        self.0.get_ref()
+    }
+}
+
+impl Read for BlockingTls {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for BlockingTls {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 

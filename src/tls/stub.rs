@@ -25,12 +25,46 @@ impl ClientTls {
         _certfile: Option<&std::path::Path>,
         _keyfile: Option<&std::path::Path>,
         _insecure: bool,
+        _min_version: Option<&str>,
     ) -> Result<ClientTls, String> {
         Err("TLS options are set, but this build of rmqtt has no TLS support".into())
     }
 
     pub fn connect(&self, _sock: TcpStream, _host: &str) -> Result<ServerStream, String> {
         Err("no TLS support".into())
+    }
+
+    pub fn connect_blocking(
+        &self,
+        _sock: std::net::TcpStream,
+        _host: &str,
+    ) -> Result<BlockingTls, String> {
+        Err("no TLS support".into())
+    }
+}
+
+/// Uninhabited in a build without TLS.
+pub enum BlockingTls {}
+
+impl BlockingTls {
+    pub fn tcp(&self) -> &std::net::TcpStream {
+        match *self {}
+    }
+}
+
+impl std::io::Read for BlockingTls {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match *self {}
+    }
+}
+
+impl std::io::Write for BlockingTls {
+    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
+        match *self {}
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match *self {}
     }
 }
 

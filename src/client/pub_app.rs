@@ -1,0 +1,435 @@
+//! rmqtt_pub: publish one message (or one per stdin line, or the same one N times) and exit,
+//! behaving like mosquitto_pub 2.0: same options, output, exit codes and QoS flows (it waits
+//! for PUBACK / PUBCOMP before it disconnects).
+
+use super::options::{self, atoi, Applet, Config, Opt, OptError, PubMode};
+use super::session::{report_connect_error, ClientError, Session};
+use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::{BufRead, Read};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
+    if c.pub_mode != PubMode::None {
+        return Err(OptError::Bad(
+            "Error: Only one type of message can be sent at once.\n\n".into(),
+        ));
+    }
+    c.pub_mode = mode;
+    Ok(())
+}
+
+/// Options only rmqtt_pub takes.
+static PUB_OPTS: &[Opt] = &[
+    Opt {
+        names: &["-f", "--file"],
+        arg_missing: Some("Error: -f argument given but no file specified.\n\n"),
+        apply: |c, v| set_mode(c, PubMode::File(v.to_owned())),
+    },
+    Opt {
+        names: &["-l", "--stdin-line"],
+        arg_missing: None,
+        apply: |c, _| set_mode(c, PubMode::StdinLine),
+    },
+    Opt {
+        names: &["-m", "--message"],
+        arg_missing: Some("Error: -m argument given but no message specified.\n\n"),
+        apply: |c, v| set_mode(c, PubMode::Message(v.as_bytes().to_vec())),
+    },
+    Opt {
+        names: &["-n", "--null-message"],
+        arg_missing: None,
+        apply: |c, _| set_mode(c, PubMode::Null),
+    },
+    Opt {
+        names: &["-r", "--retain"],
+        arg_missing: None,
+        apply: |c, _| {
+            c.retain = true;
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["--repeat"],
+        arg_missing: Some("Error: --repeat argument given but no count specified.\n\n"),
+        apply: |c, v| {
+            let n = atoi(v);
+            if n < 1 {
+                return Err(OptError::Bad(
+                    "Error: --repeat argument must be >0.\n\n".into(),
+                ));
+            }
+            c.repeat_count = n.min(i64::from(u32::MAX)) as u32;
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["--repeat-delay"],
+        arg_missing: Some("Error: --repeat-delay argument given but no time specified.\n\n"),
+        apply: |c, v| {
+            let f: f64 = v.trim().parse().unwrap_or(0.0);
+            if f < 0.0 || !f.is_finite() {
+                return Err(OptError::Bad(
+                    "Error: --repeat-delay argument must be >=0.0.\n\n".into(),
+                ));
+            }
+            c.repeat_delay = Duration::from_secs_f64(f.min(1e9));
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["-s", "--stdin-file"],
+        arg_missing: None,
+        apply: |c, _| set_mode(c, PubMode::StdinFile),
+    },
+];
+
+fn print_version() {
+    println!(
+        "rmqtt_pub version {} running on rmqtt {}.",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+fn print_usage() {
+    let v = env!("CARGO_PKG_VERSION");
+    print!(
+        "rmqtt_pub is a simple mqtt client that will publish a message on a single topic and exit.
+rmqtt_pub version {v} running on rmqtt {v}.
+
+Usage: rmqtt_pub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL}}
+                 {{-f file | -l | -n | -m message}}
+                 [-c] [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time] [-x session-expiry]
+                 [--nodelay]
+                 [-i id] [-I id_prefix]
+                 [-d] [--quiet]
+                 [-M max_inflight]
+                 [-u username [-P password]]
+                 [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
+                 [{{--cafile file | --capath dir}} [--cert file] [--key file]
+                   [--ciphers ciphers] [--insecure]
+                   [--tls-alpn protocol]
+                   [--tls-use-os-certs]
+                 [--property command identifier value]
+                 [-D command identifier value]
+       rmqtt_pub --help
+
+ -d : enable debug messages.
+ -c : disable clean session/enable persistent client mode
+      When this argument is used, the broker will be instructed not to clean existing sessions
+      for the same client id when the client connects, and sessions will never expire when the
+      client disconnects. MQTT v5 clients can change their session expiry interval with the -x
+      argument.
+ -D : Define MQTT v5 properties. See the documentation for more details.
+ -f : send the contents of a file as the message.
+ -h : mqtt host to connect to. Defaults to localhost.
+ -i : id to use for this client. Defaults to an id the broker assigns.
+ -I : define the client id as id_prefix appended with the process id. Useful for when the
+      broker is using the clientid_prefixes option.
+ -k : keep alive in seconds for this client. Defaults to 60.
+ -L : specify user, password, hostname, port and topic as a URL in the form:
+      mqtt(s)://[username[:password]@]host[:port]/topic
+ -l : read messages from stdin, sending a separate message for each line.
+ -m : message payload to send.
+ -M : the maximum inflight messages for QoS 1/2..
+ -n : send a null (zero length) message.
+ -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
+ -P : provide a password
+ -q : quality of service level to use for all messages. Defaults to 0.
+ -r : message should be retained.
+ -s : read message from stdin, sending the entire input as a message.
+ -t : mqtt topic to publish to.
+ -u : provide a username
+ -V : specify the version of the MQTT protocol to use when connecting.
+      Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.
+ -x : Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
+      clients only. Set to 0-4294967294 to specify the session will expire in that many
+      seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session
+      that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.
+ --help : display this message.
+ --nodelay : disable Nagle's algorithm, to reduce socket sending latency at the possible
+             expense of more packets being sent.
+ --quiet : don't print error messages.
+ --repeat : if publish mode is -f, -m, or -s, then repeat the publish N times.
+ --repeat-delay : if using --repeat, wait time seconds between publishes. Defaults to 0.
+ --will-payload : payload for the client Will, which is sent by the broker in case of
+                  unexpected disconnection. If not given and will-topic is set, a zero
+                  length message will be sent.
+ --will-qos : QoS level for the client Will.
+ --will-retain : if given, make the client Will retained.
+ --will-topic : the topic on which to publish the client Will.
+ --cafile : path to a file containing trusted CA certificates to enable encrypted
+            communication.
+ --capath : path to a directory containing trusted CA certificates to enable encrypted
+            communication.
+ --cert : client certificate for authentication, if required by server.
+ --key : client private key for authentication, if required by server.
+ --ciphers : openssl compatible list of TLS ciphers to support.
+ --tls-version : TLS protocol version, can be one of tlsv1.3 tlsv1.2 or tlsv1.1.
+                 Defaults to tlsv1.2 if available.
+ --insecure : do not check that the server certificate hostname matches the remote
+              hostname. Using this option means that you cannot be sure that the
+              remote host is the server you wish to connect to and so is insecure.
+              Do not use this option in a production environment.
+ --tls-use-os-certs : Load and trust OS provided CA certificates.
+
+See https://mosquitto.org/ for more information.
+
+"
+    );
+}
+
+/// Where each unacknowledged message of ours stands: the packet it waits for.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+struct Publisher {
+    s: Session,
+    topic: String,
+    qos: QoS,
+    retain: bool,
+    props: Properties,
+    inflight: HashMap<u16, Waiting>,
+    quiet: bool,
+}
+
+impl Publisher {
+    fn publish(&mut self, payload: Bytes) -> Result<(), ClientError> {
+        let mid = self.s.next_mid();
+        let p = Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.as_str().into(),
+            pid: if self.qos == QoS::AtMostOnce { 0 } else { mid },
+            payload,
+            properties: if self.s.version == Version::V5 {
+                self.props.clone()
+            } else {
+                Properties::default()
+            },
+        };
+        self.s.send_publish(p, mid)?;
+        match self.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                self.inflight.insert(mid, Waiting::PubAck);
+            }
+            QoS::ExactlyOnce => {
+                self.inflight.insert(mid, Waiting::PubRec);
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, mid: u16, code: u8) {
+        if !self.quiet {
+            eprintln!(
+                "Warning: Publish {mid} failed: {}.",
+                reason::reason_string(code)
+            );
+        }
+    }
+
+    /// Handles one packet from the broker. `Ok(None)`: the deadline passed.
+    fn step(&mut self, deadline: Option<Instant>) -> Result<Option<()>, ClientError> {
+        let Some(p) = self.s.recv(deadline)? else {
+            return Ok(None);
+        };
+        let v5 = self.s.version == Version::V5;
+        match p {
+            Packet::PubAck(a)
+                if self.inflight.remove(&a.pid).is_some() && v5 && a.reason >= 0x80 =>
+            {
+                self.failed(a.pid, a.reason);
+            }
+            Packet::PubAck(_) => {}
+            Packet::PubRec(a) => {
+                if v5 && a.reason >= 0x80 {
+                    if self.inflight.remove(&a.pid).is_some() {
+                        self.failed(a.pid, a.reason);
+                    }
+                } else {
+                    self.inflight.insert(a.pid, Waiting::PubComp);
+                    self.s.send(&Packet::PubRel(Ack::new(a.pid)))?;
+                }
+            }
+            Packet::PubComp(a) => {
+                self.inflight.remove(&a.pid);
+            }
+            Packet::Publish(p) => self.s.ack_incoming(&p)?,
+            Packet::PubRel(a) => self.s.send(&Packet::PubComp(Ack::new(a.pid)))?,
+            Packet::Disconnect(d) => {
+                return Err(ClientError::Protocol(format!(
+                    "broker disconnected: {}",
+                    reason::reason_string(d.reason)
+                )))
+            }
+            _ => {}
+        }
+        Ok(Some(()))
+    }
+
+    fn drain(&mut self) -> Result<(), ClientError> {
+        while !self.inflight.is_empty() {
+            self.step(None)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
+    Ok(Some(match &cfg.pub_mode {
+        PubMode::Message(m) => Bytes::from(m.clone()),
+        PubMode::Null => Bytes::new(),
+        PubMode::File(f) => match std::fs::read(f) {
+            Ok(b) => Bytes::from(b),
+            Err(_) => {
+                if !cfg.quiet {
+                    eprintln!("Error: Unable to open file \"{f}\".");
+                    eprintln!("Error loading input file \"{f}\".");
+                }
+                return Err(1);
+            }
+        },
+        PubMode::StdinFile => {
+            let mut b = Vec::new();
+            if std::io::stdin().lock().read_to_end(&mut b).is_err() {
+                if !cfg.quiet {
+                    eprintln!("Error loading input from stdin.");
+                }
+                return Err(1);
+            }
+            Bytes::from(b)
+        }
+        PubMode::StdinLine | PubMode::None => return Ok(None),
+    }))
+}
+
+/// Reads stdin line by line on its own thread, so that the connection keeps being served
+/// (acknowledgements, pings) while stdin is quiet.
+fn stdin_lines() -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::sync_channel(64);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut lock = stdin.lock();
+        loop {
+            let mut line = Vec::new();
+            match lock.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    if tx.send(Bytes::from(line)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), ClientError> {
+    match message {
+        Some(m) => {
+            for n in 0..cfg.repeat_count {
+                if n > 0 && !cfg.repeat_delay.is_zero() {
+                    let until = Instant::now() + cfg.repeat_delay;
+                    while p.step(Some(until))?.is_some() {}
+                }
+                p.publish(m.clone())?;
+                p.drain()?;
+            }
+        }
+        None => {
+            let rx = stdin_lines();
+            let max = cfg.max_inflight as usize;
+            let mut eof = false;
+            loop {
+                if !eof && p.inflight.len() < max {
+                    let wait = if p.inflight.is_empty() {
+                        Duration::from_millis(100)
+                    } else {
+                        Duration::ZERO
+                    };
+                    match rx.recv_timeout(wait) {
+                        Ok(line) => {
+                            p.publish(line)?;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
+                    }
+                }
+                if eof && p.inflight.is_empty() {
+                    break;
+                }
+                let deadline = if eof || p.inflight.len() >= max {
+                    None
+                } else {
+                    Some(Instant::now() + Duration::from_millis(5))
+                };
+                p.step(deadline)?;
+            }
+        }
+    }
+    p.s.disconnect(&cfg.props.disconnect)
+}
+
+pub fn main(args: Vec<String>) -> i32 {
+    let cfg = match options::load(Applet::Pub, PUB_OPTS, &args) {
+        Ok(c) => c,
+        Err(OptError::Help) => {
+            print_usage();
+            return 1;
+        }
+        Err(OptError::Version) => {
+            print_version();
+            return 1;
+        }
+        Err(OptError::Bad(m)) => {
+            eprint!("{m}");
+            eprintln!("\nUse 'rmqtt_pub --help' to see usage.");
+            return 1;
+        }
+    };
+    if cfg.topics.is_empty() || cfg.pub_mode == PubMode::None {
+        eprintln!("Error: Both topic and message must be supplied.");
+        print_usage();
+        return 1;
+    }
+    if let Some(code) = super::unsupported(&cfg) {
+        return code;
+    }
+    let message = match read_input(&cfg) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let s = match Session::connect(&cfg) {
+        Ok((s, _)) => s,
+        Err(e) => return report_connect_error(&e, cfg.version, cfg.quiet, true),
+    };
+    let mut p = Publisher {
+        s,
+        topic: cfg.topics.first().cloned().unwrap_or_default(),
+        qos: QoS::from_u8(cfg.qos).unwrap_or_default(),
+        retain: cfg.retain,
+        props: cfg.props.publish.clone(),
+        inflight: HashMap::new(),
+        quiet: cfg.quiet,
+    };
+    match run(&cfg, &mut p, message) {
+        Ok(()) => 0,
+        Err(e) => report_connect_error(&e, cfg.version, cfg.quiet, false),
+    }
+}

@@ -1,0 +1,450 @@
+//! rmqtt_sub: subscribe and print what arrives, behaving like mosquitto_sub 2.0: same options,
+//! output bytes, `-d` lines and exit codes (27 when `-W` runs out).
+
+use super::options::{self, atoi, Applet, Config, Opt, OptError};
+use super::output::{self, Style};
+use super::session::{report_connect_error, ClientError, Session};
+use crate::protocol::topic::{matches, valid_topic_filter};
+use crate::protocol::{
+    reason, Ack, Packet, Publish, QoS, SubOptions, Subscribe, Unsubscribe, Version,
+};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Exit code when `-W` expires: mosquitto's `MOSQ_ERR_TIMEOUT`.
+const EXIT_TIMEOUT: i32 = 27;
+
+fn set(c: &mut Config, f: fn(&mut Config)) -> Result<(), OptError> {
+    f(c);
+    Ok(())
+}
+
+/// Options only rmqtt_sub takes.
+static SUB_OPTS: &[Opt] = &[
+    Opt {
+        names: &["-C"],
+        arg_missing: Some("Error: -C argument given but no count specified.\n\n"),
+        apply: |c, v| {
+            let n = atoi(v);
+            if n < 1 {
+                return Err(OptError::Bad(format!(
+                    "Error: Invalid message count \"{}\".\n\n",
+                    n as i32
+                )));
+            }
+            c.msg_count = n.min(i64::from(u32::MAX)) as u32;
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["-E"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.exit_after_sub = true),
+    },
+    Opt {
+        names: &["-F"],
+        arg_missing: Some("Error: -F argument given but no format specified.\n\n"),
+        apply: |c, v| {
+            output::check_format(v).map_err(OptError::Bad)?;
+            c.format = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["-N"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.eol = false),
+    },
+    Opt {
+        names: &["--pretty"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.pretty = true),
+    },
+    Opt {
+        names: &["-R"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.no_retain = true),
+    },
+    Opt {
+        names: &["--remove-retained"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.remove_retained = true),
+    },
+    Opt {
+        names: &["--retain-as-published"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.retain_as_published = true),
+    },
+    Opt {
+        names: &["--retained-only"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.retained_only = true),
+    },
+    Opt {
+        names: &["-T", "--filter-out"],
+        arg_missing: Some("Error: -T argument given but no topic filter specified.\n\n"),
+        apply: |c, v| {
+            if !valid_topic_filter(v) {
+                return Err(OptError::Bad(format!(
+                    "Error: Invalid filter topic '{v}', are all '+' and '#' wildcards correct?\n"
+                )));
+            }
+            c.filter_outs.push(v.to_owned());
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["-U", "--unsubscribe"],
+        arg_missing: Some("Error: -U argument given but no unsubscribe topic specified.\n\n"),
+        apply: |c, v| {
+            if !valid_topic_filter(v) {
+                return Err(OptError::Bad(format!(
+                    "Error: Invalid unsubscribe topic '{v}', are all '+' and '#' wildcards correct?\n"
+                )));
+            }
+            c.unsub_topics.push(v.to_owned());
+            Ok(())
+        },
+    },
+    Opt {
+        names: &["-v", "--verbose"],
+        arg_missing: None,
+        apply: |c, _| set(c, |c| c.verbose = true),
+    },
+    Opt {
+        names: &["-W"],
+        arg_missing: Some("Error: -W argument given but no timeout specified.\n\n"),
+        apply: |c, v| {
+            let n = atoi(v);
+            if n < 1 {
+                return Err(OptError::Bad(format!(
+                    "Error: Invalid timeout \"{}\".\n\n",
+                    n as i32
+                )));
+            }
+            c.timeout = n.min(i64::from(u32::MAX)) as u32;
+            Ok(())
+        },
+    },
+];
+
+fn print_version() {
+    println!(
+        "rmqtt_sub version {} running on rmqtt {}.",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+fn print_usage() {
+    let v = env!("CARGO_PKG_VERSION");
+    print!(
+        "rmqtt_sub is a simple mqtt client that will subscribe to a set of topics and print all messages it receives.
+rmqtt_sub version {v} running on rmqtt {v}.
+
+Usage: rmqtt_sub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}}
+                 [-c] [-k keepalive] [-q qos] [-x session-expiry-interval]
+                 [-C msg_count] [-E] [-R] [--retained-only] [--remove-retained] [-T filter_out] [-U topic ...]
+                 [-F format]
+                 [-W timeout_secs]
+                 [--nodelay]
+                 [-i id] [-I id_prefix]
+                 [-d] [-N] [--quiet] [-v]
+                 [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
+                 [{{--cafile file | --capath dir}} [--cert file] [--key file]
+                   [--ciphers ciphers] [--insecure]
+                   [--tls-alpn protocol]
+                   [--tls-use-os-certs]
+                 [-D command identifier value]
+       rmqtt_sub --help
+
+ -c : disable clean session/enable persistent client mode
+      When this argument is used, the broker will be instructed not to clean existing sessions
+      for the same client id when the client connects, and sessions will never expire when the
+      client disconnects. MQTT v5 clients can change their session expiry interval with the -x
+      argument.
+ -C : disconnect and exit after receiving the 'msg_count' messages.
+ -d : enable debug messages.
+ -D : Define MQTT v5 properties. See the documentation for more details.
+ -E : Exit once all subscriptions have been acknowledged by the broker.
+ -F : output format.
+ -h : mqtt host to connect to. Defaults to localhost.
+ -i : id to use for this client. Defaults to an id the broker assigns.
+ -I : define the client id as id_prefix appended with the process id. Useful for when the
+      broker is using the clientid_prefixes option.
+ -k : keep alive in seconds for this client. Defaults to 60.
+ -L : specify user, password, hostname, port and topic as a URL in the form:
+      mqtt(s)://[username[:password]@]host[:port]/topic
+ -N : do not add an end of line character when printing the payload.
+ -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
+ -P : provide a password
+ -q : quality of service level to use for the subscription. Defaults to 0.
+ -R : do not print stale messages (those with retain set).
+ -t : mqtt topic to subscribe to. May be repeated multiple times.
+ -T : topic string to filter out of results. May be repeated.
+ -u : provide a username
+ -U : unsubscribe from a topic. May be repeated.
+ -v : print published messages verbosely.
+ -V : specify the version of the MQTT protocol to use when connecting.
+      Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.
+ -W : Specifies a timeout in seconds how long to process incoming MQTT messages.
+ -x : Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
+      clients only. Set to 0-4294967294 to specify the session will expire in that many
+      seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session
+      that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.
+ --help : display this message.
+ --nodelay : disable Nagle's algorithm, to reduce socket sending latency at the possible
+             expense of more packets being sent.
+ --pretty : print formatted output rather than minimised output when using the
+            JSON output format option.
+ --quiet : don't print error messages.
+ --retained-only : only handle messages with the retained flag set, and exit when the
+                   first non-retained message is received.
+ --remove-retained : send a message to the server to clear any received retained messages
+                     Use -T to filter out messages you do not want to be cleared.
+ --will-payload : payload for the client Will, which is sent by the broker in case of
+                  unexpected disconnection. If not given and will-topic is set, a zero
+                  length message will be sent.
+ --will-qos : QoS level for the client Will.
+ --will-retain : if given, make the client Will retained.
+ --will-topic : the topic on which to publish the client Will.
+ --cafile : path to a file containing trusted CA certificates to enable encrypted
+            certificate based communication.
+ --capath : path to a directory containing trusted CA certificates to enable encrypted
+            communication.
+ --cert : client certificate for authentication, if required by server.
+ --key : client private key for authentication, if required by server.
+ --ciphers : openssl compatible list of TLS ciphers to support.
+ --tls-version : TLS protocol version, can be one of tlsv1.3 tlsv1.2 or tlsv1.1.
+                 Defaults to tlsv1.2 if available.
+ --insecure : do not check that the server certificate hostname matches the remote
+              hostname. Using this option means that you cannot be sure that the
+              remote host is the server you wish to connect to and so is insecure.
+              Do not use this option in a production environment.
+ --tls-use-os-certs : Load and trust OS provided CA certificates.
+
+See https://mosquitto.org/ for more information.
+
+"
+    );
+}
+
+/// What the subscriber loop decided.
+enum Flow {
+    Continue,
+    /// DISCONNECT sent; exit with this code.
+    Done(i32),
+}
+
+struct Subscriber<'a> {
+    cfg: &'a Config,
+    s: Session,
+    /// QoS 2 messages received, printed once PUBREL arrives.
+    pending: HashMap<u16, Publish>,
+    /// Still printing (false once -C or --retained-only said stop).
+    processing: bool,
+    msg_count: u32,
+    /// Mid of the last --remove-retained publish not yet acknowledged, 0 if none.
+    last_mid: u16,
+}
+
+impl Subscriber<'_> {
+    fn subscribe(&mut self) -> Result<(), ClientError> {
+        let v5 = self.s.version == Version::V5;
+        let opts = SubOptions {
+            qos: QoS::from_u8(self.cfg.qos).unwrap_or_default(),
+            no_local: false,
+            retain_as_published: v5 && self.cfg.retain_as_published,
+            retain_handling: if v5 && self.cfg.no_retain { 2 } else { 0 },
+        };
+        let pid = self.s.next_mid();
+        let sub = Subscribe {
+            pid,
+            filters: self.cfg.topics.iter().map(|t| (t.clone(), opts)).collect(),
+            properties: self.cfg.props.subscribe.clone(),
+        };
+        self.s.send(&Packet::Subscribe(sub))?;
+        if !self.cfg.unsub_topics.is_empty() {
+            let pid = self.s.next_mid();
+            let unsub = Unsubscribe {
+                pid,
+                filters: self.cfg.unsub_topics.clone(),
+                properties: self.cfg.props.unsubscribe.clone(),
+            };
+            self.s.send(&Packet::Unsubscribe(unsub))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, code: i32) -> Result<Flow, ClientError> {
+        self.s.disconnect(&self.cfg.props.disconnect)?;
+        Ok(Flow::Done(code))
+    }
+
+    fn on_message(&mut self, m: Publish) -> Result<Flow, ClientError> {
+        if !self.processing {
+            return Ok(Flow::Continue);
+        }
+        let cfg = self.cfg;
+        if cfg.retained_only && !m.retain {
+            self.processing = false;
+            if self.last_mid == 0 {
+                return self.finish(0);
+            }
+            return Ok(Flow::Continue);
+        }
+        if m.retain && cfg.no_retain {
+            return Ok(Flow::Continue);
+        }
+        if cfg.filter_outs.iter().any(|f| matches(f, &m.topic)) {
+            return Ok(Flow::Continue);
+        }
+        if cfg.remove_retained && m.retain {
+            let mid = self.s.next_mid();
+            let clear = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: m.topic.clone(),
+                pid: mid,
+                payload: Bytes::new(),
+                properties: Default::default(),
+            };
+            self.s.send_publish(clear, mid)?;
+            self.last_mid = mid;
+        }
+        let style = Style {
+            format: cfg.format.as_deref(),
+            verbose: cfg.verbose,
+            eol: cfg.eol,
+            pretty: cfg.pretty,
+        };
+        output::print_message(&style, &m, cfg.quiet);
+        if cfg.msg_count > 0 {
+            self.msg_count += 1;
+            if self.msg_count == cfg.msg_count {
+                self.processing = false;
+                if self.last_mid == 0 {
+                    return self.finish(0);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn handle(&mut self, p: Packet) -> Result<Flow, ClientError> {
+        match p {
+            Packet::Publish(m) => {
+                self.s.ack_incoming(&m)?;
+                match m.qos {
+                    QoS::ExactlyOnce => {
+                        self.pending.insert(m.pid, m);
+                        Ok(Flow::Continue)
+                    }
+                    _ => self.on_message(m),
+                }
+            }
+            Packet::PubRel(a) => {
+                self.s.send(&Packet::PubComp(Ack::new(a.pid)))?;
+                match self.pending.remove(&a.pid) {
+                    Some(m) => self.on_message(m),
+                    None => Ok(Flow::Continue),
+                }
+            }
+            Packet::SubAck(a) => {
+                if self.cfg.debug {
+                    let codes: Vec<String> = a.codes.iter().map(|c| c.to_string()).collect();
+                    println!("Subscribed (mid: {}): {}", a.pid, codes.join(", "));
+                }
+                if !a.codes.is_empty() && a.codes.iter().all(|&c| c >= 0x80) {
+                    if !self.cfg.quiet {
+                        eprintln!("All subscription requests were denied.");
+                    }
+                    return self.finish(0);
+                }
+                if self.cfg.exit_after_sub {
+                    return self.finish(0);
+                }
+                Ok(Flow::Continue)
+            }
+            Packet::PubAck(a) | Packet::PubComp(a) => {
+                if !self.processing && a.pid == self.last_mid {
+                    return self.finish(0);
+                }
+                if a.pid == self.last_mid {
+                    self.last_mid = 0;
+                }
+                Ok(Flow::Continue)
+            }
+            Packet::PubRec(a) => {
+                self.s.send(&Packet::PubRel(Ack::new(a.pid)))?;
+                Ok(Flow::Continue)
+            }
+            Packet::Disconnect(d) => Err(ClientError::Protocol(format!(
+                "broker disconnected: {}",
+                reason::reason_string(d.reason)
+            ))),
+            _ => Ok(Flow::Continue),
+        }
+    }
+}
+
+pub fn main(args: Vec<String>) -> i32 {
+    let cfg = match options::load(Applet::Sub, SUB_OPTS, &args) {
+        Ok(c) => c,
+        Err(OptError::Help) => {
+            print_usage();
+            return 1;
+        }
+        Err(OptError::Version) => {
+            print_version();
+            return 1;
+        }
+        Err(OptError::Bad(m)) => {
+            eprint!("{m}");
+            eprintln!("\nUse 'rmqtt_sub --help' to see usage.");
+            return 1;
+        }
+    };
+    if let Some(code) = super::unsupported(&cfg) {
+        return code;
+    }
+    let deadline =
+        (cfg.timeout > 0).then(|| Instant::now() + Duration::from_secs(u64::from(cfg.timeout)));
+    let s = match Session::connect(&cfg) {
+        Ok((s, _)) => s,
+        Err(e) => return report_connect_error(&e, cfg.version, cfg.quiet, false),
+    };
+    let mut sub = Subscriber {
+        cfg: &cfg,
+        s,
+        pending: HashMap::new(),
+        processing: true,
+        msg_count: 0,
+        last_mid: 0,
+    };
+    let result = (|| -> Result<i32, ClientError> {
+        sub.subscribe()?;
+        loop {
+            match sub.s.recv(deadline)? {
+                Some(p) => {
+                    if let Flow::Done(code) = sub.handle(p)? {
+                        return Ok(code);
+                    }
+                }
+                None => {
+                    if !cfg.quiet {
+                        eprintln!("Timed out");
+                    }
+                    sub.s.disconnect(&cfg.props.disconnect)?;
+                    return Ok(EXIT_TIMEOUT);
+                }
+            }
+        }
+    })();
+    match result {
+        Ok(code) => code,
+        Err(e) => report_connect_error(&e, cfg.version, cfg.quiet, false),
+    }
+}
