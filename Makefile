@@ -42,3 +42,36 @@ lint:
 
 clean:
 	$(CARGO) clean
+
+# --- OpenWrt router builds and packages (openwrt/README.md) ---
+# Static musl release binaries for mips, mipsel, armv7 and aarch64, with and without TLS, into
+# dist/cross, plus a size table. Installs Debian's rustc-web/rust-web-src, qemu-user, zig
+# (PyPI) and cargo-zigbuild on first use.
+ARCH ?= mips_24kc
+IPK_VARIANT ?= ssl
+
+.PHONY: cross cross-test ipk
+
+cross:
+	scripts/cross.sh
+
+# The same builds, then each binary under qemu-user: broker, rmqtt_pub and rmqtt_sub pass a
+# QoS 2 and a retained message over loopback.
+cross-test:
+	scripts/cross-test.sh
+
+# An installable .ipk for sideloading (`opkg install`), without the OpenWrt SDK:
+#   make ipk ARCH=mips_24kc [IPK_VARIANT=nossl] [BINARY=path/to/rmqtt]
+ipk:
+	@set -e; \
+	case "$(ARCH)" in \
+	mipsel_*) t=mipsel ;; mips_*) t=mips ;; arm_*) t=armv7 ;; aarch64_*) t=aarch64 ;; \
+	*) [ -n "$(BINARY)" ] || { echo "ipk: no cross target for ARCH=$(ARCH); give BINARY=" >&2; exit 2; } ;; \
+	esac; \
+	bin="$(BINARY)"; \
+	if [ -z "$$bin" ]; then \
+		scripts/cross.sh --targets $$t --variants $(IPK_VARIANT); \
+		bin=dist/cross/$$t/$(IPK_VARIANT)/rmqtt; \
+	fi; \
+	name=rmqtt; [ "$(IPK_VARIANT)" = nossl ] && name=rmqtt-nossl; \
+	IPK_NAME=$$name scripts/ipk.sh $(ARCH) "$$bin" dist

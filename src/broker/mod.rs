@@ -24,9 +24,11 @@ use crate::config::{self, Config};
 use log::{info, warn};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const USAGE: &str = "Usage: rmqtt [-c config_file] [-d] [-h] [-p port] [-v] [--test-config]
+const USAGE: &str = "Usage: rmqtt [-c|-u config_file] [-d] [-h] [-p port] [-v] [--test-config]
 
- -c : specify the broker config file.
+ -c : specify the broker config file (Mosquitto syntax, or UCI syntax when its
+      first line is a `config` section).
+ -u : specify the broker config file in UCI syntax (OpenWrt's /etc/config/rmqtt).
  -d : put the broker into the background after starting.
  -h : display this help.
  -p : start the broker listening on the specified port.
@@ -47,6 +49,7 @@ fn usage_error(msg: &str) -> i32 {
 pub fn main(args: Vec<String>) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optopt("c", "config-file", "config file", "FILE");
+    opts.optopt("u", "uci", "UCI config file", "FILE");
     opts.optflag("d", "daemon", "run in the background");
     opts.optflag("h", "help", "help");
     opts.optmulti("p", "port", "port", "PORT");
@@ -78,8 +81,12 @@ pub fn main(args: Vec<String>) -> i32 {
             Err(_) => return usage_error(&format!("invalid port '{p}'")),
         }
     }
-    let (cfg, warnings) = match m.opt_str("c") {
-        Some(path) => match config::mosquitto::load(std::path::Path::new(&path)) {
+    let file = m
+        .opt_str("u")
+        .map(|p| (p, true))
+        .or_else(|| m.opt_str("c").map(|p| (p, false)));
+    let (cfg, warnings) = match file {
+        Some((path, uci)) => match config::uci::load_auto(std::path::Path::new(&path), uci) {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("Error: {e}");
@@ -91,6 +98,39 @@ pub fn main(args: Vec<String>) -> i32 {
     if m.opt_present("test-config") {
         for w in &warnings {
             eprintln!("Warning: {}", w.0);
+        }
+        // The files the broker reads at start-up are checked too. One that does not exist
+        // (yet: a package creates it on install) is a warning, one that is wrong an error.
+        let referenced = cfg.password_file.iter().chain(cfg.acl_file.iter()).chain(
+            cfg.listeners
+                .iter()
+                .flat_map(|l| [&l.certfile, &l.keyfile, &l.cafile].into_iter().flatten()),
+        );
+        let mut missing = false;
+        for f in referenced {
+            if !f.exists() {
+                eprintln!(
+                    "Warning: {} does not exist; the broker will not start without it.",
+                    f.display()
+                );
+                missing = true;
+            }
+        }
+        if !missing {
+            if let Err(e) = core::Auth::load(&cfg) {
+                eprintln!("Error: {e}");
+                return 3;
+            }
+            let tls = cfg
+                .listeners
+                .iter()
+                .filter(|l| l.certfile.is_some() || l.keyfile.is_some());
+            for l in tls {
+                if let Err(e) = crate::tls::ServerTls::new(l) {
+                    eprintln!("Error: {e}");
+                    return 3;
+                }
+            }
         }
         println!("{cfg:#?}");
         return 0;
@@ -121,7 +161,7 @@ pub fn main(args: Vec<String>) -> i32 {
 /// Re-reads the configuration file for SIGHUP; `None` (and a log line) if it no longer loads.
 fn reload(cfg: &Config) -> Option<Config> {
     let path = cfg.source.as_ref()?;
-    match config::mosquitto::load(path) {
+    match config::uci::load_auto(path, false) {
         Ok((c, warnings)) => {
             for w in &warnings {
                 warn!("{}", w.0);

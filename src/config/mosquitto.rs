@@ -527,7 +527,9 @@ fn port(v: &str) -> Result<u16, String> {
 /// `1h`, `2d`, `3w`, `4m` (months), `1y`, or seconds as in Mosquitto.
 fn duration(v: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration ({v}); use a number followed by h, d, w, m or y");
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    // The unit is the last character, which need not be one byte: split on a char boundary.
+    let last = v.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = v.split_at(last);
     let (num, mult) = match unit {
         "h" => (num, 3600u64),
         "d" => (num, 86_400),

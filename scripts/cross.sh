@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Static musl release builds of rmqtt for the router CPUs OpenWrt runs on, made on a Debian 12
+# x86_64 machine with only Debian packages, PyPI and crates.io (no rustup targets):
+# Debian's rustc-web + rust-web-src give `-Zbuild-std`, zig (PyPI `ziglang`) links through
+# cargo-zigbuild.
+#
+# Usage: scripts/cross.sh [--no-install] [--targets "mips mipsel armv7 aarch64"]
+#                         [--variants "ssl nossl"] [--out DIR]
+# Binaries land in DIR/<target>/<variant>/rmqtt (default DIR: dist/cross), a size table is
+# printed and written to DIR/sizes.txt. Variants: `ssl` is the default feature set (with TLS
+# once the `tls` feature exists), `nossl` is `--no-default-features`. Without a `tls` feature in
+# Cargo.toml the two would be the same binary, so only `default` is built.
+#
+# Environment: CARGO_TARGET_DIR (default /tmp/target-cross), CROSS_BUILD_TIMEOUT seconds per
+# build (default 1200), CROSS_SIZE_OPT=1 adds panic_immediate_abort and drops location details.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install=1
+targets="mips mipsel armv7 aarch64"
+variants=""
+out=dist/cross
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --no-install) install=0 ;;
+    --targets) targets="$2"; shift ;;
+    --variants) variants="$2"; shift ;;
+    --out) out="$2"; shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "cross.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ -z "$variants" ]; then
+    if grep -Eq '^[[:space:]]*tls[[:space:]]*=' Cargo.toml; then
+        variants="ssl nossl"
+    else
+        variants="default"
+    fi
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/target-cross}"
+timeout_s="${CROSS_BUILD_TIMEOUT:-1200}"
+
+have_tools() {
+    [ -x /usr/bin/cargo ] && [ -x /usr/bin/rustc ] &&
+        [ -d /usr/lib/rustlib/src/rust/library ] &&
+        command -v qemu-mips >/dev/null && command -v cargo-zigbuild >/dev/null &&
+        python3 -c 'import ziglang' 2>/dev/null
+}
+
+install_tools() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends \
+        rustc-web cargo-web rust-web-src qemu-user binutils-multiarch \
+        gcc-mips-linux-gnu gcc-mipsel-linux-gnu gcc-arm-linux-gnueabihf gcc-aarch64-linux-gnu \
+        python3-pip
+    # Debian's own python refuses global installs (PEP 668); a pyenv python does not.
+    python3 -m pip install ziglang cargo-zigbuild ||
+        python3 -m pip install --break-system-packages ziglang cargo-zigbuild
+    hash -r
+}
+
+if ! have_tools; then
+    if [ "$install" -eq 1 ]; then
+        install_tools
+    fi
+    have_tools || { echo "cross.sh: cross tools missing (run without --no-install)" >&2; exit 1; }
+fi
+
+# Debian's rustc has the std sources that match it exactly; a rustup toolchain first in PATH
+# would not, so Debian's comes first.
+export PATH="/usr/bin:$PATH"
+export RUSTC_BOOTSTRAP=1
+
+triple() {
+    case "$1" in
+    mips) echo mips-unknown-linux-musl ;;
+    mipsel) echo mipsel-unknown-linux-musl ;;
+    armv7) echo armv7-unknown-linux-musleabihf ;;
+    aarch64) echo aarch64-unknown-linux-musl ;;
+    *) echo "cross.sh: unknown target $1 (mips, mipsel, armv7, aarch64)" >&2; return 1 ;;
+    esac
+}
+
+strip_tool() {
+    case "$1" in
+    mips) echo mips-linux-gnu-strip ;;
+    mipsel) echo mipsel-linux-gnu-strip ;;
+    armv7) echo arm-linux-gnueabihf-strip ;;
+    aarch64) echo aarch64-linux-gnu-strip ;;
+    esac
+}
+
+rustflags() {
+    case "$1" in
+    # The default static-PIE binary dies with SIGSEGV at the first thread-local access on MIPS.
+    mips | mipsel) echo "-C relocation-model=static" ;;
+    # zig provides the C runtime objects; Rust's self-contained crt1.o is not shipped here.
+    armv7 | aarch64) echo "-C link-self-contained=no" ;;
+    esac
+}
+
+mkdir -p "$out"
+log="$out/build.log"
+: >"$log"
+rows=()
+status=0
+for t in $targets; do
+    tr=$(triple "$t")
+    for v in $variants; do
+        feat=()
+        [ "$v" = nossl ] && feat=(--no-default-features)
+        flags="$(rustflags "$t")"
+        zflags=(-Zbuild-std=std,panic_abort)
+        if [ "${CROSS_SIZE_OPT:-0}" = 1 ]; then
+            # Newer std sources refuse the old feature and want the panic strategy instead.
+            if grep -q 'now a real panic strategy' \
+                /usr/lib/rustlib/src/rust/library/core/src/panicking.rs 2>/dev/null; then
+                flags="$flags -Zunstable-options -Cpanic=immediate-abort"
+            else
+                zflags+=(-Zbuild-std-features=panic_immediate_abort)
+            fi
+            flags="$flags -Zlocation-detail=none"
+        fi
+        echo "=== $t ($tr) $v: cargo zigbuild ${feat[*]:-}" | tee -a "$log"
+        start=$(date +%s)
+        if RUSTFLAGS="$flags" timeout "$timeout_s" cargo zigbuild --release --target "$tr" \
+            "${zflags[@]}" "${feat[@]}" --bin rmqtt >>"$log" 2>&1; then
+            dir="$out/$t/$v"
+            mkdir -p "$dir"
+            cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt"
+            "$(strip_tool "$t")" "$dir/rmqtt" 2>/dev/null || true
+            size=$(stat -c %s "$dir/rmqtt")
+            rows+=("$(printf '%-8s %-32s %-8s %10s %8s %5ss' "$t" "$tr" "$v" "$size" \
+                "$((size / 1024))K" "$(($(date +%s) - start))")")
+        else
+            status=1
+            rows+=("$(printf '%-8s %-32s %-8s %10s' "$t" "$tr" "$v" FAILED)")
+            tail -20 "$log" >&2
+        fi
+    done
+done
+
+{
+    printf '%-8s %-32s %-8s %10s %8s %6s\n' target triple variant bytes size time
+    printf '%s\n' "${rows[@]}"
+} | tee "$out/sizes.txt"
+exit "$status"

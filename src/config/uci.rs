@@ -1,0 +1,1250 @@
+//! UCI configuration files (OpenWrt's `/etc/config/*` syntax) and the loader that maps the
+//! `rmqtt` package onto the typed [`Config`].
+//!
+//! The parser follows libuci's file syntax: `package`, `config TYPE ['name']`,
+//! `option NAME VALUE`, `list NAME VALUE` (and their one-letter forms), `'...'` literal,
+//! `"..."` where a backslash takes the next character literally, unquoted words ending at
+//! whitespace, pieces glued together (`a'b c'"d"`), quoted values spanning lines, a trailing
+//! backslash continuing the line, `#` comments and `;` between statements. It never panics on
+//! file contents, and every error carries the file and the line.
+//!
+//! The loader uses the section and option names of OpenWrt's mosquitto package (`owrt`,
+//! `mosquitto`, `persistence`, `listener`, `bridge`), so a user migrates by renaming the file.
+//! Every option it knows is in [`SECTIONS`]; unknown options are warnings, never silently dropped.
+
+use super::mosquitto::Warning;
+use super::{parse_bool, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where `use_uci 0` sends the broker when the `owrt` section names no other file.
+pub const DEFAULT_MOSQUITTO_CONF: &str = "/etc/rmqtt/rmqtt.conf";
+
+/// The value of an option: `option` gives one string, `list` a sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Single(String),
+    List(Vec<String>),
+}
+
+impl Value {
+    /// Every string in the value, in order.
+    pub fn items(&self) -> &[String] {
+        match self {
+            Value::Single(s) => std::slice::from_ref(s),
+            Value::List(l) => l,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UciOption {
+    pub name: String,
+    pub value: Value,
+    /// Line of the statement that last set the option (or first added to the list).
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Section {
+    pub stype: String,
+    /// `None` for an anonymous section (`config listener` without a name).
+    pub name: Option<String>,
+    pub line: usize,
+    pub options: Vec<UciOption>,
+}
+
+impl Section {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.options
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| &o.value)
+    }
+}
+
+/// One statement: its words after quoting is resolved, and the line it started on.
+struct Statement {
+    line: usize,
+    words: Vec<String>,
+}
+
+fn parse_error(file: &str, line: usize, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        message: message.into(),
+    }
+}
+
+/// Splits `text` into statements, resolving quotes, escapes, comments and continuations.
+fn lex(file: &str, text: &str) -> Result<Vec<Statement>, ConfigError> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    let mut words: Vec<String> = Vec::new();
+    let mut stmt_line = 1;
+    let flush = |words: &mut Vec<String>, out: &mut Vec<Statement>, at: usize| {
+        if !words.is_empty() {
+            out.push(Statement {
+                line: at,
+                words: std::mem::take(words),
+            });
+        }
+    };
+    loop {
+        while chars
+            .peek()
+            .is_some_and(|c| *c != '\n' && c.is_whitespace())
+        {
+            chars.next();
+        }
+        match chars.peek().copied() {
+            None => {
+                flush(&mut words, &mut out, stmt_line);
+                return Ok(out);
+            }
+            Some('\n') => {
+                chars.next();
+                flush(&mut words, &mut out, stmt_line);
+                line += 1;
+            }
+            Some(';') => {
+                chars.next();
+                flush(&mut words, &mut out, stmt_line);
+            }
+            Some('#') => {
+                while chars.peek().is_some_and(|c| *c != '\n') {
+                    chars.next();
+                }
+            }
+            Some(_) => {
+                if words.is_empty() {
+                    stmt_line = line;
+                }
+                let mut word = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || c == ';' || c == '#' {
+                        break;
+                    }
+                    chars.next();
+                    match c {
+                        '\'' => {
+                            let opened = line;
+                            loop {
+                                match chars.next() {
+                                    None => {
+                                        return Err(parse_error(
+                                            file,
+                                            opened,
+                                            "unterminated ' (single quote)",
+                                        ))
+                                    }
+                                    Some('\'') => break,
+                                    Some(ch) => {
+                                        if ch == '\n' {
+                                            line += 1;
+                                        }
+                                        word.push(ch);
+                                    }
+                                }
+                            }
+                        }
+                        '"' => {
+                            let opened = line;
+                            loop {
+                                match chars.next() {
+                                    None => {
+                                        return Err(parse_error(
+                                            file,
+                                            opened,
+                                            "unterminated \" (double quote)",
+                                        ))
+                                    }
+                                    Some('"') => break,
+                                    Some('\\') => match chars.next() {
+                                        None => {
+                                            return Err(parse_error(
+                                                file,
+                                                opened,
+                                                "unterminated \" (double quote)",
+                                            ))
+                                        }
+                                        // A backslash before the line end joins the lines.
+                                        Some('\n') => line += 1,
+                                        Some(ch) => word.push(ch),
+                                    },
+                                    Some(ch) => {
+                                        if ch == '\n' {
+                                            line += 1;
+                                        }
+                                        word.push(ch);
+                                    }
+                                }
+                            }
+                        }
+                        '\\' => match chars.next() {
+                            None => {}
+                            Some('\n') => line += 1,
+                            Some(ch) => word.push(ch),
+                        },
+                        ch => word.push(ch),
+                    }
+                }
+                words.push(word);
+            }
+        }
+    }
+}
+
+/// UCI names (section names, option names, types): `[A-Za-z0-9_]+`.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Parses UCI text as if it came from `file`. Sections with the same name merge, `option`
+/// replaces, `list` appends (turning an earlier `option` into the list's first item), and an
+/// empty `option` value deletes the option, all as libuci does.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Section>, ConfigError> {
+    let mut sections: Vec<Section> = Vec::new();
+    let mut current: Option<usize> = None;
+    for st in lex(file, text)? {
+        let err = |m: String| parse_error(file, st.line, m);
+        let (cmd, args) = match st.words.split_first() {
+            Some(x) => x,
+            None => continue,
+        };
+        match cmd.as_str() {
+            "package" | "p" => match args {
+                [name] if !name.is_empty() => {}
+                [] | [_] => return Err(err("package without name".into())),
+                _ => return Err(err("too many arguments to package".into())),
+            },
+            "config" | "c" => {
+                let (stype, name) = match args {
+                    [t] => (t, None),
+                    [t, n] => (t, Some(n)),
+                    [] => return Err(err("config without a section type".into())),
+                    _ => return Err(err("too many arguments to config".into())),
+                };
+                if !valid_name(stype) {
+                    return Err(err(format!(
+                        "invalid section type '{stype}' (use letters, digits and _)"
+                    )));
+                }
+                let name = name.filter(|n| !n.is_empty());
+                if let Some(n) = name {
+                    if !valid_name(n) {
+                        return Err(err(format!(
+                            "invalid section name '{n}' (use letters, digits and _)"
+                        )));
+                    }
+                }
+                let existing = name.and_then(|n| {
+                    sections
+                        .iter()
+                        .position(|s| s.name.as_deref() == Some(n.as_str()))
+                });
+                match existing {
+                    Some(i) => {
+                        if let Some(s) = sections.get_mut(i) {
+                            s.stype = stype.clone();
+                        }
+                        current = Some(i);
+                    }
+                    None => {
+                        sections.push(Section {
+                            stype: stype.clone(),
+                            name: name.cloned(),
+                            line: st.line,
+                            options: Vec::new(),
+                        });
+                        current = Some(sections.len() - 1);
+                    }
+                }
+            }
+            "option" | "o" | "list" | "l" => {
+                let is_list = cmd.starts_with('l');
+                let Some(sec) = current.and_then(|i| sections.get_mut(i)) else {
+                    return Err(err(format!("{cmd} found before the first section")));
+                };
+                let (name, value) = match args {
+                    [n] => (n, String::new()),
+                    [n, v] => (n, v.clone()),
+                    [] => return Err(err(format!("{cmd} without a name"))),
+                    _ => {
+                        return Err(err(format!(
+                            "too many arguments to {cmd} (quote values that contain spaces)"
+                        )))
+                    }
+                };
+                if !valid_name(name) {
+                    return Err(err(format!(
+                        "invalid option name '{name}' (use letters, digits and _)"
+                    )));
+                }
+                let pos = sec.options.iter().position(|o| o.name == *name);
+                match (is_list, pos) {
+                    (false, Some(i)) if value.is_empty() => {
+                        sec.options.remove(i);
+                    }
+                    (false, _) if value.is_empty() => {}
+                    (false, Some(i)) => {
+                        if let Some(o) = sec.options.get_mut(i) {
+                            o.value = Value::Single(value);
+                            o.line = st.line;
+                        }
+                    }
+                    (true, Some(i)) => {
+                        if let Some(o) = sec.options.get_mut(i) {
+                            o.value = match std::mem::replace(&mut o.value, Value::List(vec![])) {
+                                Value::Single(s) => Value::List(vec![s, value]),
+                                Value::List(mut l) => {
+                                    l.push(value);
+                                    Value::List(l)
+                                }
+                            };
+                        }
+                    }
+                    (is_list, None) => sec.options.push(UciOption {
+                        name: name.clone(),
+                        value: if is_list {
+                            Value::List(vec![value])
+                        } else {
+                            Value::Single(value)
+                        },
+                        line: st.line,
+                    }),
+                }
+            }
+            other => {
+                return Err(err(format!(
+                    "invalid command '{other}' (expected config, option, list or package)"
+                )))
+            }
+        }
+    }
+    Ok(sections)
+}
+
+/// True when `text` is UCI rather than Mosquitto syntax: its first statement is `config` or
+/// `package` (Mosquitto has neither key).
+pub fn looks_like_uci(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next())
+        .is_some_and(|w| w == "config" || w == "package")
+}
+
+/// What an option handler gets: the option's value, `option` or `list`.
+struct Arg<'a> {
+    value: &'a Value,
+}
+
+impl Arg<'_> {
+    fn one(&self) -> Result<&str, String> {
+        match self.value {
+            Value::Single(s) => Ok(s),
+            Value::List(l) => match l.as_slice() {
+                [s] => Ok(s),
+                _ => Err("expects a single value, not a list".to_owned()),
+            },
+        }
+    }
+
+    fn boolean(&self) -> Result<bool, String> {
+        let v = self.one()?;
+        parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use 0 or 1"))
+    }
+
+    fn number(&self, min: i64, max: i64) -> Result<i64, String> {
+        let v = self.one()?;
+        let n: i64 = v.parse().map_err(|_| format!("invalid number ({v})"))?;
+        if n < min || n > max {
+            return Err(format!("value {n} out of range {min}..{max}"));
+        }
+        Ok(n)
+    }
+
+    fn path(&self) -> Result<PathBuf, String> {
+        let v = self.one()?;
+        if v.is_empty() {
+            return Err("missing path".to_owned());
+        }
+        Ok(PathBuf::from(v))
+    }
+}
+
+/// Loader state while walking the sections.
+struct Loader {
+    cfg: Config,
+    warnings: Vec<Warning>,
+    /// `owrt.use_uci`: `false` sends the broker to a Mosquitto-syntax file.
+    use_uci: bool,
+    mosquitto_conf: PathBuf,
+    /// Listener made by the general section's `port`/`protocol`/`no_remote_access`.
+    general_listener: Option<Listener>,
+    general_no_remote: bool,
+}
+
+type Handler = fn(&mut Loader, &mut Listener, &Arg) -> Result<(), String>;
+
+/// A section type and the options it understands, each with a one-line description. The
+/// descriptions are what `openwrt/README.md` documents; a test keeps the two in step.
+pub struct SectionSpec {
+    pub stype: &'static str,
+    options: &'static [(&'static str, Handler, &'static str)],
+}
+
+macro_rules! set {
+    ($field:ident, $conv:expr) => {
+        |l: &mut Loader, _: &mut Listener, a: &Arg| {
+            l.cfg.$field = $conv(a)?;
+            Ok(())
+        }
+    };
+}
+
+macro_rules! set_listener {
+    ($field:ident, $conv:expr) => {
+        |_: &mut Loader, li: &mut Listener, a: &Arg| {
+            li.$field = $conv(a)?;
+            Ok(())
+        }
+    };
+}
+
+fn some_path(a: &Arg) -> Result<Option<PathBuf>, String> {
+    a.path().map(Some)
+}
+
+fn owned(a: &Arg) -> Result<String, String> {
+    a.one().map(str::to_owned)
+}
+
+fn protocol(a: &Arg) -> Result<ListenerProtocol, String> {
+    match a.one()? {
+        "mqtt" => Ok(ListenerProtocol::Mqtt),
+        "websockets" => Ok(ListenerProtocol::WebSockets),
+        other => Err(format!(
+            "invalid protocol ({other}); use mqtt or websockets"
+        )),
+    }
+}
+
+fn port(a: &Arg) -> Result<u16, String> {
+    let v = a.one()?;
+    v.parse::<u16>()
+        .map_err(|_| format!("invalid port ({v}); use a number from 0 to 65535"))
+}
+
+/// `1h`, `2d`, `3w`, `4m` (months), `1y`, or plain seconds, as in Mosquitto.
+fn duration(a: &Arg) -> Result<Option<Duration>, String> {
+    let v = a.one()?;
+    let err = || format!("invalid duration ({v}); use a number followed by h, d, w, m or y");
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 'h')) => (v.get(..i), 3600u64),
+        Some((i, 'd')) => (v.get(..i), 86_400),
+        Some((i, 'w')) => (v.get(..i), 7 * 86_400),
+        Some((i, 'm')) => (v.get(..i), 30 * 86_400),
+        Some((i, 'y')) => (v.get(..i), 365 * 86_400),
+        _ => (Some(v), 1),
+    };
+    let n: u64 = num.ok_or_else(err)?.parse().map_err(|_| err())?;
+    Ok(Some(Duration::from_secs(n.saturating_mul(mult))))
+}
+
+fn log_dest(item: &str) -> Result<LogDest, String> {
+    let words: Vec<&str> = item.split_whitespace().collect();
+    Ok(match words.as_slice() {
+        ["stdout"] => LogDest::Stdout,
+        ["stderr"] => LogDest::Stderr,
+        ["syslog"] => LogDest::Syslog,
+        ["topic"] => LogDest::Topic,
+        ["none"] => LogDest::None,
+        ["file", rest @ ..] if !rest.is_empty() => LogDest::File(PathBuf::from(rest.join(" "))),
+        _ => {
+            return Err(format!(
+                "invalid log_dest ({item}); use stdout, stderr, syslog, topic, none or file PATH"
+            ))
+        }
+    })
+}
+
+const LOG_TYPES: &[&str] = &[
+    "debug",
+    "error",
+    "warning",
+    "notice",
+    "information",
+    "subscribe",
+    "unsubscribe",
+    "websockets",
+    "none",
+    "all",
+];
+
+/// Bridge options are parsed and named so that LuCI and the docs agree on them; the loader
+/// warns about each one instead of calling this.
+fn bridge_unsupported(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
+    Ok(())
+}
+
+/// Every section type and option the loader understands.
+pub const SECTIONS: &[SectionSpec] = &[
+    SectionSpec {
+        stype: "owrt",
+        options: &[
+            (
+                "use_uci",
+                |l, _, a| {
+                    l.use_uci = a.boolean()?;
+                    Ok(())
+                },
+                "1: configure from this file; 0: use the Mosquitto-syntax file in config_file",
+            ),
+            (
+                "config_file",
+                |l, _, a| {
+                    l.mosquitto_conf = a.path()?;
+                    Ok(())
+                },
+                "Mosquitto-syntax file used when use_uci is 0 (default /etc/rmqtt/rmqtt.conf)",
+            ),
+        ],
+    },
+    SectionSpec {
+        stype: "mosquitto",
+        options: &[
+            (
+                "allow_anonymous",
+                |l, _, a| {
+                    l.cfg.allow_anonymous = Some(a.boolean()?);
+                    Ok(())
+                },
+                "let clients connect without a username (default 0)",
+            ),
+            (
+                "password_file",
+                set!(password_file, some_path),
+                "Mosquitto password file (rmqtt_passwd)",
+            ),
+            ("acl_file", set!(acl_file, some_path), "Mosquitto ACL file"),
+            ("pid_file", set!(pid_file, some_path), "write the process id here"),
+            (
+                "user",
+                |l, _, a| {
+                    l.cfg.user = Some(owned(a)?);
+                    Ok(())
+                },
+                "drop privileges to this user",
+            ),
+            (
+                "per_listener_settings",
+                set!(per_listener_settings, |a: &Arg| a.boolean()),
+                "listener allow_anonymous overrides the global one",
+            ),
+            (
+                "log_dest",
+                |l, _, a| {
+                    for item in a.value.items() {
+                        // The old option form held several destinations separated by spaces.
+                        if item.starts_with("file") || matches!(a.value, Value::List(_)) {
+                            l.cfg.log_dest.push(log_dest(item)?);
+                        } else {
+                            for w in item.split_whitespace() {
+                                l.cfg.log_dest.push(log_dest(w)?);
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+                "list: stdout, stderr, syslog, topic, none or 'file PATH'",
+            ),
+            (
+                "log_types",
+                |l, _, a| {
+                    for t in a.value.items().iter().flat_map(|i| i.split_whitespace()) {
+                        if !LOG_TYPES.contains(&t) {
+                            return Err(format!("invalid log type ({t})"));
+                        }
+                        l.cfg.log_types.push(t.to_owned());
+                    }
+                    Ok(())
+                },
+                "list: debug, error, warning, notice, information, subscribe, unsubscribe, all, none",
+            ),
+            (
+                "log_timestamp",
+                set!(log_timestamp, |a: &Arg| a.boolean()),
+                "prefix log lines with the time (default 1)",
+            ),
+            (
+                "log_timestamp_format",
+                |l, _, a| {
+                    l.cfg.log_timestamp_format = Some(owned(a)?);
+                    Ok(())
+                },
+                "strftime format for log timestamps",
+            ),
+            (
+                "connection_messages",
+                set!(connection_messages, |a: &Arg| a.boolean()),
+                "log connects and disconnects (default 1)",
+            ),
+            (
+                "max_connections",
+                set!(max_connections, |a: &Arg| a
+                    .number(-1, i64::from(i32::MAX))),
+                "total client limit, -1 for none",
+            ),
+            (
+                "max_inflight_messages",
+                set!(max_inflight_messages, |a: &Arg| a
+                    .number(0, 65535)
+                    .map(|n| n as u16)),
+                "QoS 1/2 messages in flight per client (default 20)",
+            ),
+            (
+                "max_queued_messages",
+                set!(max_queued_messages, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "messages queued per client (default 1000)",
+            ),
+            (
+                "max_queued_bytes",
+                set!(max_queued_bytes, |a: &Arg| a
+                    .number(0, i64::MAX)
+                    .map(|n| n as u64)),
+                "bytes queued per client, 0 for no limit",
+            ),
+            (
+                "message_size_limit",
+                set!(message_size_limit, |a: &Arg| a
+                    .number(0, 268_435_455)
+                    .map(|n| n as u32)),
+                "largest payload accepted, 0 for no limit",
+            ),
+            (
+                "max_packet_size",
+                set!(max_packet_size, |a: &Arg| a
+                    .number(0, 268_435_460)
+                    .map(|n| n as u32)),
+                "largest packet accepted, 0 for no limit",
+            ),
+            (
+                "max_keepalive",
+                set!(max_keepalive, |a: &Arg| a.number(0, 65535).map(|n| n as u16)),
+                "largest keepalive granted to v5 clients",
+            ),
+            (
+                "sys_interval",
+                set!(sys_interval, |a: &Arg| a.number(0, 65535).map(|n| n as u32)),
+                "seconds between $SYS updates, 0 to disable (default 10)",
+            ),
+            (
+                "retain_available",
+                set!(retain_available, |a: &Arg| a.boolean()),
+                "accept retained messages (default 1)",
+            ),
+            (
+                "queue_qos0_messages",
+                set!(queue_qos0_messages, |a: &Arg| a.boolean()),
+                "queue QoS 0 messages for offline persistent clients",
+            ),
+            (
+                "upgrade_outgoing_qos",
+                set!(upgrade_outgoing_qos, |a: &Arg| a.boolean()),
+                "deliver at the subscription QoS",
+            ),
+            (
+                "allow_zero_length_clientid",
+                set!(allow_zero_length_clientid, |a: &Arg| a.boolean()),
+                "assign ids to clients that send none (default 1)",
+            ),
+            (
+                "auto_id_prefix",
+                set!(auto_id_prefix, owned),
+                "prefix of assigned client ids (default auto-)",
+            ),
+            (
+                "port",
+                |l, _, a| {
+                    let p = port(a)?;
+                    l.general_listener
+                        .get_or_insert_with(|| Listener::new(1883, None))
+                        .port = p;
+                    Ok(())
+                },
+                "a listener on this port, besides the listener sections",
+            ),
+            (
+                "protocol",
+                |l, _, a| {
+                    let p = protocol(a)?;
+                    l.general_listener
+                        .get_or_insert_with(|| Listener::new(1883, None))
+                        .protocol = p;
+                    Ok(())
+                },
+                "protocol of the general port: mqtt or websockets",
+            ),
+            (
+                "no_remote_access",
+                |l, _, a| {
+                    l.general_no_remote = a.boolean()?;
+                    Ok(())
+                },
+                "bind the general port to 127.0.0.1 only",
+            ),
+        ],
+    },
+    SectionSpec {
+        stype: "persistence",
+        options: &[
+            (
+                "persistence",
+                set!(persistence, |a: &Arg| a.boolean()),
+                "keep retained messages and sessions across restarts",
+            ),
+            (
+                "location",
+                set!(persistence_location, some_path),
+                "directory of the database (keep it in RAM, /tmp, to spare the flash)",
+            ),
+            (
+                "file",
+                set!(persistence_file, owned),
+                "database file name (default rmqtt.db)",
+            ),
+            (
+                "autosave_interval",
+                set!(autosave_interval, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "seconds between saves (default 1800)",
+            ),
+            (
+                "autosave_on_changes",
+                set!(autosave_on_changes, |a: &Arg| a.boolean()),
+                "autosave_interval counts changes instead of seconds",
+            ),
+            (
+                "client_expiration",
+                set!(persistent_client_expiration, duration),
+                "forget persistent clients idle this long (1h, 2d, 3w, 4m, 1y)",
+            ),
+        ],
+    },
+    SectionSpec {
+        stype: "listener",
+        options: &[
+            ("port", set_listener!(port, port), "TCP port (required)"),
+            (
+                "bind_address",
+                |_, li, a| {
+                    li.bind = Some(owned(a)?);
+                    Ok(())
+                },
+                "address to listen on (default: all)",
+            ),
+            (
+                "no_remote_access",
+                |_, li, a| {
+                    if a.boolean()? {
+                        li.bind = Some("127.0.0.1".to_owned());
+                    }
+                    Ok(())
+                },
+                "listen on 127.0.0.1 only",
+            ),
+            (
+                "protocol",
+                set_listener!(protocol, protocol),
+                "mqtt or websockets",
+            ),
+            (
+                "allow_anonymous",
+                |l, li, a| {
+                    li.allow_anonymous = Some(a.boolean()?);
+                    // A per-listener choice in the UI only means something with this on.
+                    l.cfg.per_listener_settings = true;
+                    Ok(())
+                },
+                "anonymous access on this listener (overrides the general one)",
+            ),
+            (
+                "max_connections",
+                set_listener!(max_connections, |a: &Arg| a
+                    .number(-1, i64::from(i32::MAX))),
+                "client limit on this listener, -1 for none",
+            ),
+            ("cafile", set_listener!(cafile, some_path), "TLS: CA certificates"),
+            ("capath", set_listener!(capath, some_path), "TLS: CA directory"),
+            (
+                "certfile",
+                set_listener!(certfile, some_path),
+                "TLS: server certificate (enables TLS)",
+            ),
+            ("keyfile", set_listener!(keyfile, some_path), "TLS: private key"),
+            (
+                "require_certificate",
+                set_listener!(require_certificate, |a: &Arg| a.boolean()),
+                "TLS: clients must present a certificate",
+            ),
+            (
+                "use_identity_as_username",
+                set_listener!(use_identity_as_username, |a: &Arg| a.boolean()),
+                "TLS: the certificate CN is the username",
+            ),
+            (
+                "tls_version",
+                |_, li, a| {
+                    let v = owned(a)?;
+                    if !["tlsv1.2", "tlsv1.3"].contains(&v.as_str()) {
+                        return Err(format!(
+                            "unsupported tls_version ({v}); use tlsv1.2 or tlsv1.3"
+                        ));
+                    }
+                    li.tls_version = Some(v);
+                    Ok(())
+                },
+                "TLS: tlsv1.2 or tlsv1.3",
+            ),
+        ],
+    },
+    SectionSpec {
+        stype: "bridge",
+        options: &[
+            ("connection", bridge_unsupported, "bridge name (not supported yet)"),
+            ("address", bridge_unsupported, "remote host[:port] (not supported yet)"),
+            (
+                "topic",
+                bridge_unsupported,
+                "list: 'pattern [in|out|both] [qos] [local] [remote]' (not supported yet)",
+            ),
+            ("remote_username", bridge_unsupported, "(not supported yet)"),
+            ("remote_password", bridge_unsupported, "(not supported yet)"),
+            ("remote_clientid", bridge_unsupported, "(not supported yet)"),
+            ("clientid", bridge_unsupported, "(not supported yet)"),
+            ("cleansession", bridge_unsupported, "(not supported yet)"),
+            ("keepalive_interval", bridge_unsupported, "(not supported yet)"),
+            ("restart_timeout", bridge_unsupported, "(not supported yet)"),
+            ("bridge_cafile", bridge_unsupported, "(not supported yet)"),
+            ("bridge_insecure", bridge_unsupported, "(not supported yet)"),
+            ("bridge_protocol_version", bridge_unsupported, "(not supported yet)"),
+            ("try_private", bridge_unsupported, "(not supported yet)"),
+            ("notifications", bridge_unsupported, "(not supported yet)"),
+        ],
+    },
+];
+
+/// Every `(section type, option)` pair the loader knows, with its description.
+pub fn known_options() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    SECTIONS
+        .iter()
+        .flat_map(|s| s.options.iter().map(move |(o, _, d)| (s.stype, *o, *d)))
+}
+
+/// Reads the UCI file `path` into a [`Config`]. With `use_uci 0` in the `owrt` section the
+/// Mosquitto-syntax file it names (default [`DEFAULT_MOSQUITTO_CONF`]) is loaded instead.
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: name.clone(),
+        line: 0,
+        message: format!("cannot read configuration file: {e}"),
+    })?;
+    let (mut cfg, warnings, redirect) = parse_config(&name, &text)?;
+    if let Some(conf) = redirect {
+        return super::mosquitto::load(&conf);
+    }
+    cfg.source = Some(path.to_owned());
+    Ok((cfg, warnings))
+}
+
+/// Reads `path` as UCI when `uci` is set or when its content looks like UCI (see
+/// [`looks_like_uci`]), else as a Mosquitto-style file: what `rmqtt -u` / `-c` and SIGHUP use.
+pub fn load_auto(path: &Path, uci: bool) -> Result<(Config, Vec<Warning>), ConfigError> {
+    if uci {
+        return load(path);
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) if looks_like_uci(&text) => load(path),
+        // Read errors are reported, with the file name, by the Mosquitto loader.
+        _ => super::mosquitto::load(path),
+    }
+}
+
+/// Maps UCI text onto a [`Config`] as if it came from `name`. `use_uci 0` is reported as an
+/// error here: only [`load`] follows it to another file.
+pub fn parse_str(name: &str, text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
+    match parse_config(name, text)? {
+        (cfg, w, None) => Ok((cfg, w)),
+        (_, _, Some(p)) => Err(ConfigError {
+            file: name.to_owned(),
+            line: 0,
+            message: format!("use_uci is 0: the configuration is in {}", p.display()),
+        }),
+    }
+}
+
+type Parsed = (Config, Vec<Warning>, Option<PathBuf>);
+
+fn parse_config(name: &str, text: &str) -> Result<Parsed, ConfigError> {
+    let sections = parse(name, text)?;
+    let mut l = Loader {
+        cfg: Config {
+            source: Some(PathBuf::from(name)),
+            ..Config::default()
+        },
+        warnings: Vec::new(),
+        use_uci: true,
+        mosquitto_conf: PathBuf::from(DEFAULT_MOSQUITTO_CONF),
+        general_listener: None,
+        general_no_remote: false,
+    };
+    // `owrt` first: with use_uci 0 nothing else in the file matters, errors included.
+    for sec in sections.iter().filter(|s| s.stype == "owrt") {
+        apply_section(&mut l, name, sec, &mut Listener::new(0, None))?;
+    }
+    if !l.use_uci {
+        return Ok((l.cfg, l.warnings, Some(l.mosquitto_conf)));
+    }
+    for sec in sections.iter().filter(|s| s.stype != "owrt") {
+        match sec.stype.as_str() {
+            "listener" => {
+                let mut li = Listener::new(0, None);
+                apply_section(&mut l, name, sec, &mut li)?;
+                if sec.get("port").is_none() {
+                    l.warnings.push(Warning(format!(
+                        "{name}:{}: listener section without port; ignored",
+                        sec.line
+                    )));
+                } else {
+                    l.cfg.listeners.push(li);
+                }
+            }
+            "mosquitto" | "persistence" | "bridge" => {
+                apply_section(&mut l, name, sec, &mut Listener::new(0, None))?;
+            }
+            other => l.warnings.push(Warning(format!(
+                "{name}:{}: unknown section type \"{other}\"; ignored",
+                sec.line
+            ))),
+        }
+    }
+    if let Some(mut g) = l.general_listener.take() {
+        if l.general_no_remote {
+            g.bind = Some("127.0.0.1".to_owned());
+        }
+        l.cfg.listeners.insert(0, g);
+    } else if l.general_no_remote {
+        // Without a general port, "no remote access" can only mean every listener.
+        for li in &mut l.cfg.listeners {
+            li.bind = Some("127.0.0.1".to_owned());
+        }
+    }
+    Ok((l.cfg, l.warnings, None))
+}
+
+fn apply_section(
+    l: &mut Loader,
+    file: &str,
+    sec: &Section,
+    li: &mut Listener,
+) -> Result<(), ConfigError> {
+    let Some(spec) = SECTIONS.iter().find(|s| s.stype == sec.stype) else {
+        return Ok(());
+    };
+    for opt in &sec.options {
+        let Some((_, handler, _)) = spec.options.iter().find(|(n, _, _)| *n == opt.name) else {
+            l.warnings.push(Warning(format!(
+                "{file}:{}: unknown option \"{}\" in {} section; ignored",
+                opt.line, opt.name, sec.stype
+            )));
+            continue;
+        };
+        if spec.stype == "bridge" {
+            l.warnings.push(Warning(format!(
+                "{file}:{}: bridge option {} is not supported yet; ignored",
+                opt.line, opt.name
+            )));
+            continue;
+        }
+        handler(l, li, &Arg { value: &opt.value }).map_err(|m| ConfigError {
+            file: file.to_owned(),
+            line: opt.line,
+            message: format!("{}.{}: {m}", sec.stype, opt.name),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(text: &str) -> Section {
+        let mut s = parse("t", text).unwrap();
+        assert_eq!(s.len(), 1, "{s:?}");
+        s.remove(0)
+    }
+
+    fn single(s: &Section, name: &str) -> String {
+        match s.get(name) {
+            Some(Value::Single(v)) => v.clone(),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        let s = one(concat!(
+            "config listener 'lan'\n",
+            "\toption a 'single quoted \"x\" \\n'\n",
+            "\toption b \"double quoted 'y'\"\n",
+            "\toption c unquoted\n",
+            "\toption d glued'together 'with\" pieces\"\n",
+            "\toption e ''\n",
+            "\toption f '#not a comment'\n",
+        ));
+        assert_eq!(s.stype, "listener");
+        assert_eq!(s.name.as_deref(), Some("lan"));
+        assert_eq!(single(&s, "a"), "single quoted \"x\" \\n");
+        assert_eq!(single(&s, "b"), "double quoted 'y'");
+        assert_eq!(single(&s, "c"), "unquoted");
+        assert_eq!(single(&s, "d"), "gluedtogether with pieces");
+        // An empty value deletes the option, as `uci set x.y.z=''` does.
+        assert_eq!(s.get("e"), None);
+        assert_eq!(single(&s, "f"), "#not a comment");
+    }
+
+    #[test]
+    fn escapes() {
+        let s = one(concat!(
+            "config x\n",
+            "option a \"quote \\\" backslash \\\\ n \\n\"\n",
+            "option b un\\ quoted\\'\n",
+            "option c \"joined \\\nline\"\n",
+            "option d long\\\n",
+            "value\n",
+            "option e 'multi\nline'\n",
+            "option f after\n",
+        ));
+        assert_eq!(single(&s, "a"), "quote \" backslash \\ n n");
+        assert_eq!(single(&s, "b"), "un quoted'");
+        assert_eq!(single(&s, "c"), "joined line");
+        assert_eq!(single(&s, "d"), "longvalue");
+        assert_eq!(single(&s, "e"), "multi\nline");
+        let f = s.options.iter().find(|o| o.name == "f").unwrap();
+        assert_eq!(
+            f.line, 10,
+            "line numbers survive continuations and multi-line strings"
+        );
+    }
+
+    #[test]
+    fn lists_and_overrides() {
+        let s = one(concat!(
+            "config mosquitto\n",
+            "  list log_dest syslog\n",
+            "  list log_dest 'file /tmp/x y'\n",
+            "  option port 1\n",
+            "  option port 2\n",
+            "  option t first\n",
+            "  list t second\n",
+        ));
+        assert_eq!(
+            s.get("log_dest"),
+            Some(&Value::List(vec!["syslog".into(), "file /tmp/x y".into()]))
+        );
+        assert_eq!(single(&s, "port"), "2");
+        assert_eq!(
+            s.get("t"),
+            Some(&Value::List(vec!["first".into(), "second".into()]))
+        );
+    }
+
+    #[test]
+    fn anonymous_and_named_sections() {
+        let secs = parse(
+            "t",
+            concat!(
+                "package rmqtt\n",
+                "# a comment\n",
+                "config listener\n option port 1883 # trailing comment\n",
+                "config listener; option port 8883\n",
+                "config mosquitto 'general'\n option a 1\n",
+                "config mosquitto general\n option b 2\n",
+                "c listener\n o port 9001\n l x y\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(secs.len(), 4, "{secs:?}");
+        assert_eq!(secs[0].name, None);
+        assert_eq!(secs[0].line, 3);
+        assert_eq!(single(&secs[0], "port"), "1883");
+        assert_eq!(single(&secs[1], "port"), "8883");
+        // Same name: one section, options merged.
+        assert_eq!(secs[2].name.as_deref(), Some("general"));
+        assert_eq!(single(&secs[2], "a"), "1");
+        assert_eq!(single(&secs[2], "b"), "2");
+        assert_eq!(single(&secs[3], "port"), "9001");
+    }
+
+    #[test]
+    fn bad_input_with_line_numbers() {
+        for (text, line, needle) in [
+            ("option port 1883\n", 1, "before the first section"),
+            ("\n\nlist x y\n", 3, "before the first section"),
+            ("config\n", 1, "without a section type"),
+            ("config lis-tener\n", 1, "invalid section type"),
+            ("config listener 'my lan'\n", 1, "invalid section name"),
+            ("config a b c\n", 1, "too many arguments"),
+            ("config a\noption bad-name 1\n", 2, "invalid option name"),
+            ("config a\noption x one two\n", 2, "too many arguments"),
+            ("config a\n\noption\n", 3, "without a name"),
+            ("config a\nsetting x 1\n", 2, "invalid command"),
+            ("config a\noption x 'open\n\n", 2, "unterminated '"),
+            ("config a\n\noption x \"open\\\"\n", 3, "unterminated \""),
+        ] {
+            let e = parse("bad", text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert_eq!(e.file, "bad");
+            assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn detects_uci() {
+        assert!(looks_like_uci("# x\n\nconfig owrt 'owrt'\n"));
+        assert!(looks_like_uci("package rmqtt\nconfig x\n"));
+        assert!(!looks_like_uci("# config listener\nlistener 1883\n"));
+        assert!(!looks_like_uci(""));
+    }
+
+    #[test]
+    fn maps_onto_config() {
+        let (c, w) = parse_str(
+            "rmqtt",
+            concat!(
+                "config owrt 'owrt'\n option use_uci '1'\n",
+                "config mosquitto 'mosquitto'\n",
+                " option allow_anonymous '0'\n",
+                " option password_file '/etc/rmqtt/passwd'\n",
+                " list log_dest 'syslog'\n list log_dest 'file /tmp/rmqtt.log'\n",
+                " list log_types 'error'\n list log_types 'warning'\n",
+                " option max_inflight_messages '10'\n",
+                " option sys_interval 30\n",
+                " option frobnicate 1\n",
+                "config persistence 'persistence'\n",
+                " option persistence 1\n option location /tmp/rmqtt/\n",
+                " option client_expiration 2d\n",
+                "config listener\n option port 1883\n option no_remote_access 1\n",
+                "config listener\n option port 8883\n option certfile /etc/c.pem\n",
+                " option keyfile /etc/k.pem\n option allow_anonymous 1\n",
+                "config listener\n option protocol websockets\n",
+                "config bridge\n option connection cloud\n list topic '# out 1'\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.password_file, Some(PathBuf::from("/etc/rmqtt/passwd")));
+        assert_eq!(
+            c.log_dest,
+            vec![LogDest::Syslog, LogDest::File("/tmp/rmqtt.log".into())]
+        );
+        assert_eq!(c.log_types, vec!["error", "warning"]);
+        assert_eq!(c.max_inflight_messages, 10);
+        assert_eq!(c.sys_interval, 30);
+        assert!(c.persistence);
+        assert_eq!(c.persistence_location, Some(PathBuf::from("/tmp/rmqtt/")));
+        assert_eq!(
+            c.persistent_client_expiration,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[0].port, 1883);
+        assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/etc/c.pem")));
+        assert!(c.anonymous_allowed(Some(&c.listeners[1])));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[0])));
+        let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("rmqtt:12:") && w.contains("frobnicate")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|w| w.contains("without port")), "{w:?}");
+        assert_eq!(
+            w.iter().filter(|w| w.contains("not supported yet")).count(),
+            2,
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn general_port_and_errors() {
+        let (c, _) = parse_str(
+            "t",
+            "config mosquitto\n option port 1884\n option no_remote_access 1\nconfig listener\n option port 9001\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners[0].port, 1884);
+        assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
+        assert_eq!(c.listeners[1].bind, None);
+        for (text, line, needle) in [
+            (
+                "config mosquitto\n\n option allow_anonymous maybe\n",
+                3,
+                "invalid boolean",
+            ),
+            ("config listener\n option port 99999\n", 2, "invalid port"),
+            (
+                "config listener\n option port 1\n option protocol x\n",
+                3,
+                "invalid protocol",
+            ),
+            (
+                "config mosquitto\n list log_dest printer\n",
+                2,
+                "invalid log_dest",
+            ),
+            (
+                "config mosquitto\n list max_inflight_messages 1\n list max_inflight_messages 2\n",
+                2,
+                "single value",
+            ),
+        ] {
+            let e = parse_str("t", text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.message.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn use_uci_0_reads_the_mosquitto_file() {
+        let dir = std::env::temp_dir().join(format!("rmqtt-uci-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("rmqtt.conf");
+        std::fs::write(&conf, "listener 1999\nallow_anonymous true\n").unwrap();
+        let uci = dir.join("rmqtt");
+        std::fs::write(
+            &uci,
+            format!(
+                "config owrt 'owrt'\n option use_uci 0\n option config_file '{}'\nconfig listener\n option port 1\n",
+                conf.display()
+            ),
+        )
+        .unwrap();
+        let (c, _) = load(&uci).unwrap();
+        assert_eq!(c.source, Some(conf.clone()));
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].port, 1999);
+        assert!(parse_str("x", &std::fs::read_to_string(&uci).unwrap()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
