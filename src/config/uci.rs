@@ -485,10 +485,57 @@ const LOG_TYPES: &[&str] = &[
     "all",
 ];
 
-/// Bridge options are parsed and named so that LuCI and the docs agree on them; the loader
-/// warns about each one instead of calling this.
-fn bridge_unsupported(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
+/// Bridge options have the same names as in mosquitto.conf; `load_bridge` hands the whole
+/// section to that parser, so this table entry only names and documents them.
+fn bridge_option(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
     Ok(())
+}
+
+/// A `bridge` section becomes a mosquitto.conf `connection` block, parsed by the same code,
+/// with errors pointing at the UCI file's lines.
+fn load_bridge(l: &mut Loader, file: &str, sec: &Section) -> Result<(), ConfigError> {
+    let spec = SECTIONS.iter().find(|s| s.stype == "bridge");
+    let conn = match sec.get("connection") {
+        Some(v) => v.items().first().cloned().unwrap_or_default(),
+        None => sec
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("bridge{}", sec.line)),
+    };
+    let mut text = format!("connection {conn}\n");
+    let mut lines = vec![sec.line];
+    for opt in &sec.options {
+        if opt.name == "connection" {
+            continue;
+        }
+        let known = spec.is_some_and(|s| s.options.iter().any(|(n, _, _)| *n == opt.name));
+        if !known {
+            l.warnings.push(Warning(format!(
+                "{file}:{}: unknown option \"{}\" in bridge section; ignored",
+                opt.line, opt.name
+            )));
+            continue;
+        }
+        for v in opt.value.items() {
+            let v = if v.is_empty() { "\"\"" } else { v.as_str() };
+            text.push_str(&format!("{} {v}\n", opt.name));
+            lines.push(opt.line);
+        }
+    }
+    match super::mosquitto::parse_str(file, &text) {
+        Ok((c, _)) => {
+            l.cfg.bridges.extend(c.bridges);
+            Ok(())
+        }
+        Err(e) => Err(ConfigError {
+            file: file.to_owned(),
+            line: lines
+                .get(e.line.saturating_sub(1))
+                .copied()
+                .unwrap_or(sec.line),
+            message: format!("bridge.{}", e.message),
+        }),
+    }
 }
 
 /// Every section type and option the loader understands.
@@ -818,25 +865,25 @@ pub const SECTIONS: &[SectionSpec] = &[
     SectionSpec {
         stype: "bridge",
         options: &[
-            ("connection", bridge_unsupported, "bridge name (not supported yet)"),
-            ("address", bridge_unsupported, "remote host[:port] (not supported yet)"),
+            ("connection", bridge_option, "bridge name"),
+            ("address", bridge_option, "remote host[:port]"),
             (
                 "topic",
-                bridge_unsupported,
-                "list: 'pattern [in|out|both] [qos] [local] [remote]' (not supported yet)",
+                bridge_option,
+                "list: 'pattern [in|out|both] [qos] [local] [remote]'",
             ),
-            ("remote_username", bridge_unsupported, "(not supported yet)"),
-            ("remote_password", bridge_unsupported, "(not supported yet)"),
-            ("remote_clientid", bridge_unsupported, "(not supported yet)"),
-            ("clientid", bridge_unsupported, "(not supported yet)"),
-            ("cleansession", bridge_unsupported, "(not supported yet)"),
-            ("keepalive_interval", bridge_unsupported, "(not supported yet)"),
-            ("restart_timeout", bridge_unsupported, "(not supported yet)"),
-            ("bridge_cafile", bridge_unsupported, "(not supported yet)"),
-            ("bridge_insecure", bridge_unsupported, "(not supported yet)"),
-            ("bridge_protocol_version", bridge_unsupported, "(not supported yet)"),
-            ("try_private", bridge_unsupported, "(not supported yet)"),
-            ("notifications", bridge_unsupported, "(not supported yet)"),
+            ("remote_username", bridge_option, "as in mosquitto.conf"),
+            ("remote_password", bridge_option, "as in mosquitto.conf"),
+            ("remote_clientid", bridge_option, "as in mosquitto.conf"),
+            ("clientid", bridge_option, "as in mosquitto.conf"),
+            ("cleansession", bridge_option, "as in mosquitto.conf"),
+            ("keepalive_interval", bridge_option, "as in mosquitto.conf"),
+            ("restart_timeout", bridge_option, "as in mosquitto.conf"),
+            ("bridge_cafile", bridge_option, "as in mosquitto.conf"),
+            ("bridge_insecure", bridge_option, "as in mosquitto.conf"),
+            ("bridge_protocol_version", bridge_option, "as in mosquitto.conf"),
+            ("try_private", bridge_option, "as in mosquitto.conf"),
+            ("notifications", bridge_option, "as in mosquitto.conf"),
         ],
     },
 ];
@@ -927,9 +974,10 @@ fn parse_config(name: &str, text: &str) -> Result<Parsed, ConfigError> {
                     l.cfg.listeners.push(li);
                 }
             }
-            "mosquitto" | "persistence" | "bridge" => {
+            "mosquitto" | "persistence" => {
                 apply_section(&mut l, name, sec, &mut Listener::new(0, None))?;
             }
+            "bridge" => load_bridge(&mut l, name, sec)?,
             other => l.warnings.push(Warning(format!(
                 "{name}:{}: unknown section type \"{other}\"; ignored",
                 sec.line
@@ -967,13 +1015,6 @@ fn apply_section(
             )));
             continue;
         };
-        if spec.stype == "bridge" {
-            l.warnings.push(Warning(format!(
-                "{file}:{}: bridge option {} is not supported yet; ignored",
-                opt.line, opt.name
-            )));
-            continue;
-        }
         handler(l, li, &Arg { value: &opt.value }).map_err(|m| ConfigError {
             file: file.to_owned(),
             line: opt.line,
@@ -1179,11 +1220,22 @@ mod tests {
             "{w:?}"
         );
         assert!(w.iter().any(|w| w.contains("without port")), "{w:?}");
-        assert_eq!(
-            w.iter().filter(|w| w.contains("not supported yet")).count(),
-            2,
-            "{w:?}"
-        );
+        assert_eq!(w.len(), 2, "bridge options load without warnings: {w:?}");
+        assert_eq!(c.bridges.len(), 1);
+        assert_eq!(c.bridges[0].name, "cloud");
+        assert_eq!(c.bridges[0].topics[0].pattern, "#");
+        assert_eq!(c.bridges[0].topics[0].qos, 1);
+    }
+
+    #[test]
+    fn bridge_errors_point_at_the_uci_line() {
+        let e = parse_str(
+            "rmqtt",
+            "config bridge 'b'\n option address 'h:1883'\n\n list topic 'a/# sideways'\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("invalid topic direction"), "{e}");
     }
 
     #[test]
