@@ -394,3 +394,66 @@ fn tls_version_13_refuses_tls12_clients() {
     handshake(&pki, port2, "-tls1_2").assert_success("TLS 1.2 by default");
     handshake(&pki, port2, "-tls1_3").assert_success("TLS 1.3 by default");
 }
+
+/// `rmqtt_sub` / `rmqtt_pub` (the applets, through symlinks) as TLS clients of a real Mosquitto
+/// TLS listener: `--cafile` delivers; a server the client does not trust is refused the way
+/// `mosquitto_sub` refuses it (`Error: A TLS error occurred.`, exit code 8).
+#[test]
+fn rmqtt_clients_against_mosquitto_tls() {
+    let Some((pki, _, _)) = pki("tls-rmqtt-clients") else {
+        return;
+    };
+    let Some(tools) = tools_or_skip("tls-rmqtt-clients", &["mosquitto"]) else {
+        return;
+    };
+    let bin = TempDir::new("tls-applets");
+    for name in ["rmqtt_sub", "rmqtt_pub"] {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.path().join(name)).unwrap();
+    }
+    // Mosquitto drops root privileges by default and could then not read the key.
+    let mosquitto = common_interop::start_mosquitto(
+        &tools[0],
+        &format!(
+            "certfile {}\nkeyfile {}\nallow_anonymous true\nuser root\n",
+            pki.path("server.crt"),
+            pki.path("server.key")
+        ),
+    );
+    let args = base(&pki, mosquitto.port);
+    let mut sub = Running::spawn(
+        Command::new(bin.path().join("rmqtt_sub"))
+            .args(&args)
+            .args(["-d", "-v", "-q", "1", "-t", "tls/#", "-C", "1", "-W", "20"]),
+    );
+    sub.wait_line("rmqtt_sub subscribed", |l| l.starts_with("Subscribed"));
+    publish(
+        &bin.path().join("rmqtt_pub"),
+        &args,
+        "tls/hello",
+        "via rustls",
+    )
+    .assert_success("rmqtt_pub --cafile against mosquitto");
+    sub.wait_exit("rmqtt_sub --cafile against mosquitto");
+    assert!(
+        sub.lines.iter().any(|l| l == "tls/hello via rustls"),
+        "{:?}\nmosquitto log: {}",
+        sub.lines,
+        mosquitto.log()
+    );
+
+    let mut untrusted = args.clone();
+    let i = untrusted.iter().position(|a| a == "--cafile").unwrap() + 1;
+    untrusted[i] = pki.path("evil.crt");
+    let out = run(
+        Command::new(bin.path().join("rmqtt_sub"))
+            .args(&untrusted)
+            .args(["-t", "tls/#", "-C", "1", "-W", "5"]),
+        None,
+        STEP,
+    );
+    assert_eq!(out.code(), Some(8), "{out:?}");
+    assert!(
+        out.stderr.starts_with("Error: A TLS error occurred.\n"),
+        "{out:?}"
+    );
+}
