@@ -144,7 +144,8 @@ pub struct Conn {
     pub username: Option<String>,
     pub keep_alive: Duration,
     pub last_rx: Instant,
-    pub will: Option<Will>,
+    /// Boxed: most connections have none, and a will is large.
+    pub will: Option<Box<Will>>,
     pub close: Option<Close>,
     /// In the broker's dirty list (has new output to flush).
     dirty: bool,
@@ -159,7 +160,9 @@ pub struct Conn {
     /// 5.0 topic aliases the client set up for its PUBLISHes (index = alias - 1).
     pub alias_in: Vec<Option<Arc<str>>>,
     /// 5.0 topic aliases the broker set up towards the client, and how many it may.
-    pub alias_out: std::collections::HashMap<Arc<str>, u16>,
+    #[allow(clippy::box_collection)]
+    // a pointer per connection until a client asks for aliases
+    pub alias_out: Option<Box<std::collections::HashMap<Arc<str>, u16>>>,
     pub alias_out_max: u16,
     /// Set on the outgoing connection of a bridge: its index, and its topic rewriting.
     pub bridge: Option<usize>,
@@ -490,7 +493,7 @@ impl Broker {
             max_packet_out: usize::MAX,
             tls_identity: None,
             alias_in: Vec::new(),
-            alias_out: Default::default(),
+            alias_out: None,
             alias_out_max: 0,
             bridge: None,
             remap: None,
@@ -633,7 +636,7 @@ impl Broker {
             }
         }
         if let Some(w) = will {
-            self.publish_will(w, now);
+            self.publish_will(*w, now);
         }
         if let Some(sid) = conn.session {
             self.detach_session(sid, now);
@@ -673,6 +676,12 @@ impl Broker {
                     let Some(c) = self.conns.get(conn) else {
                         continue;
                     };
+                    if c.serial == serial && c.connected {
+                        // One heap entry per connection: this one is also the first
+                        // keepalive check, which re-arms itself.
+                        self.check_keepalive(conn, serial, now);
+                        continue;
+                    }
                     if c.serial == serial && !c.connected && c.close.is_none() {
                         if self.limits.connection_messages {
                             info!(
@@ -698,7 +707,7 @@ impl Broker {
                             .get_mut(session)
                             .and_then(|s| s.pending_will.take())
                         {
-                            self.publish_will(w, now);
+                            self.publish_will(*w, now);
                         }
                         self.remove_session(session);
                     }
@@ -721,7 +730,7 @@ impl Broker {
                         .filter(|s| s.serial == serial && s.conn.is_none())
                         .and_then(|s| s.pending_will.take());
                     if let Some(w) = will {
-                        self.publish_will(w, now);
+                        self.publish_will(*w, now);
                     }
                 }
             }
@@ -1003,7 +1012,7 @@ impl Broker {
             Some(identity) => identity.clone(),
             None => c.username.clone(),
         };
-        conn.will = c.will;
+        conn.will = c.will.map(Box::new);
         conn.alias_out_max = c.properties.topic_alias_maximum.unwrap_or(0);
         let window = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(self.limits.max_inflight);
@@ -1122,8 +1131,9 @@ impl Broker {
             }),
         );
         debug!("Sending CONNACK to {key} (session present {session_present})");
-        if !self.conns.get(id).is_some_and(|c| c.keep_alive.is_zero()) {
-            let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+        let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+        // Longer keepalives are first checked by the connect-timeout entry already queued.
+        if !ka.is_zero() && ka + ka / 2 < self.limits.connect_timeout {
             self.timers.push(Reverse((
                 now + ka + ka / 2,
                 Timer::KeepAlive { conn: id, serial },
@@ -1449,6 +1459,8 @@ impl Broker {
                     true
                 }
                 None => {
+                    // Most clients hold a few subscriptions: grow one at a time.
+                    s.subs.reserve_exact(1);
                     s.subs.push((Arc::from(filter.as_str()), *opts, sub_id));
                     false
                 }

@@ -36,14 +36,15 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
             p.message_expiry_interval = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
         }
         if c.alias_out_max > 0 {
-            match c.alias_out.get(&d.msg.topic) {
+            let aliases = c.alias_out.get_or_insert_with(Default::default);
+            match aliases.get(&d.msg.topic) {
                 Some(&a) => {
                     p.topic_alias = Some(a);
                     topic = "";
                 }
-                None if c.alias_out.len() < usize::from(c.alias_out_max) => {
-                    let a = c.alias_out.len() as u16 + 1;
-                    c.alias_out.insert(d.msg.topic.clone(), a);
+                None if aliases.len() < usize::from(c.alias_out_max) => {
+                    let a = aliases.len() as u16 + 1;
+                    aliases.insert(d.msg.topic.clone(), a);
                     p.topic_alias = Some(a);
                 }
                 None => {}

@@ -9,6 +9,7 @@ use super::core::{fmt_addr, Broker};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
+use super::slab::Slab;
 use super::sys::LoopFigures;
 use super::ws;
 use crate::config::{Config, Listener, ListenerProtocol};
@@ -242,7 +243,7 @@ pub struct Server {
     sys_interval: Option<Duration>,
     next_sys: Option<Instant>,
     listeners: Vec<Bound>,
-    socks: Vec<Option<Sock>>,
+    socks: Slab<Sock>,
     broker: Broker,
     scratch: Vec<u8>,
     max_connections: i64,
@@ -373,7 +374,7 @@ impl Server {
             sys_interval,
             next_sys: Some(now),
             listeners,
-            socks: Vec::new(),
+            socks: Slab::default(),
             broker,
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
@@ -547,19 +548,17 @@ impl Server {
             self.broker.peer_closed(id, true);
             return;
         }
-        if self.socks.len() <= id {
-            self.socks.resize_with(id + 1, || None);
-        }
-        if let Some(slot) = self.socks.get_mut(id) {
-            *slot = Some(Sock {
+        self.socks.put(
+            id,
+            Sock {
                 stream,
                 connecting: true,
                 identity_done: true,
                 pending: BytesMut::new(),
                 writing: true,
                 listener: None,
-            });
-        }
+            },
+        );
     }
 
     fn publish_sys(&mut self, now: Instant) {
@@ -623,25 +622,23 @@ impl Server {
                 continue;
             }
             l.open += 1;
-            if self.socks.len() <= id {
-                self.socks.resize_with(id + 1, || None);
-            }
-            if let Some(slot) = self.socks.get_mut(id) {
-                *slot = Some(Sock {
+            self.socks.put(
+                id,
+                Sock {
                     stream,
                     connecting: false,
                     identity_done: !l.identity_as_username,
                     pending: BytesMut::new(),
                     writing: false,
                     listener: Some(li),
-                });
-            }
+                },
+            );
         }
     }
 
     /// Reads until the socket has nothing more (edge-triggered), handing bytes to the broker.
     fn read(&mut self, id: usize, now: Instant) {
-        let Some(Some(sock)) = self.socks.get_mut(id) else {
+        let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
         if !sock.pending.is_empty() {
@@ -698,7 +695,7 @@ impl Server {
 
     /// Writes what the broker queued for `id`; asks for write readiness if the socket is full.
     fn write(&mut self, id: usize, now: Instant) {
-        let Some(Some(sock)) = self.socks.get_mut(id) else {
+        let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
         let Some(conn) = self.broker.conns.get_mut(id) else {
@@ -743,7 +740,9 @@ impl Server {
             return;
         }
         let want = !conn.out.is_empty() || sock.stream.has_pending();
-        if conn.out.is_empty() && conn.out.capacity() > READ_CHUNK {
+        if conn.out.is_empty() && conn.out.capacity() > 0 {
+            // Idle connections hold no output buffer; a busy one pays one small allocation
+            // per batch of packets.
             conn.out = BytesMut::new();
         }
         if want != sock.writing {
@@ -777,7 +776,7 @@ impl Server {
             }
             for id in closing {
                 self.write(id, now);
-                if let Some(mut sock) = self.socks.get_mut(id).and_then(Option::take) {
+                if let Some(mut sock) = self.socks.take(id) {
                     let _ = self.poll.registry().deregister(sock.stream.socket());
                     let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
                     if let Some(l) = sock.listener.and_then(|i| self.listeners.get_mut(i)) {

@@ -70,7 +70,7 @@ pub struct Session {
     /// client's Receive Maximum. [MQTT-3.3.4-7]
     pub window: usize,
     /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
-    pub pending_will: Option<crate::protocol::Will>,
+    pub pending_will: Option<Box<crate::protocol::Will>>,
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Pending>,
     pub queued_bytes: usize,

@@ -1,49 +1,69 @@
 //! A minimal slab: values addressed by small reusable integer ids (connection and session ids).
 //!
-//! `get`/`get_mut` on a free or out-of-range id answer `None`; nothing here panics.
+//! Storage grows in fixed chunks rather than by doubling one vector, so ten thousand idle
+//! connections cost ten thousand entries, not up to twice that. `get`/`get_mut` on a free or
+//! out-of-range id answer `None`; nothing here panics.
+
+const CHUNK: usize = 256;
 
 pub struct Slab<T> {
-    entries: Vec<Option<T>>,
+    chunks: Vec<Vec<Option<T>>>,
     free: Vec<usize>,
     len: usize,
+    /// Ids handed out so far (the next new id).
+    high: usize,
 }
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            entries: Vec::new(),
+            chunks: Vec::new(),
             free: Vec::new(),
             len: 0,
+            high: 0,
         }
     }
 }
 
 impl<T> Slab<T> {
+    fn slot(&mut self, id: usize) -> Option<&mut Option<T>> {
+        self.chunks.get_mut(id / CHUNK)?.get_mut(id % CHUNK)
+    }
+
     pub fn insert(&mut self, value: T) -> usize {
         self.len += 1;
-        if let Some(id) = self.free.pop() {
-            if let Some(slot) = self.entries.get_mut(id) {
+        while let Some(id) = self.free.pop() {
+            if let Some(slot) = self.slot(id) {
                 *slot = Some(value);
                 return id;
             }
         }
-        self.entries.push(Some(value));
-        self.entries.len() - 1
+        let id = self.high;
+        self.high += 1;
+        if id / CHUNK >= self.chunks.len() {
+            let mut chunk = Vec::new();
+            chunk.reserve_exact(CHUNK);
+            self.chunks.push(chunk);
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(Some(value));
+        }
+        id
     }
 
     pub fn remove(&mut self, id: usize) -> Option<T> {
-        let v = self.entries.get_mut(id)?.take()?;
+        let v = self.slot(id)?.take()?;
         self.free.push(id);
         self.len -= 1;
         Some(v)
     }
 
     pub fn get(&self, id: usize) -> Option<&T> {
-        self.entries.get(id)?.as_ref()
+        self.chunks.get(id / CHUNK)?.get(id % CHUNK)?.as_ref()
     }
 
     pub fn get_mut(&mut self, id: usize) -> Option<&mut T> {
-        self.entries.get_mut(id)?.as_mut()
+        self.slot(id)?.as_mut()
     }
 
     pub fn len(&self) -> usize {
@@ -55,10 +75,39 @@ impl<T> Slab<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.as_ref().map(|v| (i, v)))
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, e)| e.as_ref().map(|v| (c * CHUNK + i, v)))
+        })
+    }
+
+    /// Stores `value` under an id chosen elsewhere (the event loop's sockets, kept under their
+    /// connection's id). Not to be mixed with `insert` on the same slab.
+    pub fn put(&mut self, id: usize, value: T) {
+        while id / CHUNK >= self.chunks.len() {
+            let mut chunk = Vec::new();
+            chunk.reserve_exact(CHUNK);
+            self.chunks.push(chunk);
+        }
+        if let Some(chunk) = self.chunks.get_mut(id / CHUNK) {
+            while chunk.len() <= id % CHUNK {
+                chunk.push(None);
+            }
+            if let Some(slot) = chunk.get_mut(id % CHUNK) {
+                if slot.replace(value).is_none() {
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the value out of `id`, leaving it free (for slabs filled with `put`).
+    pub fn take(&mut self, id: usize) -> Option<T> {
+        let v = self.slot(id)?.take()?;
+        self.len -= 1;
+        Some(v)
     }
 
     pub fn ids(&self) -> Vec<usize> {
@@ -68,7 +117,7 @@ impl<T> Slab<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Slab;
+    use super::{Slab, CHUNK};
 
     #[test]
     fn reuse_and_bounds() {
@@ -82,5 +131,18 @@ mod tests {
         assert_eq!(c, a);
         assert_eq!(s.get(b), Some(&"b"));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn across_chunks() {
+        let mut s = Slab::default();
+        let ids: Vec<usize> = (0..3 * CHUNK + 5).map(|i| s.insert(i)).collect();
+        assert_eq!(ids, (0..3 * CHUNK + 5).collect::<Vec<_>>());
+        assert_eq!(s.get(2 * CHUNK + 1), Some(&(2 * CHUNK + 1)));
+        assert_eq!(s.remove(CHUNK), Some(CHUNK));
+        assert_eq!(s.iter().count(), 3 * CHUNK + 4);
+        assert_eq!(s.insert(7), CHUNK);
+        assert_eq!(s.get(CHUNK), Some(&7));
+        assert_eq!(s.get(usize::MAX), None);
     }
 }

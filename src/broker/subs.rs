@@ -16,9 +16,82 @@ pub struct Subscriber {
     pub id: Option<u32>,
 }
 
+/// Children of a node. Most nodes have one or two, so a short vector (tens of bytes) until
+/// there are more than [`FEW`], then a map, so that wide levels still cost O(1) per look-up.
+// The map is boxed on purpose: it keeps every node (most have a vector) at 48 bytes.
+#[allow(clippy::box_collection)]
+enum Children {
+    Few(Vec<(Box<str>, Node)>),
+    Many(Box<HashMap<Box<str>, Node>>),
+}
+
+const FEW: usize = 8;
+
+impl Default for Children {
+    fn default() -> Children {
+        Children::Few(Vec::new())
+    }
+}
+
+impl Children {
+    fn get(&self, k: &str) -> Option<&Node> {
+        match self {
+            Children::Few(v) => v.iter().find(|(n, _)| &**n == k).map(|(_, c)| c),
+            Children::Many(m) => m.get(k),
+        }
+    }
+
+    fn get_mut(&mut self, k: &str) -> Option<&mut Node> {
+        match self {
+            Children::Few(v) => v.iter_mut().find(|(n, _)| &**n == k).map(|(_, c)| c),
+            Children::Many(m) => m.get_mut(k),
+        }
+    }
+
+    fn get_or_insert(&mut self, k: &str) -> &mut Node {
+        if let Children::Few(v) = self {
+            if v.len() >= FEW && !v.iter().any(|(n, _)| &**n == k) {
+                let map: HashMap<Box<str>, Node> = std::mem::take(v).into_iter().collect();
+                *self = Children::Many(Box::new(map));
+            }
+        }
+        match self {
+            Children::Few(v) => {
+                let i = match v.iter().position(|(n, _)| &**n == k) {
+                    Some(i) => i,
+                    None => {
+                        // Grow one at a time: these vectors stay short.
+                        v.reserve_exact(1);
+                        v.push((Box::from(k), Node::default()));
+                        v.len() - 1
+                    }
+                };
+                &mut v[i].1
+            }
+            Children::Many(m) => m.entry(Box::from(k)).or_default(),
+        }
+    }
+
+    fn remove(&mut self, k: &str) {
+        match self {
+            Children::Few(v) => v.retain(|(n, _)| &**n != k),
+            Children::Many(m) => {
+                m.remove(k);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Children::Few(v) => v.is_empty(),
+            Children::Many(m) => m.is_empty(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: Children,
     subs: Vec<Subscriber>,
 }
 
@@ -52,12 +125,13 @@ impl SubTree {
     pub fn subscribe(&mut self, filter: &str, sub: Subscriber) -> bool {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(Box::from(level)).or_default();
+            node = node.children.get_or_insert(level);
         }
         if let Some(s) = node.subs.iter_mut().find(|s| s.session == sub.session) {
             *s = sub;
             return true;
         }
+        node.subs.reserve_exact(1);
         node.subs.push(sub);
         self.count += 1;
         false
@@ -166,6 +240,28 @@ mod tests {
         assert!(!t.unsubscribe("a/b/c", 1));
         assert!(t.root.is_empty());
         assert_eq!(t.count(), 0);
+    }
+
+    /// Wide levels switch from the short vector to a map and keep working both ways.
+    #[test]
+    fn wide_levels() {
+        let mut t = SubTree::default();
+        for i in 0..50 {
+            t.subscribe(&format!("room/{i}/temp"), sub(i));
+        }
+        t.subscribe("room/+/temp", sub(100));
+        assert!(matches!(
+            t.root.children.get("room").unwrap().children,
+            Children::Many(_)
+        ));
+        for i in [0, 7, 8, 9, 49] {
+            assert_eq!(matching(&t, &format!("room/{i}/temp")), vec![i, 100]);
+        }
+        for i in 0..50 {
+            assert!(t.unsubscribe(&format!("room/{i}/temp"), i));
+        }
+        assert_eq!(matching(&t, "room/3/temp"), vec![100]);
+        assert_eq!(t.count(), 1);
     }
 
     /// The tree agrees with the reference matcher on every pair of a small universe.
