@@ -3,7 +3,7 @@
 CARGO ?= cargo
 PORT ?= 1883
 
-.PHONY: all build release nossl test test-unit deps run fmt lint clean
+.PHONY: all build release nossl test test-unit deps run fmt lint clean bench
 
 all: build
 
@@ -35,6 +35,11 @@ run:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Side by side with Mosquitto, alternating rounds: results/bench.{md,jsonl,png} (issue 5).
+# BENCH_ARGS=--quick for a one-minute run.
+bench:
+	sh scripts/bench.sh $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --all -- --check
