@@ -38,12 +38,18 @@ impl Broker {
 
     /// A broker whose config file is a loopback listener on port 0 followed by `body`.
     pub fn with_config(body: &str) -> Broker {
+        Broker::with_config_on(0, body)
+    }
+
+    /// A broker whose config file is a loopback listener on `port` (0: ephemeral) followed by
+    /// `body`; restarts after a crash use the port the first run got.
+    pub fn with_config_on(port: u16, body: &str) -> Broker {
         let config = std::env::temp_dir().join(format!(
             "rmqtt-itest-{}-{}.conf",
             std::process::id(),
             CONFIG_SERIAL.fetch_add(1, Ordering::SeqCst)
         ));
-        std::fs::write(&config, format!("listener 0 127.0.0.1\n{body}")).unwrap();
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\n{body}")).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rmqtt"))
             .arg("-c")
             .arg(&config)
@@ -656,4 +662,90 @@ fn is_timeout(e: &std::io::Error) -> bool {
 /// The QoS enum from a number, for comparisons.
 pub fn qos(n: u8) -> QoS {
     QoS::from_u8(n).unwrap()
+}
+
+impl Broker {
+    /// Kills the process with SIGKILL (no chance to save anything) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Client {
+    /// Like [`Client::expect_packet_within`], but a quiet connection gives `Ok(None)` and a
+    /// closed or failed one `Err`, for tests where the broker may die at any moment.
+    pub fn try_packet(&mut self, within: Duration) -> Result<Option<Packet>, String> {
+        let deadline = Instant::now() + within;
+        loop {
+            match decode(&self.buf, Version::V311, usize::MAX) {
+                Ok(Some((p, n))) => {
+                    self.buf.drain(..n);
+                    return Ok(Some(p));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("undecodable bytes from broker: {e}")),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .map_err(|e| e.to_string())?;
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if is_timeout(&e) => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Writes, reporting failure instead of failing the test.
+    pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream.write_all(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Opens a connection and sends `opts`' CONNECT; the CONNACK, or why there was none.
+    pub fn try_connect(port: u16, opts: &ConnectOpts) -> Result<(Client, ConnAck), String> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        c.try_send(&opts.encode())?;
+        match c.try_packet(WAIT)? {
+            Some(Packet::ConnAck(a)) => Ok((c, a)),
+            Some(p) => Err(format!("expected CONNACK, got {p:?}")),
+            None => Err("no CONNACK".into()),
+        }
+    }
+}
+
+/// A directory under the system temp dir, removed with everything in it when dropped.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "rmqtt-itest-{name}-{}-{}",
+            std::process::id(),
+            CONFIG_SERIAL.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
