@@ -85,7 +85,7 @@ impl Limits {
             connect_timeout: Duration::from_secs(20),
             out_high_water: 256 * 1024,
             out_limit: 16 * 1024 * 1024,
-            stall_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(2),
         }
     }
 

@@ -238,6 +238,16 @@ impl Broker {
         let hw = self.limits.queue_high_water();
         let over = s.conn.is_some() && (s.queue.len() >= hw || out >= self.limits.out_high_water);
         let under = s.queue.len() <= hw / 2 && out < self.limits.out_high_water / 2;
+        if s.stalled {
+            // A subscriber that stopped reading does not get to hold publishers back again
+            // until it has caught up.
+            if under || s.conn.is_none() {
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.stalled = false;
+                }
+            }
+            return;
+        }
         let pos = self.congested.iter().position(|(c, _)| *c == sid);
         match pos {
             None if over => {
@@ -305,6 +315,9 @@ impl Broker {
             );
         }
         self.congested.remove(pos);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.stalled = true;
+        }
         self.resume_if_clear();
     }
 

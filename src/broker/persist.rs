@@ -403,6 +403,7 @@ impl Store {
             }
         };
         let (img, damage) = decode(&data, now);
+        let damaged = damage.is_some();
         let (r, s) = (img.retained.len(), img.sessions.len());
         if let Some(why) = damage {
             let stamp = SystemTime::now()
@@ -430,6 +431,12 @@ impl Store {
         }
         broker.restore(img, now);
         self.saved_changes = broker.changes;
+        if damaged {
+            // What was recovered lives only in memory and in the file moved aside: write it
+            // out now, so the next start finds it.
+            self.saved_changes = broker.changes.wrapping_sub(1);
+            self.maybe_save(broker, now, true);
+        }
     }
 
     fn file_name(&self) -> String {

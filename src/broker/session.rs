@@ -69,6 +69,9 @@ pub struct Session {
     /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
     /// client's Receive Maximum. [MQTT-3.3.4-7]
     pub window: usize,
+    /// Held its publishers back for the whole stall timeout: no longer allowed to, until its
+    /// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
+    pub stalled: bool,
     /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
     pub pending_will: Option<Box<crate::protocol::Will>>,
     pub inflight: VecDeque<Inflight>,
@@ -91,6 +94,7 @@ impl Session {
             expiry,
             subs: Vec::new(),
             window: 20,
+            stalled: false,
             pending_will: None,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),

@@ -789,3 +789,29 @@ fn changes_are_counted_only_for_what_is_saved() {
     h.send(p, &publish("r", "x", QoS::AtMostOnce, 0, true));
     assert_eq!(h.b.changes, 1, "a retained message is");
 }
+
+#[test]
+fn stalled_subscriber_stops_holding_publishers_back() {
+    let mut h = Harness::with(Limits {
+        max_inflight: 2,
+        max_queued: 10,
+        ..Limits::default()
+    });
+    let s = h.client("stuck", true);
+    h.sub(s, &[("t", QoS::AtLeastOnce)]);
+    let p = h.client("pub", true);
+    let mut buf = BytesMut::new();
+    for i in 1..=40 {
+        publish("t", "m", QoS::AtLeastOnce, i, false).encode(Version::V311, &mut buf);
+    }
+    let used = h.b.input(p, &buf, h.now);
+    assert!(used < buf.len(), "publisher paused");
+    // The subscriber never acknowledges: after the stall timeout the publisher goes on, and
+    // the subscriber's queue overflows (counted) instead of pausing the publisher again.
+    h.now += Duration::from_secs(11);
+    h.b.poll(h.now);
+    assert!(!h.b.take_resumed().is_empty(), "publisher resumed");
+    let rest = buf.split_off(used);
+    assert_eq!(h.b.input(p, &rest, h.now), rest.len(), "not paused again");
+    assert!(h.b.stats.publish_dropped > 0);
+}
