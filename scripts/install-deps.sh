@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the third-party MQTT tools the interoperability tests run against:
-# mosquitto (broker), mosquitto_pub/mosquitto_sub and the paho-mqtt Python client.
+# mosquitto (broker), mosquitto_pub/mosquitto_sub, the paho-mqtt Python client, headless
+# Chromium and mqtt.js (tests/js, when node and npm are there).
 # Idempotent: installs only what is missing. Meant for a fresh Debian 12 machine as root (CI).
 # Leaves no system mosquitto service running, so port 1883 stays free.
 set -euo pipefail
@@ -44,6 +45,14 @@ fi
 # The distribution's pip is needed only when the python3 in PATH has none of its own.
 if ! "$PYTHON" -m pip --version >/dev/null 2>&1 && ! have_pkg python3-pip; then
     missing+=(python3-pip)
+fi
+# `ip netns`, veth and `tc netem` for the network fault tests (tests/netfaults.rs).
+if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
+    missing+=(iproute2)
+fi
+# Headless Chromium for the WebSockets browser test (tests/websockets.rs).
+if ! command -v chromium >/dev/null; then
+    missing+=(chromium)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
@@ -97,6 +106,12 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNA
     "$PYTHON" -m pip "${pip_args[@]}"
     paho_ok || { echo "install-deps: paho-mqtt 2.x still not importable" >&2; exit 1; }
     installed+=("paho-mqtt==${PAHO_VERSION} (pip)")
+fi
+
+# mqtt.js for the WebSockets tests, pinned by tests/js/package-lock.json.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    npm ci --prefix "$(dirname "$0")/../tests/js" --no-audit --no-fund
+    installed+=("mqtt.js (npm ci in tests/js)")
 fi
 
 if [ "${#installed[@]}" -eq 0 ]; then

@@ -233,7 +233,7 @@ impl Broker {
             5 => Version::V5,
             _ => Version::V311,
         };
-        let id = self.accept(peer, peer.port(), true, now);
+        let id = self.open_conn(peer, peer.port(), true, now);
         b_attach(self, idx, id);
         if let Some(c) = self.conns.get_mut(id) {
             c.version = version;

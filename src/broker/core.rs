@@ -472,6 +472,20 @@ impl Broker {
         anonymous_allowed: bool,
         now: Instant,
     ) -> usize {
+        if self.limits.connection_messages {
+            info!("New connection from {} on port {}.", fmt_addr(&peer), port);
+        }
+        self.open_conn(peer, port, anonymous_allowed, now)
+    }
+
+    /// A connection's protocol state, for accepted and outgoing (bridge) connections alike.
+    pub(super) fn open_conn(
+        &mut self,
+        peer: SocketAddr,
+        port: u16,
+        anonymous_allowed: bool,
+        now: Instant,
+    ) -> usize {
         let serial = self.serial();
         let id = self.conns.insert(Conn {
             out: BytesMut::new(),
@@ -498,9 +512,6 @@ impl Broker {
             bridge: None,
             remap: None,
         });
-        if self.limits.connection_messages {
-            info!("New connection from {} on port {}.", fmt_addr(&peer), port);
-        }
         self.timers.push(Reverse((
             now + self.limits.connect_timeout,
             Timer::ConnectTimeout { conn: id, serial },
@@ -1263,7 +1274,7 @@ impl Broker {
             debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
         }
         // Clients may not write to the broker's own $SYS tree.
-        let accepted = !too_big && !p.topic.starts_with("$SYS") && !retain_refused && !denied;
+        let accepted = !too_big && !sys_write_forbidden(&p.topic) && !retain_refused && !denied;
         if too_big {
             info!(
                 "Dropped too large PUBLISH from {} ({} bytes).",
@@ -1702,6 +1713,12 @@ impl Broker {
             self.resume_if_clear();
         }
     }
+}
+
+/// Clients may not write into the broker's `$SYS` tree, except for the bridge state topics
+/// other brokers' bridges publish there (as Mosquitto allows).
+fn sys_write_forbidden(topic: &str) -> bool {
+    topic.starts_with("$SYS") && !topic::matches("$SYS/broker/connection/+/state", topic)
 }
 
 /// Formats a peer address the way Mosquitto logs it: `127.0.0.1:53211`, IPv4-mapped IPv6

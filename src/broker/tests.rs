@@ -815,3 +815,29 @@ fn stalled_subscriber_stops_holding_publishers_back() {
     assert_eq!(h.b.input(p, &rest, h.now), rest.len(), "not paused again");
     assert!(h.b.stats.publish_dropped > 0);
 }
+
+#[test]
+fn sys_is_read_only_except_bridge_state() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("$SYS/#", QoS::AtMostOnce)]);
+    let p = h.client("pub", true);
+    h.send(
+        p,
+        &publish("$SYS/broker/version", "fake", QoS::AtMostOnce, 0, false),
+    );
+    h.send(
+        p,
+        &publish(
+            "$SYS/broker/connection/b1/state",
+            "1",
+            QoS::AtMostOnce,
+            0,
+            true,
+        ),
+    );
+    assert_eq!(
+        publishes(&h.recv(s)),
+        vec![("1".into(), QoS::AtMostOnce, false, false)]
+    );
+}

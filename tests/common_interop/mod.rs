@@ -110,6 +110,37 @@ impl Broker {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    /// The broker's process id (for /proc and signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits (bounded by `STEP`) for the exit; a broker that does not stop in time
+    /// is killed. Mosquitto saves its persistence file on this path, unlike on SIGKILL.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        if wait_bounded(&mut self.child, STEP).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Waits (bounded by `STEP`) for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        while !self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line containing {needle:?} within {STEP:?}:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Broker {
@@ -155,6 +186,13 @@ pub fn start_mosquitto(mosquitto: &Path, body: &str) -> Broker {
         }
     }
     panic!("mosquitto did not start: {last}");
+}
+
+/// Starts Mosquitto on a given port (for a restart on the same port, or a port a bridge was
+/// already pointed at); `body` follows the `listener PORT 127.0.0.1` line.
+pub fn start_mosquitto_on(mosquitto: &Path, port: u16, body: &str) -> Result<Broker, String> {
+    let conf = format!("listener {port} 127.0.0.1\n{body}");
+    spawn_broker(Kind::Mosquitto, mosquitto, &conf)
 }
 
 fn free_port() -> u16 {
