@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod civil;
 pub mod client;
 pub mod config;
 pub mod passwd;

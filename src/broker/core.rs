@@ -828,14 +828,7 @@ impl Broker {
             self.send_disconnect(id, e.reason_code());
         } else if !connected {
             if let Some(code) = e.connack_v3() {
-                self.send(
-                    id,
-                    &Packet::ConnAck(ConnAck {
-                        session_present: false,
-                        code,
-                        properties: Properties::default(),
-                    }),
-                );
+                self.send_refusal(id, code);
             }
         }
         self.mark_closing(id, Close::ProtocolError);
@@ -939,6 +932,12 @@ impl Broker {
         } else {
             reason::connack_v5_to_v3(v5_code)
         };
+        self.send_refusal(id, code);
+        self.mark_closing(id, Close::Refused);
+    }
+
+    /// A CONNACK refusing the connection with `code` (already in the client's version).
+    fn send_refusal(&mut self, id: usize, code: u8) {
         self.send(
             id,
             &Packet::ConnAck(ConnAck {
@@ -947,7 +946,6 @@ impl Broker {
                 properties: Properties::default(),
             }),
         );
-        self.mark_closing(id, Close::Refused);
     }
 
     fn handle_connect(&mut self, id: usize, c: Connect, now: Instant) {

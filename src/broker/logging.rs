@@ -155,32 +155,10 @@ struct Logger {
     settings: Arc<Mutex<Settings>>,
 }
 
-/// Calendar date and time (UTC) from Unix seconds; Howard Hinnant's days-to-civil.
-fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
-
 /// A strftime subset (`%Y %m %d %H %M %S %s %F %T %%`), in UTC.
 pub fn format_time(fmt: &str, secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
+    let c = crate::civil::from_unix(i64::try_from(secs).unwrap_or(i64::MAX));
+    let (y, mo, d, h, mi, s) = (c.year, c.month, c.day, c.hour, c.minute, c.second);
     let mut out = String::new();
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
