@@ -986,6 +986,16 @@ impl Broker {
             return;
         };
         conn.client_id = Arc::from(client_id.as_str());
+        if c.will.as_ref().is_some_and(|w| topic::too_deep(&w.topic)) {
+            info!(
+                "Client {client_id} refused: will topic deeper than {} levels.",
+                topic::MAX_LEVELS
+            );
+            return self.refuse(id, reason::TOPIC_NAME_INVALID, version);
+        }
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
         let mut verdict = self.auth.authenticate(conn, &c);
         if let (Ok(()), Some(w)) = (verdict, &c.will) {
             // A will the client could not publish itself is refused at CONNECT.
@@ -1200,6 +1210,17 @@ impl Broker {
             p.payload.len()
         );
         let mut p = p;
+        if topic::too_deep(&p.topic) {
+            info!(
+                "Client {} published to a topic deeper than {} levels.",
+                self.display_of(id),
+                topic::MAX_LEVELS
+            );
+            if version.is_v5() {
+                self.send_disconnect(id, reason::TOPIC_NAME_INVALID);
+            }
+            return self.mark_closing(id, Close::ProtocolError);
+        }
         if let Some(alias) = p.properties.topic_alias {
             // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
             let max = self.limits.max_topic_alias;
@@ -1447,6 +1468,14 @@ impl Broker {
                 }
                 None => None,
             };
+            if topic::too_deep(filter) {
+                codes.push(if version.is_v5() {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                });
+                continue;
+            }
             let plain = shared.map_or(filter.as_str(), |(_, f)| f);
             if !self.session_may(sid, plain, Access::Subscribe) {
                 codes.push(if version.is_v5() {

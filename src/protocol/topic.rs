@@ -2,6 +2,16 @@
 //!
 //! Pure functions on `&str`; never panic.
 
+/// The deepest topic the broker accepts, in levels. The specification sets no limit, but the
+/// broker's structures walk topics level by level, so a 65,535-level topic must not reach them;
+/// 1,000 levels keeps the deepest walk well under a megabyte of stack.
+pub const MAX_LEVELS: usize = 1000;
+
+/// More than [`MAX_LEVELS`] levels: refused by the broker (a policy, not a protocol rule).
+pub fn too_deep(topic: &str) -> bool {
+    topic.bytes().filter(|&b| b == b'/').count() >= MAX_LEVELS
+}
+
 /// A topic name a client may publish to: non-empty, no `+` or `#`. [MQTT-3.3.2-2] [MQTT-4.7.3-1]
 pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#'])
@@ -73,6 +83,15 @@ mod tests {
         for bad in ["", "a#", "a/#/b", "a+", "a/b+/c", "#/a", "##", "++"] {
             assert!(!valid_topic_filter(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn depth_limit() {
+        let ok = "a/".repeat(MAX_LEVELS - 1) + "a";
+        let deep = "a/".repeat(MAX_LEVELS) + "a";
+        assert!(!too_deep(&ok));
+        assert!(too_deep(&deep));
+        assert!(too_deep(&"/".repeat(65_000)));
     }
 
     #[test]
