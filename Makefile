@@ -80,3 +80,13 @@ ipk:
 	fi; \
 	name=rmqtt; [ "$(IPK_VARIANT)" = nossl ] && name=rmqtt-nossl; \
 	IPK_NAME=$$name scripts/ipk.sh $(ARCH) "$$bin" dist
+
+# --- Fuzzing (fuzz/, its own cargo package) ---
+# Every fuzz target for FUZZ_SECONDS each, then executions per target. libFuzzer through
+# cargo-fuzz when installed (FUZZ_INSTALL=1 installs it), else a coverage-less mutation loop.
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz
+
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
