@@ -24,6 +24,14 @@ impl Applet {
             Applet::Sub => "mosquitto_sub",
         }
     }
+
+    /// What the usage hint after a bad option tells people to run.
+    fn help_hint(self) -> &'static str {
+        match self {
+            Applet::Pub => "rmqtt_pub --help",
+            Applet::Sub => "rmqtt_sub --help",
+        }
+    }
 }
 
 /// How rmqtt_pub finds its message.
@@ -705,6 +713,33 @@ fn split_defaults_line(line: &str) -> Option<Vec<String>> {
 
 /// Full parse: defaults file, then the command line, then the cross-option checks mosquitto
 /// makes in `client_config_load`.
+/// [`load`] for an applet's `main`: `--help`, `--version` and bad options are printed the
+/// way mosquitto prints them, and give the exit code to return.
+pub fn load_or_exit(
+    applet: Applet,
+    own: &[Opt],
+    args: &[String],
+    usage: fn(),
+    version: fn(),
+) -> Result<Config, i32> {
+    match load(applet, own, args) {
+        Ok(c) => Ok(c),
+        Err(OptError::Help) => {
+            usage();
+            Err(1)
+        }
+        Err(OptError::Version) => {
+            version();
+            Err(1)
+        }
+        Err(OptError::Bad(m)) => {
+            eprint!("{m}");
+            eprintln!("\nUse '{}' to see usage.", applet.help_hint());
+            Err(1)
+        }
+    }
+}
+
 pub fn load(applet: Applet, own: &[Opt], args: &[String]) -> Result<Config, OptError> {
     let mut cfg = Config::default();
     if let Some(path) = defaults_path(applet) {

@@ -387,21 +387,10 @@ fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), Cl
 }
 
 pub fn main(args: Vec<String>) -> i32 {
-    let cfg = match options::load(Applet::Pub, PUB_OPTS, &args) {
+    let cfg = match options::load_or_exit(Applet::Pub, PUB_OPTS, &args, print_usage, print_version)
+    {
         Ok(c) => c,
-        Err(OptError::Help) => {
-            print_usage();
-            return 1;
-        }
-        Err(OptError::Version) => {
-            print_version();
-            return 1;
-        }
-        Err(OptError::Bad(m)) => {
-            eprint!("{m}");
-            eprintln!("\nUse 'rmqtt_pub --help' to see usage.");
-            return 1;
-        }
+        Err(code) => return code,
     };
     if cfg.topics.is_empty() || cfg.pub_mode == PubMode::None {
         eprintln!("Error: Both topic and message must be supplied.");

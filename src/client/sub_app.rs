@@ -391,21 +391,10 @@ impl Subscriber<'_> {
 }
 
 pub fn main(args: Vec<String>) -> i32 {
-    let cfg = match options::load(Applet::Sub, SUB_OPTS, &args) {
+    let cfg = match options::load_or_exit(Applet::Sub, SUB_OPTS, &args, print_usage, print_version)
+    {
         Ok(c) => c,
-        Err(OptError::Help) => {
-            print_usage();
-            return 1;
-        }
-        Err(OptError::Version) => {
-            print_version();
-            return 1;
-        }
-        Err(OptError::Bad(m)) => {
-            eprint!("{m}");
-            eprintln!("\nUse 'rmqtt_sub --help' to see usage.");
-            return 1;
-        }
+        Err(code) => return code,
     };
     if let Some(code) = super::unsupported(&cfg) {
         return code;
