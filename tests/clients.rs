@@ -45,33 +45,43 @@ struct Broker {
 }
 
 impl Broker {
+    /// A free port is found by binding port 0 and letting it go, so another process can take
+    /// it first: a broker that exits before it listens is started again on a new port.
     fn start(tag: &str, extra: &str) -> Broker {
         let dir = tempdir(tag);
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{extra}\n")).unwrap();
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Broker {
-            child,
-            port,
-            _dir: dir,
-        };
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{extra}\n")).unwrap();
+            let mut child = Command::new(MOSQUITTO)
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Broker {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() >= until {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        b
+        panic!("mosquitto did not start in five attempts");
     }
 
     fn anonymous(tag: &str) -> Broker {
