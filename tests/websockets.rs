@@ -781,6 +781,8 @@ fn mqttjs_over_ws_v311_and_v5_exchanges_with_tcp_clients() {
     }
 }
 
+/// wss needs TLS: not part of the nossl build's tests.
+#[cfg(feature = "tls")]
 #[test]
 fn mqttjs_over_wss_with_the_listener_certificate() {
     let test = "mqttjs_over_wss_with_the_listener_certificate";
