@@ -10,7 +10,7 @@
 //! The broker decides when to connect; the event loop opens sockets
 //! ([`Broker::take_bridge_connects`]). Reconnects back off exponentially up to the cap.
 
-use super::core::{Broker, Close, Conn, Timer};
+use super::core::{Broker, Close, Timer};
 use super::session::{Expiry, Session};
 use super::subs::Subscriber;
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
@@ -234,7 +234,10 @@ impl Broker {
             _ => Version::V311,
         };
         let id = self.open_conn(peer, peer.port(), true, now);
-        b_attach(self, idx, id);
+        if let Some(b) = self.bridges.get_mut(idx) {
+            b.conn = Some(id);
+            b.pending = false;
+        }
         if let Some(c) = self.conns.get_mut(id) {
             c.version = version;
             c.bridge = Some(idx);
@@ -401,18 +404,5 @@ impl Broker {
         if queued >= threshold {
             self.request_bridge_connect(idx);
         }
-    }
-}
-
-fn b_attach(broker: &mut Broker, idx: usize, id: usize) {
-    if let Some(b) = broker.bridges.get_mut(idx) {
-        b.conn = Some(id);
-        b.pending = false;
-    }
-}
-
-impl Conn {
-    pub fn is_bridge(&self) -> bool {
-        self.bridge.is_some()
     }
 }

@@ -412,7 +412,6 @@ impl Broker {
             }
             s.serial = self.serial();
             s.conn = None;
-            s.disconnected_at = Some(now);
             s.window = self.limits.max_inflight;
             let key = s.client_id.clone();
             let subs = s.subs.clone();
@@ -1098,7 +1097,6 @@ impl Broker {
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
             s.pending_will = None;
             s.expiry = expiry;
-            s.disconnected_at = None;
         }
         if let Some(conn) = self.conns.get_mut(id) {
             conn.session = Some(sid);
@@ -1692,7 +1690,6 @@ impl Broker {
             return;
         };
         s.conn = None;
-        s.disconnected_at = Some(now);
         let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
             (Expiry::Never, Some(d)) => Some(d),
             (Expiry::Never, None) => None,

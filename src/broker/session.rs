@@ -8,7 +8,6 @@ use crate::protocol::{QoS, SubOptions};
 use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Where an outbound QoS 1/2 message stands. [MQTT-4.3.2] [MQTT-4.3.3]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +79,6 @@ pub struct Session {
     /// Packet ids of QoS 2 messages received and answered with PUBREC, awaiting PUBREL.
     pub inbound_qos2: HashSet<u16>,
     next_pid: u16,
-    pub disconnected_at: Option<Instant>,
 }
 
 impl Session {
@@ -101,7 +99,6 @@ impl Session {
             queued_bytes: 0,
             inbound_qos2: HashSet::new(),
             next_pid: 1,
-            disconnected_at: None,
         }
     }
 
