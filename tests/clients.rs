@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -26,11 +27,13 @@ fn available() -> bool {
     ok
 }
 
+/// A fresh directory, unique per call: the tests run in parallel in one process.
 fn tempdir(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
         "rmqtt-clients-{tag}-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -56,12 +59,19 @@ impl Broker {
                 .unwrap()
                 .port();
             let conf = dir.join("mosquitto.conf");
-            std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{extra}\n")).unwrap();
+            // `user root`: a root-run Mosquitto otherwise switches to the `mosquitto` user, which
+            // may not read the password file in a private temp dir. Ignored when not root.
+            std::fs::write(
+                &conf,
+                format!("listener {port} 127.0.0.1\nuser root\n{extra}\n"),
+            )
+            .unwrap();
+            let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
             let mut child = Command::new(MOSQUITTO)
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             let until = Instant::now() + Duration::from_secs(10);
@@ -81,7 +91,8 @@ impl Broker {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        panic!("mosquitto did not start in five attempts");
+        let log = std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
+        panic!("mosquitto did not start in five attempts; its last stderr:\n{log}");
     }
 
     fn anonymous(tag: &str) -> Broker {
