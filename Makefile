@@ -21,7 +21,7 @@ nossl:
 # every test: codec and router unit tests, black-box tests against the real binary, and
 # interoperability tests with third-party clients and brokers.
 test: deps
-	RMQTT_REQUIRE_INTEROP=1 $(CARGO) test --all-targets
+	RMQTT_REQUIRE_INTEROP=1 $(CARGO) test --all-targets --no-fail-fast
 
 test-unit:
 	$(CARGO) test --lib
