@@ -217,10 +217,7 @@ fn mosquitto_sub_not_authorised_like_mosquitto() {
     let Some(pw) = password_file(test, dir.path(), &[("alice", "s3cret")]) else {
         return;
     };
-    let body = format!(
-        "allow_anonymous false\npassword_file {}\nuser root\n",
-        pw.display()
-    );
+    let body = format!("allow_anonymous false\npassword_file {}\n", pw.display());
     let rmqtt = common_interop::start_rmqtt(&body);
     let mosquitto = start_mosquitto(&tools[1], &body);
     for (user, pass) in [("alice", "wrong"), ("mallory", "s3cret")] {
@@ -321,7 +318,7 @@ fn acl_broker(dir: &TempDir) -> common_interop::Broker {
     let acl = dir.path().join("acl");
     std::fs::write(&acl, ACL).unwrap();
     start_under_test(&format!(
-        "allow_anonymous true\nacl_file {}\nuser root\n",
+        "allow_anonymous true\nacl_file {}\n",
         acl.display()
     ))
 }

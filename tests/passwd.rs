@@ -81,13 +81,12 @@ fn mosquitto_passwd_files_are_accepted() {
     assert!(!pw.check("alice", b"hunter2"), "another user's password");
 }
 
-/// Starts Mosquitto on `pwfile`. `user root` keeps a root-run Mosquitto from switching to the
-/// `mosquitto` user, which could not read a 0600 file owned by root; it is ignored otherwise.
+/// Starts Mosquitto on `pwfile` (readable although 0600: see `start_mosquitto`'s `user root`).
 fn mosquitto_with(mosquitto: &Path, pwfile: &Path) -> common_interop::Broker {
     let broker = start_mosquitto(
         mosquitto,
         &format!(
-            "allow_anonymous false\npassword_file {}\nuser root\n",
+            "allow_anonymous false\npassword_file {}\n",
             pwfile.display()
         ),
     );

@@ -410,11 +410,10 @@ fn rmqtt_clients_against_mosquitto_tls() {
     for name in ["rmqtt_sub", "rmqtt_pub"] {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.path().join(name)).unwrap();
     }
-    // Mosquitto drops root privileges by default and could then not read the key.
     let mosquitto = common_interop::start_mosquitto(
         &tools[0],
         &format!(
-            "certfile {}\nkeyfile {}\nallow_anonymous true\nuser root\n",
+            "certfile {}\nkeyfile {}\nallow_anonymous true\n",
             pki.path("server.crt"),
             pki.path("server.key")
         ),

@@ -172,14 +172,22 @@ pub fn start_under_test(body: &str) -> Broker {
     start_rmqtt(body)
 }
 
-/// Starts the Mosquitto broker with `body` appended to a `listener PORT 127.0.0.1` line.
+/// The head of every Mosquitto config the tests write. `user root`: Mosquitto started as root
+/// otherwise switches to the `mosquitto` user, which cannot read the tests' files when they
+/// are private (umask 077, 0600 keys and password files); it is ignored when not run as root.
+/// Mosquitto rejects a second `user` line, so `body` must not have one.
+fn mosquitto_conf(port: u16, body: &str) -> String {
+    format!("listener {port} 127.0.0.1\nuser root\n{body}")
+}
+
+/// Starts the Mosquitto broker with `body` after a `listener PORT 127.0.0.1` line.
 /// Mosquitto reads port 0 as a unix socket path, so a free port is found by binding port 0 first;
 /// another process may grab it in between, hence a few attempts.
 pub fn start_mosquitto(mosquitto: &Path, body: &str) -> Broker {
     let mut last = String::new();
     for _ in 0..5 {
         let port = free_port();
-        let conf = format!("listener {port} 127.0.0.1\n{body}");
+        let conf = mosquitto_conf(port, body);
         match spawn_broker(Kind::Mosquitto, mosquitto, &conf) {
             Ok(b) => return b,
             Err(e) => last = e,
@@ -191,7 +199,7 @@ pub fn start_mosquitto(mosquitto: &Path, body: &str) -> Broker {
 /// Starts Mosquitto on a given port (for a restart on the same port, or a port a bridge was
 /// already pointed at); `body` follows the `listener PORT 127.0.0.1` line.
 pub fn start_mosquitto_on(mosquitto: &Path, port: u16, body: &str) -> Result<Broker, String> {
-    let conf = format!("listener {port} 127.0.0.1\n{body}");
+    let conf = mosquitto_conf(port, body);
     spawn_broker(Kind::Mosquitto, mosquitto, &conf)
 }
 
