@@ -10,7 +10,7 @@
 //! The broker decides when to connect; the event loop opens sockets
 //! ([`Broker::take_bridge_connects`]). Reconnects back off exponentially up to the cap.
 
-use super::core::{Broker, Close, Timer};
+use super::core::{id32, Broker, Close, Conn, Timer};
 use super::session::{Expiry, Session};
 use super::subs::Subscriber;
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
@@ -129,7 +129,7 @@ impl Broker {
                     ..SubOptions::default()
                 };
                 if let Some(s) = self.sessions.get_mut(sid) {
-                    s.subs.push((Arc::from(filter.as_str()), opts, None));
+                    s.add_sub(Arc::from(filter.as_str()), opts, None);
                 }
                 self.subs.subscribe(
                     &filter,
@@ -211,7 +211,7 @@ impl Broker {
         b.backoff = (b.backoff.saturating_mul(2)).min(b.cfg.restart_timeout.1.max(1));
         self.push_timer(
             now + Duration::from_secs(u64::from(wait)),
-            Timer::BridgeRestart { bridge: idx },
+            Timer::BridgeRestart { bridge: id32(idx) },
         );
     }
 
@@ -240,9 +240,10 @@ impl Broker {
         }
         if let Some(c) = self.conns.get_mut(id) {
             c.version = version;
-            c.bridge = Some(idx);
-            c.remap = Some(remap);
-            c.keep_alive = Duration::from_secs(u64::from(cfg.keepalive));
+            let e = c.extra_mut();
+            e.bridge = Some(idx);
+            e.remap = Some(remap);
+            c.keep_alive_secs = cfg.keepalive;
             c.client_id = Arc::from(client_id.as_str());
         }
         let will = notify.map(|t| crate::protocol::Will {
@@ -304,7 +305,7 @@ impl Broker {
             b.backoff = cfg.restart_timeout.0.max(1);
         }
         let v5 = self.conns.get(id).is_some_and(|c| c.version.is_v5());
-        let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+        let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
         if let Some(c) = self.conns.get_mut(id) {
             c.connected = true;
             c.session = Some(sid);
@@ -354,7 +355,7 @@ impl Broker {
             self.send(id, &Packet::Publish(p));
         }
         if !ka.is_zero() {
-            self.push_timer(now + ka, Timer::BridgePing { conn: id });
+            self.push_timer(now + ka, Timer::BridgePing { conn: id32(id) });
         }
         self.resume_session(sid, now);
     }
@@ -364,12 +365,12 @@ impl Broker {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        if c.bridge.is_none() || c.close.is_some() {
+        if c.bridge().is_none() || c.close.is_some() {
             return;
         }
-        let ka = c.keep_alive;
+        let ka = c.keep_alive();
         self.send(id, &Packet::PingReq);
-        self.push_timer(now + ka, Timer::BridgePing { conn: id });
+        self.push_timer(now + ka, Timer::BridgePing { conn: id32(id) });
     }
 
     /// A bridge connection is gone: the session keeps the queue; reconnect later.
@@ -396,7 +397,7 @@ impl Broker {
         else {
             return;
         };
-        let queued = self.sessions.get(sid).map_or(0, |s| s.queue.len());
+        let queued = self.sessions.get(sid).map_or(0, |s| s.flow().queue.len());
         let threshold = self
             .bridges
             .get(idx)

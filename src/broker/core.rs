@@ -23,6 +23,7 @@ use log::{debug, info};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,34 +136,42 @@ pub struct Conn {
     /// Encoded packets waiting for the socket.
     pub out: BytesMut,
     pub peer: SocketAddr,
-    pub port: u16,
-    pub serial: u64,
+    pub serial: u32,
     pub session: Option<usize>,
-    pub connected: bool,
-    pub version: Version,
     pub client_id: Arc<str>,
-    pub username: Option<String>,
-    pub keep_alive: Duration,
+    /// Shared with the session: one allocation, and cloned by reference count per PUBLISH.
+    pub username: Option<Arc<str>>,
     pub last_rx: Instant,
     /// Boxed: most connections have none, and a will is large.
     pub will: Option<Box<Will>>,
+    /// What few connections use, boxed so that the common one pays a pointer (see
+    /// [`ConnExtra`]): memory per idle connection is what a router's RAM limits.
+    pub extra: Option<Box<ConnExtra>>,
+    /// Keep alive in seconds (0: none), after `max_keepalive`.
+    pub keep_alive_secs: u16,
+    pub port: u16,
+    pub connected: bool,
+    pub version: Version,
     pub close: Option<Close>,
     /// In the broker's dirty list (has new output to flush).
     dirty: bool,
     /// Reading paused: a subscriber this connection publishes to is not keeping up.
     pub paused: bool,
     pub anonymous_allowed: bool,
-    /// MQTT 5 Maximum Packet Size the client accepts.
-    pub max_packet_out: usize,
+}
+
+/// The parts of a connection's state that only some connections use.
+#[derive(Default)]
+pub struct ConnExtra {
+    /// MQTT 5 Maximum Packet Size the client accepts, when it set one.
+    pub max_packet_out: Option<usize>,
     /// Common name of the TLS client certificate, on listeners that use it as the username:
     /// `Some(None)` when such a listener saw no certificate.
     pub tls_identity: Option<Option<String>>,
     /// 5.0 topic aliases the client set up for its PUBLISHes (index = alias - 1).
     pub alias_in: Vec<Option<Arc<str>>>,
     /// 5.0 topic aliases the broker set up towards the client, and how many it may.
-    #[allow(clippy::box_collection)]
-    // a pointer per connection until a client asks for aliases
-    pub alias_out: Option<Box<std::collections::HashMap<Arc<str>, u16>>>,
+    pub alias_out: std::collections::HashMap<Arc<str>, u16>,
     pub alias_out_max: u16,
     /// Set on the outgoing connection of a bridge: its index, and its topic rewriting.
     pub bridge: Option<usize>,
@@ -170,6 +179,38 @@ pub struct Conn {
 }
 
 impl Conn {
+    pub fn extra_mut(&mut self) -> &mut ConnExtra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(u64::from(self.keep_alive_secs))
+    }
+
+    /// The bridge this outgoing connection belongs to.
+    pub fn bridge(&self) -> Option<usize> {
+        self.extra.as_ref().and_then(|e| e.bridge)
+    }
+
+    pub fn remap(&self) -> Option<&Rc<super::bridge::Remap>> {
+        self.extra.as_ref().and_then(|e| e.remap.as_ref())
+    }
+
+    pub fn tls_identity(&self) -> Option<&Option<String>> {
+        self.extra.as_ref().and_then(|e| e.tls_identity.as_ref())
+    }
+
+    pub fn alias_out_max(&self) -> u16 {
+        self.extra.as_ref().map_or(0, |e| e.alias_out_max)
+    }
+
+    pub fn max_packet_out(&self) -> usize {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.max_packet_out)
+            .unwrap_or(usize::MAX)
+    }
+
     fn display_id(&self) -> &str {
         if self.client_id.is_empty() {
             "<unknown>"
@@ -179,37 +220,85 @@ impl Conn {
     }
 }
 
+/// Something due at a deadline. Ids are slab indices and serials (both below 2^32): 12 bytes,
+/// since every connection has one queued for its keep alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     /// Time to reconnect a bridge.
     BridgeRestart {
-        bridge: usize,
+        bridge: u32,
     },
     /// Time for a bridge connection's PINGREQ.
     BridgePing {
-        conn: usize,
+        conn: u32,
     },
     KeepAlive {
-        conn: usize,
-        serial: u64,
+        conn: u32,
+        serial: u32,
     },
     ConnectTimeout {
-        conn: usize,
-        serial: u64,
+        conn: u32,
+        serial: u32,
     },
     SessionExpiry {
-        session: usize,
-        serial: u64,
+        session: u32,
+        serial: u32,
     },
     Stall {
-        session: usize,
-        serial: u64,
+        session: u32,
+        serial: u32,
     },
     /// A 5.0 will held back by its Will Delay Interval.
     WillDelay {
-        session: usize,
-        serial: u64,
+        session: u32,
+        serial: u32,
     },
+}
+
+/// Pending timers, earliest first. An entry is 24 bytes: the deadline in milliseconds from the
+/// first deadline ever queued (rounded up, so that nothing fires early), and the timer.
+#[derive(Default)]
+pub(super) struct Timers {
+    epoch: Option<Instant>,
+    heap: BinaryHeap<Reverse<(i64, Timer)>>,
+}
+
+impl Timers {
+    pub(super) fn push(&mut self, at: Instant, t: Timer) {
+        let epoch = *self.epoch.get_or_insert(at);
+        let ms = |d: Duration| i64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
+        let key = match at.checked_duration_since(epoch) {
+            Some(d) => ms(d),
+            None => -ms(epoch.duration_since(at)),
+        };
+        self.heap.push(Reverse((key, t)));
+    }
+
+    /// When the earliest timer is due.
+    pub(super) fn next(&self) -> Option<Instant> {
+        let (Some(epoch), Some(Reverse((key, _)))) = (self.epoch, self.heap.peek()) else {
+            return None;
+        };
+        let d = Duration::from_millis(key.unsigned_abs());
+        Some(if *key >= 0 {
+            epoch.checked_add(d).unwrap_or(epoch)
+        } else {
+            epoch.checked_sub(d).unwrap_or(epoch)
+        })
+    }
+
+    /// Takes the earliest timer if it is due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        if self.next()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse((_, t))| t)
+    }
+}
+
+/// A slab index or serial as a timer holds it.
+pub(super) fn id32(id: usize) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
 }
 
 /// Counters for logs and `$SYS`.
@@ -250,7 +339,7 @@ impl Auth {
     /// name is checked against the password file when there is one, and otherwise needs
     /// anonymous access too (nobody can prove who they are).
     fn authenticate(&self, conn: &Conn, c: &Connect) -> Result<(), u8> {
-        if let Some(identity) = &conn.tls_identity {
+        if let Some(identity) = conn.tls_identity() {
             // use_identity_as_username: the certificate is the credential.
             return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
         }
@@ -304,7 +393,7 @@ pub struct Broker {
     pub(super) subs: SubTree,
     pub(super) shared: Vec<SharedGroup>,
     retained: RetainStore,
-    pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    pub(super) timers: Timers,
     /// Connections with output to flush.
     dirty: Vec<usize>,
     /// Connections marked for closing, for the event loop's sweep.
@@ -320,7 +409,7 @@ pub struct Broker {
     pub(super) scratch: Vec<Subscriber>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
     pub(super) bridge_connects: Vec<usize>,
-    next_serial: u64,
+    next_serial: u32,
     id_rng: u64,
     pub stats: Stats,
     pub(super) sys: super::sys::SysState,
@@ -339,7 +428,7 @@ impl Broker {
             subs: SubTree::default(),
             shared: Vec::new(),
             retained: RetainStore::default(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             dirty: Vec::new(),
             closing: Vec::new(),
             congested: Vec::new(),
@@ -356,7 +445,7 @@ impl Broker {
         }
     }
 
-    pub(super) fn next_serial_pub(&mut self) -> u64 {
+    pub(super) fn next_serial_pub(&mut self) -> u32 {
         self.serial()
     }
 
@@ -372,8 +461,10 @@ impl Broker {
         self.mark_closing(id, why);
     }
 
-    fn serial(&mut self) -> u64 {
-        self.next_serial += 1;
+    /// A serial for a new connection or session. Wraps after 2^32; a stale timer could then
+    /// only be confused with a live one holding the same slot and the same serial.
+    fn serial(&mut self) -> u32 {
+        self.next_serial = self.next_serial.wrapping_add(1).max(1);
         self.next_serial
     }
 
@@ -420,6 +511,7 @@ impl Broker {
             let sid = self.sessions.insert(s);
             self.by_client_id.insert(key, sid);
             for (filter, opts, id) in subs {
+                let id = id.map(NonZeroU32::get);
                 match topic::parse_shared(&filter) {
                     Some(Ok((group, f))) => self.shared_subscribe(group, f, sid, opts, id),
                     _ => {
@@ -443,7 +535,7 @@ impl Broker {
                 self.push_timer(
                     now + d,
                     Timer::SessionExpiry {
-                        session: sid,
+                        session: id32(sid),
                         serial,
                     },
                 );
@@ -496,25 +588,22 @@ impl Broker {
             version: Version::V311,
             client_id: Arc::from(""),
             username: None,
-            keep_alive: Duration::ZERO,
             last_rx: now,
             will: None,
+            extra: None,
+            keep_alive_secs: 0,
             close: None,
             dirty: false,
             paused: false,
             anonymous_allowed,
-            max_packet_out: usize::MAX,
-            tls_identity: None,
-            alias_in: Vec::new(),
-            alias_out: None,
-            alias_out_max: 0,
-            bridge: None,
-            remap: None,
         });
-        self.timers.push(Reverse((
+        self.push_timer(
             now + self.limits.connect_timeout,
-            Timer::ConnectTimeout { conn: id, serial },
-        )));
+            Timer::ConnectTimeout {
+                conn: id32(id),
+                serial,
+            },
+        );
         id
     }
 
@@ -549,7 +638,7 @@ impl Broker {
     /// The TLS client certificate's identity, for `use_identity_as_username` listeners.
     pub fn set_tls_identity(&mut self, id: usize, identity: Option<String>) {
         if let Some(c) = self.conns.get_mut(id) {
-            c.tls_identity = Some(identity);
+            c.extra_mut().tls_identity = Some(identity);
         }
     }
 
@@ -623,6 +712,7 @@ impl Broker {
                 _ => info!("Client {} disconnected.", conn.display_id()),
             }
         }
+        let bridge = conn.bridge();
         let mut will = conn.will.filter(|_| why.publishes_will());
         if let (Some(w), Some(sid)) = (&will, conn.session) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
@@ -638,7 +728,7 @@ impl Broker {
                     self.push_timer(
                         now + Duration::from_secs(u64::from(delay)),
                         Timer::WillDelay {
-                            session: sid,
+                            session: id32(sid),
                             serial,
                         },
                     );
@@ -651,7 +741,7 @@ impl Broker {
         if let Some(sid) = conn.session {
             self.detach_session(sid, now);
         }
-        if let Some(idx) = conn.bridge {
+        if let Some(idx) = bridge {
             self.bridge_closed(idx, now);
         }
     }
@@ -670,19 +760,18 @@ impl Broker {
 
     /// The earliest instant anything is due; `None` when nothing is.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next()
     }
 
     /// Runs every timer due at `now`.
     pub fn poll(&mut self, now: Instant) {
-        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::KeepAlive { conn, serial } => self.check_keepalive(conn, serial, now),
+                Timer::KeepAlive { conn, serial } => {
+                    self.check_keepalive(conn as usize, serial, now)
+                }
                 Timer::ConnectTimeout { conn, serial } => {
+                    let conn = conn as usize;
                     let Some(c) = self.conns.get(conn) else {
                         continue;
                     };
@@ -703,6 +792,7 @@ impl Broker {
                     }
                 }
                 Timer::SessionExpiry { session, serial } => {
+                    let session = session as usize;
                     let Some(s) = self.sessions.get(session) else {
                         continue;
                     };
@@ -723,6 +813,7 @@ impl Broker {
                     }
                 }
                 Timer::Stall { session, serial } => {
+                    let session = session as usize;
                     if self
                         .sessions
                         .get(session)
@@ -731,9 +822,10 @@ impl Broker {
                         self.stall_expired(session, now);
                     }
                 }
-                Timer::BridgeRestart { bridge } => self.bridge_restart_due(bridge),
-                Timer::BridgePing { conn } => self.bridge_ping(conn, now),
+                Timer::BridgeRestart { bridge } => self.bridge_restart_due(bridge as usize),
+                Timer::BridgePing { conn } => self.bridge_ping(conn as usize, now),
                 Timer::WillDelay { session, serial } => {
+                    let session = session as usize;
                     let will = self
                         .sessions
                         .get_mut(session)
@@ -747,15 +839,16 @@ impl Broker {
         }
     }
 
-    fn check_keepalive(&mut self, id: usize, serial: u64, now: Instant) {
+    fn check_keepalive(&mut self, id: usize, serial: u32, now: Instant) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        if c.serial != serial || c.close.is_some() || c.keep_alive.is_zero() {
+        if c.serial != serial || c.close.is_some() || c.keep_alive_secs == 0 {
             return;
         }
         // [MQTT-3.1.2-24] one and a half times the keep alive period.
-        let deadline = c.last_rx + c.keep_alive + c.keep_alive / 2;
+        let ka = c.keep_alive();
+        let deadline = c.last_rx + ka + ka / 2;
         if now >= deadline {
             if self.limits.connection_messages {
                 info!(
@@ -768,8 +861,11 @@ impl Broker {
             }
             self.mark_closing(id, Close::KeepAlive);
         } else {
-            self.timers
-                .push(Reverse((deadline, Timer::KeepAlive { conn: id, serial })));
+            let t = Timer::KeepAlive {
+                conn: id32(id),
+                serial,
+            };
+            self.push_timer(deadline, t);
         }
     }
 
@@ -839,7 +935,7 @@ impl Broker {
 
     fn handle_packet(&mut self, id: usize, p: Packet, now: Instant) {
         let connected = self.conns.get(id).is_some_and(|c| c.connected);
-        if let Some(idx) = self.conns.get(id).and_then(|c| c.bridge) {
+        if let Some(idx) = self.conns.get(id).and_then(Conn::bridge) {
             return self.handle_bridge_packet(id, idx, connected, p, now);
         }
         match p {
@@ -877,9 +973,13 @@ impl Broker {
             Packet::ConnAck(a) if !connected => {
                 self.bridge_connack(id, idx, a, now);
                 if let Some(c) = self.conns.get(id) {
-                    let (ka, serial) = (c.keep_alive, c.serial);
+                    let (ka, serial) = (c.keep_alive(), c.serial);
                     if !ka.is_zero() {
-                        self.push_timer(now + ka + ka / 2, Timer::KeepAlive { conn: id, serial });
+                        let t = Timer::KeepAlive {
+                            conn: id32(id),
+                            serial,
+                        };
+                        self.push_timer(now + ka + ka / 2, t);
                     }
                 }
             }
@@ -998,7 +1098,7 @@ impl Broker {
         let mut verdict = self.auth.authenticate(conn, &c);
         if let (Ok(()), Some(w)) = (verdict, &c.will) {
             // A will the client could not publish itself is refused at CONNECT.
-            let user = match &conn.tls_identity {
+            let user = match conn.tls_identity() {
                 Some(identity) => identity.as_deref(),
                 None => c.username.as_deref(),
             };
@@ -1025,23 +1125,24 @@ impl Broker {
             keep_alive = self.limits.max_keepalive;
             server_keep_alive = Some(keep_alive);
         }
-        conn.keep_alive = Duration::from_secs(u64::from(keep_alive));
-        conn.username = match &conn.tls_identity {
-            Some(identity) => identity.clone(),
-            None => c.username.clone(),
+        conn.keep_alive_secs = keep_alive;
+        conn.username = match conn.tls_identity() {
+            Some(identity) => identity.as_deref().map(Arc::from),
+            None => c.username.as_deref().map(Arc::from),
         };
         conn.will = c.will.map(Box::new);
-        conn.alias_out_max = c.properties.topic_alias_maximum.unwrap_or(0);
+        if let Some(max) = c.properties.topic_alias_maximum.filter(|&m| m > 0) {
+            conn.extra_mut().alias_out_max = max;
+        }
+        if let Some(max) = c.properties.maximum_packet_size {
+            conn.extra_mut().max_packet_out = Some(max as usize);
+        }
         let window = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(self.limits.max_inflight);
         conn.connected = true;
-        conn.max_packet_out = c
-            .properties
-            .maximum_packet_size
-            .map_or(usize::MAX, |m| m as usize);
         let peer = conn.peer;
         let serial = conn.serial;
-        let username: Option<Arc<str>> = conn.username.as_deref().map(Arc::from);
+        let username = conn.username.clone();
         let key: Arc<str> = conn.client_id.clone();
 
         // Session expiry: 3.1.1 clean session, or 5.0's property. [MQTT-3.1.2-23]
@@ -1148,13 +1249,14 @@ impl Broker {
             }),
         );
         debug!("Sending CONNACK to {key} (session present {session_present})");
-        let ka = self.conns.get(id).map(|c| c.keep_alive).unwrap_or_default();
+        let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
         // Longer keepalives are first checked by the connect-timeout entry already queued.
         if !ka.is_zero() && ka + ka / 2 < self.limits.connect_timeout {
-            self.timers.push(Reverse((
-                now + ka + ka / 2,
-                Timer::KeepAlive { conn: id, serial },
-            )));
+            let t = Timer::KeepAlive {
+                conn: id32(id),
+                serial,
+            };
+            self.push_timer(now + ka + ka / 2, t);
         }
         if session_present {
             self.resume_session(sid, now);
@@ -1234,24 +1336,26 @@ impl Broker {
                 return;
             };
             let slot = usize::from(alias - 1);
-            if conn.alias_in.len() <= slot {
-                conn.alias_in.resize(slot + 1, None);
+            let aliases = &mut conn.extra_mut().alias_in;
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, None);
             }
             if p.topic.is_empty() {
-                match conn.alias_in.get(slot).cloned().flatten() {
+                match aliases.get(slot).cloned().flatten() {
                     Some(t) => p.topic = t,
                     None => {
                         return self.protocol_violation(id, "topic alias not set up");
                     }
                 }
-            } else if let Some(e) = conn.alias_in.get_mut(slot) {
+            } else if let Some(e) = aliases.get_mut(slot) {
                 *e = Some(p.topic.clone());
             }
         }
         if version.is_v5()
             && p.qos == QoS::ExactlyOnce
             && sid.and_then(|s| self.sessions.get(s)).is_some_and(|s| {
-                s.inbound_qos2.len() >= self.limits.max_inflight && !s.inbound_qos2.contains(&p.pid)
+                s.flow().inbound_qos2.len() >= self.limits.max_inflight
+                    && !s.flow().inbound_qos2.contains(p.pid)
             })
         {
             // More unacknowledged QoS 2 than our Receive Maximum. [MQTT-3.3.4-9]
@@ -1274,7 +1378,7 @@ impl Broker {
             .get(id)
             .map(|c| (c.client_id.clone(), c.username.clone()))
             .unwrap_or_default();
-        let remap = self.conns.get(id).and_then(|c| c.remap.clone());
+        let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
         let mut denied = false;
         if let Some(r) = remap {
             // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
@@ -1312,7 +1416,7 @@ impl Broker {
         let duplicate_qos2 = p.qos == QoS::ExactlyOnce
             && sid
                 .and_then(|s| self.sessions.get(s))
-                .is_some_and(|s| s.inbound_qos2.contains(&p.pid));
+                .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
         if accepted && !duplicate_qos2 {
             let expires = p
                 .properties
@@ -1353,7 +1457,7 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
-                    if !too_big && s.inbound_qos2.insert(p.pid) {
+                    if !too_big && s.flow_mut().inbound_qos2.insert(p.pid) {
                         if let Some(sid) = sid {
                             self.touch(sid);
                         }
@@ -1372,7 +1476,7 @@ impl Broker {
         let sid = self.conns.get(id).and_then(|c| c.session);
         let known = sid
             .and_then(|s| self.sessions.get_mut(s))
-            .is_some_and(|s| s.inbound_qos2.remove(&pid));
+            .is_some_and(|s| s.flow_mut().inbound_qos2.remove(pid));
         if let (true, Some(sid)) = (known, sid) {
             self.touch(sid);
         }
@@ -1396,7 +1500,7 @@ impl Broker {
         };
         match s.find_inflight(pid, OutState::AwaitAck) {
             Some(i) => {
-                s.inflight.remove(i);
+                s.flow_mut().inflight.remove(i);
                 self.touch(sid);
                 self.fill_window(sid, now);
             }
@@ -1423,11 +1527,11 @@ impl Broker {
         };
         if a.reason >= 0x80 {
             // 5.0: the receiver refused the message; the flow ends here. [MQTT-4.3.3-4]
-            s.inflight.remove(i);
+            s.flow_mut().inflight.remove(i);
             self.fill_window(sid, now);
             return;
         }
-        if let Some(f) = s.inflight.get_mut(i) {
+        if let Some(f) = s.flow_mut().inflight.get_mut(i) {
             f.state = OutState::AwaitComp;
         }
         self.touch(sid);
@@ -1442,7 +1546,7 @@ impl Broker {
             return;
         };
         if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
-            s.inflight.remove(i);
+            s.flow_mut().inflight.remove(i);
             self.touch(sid);
             self.fill_window(sid, now);
         }
@@ -1490,14 +1594,12 @@ impl Broker {
                 Some(i) => {
                     if let Some(e) = s.subs.get_mut(i) {
                         e.1 = *opts;
-                        e.2 = sub_id;
+                        e.2 = sub_id.and_then(NonZeroU32::new);
                     }
                     true
                 }
                 None => {
-                    // Most clients hold a few subscriptions: grow one at a time.
-                    s.subs.reserve_exact(1);
-                    s.subs.push((Arc::from(filter.as_str()), *opts, sub_id));
+                    s.add_sub(Arc::from(filter.as_str()), *opts, sub_id);
                     false
                 }
             };
@@ -1699,13 +1801,13 @@ impl Broker {
         let serial = s.serial;
         match expiry {
             Some(d) if d.is_zero() => self.remove_session(sid),
-            Some(d) => self.timers.push(Reverse((
+            Some(d) => self.push_timer(
                 now + d,
                 Timer::SessionExpiry {
-                    session: sid,
+                    session: id32(sid),
                     serial,
                 },
-            ))),
+            ),
             None => {}
         }
         if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {

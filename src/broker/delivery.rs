@@ -12,7 +12,6 @@ use super::session::{Inflight, OutState, Pending};
 use crate::auth::acl::Access;
 use crate::protocol::{topic, Ack, Packet, Properties, PublishView, QoS, SubOptions};
 use log::{debug, warn};
-use std::cmp::Reverse;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -21,11 +20,11 @@ use std::time::Instant;
 /// client. [MQTT-3.1.2-25]
 fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant) -> bool {
     // A bridge's outgoing connection carries remote topic names.
-    let remapped = c.remap.as_ref().and_then(|r| r.outgoing(&d.msg.topic));
+    let remapped = c.remap().and_then(|r| r.outgoing(&d.msg.topic));
     let mut topic: &str = remapped.as_deref().unwrap_or(&d.msg.topic);
     let mut own: Option<Properties> = None;
     if c.version.is_v5()
-        && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max > 0)
+        && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
     {
         let mut p = d.msg.properties.as_deref().cloned().unwrap_or_default();
         p.subscription_identifiers.clone_from(&d.sub_ids);
@@ -35,14 +34,15 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
             let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
             p.message_expiry_interval = Some(u32::try_from(secs.max(1)).unwrap_or(u32::MAX));
         }
-        if c.alias_out_max > 0 {
-            let aliases = c.alias_out.get_or_insert_with(Default::default);
+        let max = c.alias_out_max();
+        if max > 0 {
+            let aliases = &mut c.extra_mut().alias_out;
             match aliases.get(&d.msg.topic) {
                 Some(&a) => {
                     p.topic_alias = Some(a);
                     topic = "";
                 }
-                None if aliases.len() < usize::from(c.alias_out_max) => {
+                None if aliases.len() < usize::from(max) => {
                     let a = aliases.len() as u16 + 1;
                     aliases.insert(d.msg.topic.clone(), a);
                     p.topic_alias = Some(a);
@@ -61,7 +61,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         payload: &d.msg.payload,
         properties: own.as_ref().or(d.msg.properties.as_deref()),
     };
-    if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out {
+    if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out() {
         return false;
     }
     view.encode(c.version, &mut c.out);
@@ -81,7 +81,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(cid) else {
             return;
         };
-        for f in &s.inflight {
+        for f in &s.flow().inflight {
             match f.state {
                 OutState::AwaitAck | OutState::AwaitRec => {
                     if encode_delivery(c, &f.d, f.pid, true, now) {
@@ -107,10 +107,10 @@ impl Broker {
             let Some(cid) = s.conn else {
                 return;
             };
-            let Some(front) = s.queue.front() else {
+            let Some(front) = s.flow().queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && s.inflight.len() >= s.window {
+            if front.qos != QoS::AtMostOnce && s.flow().inflight.len() >= s.window {
                 break;
             }
             let Some(p) = s.pop_pending() else {
@@ -154,7 +154,7 @@ impl Broker {
             } else {
                 OutState::AwaitRec
             };
-            s.inflight.push_back(Inflight { pid, d, state });
+            s.flow_mut().inflight.push_back(Inflight { pid, d, state });
             self.touch(sid);
         }
         self.mark_dirty(cid);
@@ -174,7 +174,7 @@ impl Broker {
                         return;
                     }
                     self.transmit(sid, cid, d, now);
-                } else if s.queue.is_empty() && s.inflight.len() < s.window {
+                } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
                     if let Some(s) = self.sessions.get_mut(sid) {
@@ -209,8 +209,9 @@ impl Broker {
         let Some(s) = self.sessions.get(sid) else {
             return true;
         };
-        (self.limits.max_queued != 0 && s.queue.len() >= self.limits.max_queued)
-            || (self.limits.max_queued_bytes != 0 && s.queued_bytes >= self.limits.max_queued_bytes)
+        let f = s.flow();
+        (self.limits.max_queued != 0 && f.queue.len() >= self.limits.max_queued)
+            || (self.limits.max_queued_bytes != 0 && f.queued_bytes >= self.limits.max_queued_bytes)
     }
 
     fn drop_message(&mut self, sid: usize) {
@@ -236,8 +237,9 @@ impl Broker {
             .and_then(|c| self.conns.get(c))
             .map_or(0, |c| c.out.len());
         let hw = self.limits.queue_high_water();
-        let over = s.conn.is_some() && (s.queue.len() >= hw || out >= self.limits.out_high_water);
-        let under = s.queue.len() <= hw / 2 && out < self.limits.out_high_water / 2;
+        let queued = s.flow().queue.len();
+        let over = s.conn.is_some() && (queued >= hw || out >= self.limits.out_high_water);
+        let under = queued <= hw / 2 && out < self.limits.out_high_water / 2;
         if s.stalled {
             // A subscriber that stopped reading does not get to hold publishers back again
             // until it has caught up.
@@ -256,7 +258,7 @@ impl Broker {
                 self.push_timer(
                     now + self.limits.stall_timeout,
                     super::core::Timer::Stall {
-                        session: sid,
+                        session: super::core::id32(sid),
                         serial,
                     },
                 );
@@ -415,14 +417,14 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        if !s.inflight.iter().any(|f| f.d.share.is_some())
-            && !s.queue.iter().any(|p| p.share.is_some())
+        if !s.flow().inflight.iter().any(|f| f.d.share.is_some())
+            && !s.flow().queue.iter().any(|p| p.share.is_some())
         {
             return;
         }
         let mut moved = Vec::new();
         // PUBREC already received: the member has the message; it stays.
-        s.inflight.retain(|f| {
+        s.flow_mut().inflight.retain(|f| {
             if f.d.share.is_some() && f.state != OutState::AwaitComp {
                 moved.push(f.d.clone());
                 false
@@ -510,7 +512,7 @@ impl Broker {
 
     /// Timers are pushed from several modules; one helper keeps the heap private.
     pub(super) fn push_timer(&mut self, at: Instant, t: super::core::Timer) {
-        self.timers.push(Reverse((at, t)));
+        self.timers.push(at, t);
     }
 }
 

@@ -24,6 +24,7 @@ use log::{error, info, warn};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -111,10 +112,10 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
         .filter(|s| s.expiry != Expiry::OnDisconnect)
         .collect();
     for s in &sessions {
-        for f in &s.inflight {
+        for f in &s.flow().inflight {
             add_msg(&mut out, &f.d.msg, &mut records);
         }
-        for p in &s.queue {
+        for p in &s.flow().queue {
             add_msg(&mut out, &p.msg, &mut records);
         }
     }
@@ -147,10 +148,10 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
         for (f, o, id) in &s.subs {
             put_string(&mut b, f);
             b.put_u8(o.to_byte());
-            b.put_u32(id.unwrap_or(0));
+            b.put_u32(id.map_or(0, NonZeroU32::get));
         }
-        b.put_u32(s.inflight.len() as u32);
-        for f in &s.inflight {
+        b.put_u32(s.flow().inflight.len() as u32);
+        for f in &s.flow().inflight {
             b.put_u16(f.pid);
             b.put_u8(match f.state {
                 OutState::AwaitAck => 0,
@@ -159,13 +160,13 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
             });
             put_pending(&mut b, &f.d, &ids);
         }
-        b.put_u32(s.queue.len() as u32);
-        for p in &s.queue {
+        b.put_u32(s.flow().queue.len() as u32);
+        for p in &s.flow().queue {
             put_pending(&mut b, p, &ids);
         }
-        b.put_u32(s.inbound_qos2.len() as u32);
-        for pid in &s.inbound_qos2 {
-            b.put_u16(*pid);
+        b.put_u32(s.flow().inbound_qos2.len() as u32);
+        for pid in s.flow().inbound_qos2.iter() {
+            b.put_u16(pid);
         }
         put_record(&mut out, REC_SESSION, &b);
         records += 1;
@@ -233,7 +234,7 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
             retain_as_published: o & 8 != 0,
             retain_handling: (o >> 4) & 3,
         };
-        s.subs.push((Arc::from(f), opts, (id != 0).then_some(id)));
+        s.add_sub(Arc::from(f), opts, (id != 0).then_some(id));
     }
     for _ in 0..r.u32().map_err(e)? {
         let pid = r.u16().map_err(e)?;
@@ -243,7 +244,7 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
             _ => OutState::AwaitComp,
         };
         if let Some(d) = get_pending(&mut r, msgs)? {
-            s.inflight.push_back(Inflight { pid, d, state });
+            s.flow_mut().inflight.push_back(Inflight { pid, d, state });
         }
     }
     for _ in 0..r.u32().map_err(e)? {
@@ -252,7 +253,7 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
         }
     }
     for _ in 0..r.u32().map_err(e)? {
-        s.inbound_qos2.insert(r.u16().map_err(e)?);
+        s.flow_mut().inbound_qos2.insert(r.u16().map_err(e)?);
     }
     Ok(s)
 }

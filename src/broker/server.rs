@@ -221,11 +221,13 @@ struct Sock {
     connecting: bool,
     /// TLS identity already handed to the broker (or none expected).
     identity_done: bool,
-    /// Bytes of a packet not yet complete (or held back while the connection is paused).
-    pending: BytesMut,
     writing: bool,
     /// The listener it came in on; `None` for outgoing bridge connections.
-    listener: Option<usize>,
+    listener: Option<u16>,
+    /// Bytes of a packet not yet complete (or held back while the connection is paused).
+    /// Boxed and dropped when empty: an idle connection pays a pointer.
+    #[allow(clippy::box_collection)]
+    pending: Option<Box<BytesMut>>,
 }
 
 /// Why [`Server::run`] returned.
@@ -554,7 +556,7 @@ impl Server {
                 stream,
                 connecting: true,
                 identity_done: true,
-                pending: BytesMut::new(),
+                pending: None,
                 writing: true,
                 listener: None,
             },
@@ -628,9 +630,9 @@ impl Server {
                     stream,
                     connecting: false,
                     identity_done: !l.identity_as_username,
-                    pending: BytesMut::new(),
+                    pending: None,
                     writing: false,
-                    listener: Some(li),
+                    listener: u16::try_from(li).ok(),
                 },
             );
         }
@@ -641,9 +643,9 @@ impl Server {
         let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
-        if !sock.pending.is_empty() {
-            let used = self.broker.input(id, &sock.pending, now);
-            sock.pending.advance(used);
+        if let Some(p) = sock.pending.as_deref_mut() {
+            let used = self.broker.input(id, p, now);
+            p.advance(used);
         }
         loop {
             match self.broker.conns.get(id) {
@@ -664,15 +666,20 @@ impl Server {
                             .set_tls_identity(id, sock.stream.peer_identity());
                     }
                     let data = self.scratch.get(..n).unwrap_or_default();
-                    if sock.pending.is_empty() {
-                        let used = self.broker.input(id, data, now);
-                        if let Some(rest) = data.get(used..) {
-                            sock.pending.extend_from_slice(rest);
+                    match sock.pending.as_deref_mut().filter(|p| !p.is_empty()) {
+                        None => {
+                            let used = self.broker.input(id, data, now);
+                            if let Some(rest) = data.get(used..).filter(|r| !r.is_empty()) {
+                                sock.pending
+                                    .get_or_insert_with(Default::default)
+                                    .extend_from_slice(rest);
+                            }
                         }
-                    } else {
-                        sock.pending.extend_from_slice(data);
-                        let used = self.broker.input(id, &sock.pending, now);
-                        sock.pending.advance(used);
+                        Some(p) => {
+                            p.extend_from_slice(data);
+                            let used = self.broker.input(id, p, now);
+                            p.advance(used);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -683,9 +690,9 @@ impl Server {
                 }
             }
         }
-        if sock.pending.is_empty() && sock.pending.capacity() > 0 {
+        if sock.pending.as_ref().is_some_and(|p| p.is_empty()) {
             // Idle connections hold no read buffer.
-            sock.pending = BytesMut::new();
+            sock.pending = None;
         }
         if sock.stream.has_pending() {
             // TLS handshake records that did not fit in the socket yet.
@@ -779,7 +786,10 @@ impl Server {
                 if let Some(mut sock) = self.socks.take(id) {
                     let _ = self.poll.registry().deregister(sock.stream.socket());
                     let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
-                    if let Some(l) = sock.listener.and_then(|i| self.listeners.get_mut(i)) {
+                    if let Some(l) = sock
+                        .listener
+                        .and_then(|i| self.listeners.get_mut(usize::from(i)))
+                    {
                         l.open -= 1;
                     }
                 }

@@ -5,7 +5,8 @@
 
 use super::message::Message;
 use crate::protocol::{QoS, SubOptions};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -52,62 +53,81 @@ pub enum Expiry {
     Never,
 }
 
-#[derive(Debug)]
-pub struct Session {
-    pub client_id: Arc<str>,
-    /// A bridge that announced itself (try_private): what it publishes is not sent back to it.
-    pub no_echo: bool,
-    /// User name of the last connection, for ACL checks while the client is away.
-    pub username: Option<Arc<str>>,
-    /// Unique for the life of the process, so stale timers can be told apart after id reuse.
-    pub serial: u64,
-    pub conn: Option<usize>,
-    pub expiry: Expiry,
-    /// (filter, options, MQTT 5 subscription identifier)
-    pub subs: Vec<(Arc<str>, SubOptions, Option<u32>)>,
-    /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
-    /// client's Receive Maximum. [MQTT-3.3.4-7]
-    pub window: usize,
-    /// Held its publishers back for the whole stall timeout: no longer allowed to, until its
-    /// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
-    pub stalled: bool,
-    /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
-    pub pending_will: Option<Box<crate::protocol::Will>>,
+/// A set of packet ids: a sorted vector, half the size of a hash set when empty (the usual
+/// case) and never more than 65,535 entries.
+#[derive(Debug, Default)]
+pub struct PidSet(Vec<u16>);
+
+impl PidSet {
+    /// Adds `pid`; false if it was already there.
+    pub fn insert(&mut self, pid: u16) -> bool {
+        match self.0.binary_search(&pid) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, pid);
+                true
+            }
+        }
+    }
+
+    /// Removes `pid`; false if it was not there.
+    pub fn remove(&mut self, pid: u16) -> bool {
+        match self.0.binary_search(&pid) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, pid: u16) -> bool {
+        self.0.binary_search(&pid).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// A session's message flow: the outbound in-flight window, the queue behind it and the
+/// inbound QoS 2 state. Boxed in the session and made on first use, since most sessions (a
+/// router's sensors and switches) never hold a QoS 1/2 message: they pay one pointer.
+#[derive(Debug, Default)]
+pub struct Flow {
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Pending>,
     pub queued_bytes: usize,
     /// Packet ids of QoS 2 messages received and answered with PUBREC, awaiting PUBREL.
-    pub inbound_qos2: HashSet<u16>,
-    next_pid: u16,
+    pub inbound_qos2: PidSet,
+    /// The packet id handed out last (0: none yet).
+    last_pid: u16,
 }
 
-impl Session {
-    pub fn new(client_id: Arc<str>, serial: u64, expiry: Expiry) -> Session {
-        Session {
-            client_id,
-            no_echo: false,
-            username: None,
-            serial,
-            conn: None,
-            expiry,
-            subs: Vec::new(),
-            window: 20,
-            stalled: false,
-            pending_will: None,
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            inbound_qos2: HashSet::new(),
-            next_pid: 1,
-        }
-    }
+/// What [`Session::flow`] shows for a session that never had one.
+const NO_FLOW: &Flow = &Flow {
+    inflight: VecDeque::new(),
+    queue: VecDeque::new(),
+    queued_bytes: 0,
+    inbound_qos2: PidSet(Vec::new()),
+    last_pid: 0,
+};
 
+impl Flow {
     /// Next free packet id: never 0, never one still in flight. [MQTT-2.2.1-3]
     /// `None` only when all 65,535 are in flight.
     pub fn alloc_pid(&mut self) -> Option<u16> {
         for _ in 0..u16::MAX {
-            let pid = self.next_pid;
-            self.next_pid = self.next_pid.wrapping_add(1).max(1);
+            self.last_pid = self.last_pid.wrapping_add(1).max(1);
+            let pid = self.last_pid;
             if !self.inflight.iter().any(|f| f.pid == pid) {
                 return Some(pid);
             }
@@ -131,6 +151,83 @@ impl Session {
         self.inflight
             .iter()
             .position(|f| f.pid == pid && f.state == state)
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// A bridge that announced itself (try_private): what it publishes is not sent back to it.
+    pub no_echo: bool,
+    /// Held its publishers back for the whole stall timeout: no longer allowed to, until its
+    /// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
+    pub stalled: bool,
+    /// User name of the last connection, for ACL checks while the client is away.
+    pub username: Option<Arc<str>>,
+    /// Unique for the life of the process, so stale timers can be told apart after id reuse.
+    pub serial: u32,
+    pub conn: Option<usize>,
+    pub expiry: Expiry,
+    /// (filter, options, MQTT 5 subscription identifier): 24 bytes each.
+    pub subs: Vec<(Arc<str>, SubOptions, Option<NonZeroU32>)>,
+    /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
+    /// client's Receive Maximum. [MQTT-3.3.4-7]
+    pub window: usize,
+    /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
+    pub pending_will: Option<Box<crate::protocol::Will>>,
+    flow: Option<Box<Flow>>,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, serial: u32, expiry: Expiry) -> Session {
+        Session {
+            client_id,
+            no_echo: false,
+            stalled: false,
+            username: None,
+            serial,
+            conn: None,
+            expiry,
+            subs: Vec::new(),
+            window: 20,
+            pending_will: None,
+            flow: None,
+        }
+    }
+
+    /// The message flow, empty if the session never had one.
+    pub fn flow(&self) -> &Flow {
+        self.flow.as_deref().unwrap_or(NO_FLOW)
+    }
+
+    /// The message flow, made now if the session had none.
+    pub fn flow_mut(&mut self) -> &mut Flow {
+        self.flow.get_or_insert_with(Default::default)
+    }
+
+    pub fn alloc_pid(&mut self) -> Option<u16> {
+        self.flow_mut().alloc_pid()
+    }
+
+    pub fn push_pending(&mut self, p: Pending) {
+        self.flow_mut().push_pending(p);
+    }
+
+    pub fn pop_pending(&mut self) -> Option<Pending> {
+        self.flow.as_mut()?.pop_pending()
+    }
+
+    pub fn find_inflight(&self, pid: u16, state: OutState) -> Option<usize> {
+        self.flow().find_inflight(pid, state)
+    }
+
+    /// Adds a subscription. The first few grow the list one at a time: most sessions hold one
+    /// to three, and a vector's default growth would reserve room for four.
+    pub fn add_sub(&mut self, filter: Arc<str>, opts: SubOptions, id: Option<u32>) {
+        if self.subs.len() < 4 {
+            self.subs.reserve_exact(1);
+        }
+        self.subs.push((filter, opts, id.and_then(NonZeroU32::new)));
     }
 
     pub fn subscription(&self, filter: &str) -> Option<usize> {
@@ -168,23 +265,35 @@ mod tests {
     fn pids_skip_zero_and_in_flight() {
         let mut s = Session::new("c".into(), 1, Expiry::Never);
         assert_eq!(s.alloc_pid(), Some(1));
-        s.inflight.push_back(Inflight {
+        s.flow_mut().inflight.push_back(Inflight {
             pid: 2,
             d: pending(),
             state: OutState::AwaitAck,
         });
         assert_eq!(s.alloc_pid(), Some(3));
-        s.next_pid = u16::MAX;
+        s.flow_mut().last_pid = u16::MAX - 1;
         assert_eq!(s.alloc_pid(), Some(u16::MAX));
         assert_eq!(s.alloc_pid(), Some(1), "wraps past 0");
     }
 
     #[test]
+    fn pid_set() {
+        let mut p = PidSet::default();
+        assert!(p.insert(7) && p.insert(3) && p.insert(65535));
+        assert!(!p.insert(3), "already there");
+        assert_eq!(p.iter().collect::<Vec<_>>(), [3, 7, 65535]);
+        assert!(p.contains(7) && !p.contains(8));
+        assert!(p.remove(7) && !p.remove(7));
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
     fn queue_accounts_bytes() {
         let mut s = Session::new("c".into(), 1, Expiry::Never);
+        assert!(s.pop_pending().is_none(), "no flow yet");
         s.push_pending(pending());
-        assert_eq!(s.queued_bytes, 2);
+        assert_eq!(s.flow().queued_bytes, 2);
         assert!(s.pop_pending().is_some());
-        assert_eq!(s.queued_bytes, 0);
+        assert_eq!(s.flow().queued_bytes, 0);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::protocol::SubOptions;
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 
 /// One session's subscription at a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct Subscriber {
 
 /// Children of a node. Most nodes have one or two, so a short vector (tens of bytes) until
 /// there are more than [`FEW`], then a map, so that wide levels still cost O(1) per look-up.
-// The map is boxed on purpose: it keeps every node (most have a vector) at 48 bytes.
+// The map is boxed on purpose: it keeps `Children` at 24 bytes.
 #[allow(clippy::box_collection)]
 enum Children {
     Few(Vec<(Box<str>, Node)>),
@@ -89,10 +90,152 @@ impl Children {
     }
 }
 
+/// A node's children, boxed: most nodes are leaves (one per distinct filter), and a leaf pays
+/// a pointer instead of a vector. Keeps a node at 32 bytes, so a wide level's map is 48 bytes
+/// an entry.
+#[derive(Default)]
+struct Kids(Option<Box<Children>>);
+
+impl Kids {
+    fn get(&self, k: &str) -> Option<&Node> {
+        self.0.as_deref().and_then(|c| c.get(k))
+    }
+
+    fn get_mut(&mut self, k: &str) -> Option<&mut Node> {
+        self.0.as_deref_mut().and_then(|c| c.get_mut(k))
+    }
+
+    fn get_or_insert(&mut self, k: &str) -> &mut Node {
+        self.0.get_or_insert_with(Default::default).get_or_insert(k)
+    }
+
+    fn remove(&mut self, k: &str) {
+        if let Some(c) = self.0.as_deref_mut() {
+            c.remove(k);
+            if c.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Children::is_empty)
+    }
+}
+
+/// A [`Subscriber`] as the tree stores it: 12 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    /// A session slab index (below 2^32; `u32::MAX` matches no session).
+    session: u32,
+    id: Option<NonZeroU32>,
+    opts: SubOptions,
+}
+
+impl Packed {
+    fn new(s: Subscriber) -> Packed {
+        Packed {
+            session: u32::try_from(s.session).unwrap_or(u32::MAX),
+            id: s.id.and_then(NonZeroU32::new),
+            opts: s.opts,
+        }
+    }
+
+    fn full(&self) -> Subscriber {
+        Subscriber {
+            session: self.session as usize,
+            opts: self.opts,
+            id: self.id.map(NonZeroU32::get),
+        }
+    }
+}
+
+/// A node's subscriptions. A node per distinct filter, and most filters have one subscriber:
+/// that one is held inline, and the whole is 16 bytes.
+#[derive(Debug, Default)]
+// The vector is boxed on purpose: it keeps `Subs` at 16 bytes.
+#[allow(clippy::box_collection)]
+enum Subs {
+    #[default]
+    None,
+    One(Packed),
+    /// Two or more.
+    Many(Box<Vec<Packed>>),
+}
+
+impl Subs {
+    fn is_empty(&self) -> bool {
+        matches!(self, Subs::None)
+    }
+
+    fn as_slice(&self) -> &[Packed] {
+        match self {
+            Subs::None => &[],
+            Subs::One(p) => std::slice::from_ref(p),
+            Subs::Many(v) => v,
+        }
+    }
+
+    /// Adds `p`, or replaces the same session's entry; true if it replaced one.
+    fn upsert(&mut self, p: Packed) -> bool {
+        match self {
+            Subs::None => {
+                *self = Subs::One(p);
+                false
+            }
+            Subs::One(q) if q.session == p.session => {
+                *q = p;
+                true
+            }
+            Subs::One(q) => {
+                let q = *q;
+                *self = Subs::Many(Box::new(vec![q, p]));
+                false
+            }
+            Subs::Many(v) => match v.iter_mut().find(|q| q.session == p.session) {
+                Some(q) => {
+                    *q = p;
+                    true
+                }
+                None => {
+                    v.push(p);
+                    false
+                }
+            },
+        }
+    }
+
+    /// Removes `session`'s entry; true if there was one.
+    fn remove(&mut self, session: u32) -> bool {
+        match self {
+            Subs::One(q) if q.session == session => {
+                *self = Subs::None;
+                true
+            }
+            Subs::Many(v) => {
+                let before = v.len();
+                v.retain(|q| q.session != session);
+                let removed = v.len() != before;
+                match v.as_slice() {
+                    [] => *self = Subs::None,
+                    [one] => *self = Subs::One(*one),
+                    _ => {}
+                }
+                removed
+            }
+            _ => false,
+        }
+    }
+
+    fn extend_into(&self, out: &mut Vec<Subscriber>) {
+        out.extend(self.as_slice().iter().map(Packed::full));
+    }
+}
+
 #[derive(Default)]
 struct Node {
-    children: Children,
-    subs: Vec<Subscriber>,
+    children: Kids,
+    subs: Subs,
 }
 
 impl Node {
@@ -127,23 +270,18 @@ impl SubTree {
         for level in filter.split('/') {
             node = node.children.get_or_insert(level);
         }
-        if let Some(s) = node.subs.iter_mut().find(|s| s.session == sub.session) {
-            *s = sub;
-            return true;
+        let replaced = node.subs.upsert(Packed::new(sub));
+        if !replaced {
+            self.count += 1;
         }
-        node.subs.reserve_exact(1);
-        node.subs.push(sub);
-        self.count += 1;
-        false
+        replaced
     }
 
     /// Removes `session`'s subscription to `filter`. Returns true if there was one.
     pub fn unsubscribe(&mut self, filter: &str, session: usize) -> bool {
         fn remove(node: &mut Node, filter: Option<&str>, session: usize) -> bool {
             let Some(f) = filter else {
-                let before = node.subs.len();
-                node.subs.retain(|s| s.session != session);
-                return node.subs.len() != before;
+                return node.subs.remove(u32::try_from(session).unwrap_or(u32::MAX));
             };
             let (level, rest) = split(f);
             let Some(child) = node.children.get_mut(level) else {
@@ -167,17 +305,17 @@ impl SubTree {
     pub fn matches(&self, topic: &str, out: &mut Vec<Subscriber>) {
         fn walk(node: &Node, topic: Option<&str>, root_dollar: bool, out: &mut Vec<Subscriber>) {
             let Some(t) = topic else {
-                out.extend_from_slice(&node.subs);
+                node.subs.extend_into(out);
                 // "a/#" also matches "a". [MQTT-4.7.1-2]
                 if let Some(h) = node.children.get("#") {
-                    out.extend_from_slice(&h.subs);
+                    h.subs.extend_into(out);
                 }
                 return;
             };
             let (level, rest) = split(t);
             if !root_dollar {
                 if let Some(h) = node.children.get("#") {
-                    out.extend_from_slice(&h.subs);
+                    h.subs.extend_into(out);
                 }
                 if let Some(p) = node.children.get("+") {
                     walk(p, rest, false, out);
@@ -242,6 +380,33 @@ mod tests {
         assert_eq!(t.count(), 0);
     }
 
+    /// One subscriber is held inline, two or more in a vector, and back as they leave.
+    #[test]
+    fn subscribers_of_one_filter_come_and_go() {
+        let mut t = SubTree::default();
+        assert!(!t.subscribe("a", sub(1)));
+        assert!(!t.subscribe("a", sub(2)));
+        assert!(!t.subscribe("a", sub(3)));
+        assert!(t.subscribe("a", sub(2)), "same session: replaced");
+        assert_eq!(matching(&t, "a"), vec![1, 2, 3]);
+        assert!(t.unsubscribe("a", 1) && t.unsubscribe("a", 3));
+        assert!(!t.unsubscribe("a", 3));
+        assert_eq!(matching(&t, "a"), vec![2]);
+        assert!(t.unsubscribe("a", 2));
+        assert!(t.root.is_empty());
+        assert_eq!(t.count(), 0);
+    }
+
+    /// The memory per subscription rests on these sizes (a wide level's map entry is a key
+    /// and a node).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn node_sizes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 12);
+        assert_eq!(std::mem::size_of::<Subs>(), 16);
+        assert_eq!(std::mem::size_of::<Node>(), 24);
+    }
+
     /// Wide levels switch from the short vector to a map and keep working both ways.
     #[test]
     fn wide_levels() {
@@ -251,8 +416,8 @@ mod tests {
         }
         t.subscribe("room/+/temp", sub(100));
         assert!(matches!(
-            t.root.children.get("room").unwrap().children,
-            Children::Many(_)
+            t.root.children.get("room").unwrap().children.0.as_deref(),
+            Some(Children::Many(_))
         ));
         for i in [0, 7, 8, 9, 49] {
             assert_eq!(matching(&t, &format!("room/{i}/temp")), vec![i, 100]);

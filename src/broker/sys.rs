@@ -153,9 +153,10 @@ impl Broker {
         let mut n = self.retained_count() as u64;
         let mut bytes = 0u64;
         for s in self.sessions_iter() {
-            n += (s.queue.len() + s.inflight.len()) as u64;
-            bytes += s.queued_bytes as u64
-                + s.inflight
+            let f = s.flow();
+            n += (f.queue.len() + f.inflight.len()) as u64;
+            bytes += f.queued_bytes as u64
+                + f.inflight
                     .iter()
                     .map(|f| f.d.msg.size() as u64)
                     .sum::<u64>();
