@@ -266,10 +266,12 @@ pub(super) struct Timers {
 impl Timers {
     pub(super) fn push(&mut self, at: Instant, t: Timer) {
         let epoch = *self.epoch.get_or_insert(at);
-        let ms = |d: Duration| i64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
+        let ms = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
+        // Both ways rounded towards later: a timer may fire up to a millisecond late, never
+        // early (a stall check that fires early would not run again).
         let key = match at.checked_duration_since(epoch) {
-            Some(d) => ms(d),
-            None => -ms(epoch.duration_since(at)),
+            Some(d) => ms(d.as_nanos().div_ceil(1_000_000)),
+            None => -ms(epoch.duration_since(at).as_nanos() / 1_000_000),
         };
         self.heap.push(Reverse((key, t)));
     }
@@ -288,7 +290,7 @@ impl Timers {
     }
 
     /// Takes the earliest timer if it is due at `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         if self.next()? > now {
             return None;
         }
@@ -1599,7 +1601,7 @@ impl Broker {
                     true
                 }
                 None => {
-                    s.add_sub(Arc::from(filter.as_str()), *opts, sub_id);
+                    s.add_sub(filter, *opts, sub_id);
                     false
                 }
             };

@@ -841,3 +841,27 @@ fn sys_is_read_only_except_bridge_state() {
         vec![("1".into(), QoS::AtMostOnce, false, false)]
     );
 }
+
+/// Timers keep milliseconds from the first deadline queued: none may fire before its
+/// deadline, whether that lies after the first one or before it.
+#[test]
+fn timers_never_fire_early() {
+    use super::core::{Timer, Timers};
+    let t0 = Instant::now();
+    let mut t = Timers::default();
+    let at = |us: u64| t0 + Duration::from_micros(us);
+    t.push(at(30_000_500), Timer::BridgePing { conn: 1 });
+    t.push(at(5_000_700), Timer::BridgePing { conn: 2 });
+    t.push(at(40_000_001), Timer::BridgePing { conn: 3 });
+    for (us, conn) in [(5_000_700, 2), (30_000_500, 1), (40_000_001, 3)] {
+        let next = t.next().unwrap();
+        assert!(next >= at(us), "timer {conn} due early");
+        assert!(next <= at(us + 1000), "timer {conn} more than 1 ms late");
+        assert_eq!(
+            t.pop_due(at(us).checked_sub(Duration::from_micros(1)).unwrap()),
+            None
+        );
+        assert_eq!(t.pop_due(next), Some(Timer::BridgePing { conn }));
+    }
+    assert_eq!(t.next(), None);
+}
