@@ -129,7 +129,7 @@ impl Broker {
                     ..SubOptions::default()
                 };
                 if let Some(s) = self.sessions.get_mut(sid) {
-                    s.add_sub(Arc::from(filter.as_str()), opts, None);
+                    s.add_sub(filter.as_str(), opts, None);
                 }
                 self.subs.subscribe(
                     &filter,

@@ -234,7 +234,7 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
             retain_as_published: o & 8 != 0,
             retain_handling: (o >> 4) & 3,
         };
-        s.add_sub(Arc::from(f), opts, (id != 0).then_some(id));
+        s.add_sub(f, opts, (id != 0).then_some(id));
     }
     for _ in 0..r.u32().map_err(e)? {
         let pid = r.u16().map_err(e)?;

@@ -169,7 +169,7 @@ pub struct Session {
     pub conn: Option<usize>,
     pub expiry: Expiry,
     /// (filter, options, MQTT 5 subscription identifier): 24 bytes each.
-    pub subs: Vec<(Arc<str>, SubOptions, Option<NonZeroU32>)>,
+    pub subs: Vec<(Box<str>, SubOptions, Option<NonZeroU32>)>,
     /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
     /// client's Receive Maximum. [MQTT-3.3.4-7]
     pub window: usize,
@@ -223,11 +223,12 @@ impl Session {
 
     /// Adds a subscription. The first few grow the list one at a time: most sessions hold one
     /// to three, and a vector's default growth would reserve room for four.
-    pub fn add_sub(&mut self, filter: Arc<str>, opts: SubOptions, id: Option<u32>) {
+    pub fn add_sub(&mut self, filter: &str, opts: SubOptions, id: Option<u32>) {
         if self.subs.len() < 4 {
             self.subs.reserve_exact(1);
         }
-        self.subs.push((filter, opts, id.and_then(NonZeroU32::new)));
+        self.subs
+            .push((Box::from(filter), opts, id.and_then(NonZeroU32::new)));
     }
 
     pub fn subscription(&self, filter: &str) -> Option<usize> {
