@@ -119,7 +119,7 @@ impl Broker {
             };
             if let Some(s) = self.sessions.get_mut(sid) {
                 s.no_echo = true;
-                s.window = self.limits.max_inflight;
+                s.set_window(self.limits.max_inflight);
                 s.subs.clear();
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
@@ -308,10 +308,10 @@ impl Broker {
         let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
         if let Some(c) = self.conns.get_mut(id) {
             c.connected = true;
-            c.session = Some(sid);
+            c.set_session(Some(sid));
         }
         if let Some(s) = self.sessions.get_mut(sid) {
-            s.conn = Some(id);
+            s.set_conn(Some(id));
         }
         // Subscribe on the remote side to what flows in. In 5.0, no-local keeps our own
         // messages from coming back; in 3.1.1 try_private asks the remote for the same.

@@ -18,11 +18,11 @@ use crate::protocol::{
     decode, reason, topic, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
     Publish, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use log::{debug, info};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -133,11 +133,15 @@ impl Close {
 
 /// Protocol state of one network connection.
 pub struct Conn {
-    /// Encoded packets waiting for the socket.
-    pub out: BytesMut,
-    pub peer: SocketAddr,
-    pub serial: u32,
-    pub session: Option<usize>,
+    /// Encoded packets waiting for the socket. Boxed and dropped when drained: an idle
+    /// connection pays a pointer.
+    #[allow(clippy::box_collection)]
+    out: Option<Box<BytesMut>>,
+    /// The peer's address, 20 bytes where a `SocketAddr` takes 32; see [`Conn::peer`].
+    peer_ip: IpAddr,
+    peer_port: u16,
+    /// The session's slab index (below 2^32) once CONNECT is accepted; see [`Conn::session`].
+    session_ix: Option<u32>,
     pub client_id: Arc<str>,
     /// Shared with the session: one allocation, and cloned by reference count per PUBLISH.
     pub username: Option<Arc<str>>,
@@ -179,6 +183,44 @@ pub struct ConnExtra {
 }
 
 impl Conn {
+    /// The output buffer, made when something is to be sent.
+    pub fn out_mut(&mut self) -> &mut BytesMut {
+        self.out.get_or_insert_with(Default::default)
+    }
+
+    /// Encoded bytes not yet written to the socket.
+    pub fn out(&self) -> &[u8] {
+        self.out.as_deref().map_or(&[], |b| &b[..])
+    }
+
+    /// `n` bytes were written; the buffer goes when nothing is left.
+    pub fn out_consumed(&mut self, n: usize) {
+        if let Some(b) = self.out.as_deref_mut() {
+            b.advance(n.min(b.len()));
+            if b.is_empty() {
+                self.out = None;
+            }
+        }
+    }
+
+    /// Drops what was not written (the connection failed).
+    pub fn out_clear(&mut self) {
+        self.out = None;
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::new(self.peer_ip, self.peer_port)
+    }
+
+    /// The session, once CONNECT is accepted.
+    pub fn session(&self) -> Option<usize> {
+        self.session_ix.map(|s| s as usize)
+    }
+
+    pub fn set_session(&mut self, session: Option<usize>) {
+        self.session_ix = session.and_then(|s| u32::try_from(s).ok());
+    }
+
     pub fn extra_mut(&mut self) -> &mut ConnExtra {
         self.extra.get_or_insert_with(Default::default)
     }
@@ -231,14 +273,6 @@ pub(super) enum Timer {
     /// Time for a bridge connection's PINGREQ.
     BridgePing {
         conn: u32,
-    },
-    KeepAlive {
-        conn: u32,
-        serial: u32,
-    },
-    ConnectTimeout {
-        conn: u32,
-        serial: u32,
     },
     SessionExpiry {
         session: u32,
@@ -396,6 +430,9 @@ pub struct Broker {
     pub(super) shared: Vec<SharedGroup>,
     retained: RetainStore,
     pub(super) timers: Timers,
+    /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
+    /// while no connection has a deadline.
+    sweep_at: Option<Instant>,
     /// Connections with output to flush.
     dirty: Vec<usize>,
     /// Connections marked for closing, for the event loop's sweep.
@@ -431,6 +468,7 @@ impl Broker {
             shared: Vec::new(),
             retained: RetainStore::default(),
             timers: Timers::default(),
+            sweep_at: None,
             dirty: Vec::new(),
             closing: Vec::new(),
             congested: Vec::new(),
@@ -504,8 +542,8 @@ impl Broker {
                 continue;
             }
             s.serial = self.serial();
-            s.conn = None;
-            s.window = self.limits.max_inflight;
+            s.set_conn(None);
+            s.set_window(self.limits.max_inflight);
             let key = s.client_id.clone();
             let subs = s.subs.clone();
             let expiry = s.expiry;
@@ -579,13 +617,12 @@ impl Broker {
         anonymous_allowed: bool,
         now: Instant,
     ) -> usize {
-        let serial = self.serial();
         let id = self.conns.insert(Conn {
-            out: BytesMut::new(),
-            peer,
+            out: None,
+            peer_ip: peer.ip(),
+            peer_port: peer.port(),
             port,
-            serial,
-            session: None,
+            session_ix: None,
             connected: false,
             version: Version::V311,
             client_id: Arc::from(""),
@@ -599,13 +636,7 @@ impl Broker {
             paused: false,
             anonymous_allowed,
         });
-        self.push_timer(
-            now + self.limits.connect_timeout,
-            Timer::ConnectTimeout {
-                conn: id32(id),
-                serial,
-            },
-        );
+        self.arm_sweep(now + self.limits.connect_timeout);
         id
     }
 
@@ -674,7 +705,7 @@ impl Broker {
 
     /// Output for `id` was written to the socket: lift congestion if it was the cause.
     pub fn flushed(&mut self, id: usize, now: Instant) {
-        if let Some(sid) = self.conns.get(id).and_then(|c| c.session) {
+        if let Some(sid) = self.conns.get(id).and_then(Conn::session) {
             self.check_congestion(sid, now);
         }
     }
@@ -714,9 +745,9 @@ impl Broker {
                 _ => info!("Client {} disconnected.", conn.display_id()),
             }
         }
-        let bridge = conn.bridge();
+        let (bridge, session) = (conn.bridge(), conn.session());
         let mut will = conn.will.filter(|_| why.publishes_will());
-        if let (Some(w), Some(sid)) = (&will, conn.session) {
+        if let (Some(w), Some(sid)) = (&will, session) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             let keeps = self
                 .sessions
@@ -740,7 +771,7 @@ impl Broker {
         if let Some(w) = will {
             self.publish_will(*w, now);
         }
-        if let Some(sid) = conn.session {
+        if let Some(sid) = session {
             self.detach_session(sid, now);
         }
         if let Some(idx) = bridge {
@@ -762,43 +793,83 @@ impl Broker {
 
     /// The earliest instant anything is due; `None` when nothing is.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.sweep_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A connection's deadline may now be `at`: the sweep runs by then.
+    fn arm_sweep(&mut self, at: Instant) {
+        self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Connect timeouts and keep alives [MQTT-3.1.2-24], checked by one pass over the
+    /// connections instead of a timer each: a connection holds no timer state. Each pass
+    /// finds the earliest deadline and the next pass runs then (at most one a second);
+    /// traffic only moves deadlines later, so the pass is never late.
+    fn sweep(&mut self, now: Instant) {
+        let connect_timeout = self.limits.connect_timeout;
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, c) in self.conns.iter() {
+            let deadline = if c.close.is_some() {
+                continue;
+            } else if !c.connected {
+                c.last_rx + connect_timeout
+            } else if c.keep_alive_secs > 0 {
+                let ka = c.keep_alive();
+                c.last_rx + ka + ka / 2
+            } else {
+                continue;
+            };
+            if now >= deadline {
+                expired.push(id);
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        self.sweep_at = next.map(|n| n.max(now + Duration::from_secs(1)));
+        for id in expired {
+            let Some(c) = self.conns.get(id) else {
+                continue;
+            };
+            if !c.connected {
+                if self.limits.connection_messages {
+                    info!(
+                        "Client {} did not send CONNECT in time, disconnecting.",
+                        fmt_addr(&c.peer())
+                    );
+                }
+                self.mark_closing(id, Close::ConnectTimeout);
+                continue;
+            }
+            if self.limits.connection_messages {
+                info!(
+                    "Client {} has exceeded timeout, disconnecting.",
+                    c.display_id()
+                );
+            }
+            if c.version.is_v5() {
+                self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
+            }
+            self.mark_closing(id, Close::KeepAlive);
+        }
     }
 
     /// Runs every timer due at `now`.
     pub fn poll(&mut self, now: Instant) {
+        if self.sweep_at.is_some_and(|t| t <= now) {
+            self.sweep(now);
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::KeepAlive { conn, serial } => {
-                    self.check_keepalive(conn as usize, serial, now)
-                }
-                Timer::ConnectTimeout { conn, serial } => {
-                    let conn = conn as usize;
-                    let Some(c) = self.conns.get(conn) else {
-                        continue;
-                    };
-                    if c.serial == serial && c.connected {
-                        // One heap entry per connection: this one is also the first
-                        // keepalive check, which re-arms itself.
-                        self.check_keepalive(conn, serial, now);
-                        continue;
-                    }
-                    if c.serial == serial && !c.connected && c.close.is_none() {
-                        if self.limits.connection_messages {
-                            info!(
-                                "Client {} did not send CONNECT in time, disconnecting.",
-                                fmt_addr(&c.peer)
-                            );
-                        }
-                        self.mark_closing(conn, Close::ConnectTimeout);
-                    }
-                }
                 Timer::SessionExpiry { session, serial } => {
                     let session = session as usize;
                     let Some(s) = self.sessions.get(session) else {
                         continue;
                     };
-                    if s.serial == serial && s.conn.is_none() {
+                    if s.serial == serial && s.conn().is_none() {
                         if self.limits.connection_messages {
                             info!("Expiring client {} due to timeout.", s.client_id);
                         }
@@ -831,43 +902,13 @@ impl Broker {
                     let will = self
                         .sessions
                         .get_mut(session)
-                        .filter(|s| s.serial == serial && s.conn.is_none())
+                        .filter(|s| s.serial == serial && s.conn().is_none())
                         .and_then(|s| s.pending_will.take());
                     if let Some(w) = will {
                         self.publish_will(*w, now);
                     }
                 }
             }
-        }
-    }
-
-    fn check_keepalive(&mut self, id: usize, serial: u32, now: Instant) {
-        let Some(c) = self.conns.get(id) else {
-            return;
-        };
-        if c.serial != serial || c.close.is_some() || c.keep_alive_secs == 0 {
-            return;
-        }
-        // [MQTT-3.1.2-24] one and a half times the keep alive period.
-        let ka = c.keep_alive();
-        let deadline = c.last_rx + ka + ka / 2;
-        if now >= deadline {
-            if self.limits.connection_messages {
-                info!(
-                    "Client {} has exceeded timeout, disconnecting.",
-                    c.display_id()
-                );
-            }
-            if c.version.is_v5() {
-                self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
-            }
-            self.mark_closing(id, Close::KeepAlive);
-        } else {
-            let t = Timer::KeepAlive {
-                conn: id32(id),
-                serial,
-            };
-            self.push_timer(deadline, t);
         }
     }
 
@@ -892,7 +933,7 @@ impl Broker {
     /// Encodes `p` onto `id`'s output.
     pub fn send(&mut self, id: usize, p: &Packet) {
         if let Some(c) = self.conns.get_mut(id) {
-            p.encode(c.version, &mut c.out);
+            p.encode(c.version, c.out_mut());
             self.stats.messages_sent += 1;
             self.mark_dirty(id);
         }
@@ -918,7 +959,7 @@ impl Broker {
         info!(
             "Client {} from {} disconnected due to protocol error: {}.",
             c.display_id(),
-            fmt_addr(&c.peer),
+            fmt_addr(&c.peer()),
             e
         );
         if connected && v5 {
@@ -974,15 +1015,9 @@ impl Broker {
         match p {
             Packet::ConnAck(a) if !connected => {
                 self.bridge_connack(id, idx, a, now);
-                if let Some(c) = self.conns.get(id) {
-                    let (ka, serial) = (c.keep_alive(), c.serial);
-                    if !ka.is_zero() {
-                        let t = Timer::KeepAlive {
-                            conn: id32(id),
-                            serial,
-                        };
-                        self.push_timer(now + ka + ka / 2, t);
-                    }
+                let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
+                if !ka.is_zero() {
+                    self.arm_sweep(now + ka + ka / 2);
                 }
             }
             _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
@@ -1113,7 +1148,7 @@ impl Broker {
                 info!(
                     "Client {} from {} disconnected, not authorised.",
                     client_id,
-                    fmt_addr(&conn.peer)
+                    fmt_addr(&conn.peer())
                 );
             }
             return self.refuse(id, code, version);
@@ -1142,8 +1177,7 @@ impl Broker {
         let window = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX))
             .min(self.limits.max_inflight);
         conn.connected = true;
-        let peer = conn.peer;
-        let serial = conn.serial;
+        let peer = conn.peer();
         let username = conn.username.clone();
         let key: Arc<str> = conn.client_id.clone();
 
@@ -1163,7 +1197,11 @@ impl Broker {
         // Take over an existing session's connection. [MQTT-3.1.4-2]
         let mut session_present = false;
         if let Some(&sid) = self.by_client_id.get(&key) {
-            if let Some(old) = self.sessions.get_mut(sid).and_then(|s| s.conn.take()) {
+            if let Some(old) = self.sessions.get_mut(sid).and_then(|s| {
+                let c = s.conn();
+                s.set_conn(None);
+                c
+            }) {
                 if self.limits.connection_messages {
                     info!("Client {key} already connected, closing old connection.");
                 }
@@ -1171,7 +1209,7 @@ impl Broker {
                     self.send_disconnect(old, reason::SESSION_TAKEN_OVER);
                 }
                 if let Some(oc) = self.conns.get_mut(old) {
-                    oc.session = None;
+                    oc.set_session(None);
                 }
                 self.mark_closing(old, Close::TakenOver);
             }
@@ -1193,8 +1231,8 @@ impl Broker {
             }
         };
         if let Some(s) = self.sessions.get_mut(sid) {
-            s.conn = Some(id);
-            s.window = window;
+            s.set_conn(Some(id));
+            s.set_window(window);
             s.username = username.clone();
             s.no_echo = c.bridge;
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
@@ -1202,7 +1240,7 @@ impl Broker {
             s.expiry = expiry;
         }
         if let Some(conn) = self.conns.get_mut(id) {
-            conn.session = Some(sid);
+            conn.set_session(Some(sid));
         }
         self.touch(sid);
         self.stats.clients_total_connected += 1;
@@ -1252,13 +1290,8 @@ impl Broker {
         );
         debug!("Sending CONNACK to {key} (session present {session_present})");
         let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
-        // Longer keepalives are first checked by the connect-timeout entry already queued.
-        if !ka.is_zero() && ka + ka / 2 < self.limits.connect_timeout {
-            let t = Timer::KeepAlive {
-                conn: id32(id),
-                serial,
-            };
-            self.push_timer(now + ka + ka / 2, t);
+        if !ka.is_zero() {
+            self.arm_sweep(now + ka + ka / 2);
         }
         if session_present {
             self.resume_session(sid, now);
@@ -1290,7 +1323,7 @@ impl Broker {
     fn peer_of(&self, id: usize) -> String {
         self.conns
             .get(id)
-            .map(|c| fmt_addr(&c.peer))
+            .map(|c| fmt_addr(&c.peer()))
             .unwrap_or_default()
     }
 
@@ -1298,7 +1331,7 @@ impl Broker {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
-        let sid = conn.session;
+        let sid = conn.session();
         let version = conn.version;
         self.stats.publish_received += 1;
         debug!(
@@ -1475,7 +1508,7 @@ impl Broker {
     }
 
     fn handle_pubrel(&mut self, id: usize, pid: u16) {
-        let sid = self.conns.get(id).and_then(|c| c.session);
+        let sid = self.conns.get(id).and_then(Conn::session);
         let known = sid
             .and_then(|s| self.sessions.get_mut(s))
             .is_some_and(|s| s.flow_mut().inbound_qos2.remove(pid));
@@ -1490,7 +1523,7 @@ impl Broker {
     }
 
     fn session_of(&self, id: usize) -> Option<usize> {
-        self.conns.get(id).and_then(|c| c.session)
+        self.conns.get(id).and_then(Conn::session)
     }
 
     fn handle_puback(&mut self, id: usize, pid: u16, now: Instant) {
@@ -1709,7 +1742,7 @@ impl Broker {
             return;
         };
         if c.version.is_v5() {
-            if let (Some(sid), Some(e)) = (c.session, d.properties.session_expiry_interval) {
+            if let (Some(sid), Some(e)) = (c.session(), d.properties.session_expiry_interval) {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     // [MQTT-3.14.2-2] a session that had expiry 0 may not be given one now.
                     if s.expiry == Expiry::OnDisconnect && e != 0 {
@@ -1787,13 +1820,13 @@ impl Broker {
     /// The connection of session `sid` is gone: keep the session or remove it.
     fn detach_session(&mut self, sid: usize, now: Instant) {
         if let Some(s) = self.sessions.get_mut(sid) {
-            s.conn = None;
+            s.set_conn(None);
         }
         self.redistribute(sid, now);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        s.conn = None;
+        s.set_conn(None);
         let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
             (Expiry::Never, Some(d)) => Some(d),
             (Expiry::Never, None) => None,

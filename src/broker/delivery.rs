@@ -64,7 +64,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out() {
         return false;
     }
-    view.encode(c.version, &mut c.out);
+    view.encode(c.version, c.out_mut());
     true
 }
 
@@ -75,7 +75,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let Some(cid) = s.conn else {
+        let Some(cid) = s.conn() else {
             return;
         };
         let Some(c) = self.conns.get_mut(cid) else {
@@ -89,7 +89,7 @@ impl Broker {
                     }
                 }
                 OutState::AwaitComp => {
-                    Packet::PubRel(Ack::new(f.pid)).encode(c.version, &mut c.out);
+                    Packet::PubRel(Ack::new(f.pid)).encode(c.version, c.out_mut());
                 }
             }
             self.stats.messages_sent += 1;
@@ -104,13 +104,13 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(sid) else {
                 return;
             };
-            let Some(cid) = s.conn else {
+            let Some(cid) = s.conn() else {
                 return;
             };
             let Some(front) = s.flow().queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && s.flow().inflight.len() >= s.window {
+            if front.qos != QoS::AtMostOnce && s.flow().inflight.len() >= s.window() {
                 break;
             }
             let Some(p) = s.pop_pending() else {
@@ -165,16 +165,16 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        match s.conn {
+        match s.conn() {
             Some(cid) => {
-                let out_len = self.conns.get(cid).map_or(0, |c| c.out.len());
+                let out_len = self.conns.get(cid).map_or(0, |c| c.out().len());
                 if d.qos == QoS::AtMostOnce {
                     if out_len >= self.limits.out_limit {
                         self.stats.publish_dropped += 1;
                         return;
                     }
                     self.transmit(sid, cid, d, now);
-                } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window {
+                } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
                     if let Some(s) = self.sessions.get_mut(sid) {
@@ -233,17 +233,17 @@ impl Broker {
             return;
         };
         let out = s
-            .conn
+            .conn()
             .and_then(|c| self.conns.get(c))
-            .map_or(0, |c| c.out.len());
+            .map_or(0, |c| c.out().len());
         let hw = self.limits.queue_high_water();
         let queued = s.flow().queue.len();
-        let over = s.conn.is_some() && (queued >= hw || out >= self.limits.out_high_water);
+        let over = s.conn().is_some() && (queued >= hw || out >= self.limits.out_high_water);
         let under = queued <= hw / 2 && out < self.limits.out_high_water / 2;
         if s.stalled {
             // A subscriber that stopped reading does not get to hold publishers back again
             // until it has caught up.
-            if under || s.conn.is_none() {
+            if under || s.conn().is_none() {
                 if let Some(s) = self.sessions.get_mut(sid) {
                     s.stalled = false;
                 }
@@ -265,7 +265,7 @@ impl Broker {
                 self.pause_current(sid);
             }
             Some(_) if over => self.pause_current(sid),
-            Some(p) if under || s.conn.is_none() => {
+            Some(p) if under || s.conn().is_none() => {
                 self.congested.swap_remove(p);
                 self.resume_if_clear();
             }
@@ -282,7 +282,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(cur) else {
             return;
         };
-        if c.session == Some(congested_sid) || c.paused {
+        if c.session() == Some(congested_sid) || c.paused {
             return;
         }
         c.paused = true;
@@ -536,7 +536,7 @@ fn pick_member(
         if Some(m.0) == exclude {
             continue;
         }
-        if sessions.get(m.0).is_some_and(|s| s.conn.is_some()) {
+        if sessions.get(m.0).is_some_and(|s| s.conn().is_some()) {
             g.next = (i + 1) % n;
             return Some(m);
         }

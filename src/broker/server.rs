@@ -723,14 +723,14 @@ impl Server {
             Ok(()) => false,
             Err(e) => e.kind() != io::ErrorKind::WouldBlock,
         };
-        while !failed && !conn.out.is_empty() {
-            match sock.stream.write(&conn.out) {
+        while !failed && !conn.out().is_empty() {
+            match sock.stream.write(conn.out()) {
                 Ok(0) => {
                     failed = true;
                     break;
                 }
                 Ok(n) => {
-                    conn.out.advance(n);
+                    conn.out_consumed(n);
                     self.broker.stats.bytes_sent += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -742,16 +742,13 @@ impl Server {
             }
         }
         if failed {
-            conn.out.clear();
+            conn.out_clear();
             self.broker.peer_closed(id, true);
             return;
         }
-        let want = !conn.out.is_empty() || sock.stream.has_pending();
-        if conn.out.is_empty() && conn.out.capacity() > 0 {
-            // Idle connections hold no output buffer; a busy one pays one small allocation
-            // per batch of packets.
-            conn.out = BytesMut::new();
-        }
+        // Idle connections hold no output buffer (see `Conn::out_consumed`); a busy one pays
+        // an allocation per batch of packets.
+        let want = !conn.out().is_empty() || sock.stream.has_pending();
         if want != sock.writing {
             let interest = if want {
                 Interest::READABLE | Interest::WRITABLE

@@ -166,13 +166,14 @@ pub struct Session {
     pub username: Option<Arc<str>>,
     /// Unique for the life of the process, so stale timers can be told apart after id reuse.
     pub serial: u32,
-    pub conn: Option<usize>,
+    /// The connection's slab index (below 2^32) while connected; see [`Session::conn`].
+    conn_ix: Option<u32>,
     pub expiry: Expiry,
     /// (filter, options, MQTT 5 subscription identifier): 24 bytes each.
     pub subs: Vec<(Box<str>, SubOptions, Option<NonZeroU32>)>,
     /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
     /// client's Receive Maximum. [MQTT-3.3.4-7]
-    pub window: usize,
+    window: u16,
     /// A will held back by a 5.0 Will Delay Interval, cancelled if the client returns.
     pub pending_will: Option<Box<crate::protocol::Will>>,
     flow: Option<Box<Flow>>,
@@ -186,13 +187,31 @@ impl Session {
             stalled: false,
             username: None,
             serial,
-            conn: None,
+            conn_ix: None,
             expiry,
             subs: Vec::new(),
             window: 20,
             pending_will: None,
             flow: None,
         }
+    }
+
+    /// How many QoS 1/2 messages may be unacknowledged.
+    pub fn window(&self) -> usize {
+        usize::from(self.window)
+    }
+
+    pub fn set_window(&mut self, window: usize) {
+        self.window = u16::try_from(window).unwrap_or(u16::MAX);
+    }
+
+    /// The connection, while the client is connected.
+    pub fn conn(&self) -> Option<usize> {
+        self.conn_ix.map(|c| c as usize)
+    }
+
+    pub fn set_conn(&mut self, conn: Option<usize>) {
+        self.conn_ix = conn.and_then(|c| u32::try_from(c).ok());
     }
 
     /// The message flow, empty if the session never had one.

@@ -87,7 +87,8 @@ impl Harness {
         let Some(conn) = self.b.conns.get_mut(c) else {
             return Vec::new();
         };
-        let out = std::mem::take(&mut conn.out);
+        let out = conn.out().to_vec();
+        conn.out_clear();
         let v = conn.version;
         let mut rest: &[u8] = &out;
         let mut got = Vec::new();
@@ -394,6 +395,37 @@ fn pings_keep_a_connection_alive() {
         assert!(!h.closing(c));
     }
     assert!(h.b.next_deadline().is_some(), "keepalive timer armed");
+}
+
+/// One pass over the connections checks every keep alive: each connection still goes at its
+/// own deadline, and one that talks stays.
+#[test]
+fn keepalives_of_many_connections_expire_each_on_time() {
+    let mut h = Harness::new();
+    let start = h.now;
+    let mut conns = Vec::new();
+    for ka in [4u16, 2, 6] {
+        let c = h.open();
+        h.send(
+            c,
+            &connect_packet(&format!("ka{ka}"), true, ka, Version::V311),
+        );
+        h.recv(c);
+        conns.push((c, u64::from(ka) * 1500));
+    }
+    let talker = h.open();
+    h.send(talker, &connect_packet("talker", true, 2, Version::V311));
+    h.recv(talker);
+    for ms in (500..=9500).step_by(500) {
+        h.now = start + Duration::from_millis(ms);
+        h.send(talker, &Packet::PingReq);
+        h.recv(talker);
+        h.b.poll(h.now);
+        for &(c, deadline) in &conns {
+            assert_eq!(h.closing(c), ms >= deadline, "connection {c} at {ms} ms");
+        }
+        assert!(!h.closing(talker), "the talking client stays");
+    }
 }
 
 #[test]
