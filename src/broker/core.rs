@@ -229,6 +229,22 @@ impl Conn {
         Duration::from_secs(u64::from(self.keep_alive_secs))
     }
 
+    /// When the connection is closed unless a packet comes first: `connect_timeout` after it
+    /// opened while CONNECT (or a bridge's CONNACK) is awaited, then one and a half keep alives
+    /// after the last packet [MQTT-3.1.2-24]. `None`: no deadline (closing, or keep alive 0).
+    fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
+        if self.close.is_some() {
+            None
+        } else if !self.connected {
+            Some(self.last_rx + connect_timeout)
+        } else if self.keep_alive_secs > 0 {
+            let ka = self.keep_alive();
+            Some(self.last_rx + ka + ka / 2)
+        } else {
+            None
+        }
+    }
+
     /// The bridge this outgoing connection belongs to.
     pub fn bridge(&self) -> Option<usize> {
         self.extra.as_ref().and_then(|e| e.bridge)
@@ -262,8 +278,8 @@ impl Conn {
     }
 }
 
-/// Something due at a deadline. Ids are slab indices and serials (both below 2^32): 12 bytes,
-/// since every connection has one queued for its keep alive.
+/// Something due at a deadline. Ids are slab indices and serials (both below 2^32), so that
+/// an entry stays small: a disconnected persistent session holds one for its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     /// Time to reconnect a bridge.
@@ -289,38 +305,20 @@ pub(super) enum Timer {
     },
 }
 
-/// Pending timers, earliest first. An entry is 24 bytes: the deadline in milliseconds from the
-/// first deadline ever queued (rounded up, so that nothing fires early), and the timer.
+/// Pending timers, earliest first.
 #[derive(Default)]
 pub(super) struct Timers {
-    epoch: Option<Instant>,
-    heap: BinaryHeap<Reverse<(i64, Timer)>>,
+    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
 }
 
 impl Timers {
     pub(super) fn push(&mut self, at: Instant, t: Timer) {
-        let epoch = *self.epoch.get_or_insert(at);
-        let ms = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
-        // Both ways rounded towards later: a timer may fire up to a millisecond late, never
-        // early (a stall check that fires early would not run again).
-        let key = match at.checked_duration_since(epoch) {
-            Some(d) => ms(d.as_nanos().div_ceil(1_000_000)),
-            None => -ms(epoch.duration_since(at).as_nanos() / 1_000_000),
-        };
-        self.heap.push(Reverse((key, t)));
+        self.heap.push(Reverse((at, t)));
     }
 
     /// When the earliest timer is due.
     pub(super) fn next(&self) -> Option<Instant> {
-        let (Some(epoch), Some(Reverse((key, _)))) = (self.epoch, self.heap.peek()) else {
-            return None;
-        };
-        let d = Duration::from_millis(key.unsigned_abs());
-        Some(if *key >= 0 {
-            epoch.checked_add(d).unwrap_or(epoch)
-        } else {
-            epoch.checked_sub(d).unwrap_or(epoch)
-        })
+        self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Takes the earliest timer if it is due at `now`.
@@ -636,7 +634,7 @@ impl Broker {
             paused: false,
             anonymous_allowed,
         });
-        self.arm_sweep(now + self.limits.connect_timeout);
+        self.arm_sweep(id);
         id
     }
 
@@ -799,9 +797,16 @@ impl Broker {
         }
     }
 
-    /// A connection's deadline may now be `at`: the sweep runs by then.
-    fn arm_sweep(&mut self, at: Instant) {
-        self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
+    /// Connection `id` has a new deadline (it opened, or its keep alive started): the sweep
+    /// runs by then.
+    fn arm_sweep(&mut self, id: usize) {
+        let at = self
+            .conns
+            .get(id)
+            .and_then(|c| c.deadline(self.limits.connect_timeout));
+        if let Some(at) = at {
+            self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
+        }
     }
 
     /// Connect timeouts and keep alives [MQTT-3.1.2-24], checked by one pass over the
@@ -813,14 +818,7 @@ impl Broker {
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, c) in self.conns.iter() {
-            let deadline = if c.close.is_some() {
-                continue;
-            } else if !c.connected {
-                c.last_rx + connect_timeout
-            } else if c.keep_alive_secs > 0 {
-                let ka = c.keep_alive();
-                c.last_rx + ka + ka / 2
-            } else {
+            let Some(deadline) = c.deadline(connect_timeout) else {
                 continue;
             };
             if now >= deadline {
@@ -1015,10 +1013,7 @@ impl Broker {
         match p {
             Packet::ConnAck(a) if !connected => {
                 self.bridge_connack(id, idx, a, now);
-                let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
-                if !ka.is_zero() {
-                    self.arm_sweep(now + ka + ka / 2);
-                }
+                self.arm_sweep(id);
             }
             _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
             Packet::Publish(p) => self.handle_publish(id, p, now),
@@ -1197,11 +1192,7 @@ impl Broker {
         // Take over an existing session's connection. [MQTT-3.1.4-2]
         let mut session_present = false;
         if let Some(&sid) = self.by_client_id.get(&key) {
-            if let Some(old) = self.sessions.get_mut(sid).and_then(|s| {
-                let c = s.conn();
-                s.set_conn(None);
-                c
-            }) {
+            if let Some(old) = self.sessions.get_mut(sid).and_then(Session::take_conn) {
                 if self.limits.connection_messages {
                     info!("Client {key} already connected, closing old connection.");
                 }
@@ -1289,10 +1280,7 @@ impl Broker {
             }),
         );
         debug!("Sending CONNACK to {key} (session present {session_present})");
-        let ka = self.conns.get(id).map(Conn::keep_alive).unwrap_or_default();
-        if !ka.is_zero() {
-            self.arm_sweep(now + ka + ka / 2);
-        }
+        self.arm_sweep(id);
         if session_present {
             self.resume_session(sid, now);
         }
@@ -1511,7 +1499,7 @@ impl Broker {
         let sid = self.conns.get(id).and_then(Conn::session);
         let known = sid
             .and_then(|s| self.sessions.get_mut(s))
-            .is_some_and(|s| s.flow_mut().inbound_qos2.remove(pid));
+            .is_some_and(|s| s.release_qos2(pid));
         if let (true, Some(sid)) = (known, sid) {
             self.touch(sid);
         }

@@ -210,6 +210,19 @@ impl Session {
         self.conn_ix.map(|c| c as usize)
     }
 
+    /// A PUBREL for `pid`: true if that inbound QoS 2 message was awaiting it. Makes no flow
+    /// for a PUBREL nobody asked for.
+    pub fn release_qos2(&mut self, pid: u16) -> bool {
+        self.flow
+            .as_mut()
+            .is_some_and(|f| f.inbound_qos2.remove(pid))
+    }
+
+    /// Detaches the connection, returning it.
+    pub fn take_conn(&mut self) -> Option<usize> {
+        self.conn_ix.take().map(|c| c as usize)
+    }
+
     pub fn set_conn(&mut self, conn: Option<usize>) {
         self.conn_ix = conn.and_then(|c| u32::try_from(c).ok());
     }

@@ -874,8 +874,7 @@ fn sys_is_read_only_except_bridge_state() {
     );
 }
 
-/// Timers keep milliseconds from the first deadline queued: none may fire before its
-/// deadline, whether that lies after the first one or before it.
+/// No timer fires before its deadline, whether queued before or after earlier ones.
 #[test]
 fn timers_never_fire_early() {
     use super::core::{Timer, Timers};
