@@ -50,6 +50,10 @@ fi
 if ! command -v ip >/dev/null || ! command -v tc >/dev/null; then
     missing+=(iproute2)
 fi
+# busybox as the router's shell and tools in the router-in-a-box test (tests/router.rs).
+if ! have_pkg busybox-static; then
+    missing+=(busybox-static)
+fi
 # Headless Chromium for the WebSockets browser test (tests/websockets.rs).
 if ! command -v chromium >/dev/null; then
     missing+=(chromium)

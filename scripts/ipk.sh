@@ -30,7 +30,7 @@ trap 'rm -rf "$work"' EXIT
 data="$work/data"
 ctrl="$work/control"
 mkdir -p "$data/usr/bin" "$data/etc/init.d" "$data/etc/config" "$data/etc/rmqtt" \
-    "$data/usr/share/doc/rmqtt" "$ctrl"
+    "$data/usr/share/doc/rmqtt" "$data/lib/upgrade/keep.d" "$ctrl"
 
 install -m 0755 "$binary" "$data/usr/bin/rmqtt"
 for applet in rmqtt_pub rmqtt_sub rmqtt_passwd; do
@@ -39,6 +39,10 @@ done
 install -m 0755 "$top/files/etc/init.d/rmqtt" "$data/etc/init.d/rmqtt"
 install -m 0600 "$top/files/etc/config/rmqtt" "$data/etc/config/rmqtt"
 install -m 0600 "$top/files/etc/rmqtt/rmqtt.conf" "$data/etc/rmqtt/rmqtt.conf"
+install -m 0600 "$top/files/etc/rmqtt/passwd" "$data/etc/rmqtt/passwd"
+install -m 0600 "$top/files/etc/rmqtt/acl" "$data/etc/rmqtt/acl"
+# sysupgrade keeps what the owner adds there (certificates, keys).
+install -m 0644 "$top/files/lib/upgrade/keep.d/rmqtt" "$data/lib/upgrade/keep.d/rmqtt"
 install -m 0644 "$top/openwrt/README.md" "$data/usr/share/doc/rmqtt/README.md"
 
 installed_size=$(find "$data" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
@@ -61,6 +65,8 @@ EOF
 cat >"$ctrl/conffiles" <<'EOF'
 /etc/config/rmqtt
 /etc/rmqtt/rmqtt.conf
+/etc/rmqtt/passwd
+/etc/rmqtt/acl
 EOF
 
 # Maintainer scripts. opkg sets PKG_ROOT to the root it installs into ("/" normally) and,
@@ -85,13 +91,11 @@ if ! grep -q '^rmqtt:' "$root/etc/passwd" 2>/dev/null; then
 	[ -f "$root/etc/shadow" ] && echo "rmqtt:*:0:0:99999:7:::" >>"$root/etc/shadow"
 fi
 
-# The broker runs as rmqtt and reads its password file.
-if [ ! -f "$root/etc/rmqtt/passwd" ]; then
-	touch "$root/etc/rmqtt/passwd"
-	chmod 0600 "$root/etc/rmqtt/passwd"
-fi
-uid=$(grep '^rmqtt:' "$root/etc/passwd" | cut -d: -f3)
-chown -R "$uid:$gid" "$root/etc/rmqtt" 2>/dev/null
+# The broker, as rmqtt, reads its files through the group; nobody else reads them. The init
+# script keeps this up to date for every file the configuration names.
+chgrp "$gid" "$root/etc/rmqtt" "$root/etc/rmqtt/passwd" "$root/etc/rmqtt/acl" 2>/dev/null
+chmod 0750 "$root/etc/rmqtt"
+chmod 0640 "$root/etc/rmqtt/passwd" "$root/etc/rmqtt/acl"
 
 /bin/sh "$root/etc/rc.common" "$root/etc/init.d/rmqtt" enable
 [ -n "${IPKG_INSTROOT}" ] && exit 0

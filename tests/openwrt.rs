@@ -199,121 +199,25 @@ fn broker_reads_uci_with_u_and_detects_it_with_c() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A procd / rc.common stand-in: `sh rc.common SCRIPT ACTION`. procd_* calls print what they
-/// get, one argument per `[...]`; config_load reads `$UCI_CONFIG_DIR/NAME` with a tiny UCI
-/// reader (named sections, `option NAME 'VALUE'`); enable/disable manage `$RC_ROOT/etc/rc.d`.
-const RC_COMMON: &str = r#"
-initscript="$1"; action="$2"
-log() { if [ -n "$RC_LOG" ]; then echo "$*" >>"$RC_LOG"; else echo "$*"; fi; }
-say() { out="$1"; shift; for a in "$@"; do out="$out [$a]"; done; log "$out"; }
-config_load() {
-	file="${UCI_CONFIG_DIR:-/etc/config}/$1"
-	sec=""
-	while read -r kw name value; do
-		case "$kw" in
-		config) value=$(echo "$value" | tr -d "'\""); sec="$value" ;;
-		option) value=$(echo "$value" | sed "s/^'\(.*\)'\$/\1/; s/^\"\(.*\)\"\$/\1/")
-			[ -n "$sec" ] && eval "CONFIG_${sec}_${name}=\$value" ;;
-		esac
-	done <"$file"
-}
-config_get() {
-	eval "_v=\${CONFIG_$2_$3-}"
-	[ -n "$_v" ] || _v="$4"
-	eval "$1=\$_v"
-}
-config_get_bool() {
-	config_get "$@"
-	eval "_v=\$$1"
-	case "$_v" in 1|on|true|yes|enabled) _v=1 ;; *) _v=0 ;; esac
-	eval "$1=\$_v"
-}
-procd_open_instance() { say procd_open_instance "$@"; }
-procd_set_param() { say procd_set_param "$@"; }
-procd_close_instance() { say procd_close_instance "$@"; }
-procd_add_reload_trigger() { say procd_add_reload_trigger "$@"; }
-procd_send_signal() { say procd_send_signal "$@"; }
-. "$initscript"
-name=$(basename "$initscript")
-rcd="${RC_ROOT}/etc/rc.d"
-case "$action" in
-start) [ "$USE_PROCD" = 1 ] || { log "not a procd script"; exit 1; }
-	say start "$name"; start_service; service_triggers ;;
-stop) say stop "$name" ;;
-reload) say reload "$name"; reload_service ;;
-enable) mkdir -p "$rcd"; ln -sf "../init.d/$name" "$rcd/S$START$name"
-	ln -sf "../init.d/$name" "$rcd/K$STOP$name"; say enable "$name" ;;
-disable) rm -f "$rcd/S$START$name" "$rcd/K$STOP$name"; say disable "$name" ;;
-*) log "unknown action $action"; exit 1 ;;
-esac
-"#;
-
-fn run_init(dir: &Path, uci: &str, action: &str) -> String {
-    let confdir = dir.join("config");
-    std::fs::create_dir_all(&confdir).unwrap();
-    std::fs::write(confdir.join("rmqtt"), uci).unwrap();
-    let rc = dir.join("rc.common");
-    std::fs::write(&rc, RC_COMMON).unwrap();
-    let out = Command::new("sh")
-        .arg(&rc)
-        .arg(top().join("files/etc/init.d/rmqtt"))
-        .arg(action)
-        .env("UCI_CONFIG_DIR", &confdir)
-        .env("RC_ROOT", dir)
-        .output()
-        .unwrap();
-    ok(out, "init script")
-}
-
 #[test]
-fn init_script_under_procd_stand_in() {
+fn init_script_shape() {
+    // Behaviour under procd is tests/router.rs; here only what procd and rc.common key on.
     let script = read("files/etc/init.d/rmqtt");
     assert!(script.starts_with("#!/bin/sh /etc/rc.common\n"));
-    assert!(script.contains("\nSTART=80\n") && script.contains("\nUSE_PROCD=1\n"));
-
-    let dir = tempdir("init");
-    let persist = dir.join("persist");
-    let uci =
-        read("files/etc/config/rmqtt").replace("/tmp/rmqtt/", &format!("{}/", persist.display()));
-    let out = run_init(&dir, &uci, "start");
-    let lines: Vec<&str> = out.lines().collect();
-    let expect = [
-        "start [rmqtt]",
-        "procd_open_instance",
-        "procd_set_param [command] [/usr/bin/rmqtt] [-u] [/etc/config/rmqtt]",
-        "procd_set_param [file] [/etc/config/rmqtt]",
-        "procd_set_param [respawn] [3600] [5] [5]",
-        "procd_set_param [user] [rmqtt]",
-        "procd_set_param [group] [rmqtt]",
-        "procd_set_param [stdout] [1]",
-        "procd_set_param [stderr] [1]",
-        "procd_close_instance",
-        "procd_add_reload_trigger [rmqtt]",
-    ];
-    assert_eq!(lines, expect, "{out}");
-    assert!(persist.is_dir(), "persistence directory is created");
-
-    let out = run_init(&dir, &uci, "reload");
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        ["reload [rmqtt]", "procd_send_signal [rmqtt] [*] [HUP]"]
-    );
-
-    // use_uci 0: the Mosquitto-syntax file, and both files are watched.
-    let legacy = uci.replace("option use_uci '1'", "option use_uci '0'");
-    let out = run_init(&dir, &legacy, "start");
-    assert!(
-        out.contains("procd_set_param [command] [/usr/bin/rmqtt] [-c] [/etc/rmqtt/rmqtt.conf]"),
-        "{out}"
-    );
-    assert!(out.contains("procd_set_param [file] [/etc/config/rmqtt] [/etc/rmqtt/rmqtt.conf]"));
-
-    run_init(&dir, &uci, "enable");
-    assert!(dir.join("etc/rc.d/S80rmqtt").symlink_metadata().is_ok());
-    assert!(dir.join("etc/rc.d/K10rmqtt").symlink_metadata().is_ok());
-    run_init(&dir, &uci, "disable");
-    assert!(dir.join("etc/rc.d/S80rmqtt").symlink_metadata().is_err());
-    std::fs::remove_dir_all(&dir).unwrap();
+    for line in [
+        "\nSTART=80\n",
+        "\nUSE_PROCD=1\n",
+        "\nstart_service() {",
+        "\nreload_service() {",
+    ] {
+        assert!(script.contains(line), "{line:?} missing");
+    }
+    let out = Command::new("sh")
+        .arg("-n")
+        .arg(top().join("files/etc/init.d/rmqtt"))
+        .output()
+        .unwrap();
+    ok(out, "sh -n init script");
 }
 
 fn tar_list(archive: &Path) -> Vec<String> {
@@ -416,94 +320,25 @@ fn ipk_layout_and_opkg_style_install() {
     );
     assert_eq!(
         std::fs::read_to_string(ctrl.join("conffiles")).unwrap(),
-        "/etc/config/rmqtt\n/etc/rmqtt/rmqtt.conf\n"
+        "/etc/config/rmqtt\n/etc/rmqtt/rmqtt.conf\n/etc/rmqtt/passwd\n/etc/rmqtt/acl\n"
     );
 
     let data = tar_list(&pkg.join("data.tar.gz"));
     assert!(entry(&data, "./usr/bin/rmqtt").starts_with("-rwxr-xr-x"));
     assert!(entry(&data, "./etc/init.d/rmqtt").starts_with("-rwxr-xr-x"));
-    assert!(entry(&data, "./etc/config/rmqtt").starts_with("-rw-------"));
+    for conf in [
+        "./etc/config/rmqtt",
+        "./etc/rmqtt/passwd",
+        "./etc/rmqtt/acl",
+    ] {
+        assert!(entry(&data, conf).starts_with("-rw-------"), "{conf}");
+    }
+    assert!(entry(&data, "./lib/upgrade/keep.d/rmqtt").starts_with("-rw-r--r--"));
     for applet in ["rmqtt_pub", "rmqtt_sub", "rmqtt_passwd"] {
         let l = entry(&data, &format!("./usr/bin/{applet}"));
         assert!(l.starts_with('l') && l.ends_with("-> rmqtt"), "{l}");
     }
 
-    // opkg-style install into a temporary root: unpack data, run postinst with PKG_ROOT.
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/ash\nnetwork:x:101:101::/:/bin/false\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnetwork:x:101:\n").unwrap();
-    std::fs::write(root.join("etc/shadow"), "root:::0:99999:7:::\n").unwrap();
-    std::fs::write(root.join("etc/rc.common"), RC_COMMON).unwrap();
-    untar(&pkg.join("data.tar.gz"), &root);
-    let log = dir.join("rc.log");
-    let script = |name: &str| {
-        let out = Command::new("sh")
-            .arg(ctrl.join(name))
-            .env("PKG_ROOT", format!("{}/", root.display()))
-            .env_remove("IPKG_INSTROOT")
-            .env("UCI_CONFIG_DIR", root.join("etc/config"))
-            .env("RC_ROOT", &root)
-            .env("RC_LOG", &log)
-            .output()
-            .unwrap();
-        ok(out, name);
-        std::fs::read_to_string(&log).unwrap_or_default()
-    };
-    let rc = script("postinst");
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert!(
-        passwd.contains("\nrmqtt:x:200:200:rmqtt:/var/run/rmqtt:/bin/false\n"),
-        "{passwd}"
-    );
-    assert!(std::fs::read_to_string(root.join("etc/group"))
-        .unwrap()
-        .contains("rmqtt:x:200:"));
-    assert!(std::fs::read_to_string(root.join("etc/shadow"))
-        .unwrap()
-        .contains("rmqtt:*:"));
-    assert!(root.join("etc/rmqtt/passwd").is_file());
-    assert!(root.join("etc/rc.d/S80rmqtt").symlink_metadata().is_ok());
-    assert!(rc.contains("enable [rmqtt]\nstart [rmqtt]\n"), "{rc}");
-    assert!(rc.contains("procd_set_param [command] [/usr/bin/rmqtt] [-u] [/etc/config/rmqtt]"));
-    // Installing again keeps the one user.
-    script("postinst");
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    assert_eq!(
-        passwd.lines().filter(|l| l.starts_with("rmqtt:")).count(),
-        1,
-        "{passwd}"
-    );
-
-    // The installed files work: the multicall binary through its links, the UCI defaults.
-    let installed = root.join("etc/config/rmqtt");
-    let text = std::fs::read_to_string(&installed).unwrap();
-    let in_root = root.join("etc/rmqtt/passwd");
-    std::fs::write(
-        &installed,
-        text.replace("/etc/rmqtt/passwd", in_root.to_str().unwrap()),
-    )
-    .unwrap();
-    let out = Command::new(root.join("usr/bin/rmqtt"))
-        .arg("-u")
-        .arg(&installed)
-        .arg("--test-config")
-        .output()
-        .unwrap();
-    ok(out, "installed rmqtt --test-config");
-    let out = Command::new(root.join("usr/bin/rmqtt_pub"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    assert!(help.contains("rmqtt_pub") || help.contains("-t"), "{help}");
-
-    let rc = script("prerm");
-    assert!(rc.ends_with("stop [rmqtt]\ndisable [rmqtt]\n"), "{rc}");
-    assert!(root.join("etc/rc.d/S80rmqtt").symlink_metadata().is_err());
+    // Installing it on a router, starting and reloading it: tests/router.rs.
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,6 +18,19 @@ var callServiceList = rpc.declare({
 
 var PASSWD = '/etc/rmqtt/passwd';
 
+var callInit = rpc.declare({
+	object: 'rc',
+	method: 'init',
+	params: [ 'name', 'action' ],
+	expect: { result: false }
+});
+
+// A user added or deleted takes effect at once: the broker re-reads its password file on
+// reload, keeping its connections.
+function reloadBroker() {
+	return L.resolveDefault(callInit('rmqtt', 'reload'), false);
+}
+
 function isRunning() {
 	return L.resolveDefault(callServiceList('rmqtt'), {}).then(function(res) {
 		var instances = (res.rmqtt || {}).instances || {};
@@ -25,8 +38,8 @@ function isRunning() {
 	});
 }
 
-// Reads a few $SYS topics through rmqtt_sub on the loopback listener. Needs a listener that
-// lets local clients in (anonymous, or no password file); otherwise the values stay empty.
+// Reads a few $SYS topics through rmqtt_sub on the loopback listener. The default
+// (allow_anonymous 'local') lets it in without credentials.
 function sysValues(port) {
 	var topics = {
 		'$SYS/broker/clients/connected': _('Connected clients'),
@@ -92,6 +105,7 @@ return view.extend({
 				'class': 'cbi-button cbi-button-remove',
 				'click': ui.createHandlerFn(this, function() {
 					return fs.exec('/usr/bin/rmqtt_passwd', [ '-D', PASSWD, u ])
+						.then(reloadBroker)
 						.then(function() { location.reload(); });
 				})
 			}, _('Delete')) ]);
@@ -105,8 +119,8 @@ return view.extend({
 					.then(function(res) {
 						if (res.code != 0)
 							ui.addNotification(null, E('p', res.stderr || _('rmqtt_passwd failed')));
-						location.reload();
-					});
+						return reloadBroker();
+					}).then(function() { location.reload(); });
 			})
 		}, _('Add or change user'));
 		return E('div', { 'class': 'cbi-section' }, [
@@ -133,8 +147,12 @@ return view.extend({
 
 		s = m.section(form.NamedSection, 'mosquitto', 'mosquitto', _('General settings'));
 		s.addremove = false;
-		o = s.option(form.Flag, 'allow_anonymous', _('Allow anonymous'),
-			_('Clients may connect without a username and password.'));
+		o = s.option(form.ListValue, 'allow_anonymous', _('Anonymous access'),
+			_('Clients without a username and password. "From this router only" lets local services and the status panel in, while devices on the network log in.'));
+		o.value('local', _('From this router only'));
+		o.value('1', _('From everywhere'));
+		o.value('0', _('Nobody'));
+		o.default = 'local';
 		o.rmempty = false;
 		o = s.option(form.Value, 'password_file', _('Password file'));
 		o.placeholder = PASSWD;
@@ -189,8 +207,9 @@ return view.extend({
 		o.value('websockets', 'WebSockets');
 		o = s.taboption('general', form.ListValue, 'allow_anonymous', _('Anonymous access'));
 		o.value('', _('As in general settings'));
-		o.value('1', _('Allowed'));
-		o.value('0', _('Denied'));
+		o.value('local', _('From this router only'));
+		o.value('1', _('From everywhere'));
+		o.value('0', _('Nobody'));
 		o = s.taboption('general', form.Value, 'max_connections', _('Maximum clients'));
 		o.datatype = 'integer';
 		o = s.taboption('tls', form.Value, 'certfile', _('Certificate file'), _('Setting it enables TLS (rmqtt-ssl).'));
@@ -204,7 +223,7 @@ return view.extend({
 		o.value('tlsv1.3', 'TLS 1.3');
 
 		s = m.section(form.TypedSection, 'bridge', _('Bridges'),
-			_('Bridges to other brokers are not supported by rmqtt yet: they are saved but ignored.'));
+			_('Forward topics to and from another broker (names as in mosquitto.conf connection blocks). A CA file makes the bridge use TLS; changes apply without dropping local clients.'));
 		s.anonymous = true;
 		s.addremove = true;
 		o = s.option(form.Value, 'connection', _('Name'));
