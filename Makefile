@@ -1,5 +1,12 @@
 # rmqtt — developer entry points. `make test` is what CI runs (through .ci/run).
 
+# This repository is also an OpenWrt feed (openwrt/Makefile). The SDK's feed scan reads every
+# Makefile of a feed with DUMP=1; this one is not a package and must not build anything then.
+ifneq ($(DUMP),)
+all:
+	@:
+else
+
 CARGO ?= cargo
 PORT ?= 1883
 
@@ -55,7 +62,7 @@ clean:
 ARCH ?= mips_24kc
 IPK_VARIANT ?= ssl
 
-.PHONY: cross cross-test ipk
+.PHONY: cross cross-test ipk router-test
 
 cross:
 	scripts/cross.sh
@@ -64,6 +71,10 @@ cross:
 # QoS 2 and a retained message over loopback.
 cross-test:
 	scripts/cross-test.sh
+
+# The router-in-a-box test on the mips build under qemu-user (root; tests/router.rs).
+router-test:
+	scripts/router-test.sh $(ARCH)
 
 # An installable .ipk for sideloading (`opkg install`), without the OpenWrt SDK:
 #   make ipk ARCH=mips_24kc [IPK_VARIANT=nossl] [BINARY=path/to/rmqtt]
@@ -90,3 +101,5 @@ FUZZ_SECONDS ?= 60
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+endif
