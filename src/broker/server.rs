@@ -12,7 +12,7 @@ use super::signals::{self, Signals};
 use super::slab::Slab;
 use super::sys::LoopFigures;
 use super::ws;
-use crate::config::{Config, Listener, ListenerProtocol};
+use crate::config::{Anonymous, Config, Listener, ListenerProtocol};
 use crate::tls::{ServerStream, ServerTls};
 use bytes::{Buf, BytesMut};
 use log::{error, info, warn};
@@ -34,7 +34,7 @@ struct Bound {
     tls: Option<ServerTls>,
     identity_as_username: bool,
     port: u16,
-    anonymous: bool,
+    anonymous: Anonymous,
     max_connections: i64,
     open: i64,
 }
@@ -355,7 +355,7 @@ impl Server {
                 tls,
                 identity_as_username: l.use_identity_as_username,
                 port,
-                anonymous: cfg.anonymous_allowed(Some(&l)),
+                anonymous: cfg.anonymous_policy(Some(&l)),
                 max_connections: l.max_connections,
                 open: 0,
             });
@@ -612,7 +612,9 @@ impl Server {
             if l.websockets {
                 stream = Transport::Ws(Box::new(WsStream::new(stream)));
             }
-            let id = self.broker.accept(addr, l.port, l.anonymous, now);
+            let id = self
+                .broker
+                .accept(addr, l.port, l.anonymous.allows(addr.ip()), now);
             if let Err(e) =
                 self.poll
                     .registry()

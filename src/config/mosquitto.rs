@@ -5,8 +5,8 @@
 //! ignored, which are errors.
 
 use super::{
-    parse_bool, Bridge, BridgeTopic, Config, ConfigError, Direction, Listener, ListenerProtocol,
-    LogDest, StartType,
+    parse_bool, Anonymous, Bridge, BridgeTopic, Config, ConfigError, Direction, Listener,
+    ListenerProtocol, LogDest, StartType,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -597,7 +597,9 @@ fn key_protocol(s: &mut State, a: &[&str]) -> Result<(), String> {
 }
 
 fn key_allow_anonymous(s: &mut State, a: &[&str]) -> Result<(), String> {
-    let b = boolean(a)?;
+    let v = one(a)?;
+    let b = Anonymous::parse(v)
+        .ok_or_else(|| format!("invalid value ({v}); use true, false or local"))?;
     match s.current {
         Some(i) if s.cfg.per_listener_settings => {
             if let Some(l) = s.cfg.listeners.get_mut(i) {
@@ -772,7 +774,7 @@ mod tests {
         assert_eq!(c.listeners[0].port, 1883);
         assert_eq!(c.listeners[1].bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/x y")));
-        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Deny));
         assert_eq!(c.max_inflight_messages, 10);
         assert_eq!(w.len(), 1);
         assert!(w[0].0.contains("t.conf:7"), "{w:?}");
@@ -782,7 +784,7 @@ mod tests {
     fn errors_name_file_and_line() {
         for (text, line, needle) in [
             ("listener abc\n", 1, "invalid port"),
-            ("\nallow_anonymous maybe\n", 2, "invalid boolean"),
+            ("\nallow_anonymous maybe\n", 2, "use true, false or local"),
             ("max_inflight_messages 70000\n", 1, "out of range"),
             (
                 "listener 1883\nprotocol carrier-pigeon\n",
@@ -801,10 +803,32 @@ mod tests {
 
     #[test]
     fn anonymous_defaults() {
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
         let local = Config::default();
-        assert!(local.anonymous_allowed(None));
+        assert!(local.anonymous_allowed(None, lan));
         let (c, _) = parse_str("t.conf", "listener 1883\n").unwrap();
-        assert!(!c.anonymous_allowed(None));
+        assert!(!c.anonymous_allowed(None, lan));
+    }
+
+    #[test]
+    fn anonymous_local() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
+        let (c, _) = parse_str("t.conf", "listener 1883\nallow_anonymous local\n").unwrap();
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Local));
+        assert!(c.anonymous_allowed(None, lo) && !c.anonymous_allowed(None, lan));
+        let (c, _) = parse_str(
+            "t.conf",
+            "per_listener_settings true\nlistener 1883\nallow_anonymous local\n\
+             listener 1884\nallow_anonymous yes\nlistener 1885\n",
+        )
+        .unwrap();
+        assert_eq!(c.allow_anonymous, None);
+        assert_eq!(c.listeners[0].allow_anonymous, Some(Anonymous::Local));
+        assert_eq!(c.listeners[1].allow_anonymous, Some(Anonymous::Allow));
+        assert!(c.anonymous_allowed(Some(&c.listeners[1]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[0]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[2]), lo));
     }
 
     #[test]

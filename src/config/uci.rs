@@ -13,7 +13,7 @@
 //! Every option it knows is in [`SECTIONS`]; unknown options are warnings, never silently dropped.
 
 use super::mosquitto::Warning;
-use super::{parse_bool, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use super::{parse_bool, Anonymous, Config, ConfigError, Listener, ListenerProtocol, LogDest};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -358,6 +358,11 @@ impl Arg<'_> {
         parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use 0 or 1"))
     }
 
+    fn anonymous(&self) -> Result<Anonymous, String> {
+        let v = self.one()?;
+        Anonymous::parse(v).ok_or_else(|| format!("invalid value ({v}); use 0, 1 or local"))
+    }
+
     fn number(&self, min: i64, max: i64) -> Result<i64, String> {
         let v = self.one()?;
         let n: i64 = v.parse().map_err(|_| format!("invalid number ({v})"))?;
@@ -567,10 +572,10 @@ pub const SECTIONS: &[SectionSpec] = &[
             (
                 "allow_anonymous",
                 |l, _, a| {
-                    l.cfg.allow_anonymous = Some(a.boolean()?);
+                    l.cfg.allow_anonymous = Some(a.anonymous()?);
                     Ok(())
                 },
-                "let clients connect without a username (default 0)",
+                "let clients connect without a username: 1, 0 (default) or local (loopback clients only)",
             ),
             (
                 "password_file",
@@ -815,12 +820,12 @@ pub const SECTIONS: &[SectionSpec] = &[
             (
                 "allow_anonymous",
                 |l, li, a| {
-                    li.allow_anonymous = Some(a.boolean()?);
+                    li.allow_anonymous = Some(a.anonymous()?);
                     // A per-listener choice in the UI only means something with this on.
                     l.cfg.per_listener_settings = true;
                     Ok(())
                 },
-                "anonymous access on this listener (overrides the general one)",
+                "anonymous access on this listener: 1, 0 or local (overrides the general one)",
             ),
             (
                 "max_connections",
@@ -1192,7 +1197,7 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Deny));
         assert_eq!(c.password_file, Some(PathBuf::from("/etc/rmqtt/passwd")));
         assert_eq!(
             c.log_dest,
@@ -1211,8 +1216,9 @@ mod tests {
         assert_eq!(c.listeners[0].port, 1883);
         assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/etc/c.pem")));
-        assert!(c.anonymous_allowed(Some(&c.listeners[1])));
-        assert!(!c.anonymous_allowed(Some(&c.listeners[0])));
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
+        assert!(c.anonymous_allowed(Some(&c.listeners[1]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[0]), lan));
         let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
         assert!(
             w.iter()
@@ -1252,7 +1258,7 @@ mod tests {
             (
                 "config mosquitto\n\n option allow_anonymous maybe\n",
                 3,
-                "invalid boolean",
+                "use 0, 1 or local",
             ),
             ("config listener\n option port 99999\n", 2, "invalid port"),
             (
