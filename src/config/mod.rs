@@ -328,6 +328,15 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Parses a boolean the way Mosquitto and UCI both accept.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "true" | "1" | "yes" | "on" | "enabled" => Some(true),
+        "false" | "0" | "no" | "off" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,14 +399,5 @@ mod tests {
         c.allow_anonymous = Some(Anonymous::Local);
         assert!(c.anonymous_allowed(None, lo));
         assert!(!c.anonymous_allowed(None, lan));
-    }
-}
-
-/// Parses a boolean the way Mosquitto and UCI both accept.
-pub fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "true" | "1" | "yes" | "on" | "enabled" => Some(true),
-        "false" | "0" | "no" | "off" | "disabled" => Some(false),
-        _ => None,
     }
 }
