@@ -710,7 +710,7 @@ impl Server {
                 b.certfile.as_deref(),
                 b.keyfile.as_deref(),
                 b.insecure,
-                None,
+                b.tls_version.as_deref(),
             )
             .and_then(|tls| tls.connect(stream, &host))
             {

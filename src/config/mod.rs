@@ -148,6 +148,8 @@ pub struct Bridge {
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     pub insecure: bool,
+    /// Lowest TLS version (`tlsv1.2`, `tlsv1.3`); `None`: rustls' default (1.2 and 1.3).
+    pub tls_version: Option<String>,
     pub max_packet_size: u32,
 }
 
@@ -175,6 +177,7 @@ impl Bridge {
             certfile: None,
             keyfile: None,
             insecure: false,
+            tls_version: None,
             max_packet_size: 0,
         }
     }

@@ -341,6 +341,16 @@ const BRIDGE_KEYS: &[(&str, Handler)] = &[
         s.bridge("bridge_insecure")?.insecure = b;
         Ok(())
     }),
+    ("bridge_tls_version", |s, a| {
+        let v = one(a)?.to_owned();
+        if !["tlsv1.2", "tlsv1.3"].contains(&v.as_str()) {
+            return Err(format!(
+                "unsupported bridge_tls_version ({v}); use tlsv1.2 or tlsv1.3"
+            ));
+        }
+        s.bridge("bridge_tls_version")?.tls_version = Some(v);
+        Ok(())
+    }),
     ("bridge_max_packet_size", |s, a| {
         let n = number(a, 0, 268_435_460)? as u32;
         s.bridge("bridge_max_packet_size")?.max_packet_size = n;
@@ -353,13 +363,11 @@ const BRIDGE_KEYS: &[(&str, Handler)] = &[
 const IGNORED: &[&str] = &[
     "autosave_on_changes",
     "check_retain_source",
-    "clientid_prefixes",
     "http_dir",
     "include_dir",
     "log_facility",
     "max_inflight_bytes",
     "memory_limit",
-    "mount_point",
     "set_tcp_nodelay",
     "socket_domain",
     "websockets_headers_size",
@@ -369,6 +377,8 @@ const IGNORED: &[&str] = &[
 /// Mosquitto keys that would weaken security if silently ignored: refused.
 const REFUSED: &[&str] = &[
     "auth_plugin",
+    "clientid_prefixes",
+    "mount_point",
     "plugin",
     "plugin_opt",
     "psk_file",
@@ -736,6 +746,21 @@ fn parse_text(st: &mut State, name: &str, text: &str) -> Result<(), ConfigError>
         }
     }
     Ok(())
+}
+
+/// Applies the `.conf` files of `dir` to `cfg`, as `include_dir` does; for the UCI loader,
+/// whose general section may name one (OpenWrt's mosquitto package passes it through).
+pub fn include_into(cfg: Config, dir: &Path) -> Result<(Config, Vec<Warning>), String> {
+    let mut st = State {
+        cfg,
+        current: None,
+        default_listener: None,
+        warnings: Vec::new(),
+        depth: 0,
+    };
+    let d = dir.display().to_string();
+    include_dir(&mut st, &[d.as_str()])?;
+    Ok((st.cfg, st.warnings))
 }
 
 fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
