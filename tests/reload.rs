@@ -17,7 +17,18 @@ use std::time::{Duration, Instant};
 /// the broker has logged its `n`th reload. Any request sent after that is handled with the new
 /// configuration: the reload is done before the event loop reads a socket again.
 fn reload(b: &Broker, body: &str, n: usize) {
-    std::fs::write(b.config_path(), format!("listener 0 127.0.0.1\n{body}")).unwrap();
+    reload_file(
+        b,
+        b.config_path(),
+        &format!("listener 0 127.0.0.1\n{body}"),
+        n,
+    );
+}
+
+/// Writes `text` to `path` (the file the broker was started with), sends SIGHUP and waits for
+/// the `n`th reload, as [`reload`] does.
+fn reload_file(b: &Broker, path: &Path, text: &str, n: usize) {
+    std::fs::write(path, text).unwrap();
     b.signal("HUP");
     let deadline = Instant::now() + WAIT;
     while b
@@ -398,4 +409,157 @@ fn test_config_shows_anonymous_local() {
         err.contains("rmqtt.conf:2:") && err.contains("local"),
         "{err}"
     );
+}
+
+/// OpenWrt's own way: `-u` with a UCI file and no listener section, so local-only mode on the
+/// `-p` port. Reloads keep that listener and its clients until a listener section appears.
+#[test]
+fn uci_local_only_mode_reloads() {
+    let dir = TempDir::new("reload-uci-local");
+    let uci = dir.path.join("rmqtt.uci");
+    let general =
+        |anon: &str| format!("config mosquitto 'mosquitto'\n\toption allow_anonymous '{anon}'\n");
+    std::fs::write(&uci, general("1")).unwrap();
+    let port = free_port();
+    let b = Broker::with_config_args(
+        0,
+        "",
+        &["-u", &uci.display().to_string(), "-p", &port.to_string()],
+    );
+    assert_eq!(b.port, port);
+    b.wait_log("Starting in local only mode.");
+    let mut c = b.client("c");
+    c.subscribe(1, &[("t", 1)]);
+    reload_file(&b, &uci, &general("local"), 1);
+    assert_eq!(connack(port, &ConnectOpts::new("lo")), 0);
+    reload_file(&b, &uci, &general("0"), 2);
+    assert_eq!(connack(port, &ConnectOpts::new("anon")), 5);
+    still_works(&mut c, "t", 2);
+    assert!(
+        !b.logs().iter().any(|l| l.contains("Closing listen socket")),
+        "{:?}",
+        b.logs()
+    );
+    // A listener section ends local-only mode: the -p port is then an extra listener on
+    // every address, a different socket, so the old one closes and its clients go.
+    let p2 = free_port();
+    let text = format!(
+        "{}config listener\n\toption port '{p2}'\n\toption bind_address '127.0.0.1'\n",
+        general("1")
+    );
+    reload_file(&b, &uci, &text, 3);
+    b.wait_log(&format!("Opening ipv4 listen socket on port {p2}."));
+    c.expect_closed();
+    assert_eq!(connack(p2, &ConnectOpts::new("p2")), 0);
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with the openssl CLI; `None` without it.
+fn make_pki(dir: &Path) -> Option<()> {
+    let openssl = common::find_openssl()?;
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"],
+            &[
+                "-subj",
+                "/CN=rmqtt reload test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new(&openssl)
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .ok()?;
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+    Some(())
+}
+
+/// A bridge section as OpenWrt's mosquitto package writes it, added by a reload: `cafile`
+/// makes it TLS (the remote port speaks nothing else) and messages flow.
+#[test]
+fn uci_bridge_with_cafile_uses_tls_after_reload() {
+    let pki = TempDir::new("reload-pki");
+    if make_pki(&pki.path).is_none() {
+        eprintln!("uci_bridge_with_cafile_uses_tls_after_reload: skipped, no openssl");
+        return;
+    }
+    let f = |n: &str| pki.path.join(n).display().to_string();
+    let remote = Broker::with_config(&format!(
+        "allow_anonymous true\nlistener 0 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+        f("server.crt"),
+        f("server.key")
+    ));
+    let tls_port = remote.wait_ports(2)[1];
+    let mut far = remote.client("far");
+    far.subscribe(1, &[("up/#", 0)]);
+
+    let dir = TempDir::new("reload-uci-bridge");
+    let uci = dir.path.join("rmqtt.uci");
+    let base = "config mosquitto 'mosquitto'\n\toption allow_anonymous '1'\n\
+                config listener\n\toption port '0'\n\toption bind_address '127.0.0.1'\n";
+    std::fs::write(&uci, base).unwrap();
+    let b = Broker::with_config_args(0, "", &["-u", &uci.display().to_string()]);
+    let mut local = b.client("local");
+    let bridge = format!(
+        "{base}config bridge\n\toption connection 'cloud'\n\
+         \toption address '127.0.0.1:{tls_port}'\n\tlist topic 'up/# out 0'\n\
+         \toption cafile '{}'\n\toption notifications '0'\n\toption try_private '0'\n",
+        f("ca.crt")
+    );
+    reload_file(&b, &uci, &bridge, 1);
+    b.wait_log("Bridge cloud connected.");
+    local.publish_q1(1, "up/x", b"over TLS");
+    far.expect_message("up/x", b"over TLS", 0);
 }

@@ -746,6 +746,15 @@ impl Client {
     }
 }
 
+/// The openssl CLI, if installed (tests that make certificates skip without it).
+pub fn find_openssl() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join("openssl"))
+        .find(|p| p.is_file())
+}
+
 /// A directory under the system temp dir, removed with everything in it when dropped.
 pub struct TempDir {
     pub path: PathBuf,
