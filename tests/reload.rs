@@ -112,7 +112,22 @@ fn anonymous_true_to_false_keeps_connected_clients() {
     let b = Broker::with_config("allow_anonymous true\n");
     let mut old = b.client("old");
     old.subscribe(1, &[("keep/#", 1)]);
+    // Accepted before the reload, CONNECT after: judged by the new rule.
+    let mut early = b.raw();
+    let deadline = Instant::now() + WAIT;
+    while b
+        .logs()
+        .iter()
+        .filter(|l| l.contains("New connection from"))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "not accepted: {:?}", b.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     reload(&b, "allow_anonymous false\n", 1);
+    early.send(&ConnectOpts::new("early").encode());
+    assert_eq!(early.expect_connack().code, 5);
     assert_eq!(connack(b.port, &ConnectOpts::new("new")), 5);
     assert_eq!(v5_refusal(&mut b.raw(), "new5"), 0x87);
     still_works(&mut old, "keep/x", 2);

@@ -531,6 +531,12 @@ impl Server {
             };
             if let Some(b) = self.listeners.iter_mut().find(|b| Some(b.id) == keep_id) {
                 b.anonymous = cfg.anonymous_policy(Some(&p.spec));
+                // Connections still waiting for their CONNECT get the new rule too.
+                for (c, _) in self.socks.iter().filter(|(_, s)| s.listener == Some(b.id)) {
+                    if let Some(conn) = self.broker.conns.get_mut(c).filter(|c| !c.connected) {
+                        conn.anonymous_allowed = b.anonymous.allows(conn.peer().ip());
+                    }
+                }
                 b.plan = p;
                 match tls {
                     Some(t) => {
