@@ -133,16 +133,16 @@ pub fn drop_privileges(user: &str) -> Result<bool, String> {
     }
     // Keep the permitted set across setuid, so that one capability can be kept.
     // SAFETY: prctl with integer arguments only.
-    let keepcaps = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) } == 0;
+    let keepcaps = match unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) }
+    {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    };
     // SAFETY: a plain syscall with a valid uid.
     if unsafe { libc::setuid(uid) } != 0 {
         return Err(format!("setuid for {user}: {}", io::Error::last_os_error()));
     }
-    let kept = if keepcaps {
-        keep_only_net_bind().map_err(|e| e.to_string())
-    } else {
-        Err(io::Error::last_os_error().to_string())
-    };
+    let kept = keepcaps.and_then(|()| keep_only_net_bind());
     if let Err(e) = kept {
         log::warn!(
             "Warning: unable to keep CAP_NET_BIND_SERVICE ({e}); a reload cannot open ports below 1024."
