@@ -1650,6 +1650,24 @@ config bridge
     }
 
     #[test]
+    fn allow_anonymous_local() {
+        let (c, _) = parse_str(
+            "t",
+            "config mosquitto\n option allow_anonymous local\n\
+             config listener\n option port 1\n option allow_anonymous 'local'\n\
+             config listener\n option port 2\n option allow_anonymous yes\n",
+        )
+        .unwrap();
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Local));
+        assert!(c.per_listener_settings);
+        assert_eq!(c.listeners[0].allow_anonymous, Some(Anonymous::Local));
+        assert_eq!(c.listeners[1].allow_anonymous, Some(Anonymous::Allow));
+        let e = parse_str("t", "config listener\n option allow_anonymous lan\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("use 0, 1 or local"), "{e}");
+    }
+
+    #[test]
     fn security_options_rmqtt_lacks_are_errors() {
         for (text, line, opt) in [
             (
