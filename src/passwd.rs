@@ -3,7 +3,7 @@
 //!
 //! Guarantees: a password file is only ever replaced whole (written to a temporary file in the
 //! same directory, synced, then renamed over it), so a failure leaves the old file intact; new
-//! files are created with mode 0600, existing files keep their mode; passwords and hashes are
+//! files are created with mode 0600, existing files keep their owner, group and mode; passwords and hashes are
 //! never printed.
 
 use crate::auth::password::{hash_password, is_hash, HashKind, DEFAULT_ITERATIONS};

@@ -83,7 +83,7 @@ fn example_configs_mean_what_they_say() {
             "mosquitto-home.conf",
             &[
                 "port:1883,",
-                "allow_anonymous:Some(false,)",
+                "allow_anonymous:Some(Deny,)",
                 "password_file:Some(\"/etc/mosquitto/pwfile\",)",
                 "persistence:true,",
                 "persistence_location:Some(\"/tmp/mosquitto/\",)",
@@ -114,7 +114,7 @@ fn example_configs_mean_what_they_say() {
             &[
                 "port:1883,",
                 "port:8883,",
-                "allow_anonymous:Some(false,)",
+                "allow_anonymous:Some(Deny,)",
                 "certfile:Some(\"/etc/mosquitto/certs/server.crt\",)",
                 "persistence:true,",
             ],
@@ -124,7 +124,7 @@ fn example_configs_mean_what_they_say() {
             &[
                 "port:1883,",
                 "bind:Some(\"0.0.0.0\",)",
-                "allow_anonymous:Some(true,)",
+                "allow_anonymous:Some(Allow,)",
                 "max_connections:200,",
                 "message_size_limit:262144,",
                 "max_keepalive:300,",
@@ -177,7 +177,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "listener 1883\nallow_anonymous maybe\n",
-        "Error: FILE:2: allow_anonymous: invalid boolean value (maybe); use true or false",
+        "Error: FILE:2: allow_anonymous: invalid value (maybe); use true, false or local",
     ),
     (
         "# comment\n\nmax_inflight_messages 70000\n",

@@ -272,6 +272,42 @@ fn delete_update_and_modes() {
     );
 }
 
+/// What procd's init script relies on: root edits the broker's password file (owned by the
+/// broker's user, group-readable) with every rewriting mode, and owner, group and mode stay.
+#[test]
+fn rewrites_keep_owner_group_and_mode() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("rewrites_keep_owner_group_and_mode: skipped, needs root to chown");
+        return;
+    }
+    let (dir, rp) = applet_dir("rp-owner");
+    let d = dir.path();
+    ok(&rp, d, &["-c", "-b", "pw", "a", "1"]);
+    let path = d.join("pw");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600), "new file");
+    std::os::unix::fs::chown(&path, Some(200), Some(201)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let steps: [&[&str]; 4] = [
+        &["-b", "pw", "b", "2"],
+        &["-b", "pw", "a", "changed"],
+        &["-D", "pw", "b"],
+        &["-U", "pw"],
+    ];
+    for args in steps {
+        ok(&rp, d, args);
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (200, 201, 0o640),
+            "after rmqtt_passwd {args:?}"
+        );
+    }
+    assert!(PasswordFile::load(&path).unwrap().check("a", b"changed"));
+}
+
 /// Same arguments and input to both tools, in twin directories holding the same file: exit code,
 /// stderr and (for prompts) stdout must agree.
 #[test]

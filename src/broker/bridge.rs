@@ -9,6 +9,10 @@
 //!
 //! The broker decides when to connect; the event loop opens sockets
 //! ([`Broker::take_bridge_connects`]). Reconnects back off exponentially up to the cap.
+//!
+//! A reload ([`Broker::set_bridges`]) keeps unchanged bridges as they are, stops removed ones
+//! and restarts changed ones. A stopped bridge stays in the list, marked, so that the indexes
+//! connections and timers hold keep pointing at the right bridge.
 
 use super::core::{id32, Broker, Close, Conn, Timer};
 use super::session::{Expiry, Session};
@@ -69,6 +73,8 @@ pub struct BridgeState {
     /// Whether a connect is already asked of the event loop or under way.
     pending: bool,
     started: bool,
+    /// Removed by a reload: never connects again.
+    stopped: bool,
 }
 
 impl BridgeState {
@@ -151,6 +157,7 @@ impl Broker {
                 next_address: 0,
                 pending: false,
                 started: false,
+                stopped: false,
             };
             let notify = b.cfg.notifications.then(|| b.notification_topic());
             self.bridges.push(b);
@@ -164,8 +171,64 @@ impl Broker {
         }
     }
 
+    /// Applies a reloaded bridge list: bridges whose configuration is unchanged keep their
+    /// connection and session; removed ones are stopped, changed ones stopped and started
+    /// again, new ones started.
+    pub fn set_bridges(&mut self, bridges: &[Bridge], now: Instant) {
+        let running: Vec<usize> = (0..self.bridges.len())
+            .filter(|&i| self.bridges.get(i).is_some_and(|b| !b.stopped))
+            .collect();
+        for idx in running {
+            let keep = self
+                .bridges
+                .get(idx)
+                .is_some_and(|b| bridges.contains(&b.cfg));
+            if !keep {
+                self.stop_bridge(idx, now);
+            }
+        }
+        let added: Vec<Bridge> = bridges
+            .iter()
+            .filter(|c| !self.bridges.iter().any(|b| !b.stopped && b.cfg == **c))
+            .cloned()
+            .collect();
+        for b in &added {
+            info!("Starting bridge {}.", b.name);
+        }
+        self.add_bridges(&added, now);
+    }
+
+    /// Stops bridge `idx` for good: its connection is closed (as a network failure would,
+    /// so the remote publishes the bridge's will), and its local session and the
+    /// subscriptions that fed it are removed.
+    fn stop_bridge(&mut self, idx: usize, now: Instant) {
+        let Some(b) = self.bridges.get_mut(idx) else {
+            return;
+        };
+        info!("Stopping bridge {}.", b.cfg.name);
+        b.stopped = true;
+        b.pending = false;
+        let (conn, sid) = (b.conn.take(), b.session);
+        let notify = b.cfg.notifications.then(|| b.notification_topic());
+        if let Some(id) = conn {
+            if let Some(c) = self.conns.get_mut(id) {
+                // The session goes now; the closing connection must not find it (or a new
+                // session in its slot) when it is finished.
+                c.set_session(None);
+                if let Some(e) = c.extra.as_mut() {
+                    e.bridge = None;
+                }
+            }
+            self.close_conn(id, Close::SocketError);
+        }
+        self.remove_session(sid);
+        if let Some(t) = notify {
+            self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+        }
+    }
+
     fn request_bridge_connect(&mut self, idx: usize) {
-        if let Some(b) = self.bridges.get_mut(idx) {
+        if let Some(b) = self.bridges.get_mut(idx).filter(|b| !b.stopped) {
             if b.conn.is_none() && !b.pending {
                 b.pending = true;
                 self.bridge_connects.push(idx);
@@ -180,7 +243,7 @@ impl Broker {
 
     /// The address to try next for bridge `idx` (addresses are tried in turn).
     pub fn bridge_address(&mut self, idx: usize) -> Option<(String, u16)> {
-        let b = self.bridges.get_mut(idx)?;
+        let b = self.bridges.get_mut(idx).filter(|b| !b.stopped)?;
         let n = b.cfg.addresses.len();
         let a = b.cfg.addresses.get(b.next_address % n.max(1)).cloned();
         b.next_address = (b.next_address + 1) % n.max(1);
@@ -204,7 +267,7 @@ impl Broker {
             return;
         };
         b.pending = false;
-        if b.cfg.start_type == StartType::Once && b.started {
+        if b.stopped || (b.cfg.start_type == StartType::Once && b.started) {
             return;
         }
         let wait = b.backoff;
@@ -222,7 +285,7 @@ impl Broker {
     /// The event loop opened a socket for bridge `idx` (connecting in the background):
     /// returns the connection id and queues the CONNECT.
     pub fn bridge_open(&mut self, idx: usize, peer: SocketAddr, now: Instant) -> Option<usize> {
-        let b = self.bridges.get_mut(idx)?;
+        let b = self.bridges.get_mut(idx).filter(|b| !b.stopped)?;
         b.started = true;
         let cfg = b.cfg.clone();
         let remap = b.remap.clone();
@@ -393,7 +456,7 @@ impl Broker {
         let Some(idx) = self
             .bridges
             .iter()
-            .position(|b| b.session == sid && b.cfg.start_type == StartType::Lazy)
+            .position(|b| b.session == sid && !b.stopped && b.cfg.start_type == StartType::Lazy)
         else {
             return;
         };

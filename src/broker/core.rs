@@ -269,7 +269,7 @@ impl Conn {
             .unwrap_or(usize::MAX)
     }
 
-    fn display_id(&self) -> &str {
+    pub(super) fn display_id(&self) -> &str {
         if self.client_id.is_empty() {
             "<unknown>"
         } else {
@@ -1839,7 +1839,7 @@ impl Broker {
         }
     }
 
-    fn remove_session(&mut self, sid: usize) {
+    pub(super) fn remove_session(&mut self, sid: usize) {
         self.touch(sid);
         let Some(s) = self.sessions.remove(sid) else {
             return;

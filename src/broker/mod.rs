@@ -24,7 +24,8 @@ use crate::config::{self, Config};
 use log::{info, warn};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const USAGE: &str = "Usage: rmqtt [-c|-u config_file] [-d] [-h] [-p port] [-v] [--test-config]
+const USAGE: &str =
+    "Usage: rmqtt [-c|-u config_file] [-d] [-h] [-p port] [-v] [--user name] [--test-config]
 
  -c : specify the broker config file (Mosquitto syntax, or UCI syntax when its
       first line is a `config` section).
@@ -35,6 +36,8 @@ const USAGE: &str = "Usage: rmqtt [-c|-u config_file] [-d] [-h] [-p port] [-v] [
       Not recommended in conjunction with the -c option.
  -v : verbose mode - enable all logging types. This overrides
       any logging options given in the config file.
+ --user : when started as root, drop privileges to this user after opening the
+          listeners and persistence (overrides `user` in the config file).
  --test-config : check the configuration file, print the effective settings and exit.
  --version : print the version and exit.
 
@@ -56,6 +59,7 @@ pub fn main(args: Vec<String>) -> i32 {
     opts.optflag("v", "verbose", "verbose");
     opts.optflag("", "version", "version");
     opts.optflag("", "test-config", "check the configuration and exit");
+    opts.optopt("", "user", "user to drop privileges to", "NAME");
     let m = match opts.parse(args.iter().skip(1)) {
         Ok(m) => m,
         Err(e) => return usage_error(&e.to_string()),
@@ -81,19 +85,23 @@ pub fn main(args: Vec<String>) -> i32 {
             Err(_) => return usage_error(&format!("invalid port '{p}'")),
         }
     }
-    let file = m
-        .opt_str("u")
-        .map(|p| (p, true))
-        .or_else(|| m.opt_str("c").map(|p| (p, false)));
-    let (cfg, warnings) = match file {
-        Some((path, uci)) => match config::uci::load_auto(std::path::Path::new(&path), uci) {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("Error: {e}");
-                return 3;
-            }
-        },
-        None => (Config::default(), Vec::new()),
+    let user = m.opt_str("user");
+    if user.as_deref() == Some("") {
+        return usage_error("--user needs a user name");
+    }
+    let source = Source {
+        file: m
+            .opt_str("u")
+            .map(|p| (p, true))
+            .or_else(|| m.opt_str("c").map(|p| (p, false))),
+        user,
+    };
+    let (cfg, warnings) = match source.load() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return 3;
+        }
     };
     if m.opt_present("test-config") {
         for w in &warnings {
@@ -155,13 +163,58 @@ pub fn main(args: Vec<String>) -> i32 {
         info!("Starting in local only mode. Connections will only be possible from clients running on this machine.");
         info!("Create a configuration file which defines a listener to allow remote access.");
     }
-    run(cfg, &ports, verbose, log)
+    run(cfg, &source, &ports, verbose, log)
+}
+
+/// Where the configuration comes from: the file named by `-c`/`-u` (re-read on SIGHUP) and
+/// the `--user` override.
+struct Source {
+    /// The path, and whether `-u` (UCI) named it.
+    file: Option<(String, bool)>,
+    user: Option<String>,
+}
+
+impl Source {
+    fn load(&self) -> Result<(Config, Vec<config::mosquitto::Warning>), config::ConfigError> {
+        let (mut cfg, warnings) = match &self.file {
+            Some((path, uci)) => config::uci::load_auto(std::path::Path::new(path), *uci)?,
+            None => (Config::default(), Vec::new()),
+        };
+        if let Some(u) = &self.user {
+            cfg.user = Some(u.clone());
+        }
+        Ok((cfg, warnings))
+    }
+}
+
+/// Settings a running broker cannot change: each one that differs is named in a warning and
+/// the running value is kept in `new`, so that the next reload warns again.
+fn keep_restart_only(old: &Config, new: &mut Config) {
+    fn keep<T: PartialEq + Clone>(key: &str, old: &T, new: &mut T) {
+        if old != new {
+            warn!("Warning: {key} changed; restart the broker to apply it.");
+            *new = old.clone();
+        }
+    }
+    keep("persistence", &old.persistence, &mut new.persistence);
+    keep(
+        "persistence_location",
+        &old.persistence_location,
+        &mut new.persistence_location,
+    );
+    keep(
+        "persistence_file",
+        &old.persistence_file,
+        &mut new.persistence_file,
+    );
+    keep("user", &old.user, &mut new.user);
+    keep("pid_file", &old.pid_file, &mut new.pid_file);
 }
 
 /// Re-reads the configuration file for SIGHUP; `None` (and a log line) if it no longer loads.
-fn reload(cfg: &Config) -> Option<Config> {
-    let path = cfg.source.as_ref()?;
-    match config::uci::load_auto(path, false) {
+fn reload(source: &Source) -> Option<Config> {
+    source.file.as_ref()?;
+    match source.load() {
         Ok((c, warnings)) => {
             for w in &warnings {
                 warn!("{}", w.0);
@@ -175,7 +228,13 @@ fn reload(cfg: &Config) -> Option<Config> {
     }
 }
 
-fn run(mut cfg: Config, ports: &[u16], verbose: bool, log: logging::Handle) -> i32 {
+fn run(
+    mut cfg: Config,
+    source: &Source,
+    ports: &[u16],
+    verbose: bool,
+    log: logging::Handle,
+) -> i32 {
     let bound = match server::bind(&cfg, ports) {
         Ok(b) => b,
         Err(e) => {
@@ -236,9 +295,10 @@ fn run(mut cfg: Config, ports: &[u16], verbose: bool, log: logging::Handle) -> i
             Ok(server::Stop::Terminate) => return 0,
             Ok(server::Stop::Reload) => {
                 info!("Reloading config.");
-                if let Some(new) = reload(&cfg) {
+                if let Some(mut new) = reload(source) {
                     log.replace(logging::Settings::from_config(&new, verbose));
-                    server.reload(&new);
+                    keep_restart_only(&cfg, &mut new);
+                    server.reload(&new, ports);
                     match core::Auth::load(&new) {
                         Ok(a) => server.broker_mut().auth = a,
                         Err(e) => log::error!(

@@ -385,6 +385,14 @@ impl Store {
         })
     }
 
+    /// Takes a reloaded `autosave_interval` and `autosave_on_changes`.
+    pub fn set_policy(&mut self, cfg: &Config) {
+        self.interval = Duration::from_secs(u64::from(cfg.autosave_interval));
+        self.every_changes = cfg
+            .autosave_on_changes
+            .then_some(u64::from(cfg.autosave_interval.max(1)));
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

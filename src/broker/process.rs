@@ -1,5 +1,8 @@
 //! Process-level chores around the event loop: daemonizing (`-d`), the pid file, and dropping
 //! root privileges after the listeners are bound (`user`). Thin, checked wrappers over libc.
+//!
+//! Dropping privileges keeps one capability, CAP_NET_BIND_SERVICE, so that a reload (SIGHUP)
+//! can still open listeners on ports below 1024 as the unprivileged user.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -50,7 +53,56 @@ impl Drop for PidFile {
     }
 }
 
-/// If running as root, switches to `user` (its primary group and supplementary groups).
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets as two 32-bit words.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Limits this process's permitted and effective capabilities to CAP_NET_BIND_SERVICE.
+fn keep_only_net_bind() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let bit = 1u32 << CAP_NET_BIND_SERVICE;
+    let data = [
+        CapData {
+            effective: bit,
+            permitted: bit,
+            inheritable: 0,
+        },
+        CapData::default(),
+    ];
+    // SAFETY: capset reads a header and two data words that live for the whole call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// If running as root, switches to `user` (its primary group and supplementary groups),
+/// keeping only CAP_NET_BIND_SERVICE (a warning, and a plain drop, where the kernel refuses).
 /// Does nothing for other users. Errors name what failed.
 pub fn drop_privileges(user: &str) -> Result<bool, String> {
     // SAFETY: geteuid has no preconditions.
@@ -78,9 +130,27 @@ pub fn drop_privileges(user: &str) -> Result<bool, String> {
         if libc::setgid(gid) != 0 {
             return Err(format!("setgid for {user}: {}", io::Error::last_os_error()));
         }
-        if libc::setuid(uid) != 0 {
-            return Err(format!("setuid for {user}: {}", io::Error::last_os_error()));
-        }
+    }
+    // Keep the permitted set across setuid, so that one capability can be kept.
+    // SAFETY: prctl with integer arguments only.
+    let keepcaps = match unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as libc::c_ulong, 0, 0, 0) }
+    {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    };
+    // SAFETY: a plain syscall with a valid uid.
+    if unsafe { libc::setuid(uid) } != 0 {
+        return Err(format!("setuid for {user}: {}", io::Error::last_os_error()));
+    }
+    let kept = keepcaps.and_then(|()| keep_only_net_bind());
+    if let Err(e) = kept {
+        log::warn!(
+            "Warning: unable to keep CAP_NET_BIND_SERVICE ({e}); a reload cannot open ports below 1024."
+        );
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0 as libc::c_ulong, 0, 0, 0);
     }
     Ok(true)
 }

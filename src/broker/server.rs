@@ -5,14 +5,14 @@
 //! Write interest is registered only while a connection has output the socket did not take.
 //! The loop sleeps until the broker's next deadline, a socket event or a signal.
 
-use super::core::{fmt_addr, Broker};
+use super::core::{fmt_addr, Broker, Close};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
 use super::slab::Slab;
 use super::sys::LoopFigures;
 use super::ws;
-use crate::config::{Config, Listener, ListenerProtocol};
+use crate::config::{Anonymous, Config, Listener, ListenerProtocol};
 use crate::tls::{ServerStream, ServerTls};
 use bytes::{Buf, BytesMut};
 use log::{error, info, warn};
@@ -22,21 +22,79 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// Tokens at or above this are listeners; below are connection ids.
+/// Tokens at or above this are listening sockets (`LISTENER_BASE + n`, `n` never reused);
+/// below are connection ids.
 const LISTENER_BASE: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// Bytes read per `read` call; one buffer shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A listener the configuration asks for, before it is bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub spec: Listener,
+    /// A local-only mode listener: loopback addresses only, IPv6 optional.
+    pub local: bool,
+}
+
+impl Planned {
+    fn tls(&self) -> bool {
+        self.spec.certfile.is_some() || self.spec.keyfile.is_some()
+    }
+
+    /// Whether a reload can keep `self`'s sockets (and connections) for `other`: same port,
+    /// address, protocol and TLS or not. Other settings are applied in place.
+    fn same_socket(&self, other: &Planned) -> bool {
+        self.local == other.local
+            && self.spec.port == other.spec.port
+            && self.spec.bind == other.spec.bind
+            && self.spec.protocol == other.spec.protocol
+            && self.tls() == other.tls()
+    }
+}
+
+/// Which old listener each new one keeps (`None`: open it), and which old ones close.
+/// Old listeners are matched at most once, in order.
+fn diff_listeners(old: &[&Planned], new: &[Planned]) -> (Vec<Option<usize>>, Vec<usize>) {
+    let mut claimed = vec![false; old.len()];
+    let keep = new
+        .iter()
+        .map(|n| {
+            let i = old
+                .iter()
+                .zip(claimed.iter())
+                .position(|(o, c)| !c && o.same_socket(n))?;
+            if let Some(c) = claimed.get_mut(i) {
+                *c = true;
+            }
+            Some(i)
+        })
+        .collect();
+    let close = claimed
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !**c)
+        .map(|(i, _)| i)
+        .collect();
+    (keep, close)
+}
+
+/// One configured listener: its sockets (one per address) and the settings connections get.
 struct Bound {
-    socket: TcpListener,
-    websockets: bool,
+    /// Stable id that connections remember; never the position in the list.
+    id: u16,
+    plan: Planned,
+    /// (token, socket, port it got)
+    sockets: Vec<(usize, TcpListener, u16)>,
     tls: Option<ServerTls>,
-    identity_as_username: bool,
-    port: u16,
-    anonymous: bool,
-    max_connections: i64,
+    anonymous: Anonymous,
     open: i64,
+}
+
+/// A listener's sockets, bound but not yet registered.
+pub struct Opened {
+    plan: Planned,
+    sockets: Vec<(TcpListener, u16)>,
 }
 
 /// A connection's byte stream: plain TCP, TLS over it, or WebSockets over either.
@@ -222,7 +280,7 @@ struct Sock {
     /// TLS identity already handed to the broker (or none expected).
     identity_done: bool,
     writing: bool,
-    /// The listener it came in on; `None` for outgoing bridge connections.
+    /// The id of the listener it came in on; `None` for outgoing bridge connections.
     listener: Option<u16>,
     /// Bytes of a packet not yet complete (or held back while the connection is paused).
     /// Boxed and dropped when empty: an idle connection pays a pointer.
@@ -245,89 +303,97 @@ pub struct Server {
     sys_interval: Option<Duration>,
     next_sys: Option<Instant>,
     listeners: Vec<Bound>,
+    next_listener_id: u16,
+    next_token: usize,
     socks: Slab<Sock>,
     broker: Broker,
     scratch: Vec<u8>,
     max_connections: i64,
 }
 
-/// Binds every listener the configuration asks for. In local-only mode (no listener
-/// configured) that is `ports` (1883 by default) on 127.0.0.1 and ::1 only.
-pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<(TcpListener, u16, Listener)>, String> {
-    let mut out = Vec::new();
-    let mut plan: Vec<(Listener, Vec<SocketAddr>, bool)> = Vec::new();
-    let loopback = |p: u16| {
-        vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), p),
-        ]
-    };
+/// The listeners the configuration asks for. In local-only mode (no listener configured)
+/// that is `ports` (1883 by default) on 127.0.0.1 and ::1 only.
+pub fn plan(cfg: &Config, cli_ports: &[u16]) -> Vec<Planned> {
     if cfg.local_only() {
         let ports = if cli_ports.is_empty() {
             vec![1883]
         } else {
             cli_ports.to_vec()
         };
-        for p in ports {
-            plan.push((Listener::new(p, None), loopback(p), true));
-        }
+        return ports
+            .into_iter()
+            .map(|p| Planned {
+                spec: Listener::new(p, None),
+                local: true,
+            })
+            .collect();
+    }
+    cfg.listeners
+        .iter()
+        .cloned()
+        .chain(cli_ports.iter().map(|&p| Listener::new(p, None)))
+        .map(|spec| Planned { spec, local: false })
+        .collect()
+}
+
+/// Binds every listener the configuration asks for; the first failure is the error.
+pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<Opened>, String> {
+    plan(cfg, cli_ports).into_iter().map(bind_one).collect()
+}
+
+/// Binds the sockets of one listener, logging each as Mosquitto does.
+fn bind_one(p: Planned) -> Result<Opened, String> {
+    let l = &p.spec;
+    let addrs: Vec<SocketAddr> = if p.local {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), l.port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), l.port),
+        ]
     } else {
-        for l in cfg
-            .listeners
-            .iter()
-            .cloned()
-            .chain(cli_ports.iter().map(|&p| Listener::new(p, None)))
-        {
-            let addrs = match &l.bind {
-                Some(host) => (host.as_str(), l.port)
-                    .to_socket_addrs()
-                    .map_err(|e| format!("Error: cannot resolve listener address {host}: {e}"))?
-                    .collect(),
-                None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port)],
-            };
-            plan.push((l, addrs, false));
+        match &l.bind {
+            Some(host) => (host.as_str(), l.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("Error: cannot resolve listener address {host}: {e}"))?
+                .collect(),
+            None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port)],
         }
-    }
-    for (l, addrs, optional_v6) in plan {
-        let mut bound_any = false;
-        for addr in addrs {
-            let family = match (l.protocol, addr.is_ipv4()) {
-                (ListenerProtocol::WebSockets, _) => "websockets",
-                (_, true) => "ipv4",
-                (_, false) => "ipv6",
-            };
-            match TcpListener::bind(addr) {
-                Ok(s) => {
-                    let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
-                    info!("Opening {family} listen socket on port {port}.");
-                    out.push((s, port, l.clone()));
-                    bound_any = true;
-                }
-                Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
-                    // No IPv6 on this host: fall back to IPv4 for "all addresses".
-                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
-                    let s = TcpListener::bind(v4)
-                        .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
-                    let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
-                    info!("Opening ipv4 listen socket on port {port}.");
-                    out.push((s, port, l.clone()));
-                    bound_any = true;
-                }
-                Err(e) if optional_v6 && addr.is_ipv6() && bound_any => {
-                    warn!("Not listening on {addr}: {e}.");
-                }
-                Err(e) => return Err(format!("Error: {e} (listening on {addr})")),
+    };
+    let mut sockets = Vec::new();
+    for addr in addrs {
+        let family = match (l.protocol, addr.is_ipv4()) {
+            (ListenerProtocol::WebSockets, _) => "websockets",
+            (_, true) => "ipv4",
+            (_, false) => "ipv6",
+        };
+        match TcpListener::bind(addr) {
+            Ok(s) => {
+                let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
+                info!("Opening {family} listen socket on port {port}.");
+                sockets.push((s, port));
             }
+            Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
+                // No IPv6 on this host: fall back to IPv4 for "all addresses".
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+                let s = TcpListener::bind(v4)
+                    .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
+                let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
+                info!("Opening ipv4 listen socket on port {port}.");
+                sockets.push((s, port));
+            }
+            Err(e) if p.local && addr.is_ipv6() && !sockets.is_empty() => {
+                warn!("Not listening on {addr}: {e}.");
+            }
+            Err(e) => return Err(format!("Error: {e} (listening on {addr})")),
         }
     }
-    Ok(out)
+    Ok(Opened { plan: p, sockets })
 }
 
 impl Server {
     pub fn new(
         broker: Broker,
         cfg: &Config,
-        bound: Vec<(TcpListener, u16, Listener)>,
+        bound: Vec<Opened>,
         signals: Signals,
     ) -> Result<Server, String> {
         let poll = Poll::new().map_err(|e| e.to_string())?;
@@ -339,27 +405,6 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(|e| e.to_string())?;
-        let mut listeners = Vec::new();
-        for (i, (mut socket, port, l)) in bound.into_iter().enumerate() {
-            poll.registry()
-                .register(&mut socket, Token(LISTENER_BASE + i), Interest::READABLE)
-                .map_err(|e| e.to_string())?;
-            let tls = if l.certfile.is_some() || l.keyfile.is_some() {
-                Some(ServerTls::new(&l)?)
-            } else {
-                None
-            };
-            listeners.push(Bound {
-                socket,
-                websockets: l.protocol == ListenerProtocol::WebSockets,
-                tls,
-                identity_as_username: l.use_identity_as_username,
-                port,
-                anonymous: cfg.anonymous_allowed(Some(&l)),
-                max_connections: l.max_connections,
-                open: 0,
-            });
-        }
         let now = Instant::now();
         let mut broker = broker;
         let mut store = Store::from_config(cfg, now);
@@ -369,49 +414,190 @@ impl Server {
         broker.add_bridges(&cfg.bridges, now);
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
-        Ok(Server {
+        let mut server = Server {
             poll,
             signals,
             store,
             sys_interval,
             next_sys: Some(now),
-            listeners,
+            listeners: Vec::new(),
+            next_listener_id: 0,
+            next_token: 0,
             socks: Slab::default(),
             broker,
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
-        })
+        };
+        for o in bound {
+            let tls = if o.plan.tls() {
+                Some(ServerTls::new(&o.plan.spec)?)
+            } else {
+                None
+            };
+            server.add_listener(cfg, o, tls)?;
+        }
+        Ok(server)
+    }
+
+    /// Registers a bound listener with the poll and gives it a fresh id and tokens.
+    fn add_listener(
+        &mut self,
+        cfg: &Config,
+        o: Opened,
+        tls: Option<ServerTls>,
+    ) -> Result<(), String> {
+        let mut id = self.next_listener_id;
+        while self.listeners.iter().any(|b| b.id == id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_listener_id = id.wrapping_add(1);
+        let mut sockets = Vec::new();
+        for (mut socket, port) in o.sockets {
+            let token = LISTENER_BASE + self.next_token;
+            self.next_token += 1;
+            self.poll
+                .registry()
+                .register(&mut socket, Token(token), Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            sockets.push((token, socket, port));
+        }
+        self.listeners.push(Bound {
+            id,
+            anonymous: cfg.anonymous_policy(Some(&o.plan.spec)),
+            plan: o.plan,
+            sockets,
+            tls,
+            open: 0,
+        });
+        Ok(())
     }
 
     pub fn broker_mut(&mut self) -> &mut Broker {
         &mut self.broker
     }
 
-    /// Re-applies what can change without dropping connections: TLS certificates and keys.
-    pub fn reload(&mut self, cfg: &Config) {
-        let mut i = 0;
-        for l in &cfg.listeners {
-            if l.certfile.is_none() {
-                continue;
-            }
-            match ServerTls::new(l) {
-                Ok(tls) => {
-                    for b in self.listeners.iter_mut().filter(|b| b.port == l.port) {
-                        if b.tls.is_some() {
-                            b.tls = Some(ServerTls::new(l).unwrap_or(tls));
-                            i += 1;
-                            break;
-                        }
+    /// Applies a reloaded configuration without dropping what did not change: limits (for
+    /// new connections), `$SYS` interval, autosave policy, bridges, and the listeners.
+    /// Listeners with the same port, address, protocol and TLS-ness keep their sockets and
+    /// connections and take the new anonymous access, TLS certificates and limits; removed
+    /// ones close, and their clients are disconnected as by a network failure (wills fire,
+    /// sessions stay); new ones are opened. A listener that fails to open is logged.
+    pub fn reload(&mut self, cfg: &Config, cli_ports: &[u16]) {
+        let now = Instant::now();
+        self.broker.limits = super::core::Limits::from_config(cfg);
+        self.max_connections = cfg.max_connections;
+        let sys_interval =
+            (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
+        if sys_interval != self.sys_interval {
+            self.sys_interval = sys_interval;
+            self.next_sys = sys_interval.map(|i| now + i);
+        }
+        if let Some(st) = &mut self.store {
+            st.set_policy(cfg);
+        }
+        self.reload_listeners(cfg, cli_ports);
+        self.broker.set_bridges(&cfg.bridges, now);
+    }
+
+    fn reload_listeners(&mut self, cfg: &Config, cli_ports: &[u16]) {
+        let new = plan(cfg, cli_ports);
+        let (keep, close) = {
+            let old: Vec<&Planned> = self.listeners.iter().map(|b| &b.plan).collect();
+            diff_listeners(&old, &new)
+        };
+        let closing: Vec<u16> = close
+            .iter()
+            .filter_map(|&i| self.listeners.get(i).map(|b| b.id))
+            .collect();
+        let kept: Vec<Option<u16>> = keep
+            .iter()
+            .map(|k| k.and_then(|i| self.listeners.get(i).map(|b| b.id)))
+            .collect();
+        for id in closing {
+            self.close_listener(id);
+        }
+        let mut reloaded_tls = 0;
+        for (p, keep_id) in new.into_iter().zip(kept) {
+            let tls = if p.tls() {
+                match ServerTls::new(&p.spec) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        error!("Error: TLS for the listener on port {}: {e}.", p.spec.port);
+                        None
                     }
                 }
+            } else {
+                None
+            };
+            if let Some(b) = self.listeners.iter_mut().find(|b| Some(b.id) == keep_id) {
+                b.anonymous = cfg.anonymous_policy(Some(&p.spec));
+                // Connections still waiting for their CONNECT get the new rule too.
+                for (c, _) in self.socks.iter().filter(|(_, s)| s.listener == Some(b.id)) {
+                    if let Some(conn) = self.broker.conns.get_mut(c).filter(|c| !c.connected) {
+                        conn.anonymous_allowed = b.anonymous.allows(conn.peer().ip());
+                    }
+                }
+                b.plan = p;
+                match tls {
+                    Some(t) => {
+                        b.tls = Some(t);
+                        reloaded_tls += 1;
+                    }
+                    None if b.tls.is_some() => {
+                        warn!(
+                            "Keeping the old TLS certificates of the listener on port {}.",
+                            b.plan.spec.port
+                        );
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            if p.tls() && tls.is_none() {
+                error!(
+                    "Error: not opening the listener on port {} without its TLS setup.",
+                    p.spec.port
+                );
+                continue;
+            }
+            let port = p.spec.port;
+            match bind_one(p).and_then(|o| self.add_listener(cfg, o, tls)) {
+                Ok(()) => {}
                 Err(e) => error!(
-                    "Error: reloading TLS for port {}: {e}; keeping the old one.",
-                    l.port
+                    "Error: unable to open the listener on port {port}: {}",
+                    e.trim_start_matches("Error: ")
                 ),
             }
         }
-        if i > 0 {
-            info!("Reloaded TLS certificates of {i} listener(s).");
+        if reloaded_tls > 0 {
+            info!("Reloaded TLS certificates of {reloaded_tls} listener(s).");
+        }
+    }
+
+    /// Closes listener `id`'s sockets and disconnects its clients.
+    fn close_listener(&mut self, id: u16) {
+        let Some(i) = self.listeners.iter().position(|b| b.id == id) else {
+            return;
+        };
+        let mut b = self.listeners.remove(i);
+        for (_, socket, port) in &mut b.sockets {
+            let _ = self.poll.registry().deregister(socket);
+            info!("Closing listen socket on port {port}.");
+        }
+        let conns: Vec<usize> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.listener == Some(id))
+            .map(|(c, _)| c)
+            .collect();
+        for c in conns {
+            if let Some(conn) = self.broker.conns.get(c) {
+                info!(
+                    "Client {} disconnected: its listener was removed.",
+                    conn.display_id()
+                );
+            }
+            self.broker.close_conn(c, Close::SocketError);
         }
     }
 
@@ -476,7 +662,7 @@ impl Server {
                             return Ok(Stop::Reload);
                         }
                     }
-                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if t >= LISTENER_BASE => self.accept(t, now),
                     Token(id) => {
                         if ev.is_writable() {
                             self.write(id, now);
@@ -530,7 +716,7 @@ impl Server {
                 b.certfile.as_deref(),
                 b.keyfile.as_deref(),
                 b.insecure,
-                None,
+                b.tls_version.as_deref(),
             )
             .and_then(|tls| tls.connect(stream, &host))
             {
@@ -573,12 +759,20 @@ impl Server {
         self.next_sys = self.sys_interval.map(|i| now + i);
     }
 
-    fn accept(&mut self, li: usize, now: Instant) {
+    fn accept(&mut self, token: usize, now: Instant) {
         loop {
-            let Some(l) = self.listeners.get_mut(li) else {
+            let Some(l) = self
+                .listeners
+                .iter_mut()
+                .find(|b| b.sockets.iter().any(|(t, _, _)| *t == token))
+            else {
                 return;
             };
-            let (stream, addr) = match l.socket.accept() {
+            let Some((_, socket, port)) = l.sockets.iter().find(|(t, _, _)| *t == token) else {
+                return;
+            };
+            let port = *port;
+            let (stream, addr) = match socket.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -588,7 +782,8 @@ impl Server {
                 }
             };
             let total = self.broker.conns.len() as i64;
-            if (l.max_connections > 0 && l.open >= l.max_connections)
+            let max = l.plan.spec.max_connections;
+            if (max > 0 && l.open >= max)
                 || (self.max_connections > 0 && total >= self.max_connections)
             {
                 info!(
@@ -609,10 +804,12 @@ impl Server {
                     }
                 },
             };
-            if l.websockets {
+            if l.plan.spec.protocol == ListenerProtocol::WebSockets {
                 stream = Transport::Ws(Box::new(WsStream::new(stream)));
             }
-            let id = self.broker.accept(addr, l.port, l.anonymous, now);
+            let id = self
+                .broker
+                .accept(addr, port, l.anonymous.allows(addr.ip()), now);
             if let Err(e) =
                 self.poll
                     .registry()
@@ -629,10 +826,10 @@ impl Server {
                 Sock {
                     stream,
                     connecting: false,
-                    identity_done: !l.identity_as_username,
+                    identity_done: !l.plan.spec.use_identity_as_username,
                     pending: None,
                     writing: false,
-                    listener: u16::try_from(li).ok(),
+                    listener: Some(l.id),
                 },
             );
         }
@@ -785,7 +982,7 @@ impl Server {
                     let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
                     if let Some(l) = sock
                         .listener
-                        .and_then(|i| self.listeners.get_mut(usize::from(i)))
+                        .and_then(|i| self.listeners.iter_mut().find(|b| b.id == i))
                     {
                         l.open -= 1;
                     }
@@ -807,4 +1004,101 @@ fn resident_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(port: u16, bind: Option<&str>) -> Planned {
+        Planned {
+            spec: Listener::new(port, bind.map(str::to_owned)),
+            local: false,
+        }
+    }
+
+    fn tls(mut l: Planned) -> Planned {
+        l.spec.certfile = Some("/c.pem".into());
+        l.spec.keyfile = Some("/k.pem".into());
+        l
+    }
+
+    fn diff(old: &[Planned], new: &[Planned]) -> (Vec<Option<usize>>, Vec<usize>) {
+        let old: Vec<&Planned> = old.iter().collect();
+        diff_listeners(&old, new)
+    }
+
+    #[test]
+    fn unchanged_listeners_are_kept_in_any_order() {
+        let old = [p(1883, None), p(8883, Some("127.0.0.1"))];
+        let new = [p(8883, Some("127.0.0.1")), p(1883, None)];
+        assert_eq!(diff(&old, &new), (vec![Some(1), Some(0)], vec![]));
+    }
+
+    #[test]
+    fn settings_other_than_the_socket_do_not_reopen() {
+        let old = [tls(p(8883, None))];
+        let mut n = tls(p(8883, None));
+        n.spec.allow_anonymous = Some(crate::config::Anonymous::Local);
+        n.spec.max_connections = 5;
+        n.spec.certfile = Some("/other.pem".into());
+        n.spec.use_identity_as_username = true;
+        assert_eq!(diff(&old, &[n]), (vec![Some(0)], vec![]));
+    }
+
+    #[test]
+    fn changed_listeners_are_closed_and_opened() {
+        let mut ws = p(1883, None);
+        ws.spec.protocol = ListenerProtocol::WebSockets;
+        let local = Planned {
+            spec: Listener::new(1883, None),
+            local: true,
+        };
+        for changed in [
+            p(1884, None),
+            p(1883, Some("127.0.0.1")),
+            ws,
+            tls(p(1883, None)),
+            local,
+        ] {
+            assert_eq!(
+                diff(&[p(1883, None)], std::slice::from_ref(&changed)),
+                (vec![None], vec![0]),
+                "{changed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn added_removed_and_duplicates() {
+        let old = [p(1, None), p(2, None), p(2, None), p(3, None)];
+        let new = [p(2, None), p(4, None), p(2, None), p(2, None)];
+        assert_eq!(
+            diff(&old, &new),
+            (vec![Some(1), None, Some(2), None], vec![0, 3])
+        );
+        assert_eq!(diff(&[], &[p(1, None)]), (vec![None], vec![]));
+        assert_eq!(diff(&[p(1, None)], &[]), (vec![], vec![0]));
+    }
+
+    #[test]
+    fn local_only_mode_plans_loopback_listeners() {
+        let cfg = Config::default();
+        let pl = plan(&cfg, &[]);
+        assert_eq!(pl.len(), 1);
+        assert!(pl[0].local);
+        assert_eq!(pl[0].spec.port, 1883);
+        assert_eq!(plan(&cfg, &[1, 2]).len(), 2);
+        let cfg = Config {
+            listeners: vec![Listener::new(9, None)],
+            ..Config::default()
+        };
+        let pl = plan(&cfg, &[7]);
+        assert_eq!(
+            pl.iter()
+                .map(|x| (x.spec.port, x.local))
+                .collect::<Vec<_>>(),
+            vec![(9, false), (7, false)]
+        );
+    }
 }

@@ -6,6 +6,7 @@ pub mod mosquitto;
 pub mod uci;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ pub struct Listener {
     /// 0 or less: unlimited.
     pub max_connections: i64,
     /// Per-listener setting; `None` follows the global one.
-    pub allow_anonymous: Option<bool>,
+    pub allow_anonymous: Option<Anonymous>,
     pub cafile: Option<PathBuf>,
     pub capath: Option<PathBuf>,
     pub certfile: Option<PathBuf>,
@@ -43,6 +44,44 @@ impl Listener {
             bind,
             max_connections: -1,
             ..Listener::default()
+        }
+    }
+}
+
+/// Who may connect without a username (`allow_anonymous true|false|local`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anonymous {
+    Deny,
+    Allow,
+    /// Only clients whose peer address is loopback (127.0.0.0/8, ::1, ::ffff:127.x.x.x).
+    Local,
+}
+
+impl Anonymous {
+    /// `local`, or any boolean spelling [`parse_bool`] accepts.
+    pub fn parse(v: &str) -> Option<Anonymous> {
+        if v == "local" {
+            return Some(Anonymous::Local);
+        }
+        parse_bool(v).map(|b| if b { Anonymous::Allow } else { Anonymous::Deny })
+    }
+
+    /// Whether a client without a username connecting from `peer` is let in.
+    pub fn allows(self, peer: IpAddr) -> bool {
+        match self {
+            Anonymous::Deny => false,
+            Anonymous::Allow => true,
+            Anonymous::Local => is_loopback(peer),
+        }
+    }
+}
+
+/// 127.0.0.0/8, ::1, and IPv4-mapped 127.x.x.x (what a dual-stack socket reports).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
 }
@@ -109,6 +148,8 @@ pub struct Bridge {
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
     pub insecure: bool,
+    /// Lowest TLS version (`tlsv1.2`, `tlsv1.3`); `None`: rustls' default (1.2 and 1.3).
+    pub tls_version: Option<String>,
     pub max_packet_size: u32,
 }
 
@@ -136,6 +177,7 @@ impl Bridge {
             certfile: None,
             keyfile: None,
             insecure: false,
+            tls_version: None,
             max_packet_size: 0,
         }
     }
@@ -163,7 +205,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub bridges: Vec<Bridge>,
     /// `None`: not set in the file; anonymous access is then allowed only in local-only mode.
-    pub allow_anonymous: Option<bool>,
+    pub allow_anonymous: Option<Anonymous>,
     pub per_listener_settings: bool,
     pub password_file: Option<PathBuf>,
     pub acl_file: Option<PathBuf>,
@@ -248,14 +290,23 @@ impl Config {
         self.listeners.is_empty()
     }
 
-    /// Whether clients without credentials may connect on `listener`.
-    pub fn anonymous_allowed(&self, listener: Option<&Listener>) -> bool {
+    /// The anonymous-access rule of `listener` (per_listener_settings), else the global one.
+    pub fn anonymous_policy(&self, listener: Option<&Listener>) -> Anonymous {
         if let Some(a) = listener.and_then(|l| l.allow_anonymous) {
             if self.per_listener_settings {
                 return a;
             }
         }
-        self.allow_anonymous.unwrap_or(self.source.is_none())
+        self.allow_anonymous.unwrap_or(if self.source.is_none() {
+            Anonymous::Allow
+        } else {
+            Anonymous::Deny
+        })
+    }
+
+    /// Whether a client without credentials connecting from `peer` may in on `listener`.
+    pub fn anonymous_allowed(&self, listener: Option<&Listener>, peer: IpAddr) -> bool {
+        self.anonymous_policy(listener).allows(peer)
     }
 }
 
@@ -286,5 +337,70 @@ pub fn parse_bool(v: &str) -> Option<bool> {
         "true" | "1" | "yes" | "on" | "enabled" => Some(true),
         "false" | "0" | "no" | "off" | "disabled" => Some(false),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_values() {
+        for (v, want) in [
+            ("local", Some(Anonymous::Local)),
+            ("true", Some(Anonymous::Allow)),
+            ("1", Some(Anonymous::Allow)),
+            ("yes", Some(Anonymous::Allow)),
+            ("false", Some(Anonymous::Deny)),
+            ("off", Some(Anonymous::Deny)),
+            ("Local", None),
+            ("", None),
+            ("maybe", None),
+        ] {
+            assert_eq!(Anonymous::parse(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn local_means_loopback_peers() {
+        let ok = ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"];
+        let no = [
+            "10.0.0.1",
+            "192.168.1.2",
+            "::",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ];
+        for a in ok {
+            assert!(Anonymous::Local.allows(a.parse().unwrap()), "{a}");
+        }
+        for a in no {
+            assert!(!Anonymous::Local.allows(a.parse().unwrap()), "{a}");
+            assert!(Anonymous::Allow.allows(a.parse().unwrap()), "{a}");
+        }
+        assert!(!Anonymous::Deny.allows("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn per_listener_policy() {
+        let mut l = Listener::new(1883, None);
+        l.allow_anonymous = Some(Anonymous::Local);
+        let mut c = Config {
+            source: Some(PathBuf::from("x")),
+            allow_anonymous: Some(Anonymous::Deny),
+            ..Config::default()
+        };
+        let lan: IpAddr = "192.168.1.5".parse().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        // Without per_listener_settings the listener value is not used.
+        assert!(!c.anonymous_allowed(Some(&l), lo));
+        c.per_listener_settings = true;
+        assert!(c.anonymous_allowed(Some(&l), lo));
+        assert!(!c.anonymous_allowed(Some(&l), lan));
+        assert!(!c.anonymous_allowed(None, lo));
+        c.allow_anonymous = Some(Anonymous::Local);
+        assert!(c.anonymous_allowed(None, lo));
+        assert!(!c.anonymous_allowed(None, lan));
     }
 }

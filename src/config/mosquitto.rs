@@ -5,8 +5,8 @@
 //! ignored, which are errors.
 
 use super::{
-    parse_bool, Bridge, BridgeTopic, Config, ConfigError, Direction, Listener, ListenerProtocol,
-    LogDest, StartType,
+    parse_bool, Anonymous, Bridge, BridgeTopic, Config, ConfigError, Direction, Listener,
+    ListenerProtocol, LogDest, StartType,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -341,6 +341,16 @@ const BRIDGE_KEYS: &[(&str, Handler)] = &[
         s.bridge("bridge_insecure")?.insecure = b;
         Ok(())
     }),
+    ("bridge_tls_version", |s, a| {
+        let v = one(a)?.to_owned();
+        if !["tlsv1.2", "tlsv1.3"].contains(&v.as_str()) {
+            return Err(format!(
+                "unsupported bridge_tls_version ({v}); use tlsv1.2 or tlsv1.3"
+            ));
+        }
+        s.bridge("bridge_tls_version")?.tls_version = Some(v);
+        Ok(())
+    }),
     ("bridge_max_packet_size", |s, a| {
         let n = number(a, 0, 268_435_460)? as u32;
         s.bridge("bridge_max_packet_size")?.max_packet_size = n;
@@ -353,13 +363,11 @@ const BRIDGE_KEYS: &[(&str, Handler)] = &[
 const IGNORED: &[&str] = &[
     "autosave_on_changes",
     "check_retain_source",
-    "clientid_prefixes",
     "http_dir",
     "include_dir",
     "log_facility",
     "max_inflight_bytes",
     "memory_limit",
-    "mount_point",
     "set_tcp_nodelay",
     "socket_domain",
     "websockets_headers_size",
@@ -369,6 +377,8 @@ const IGNORED: &[&str] = &[
 /// Mosquitto keys that would weaken security if silently ignored: refused.
 const REFUSED: &[&str] = &[
     "auth_plugin",
+    "clientid_prefixes",
+    "mount_point",
     "plugin",
     "plugin_opt",
     "psk_file",
@@ -597,7 +607,9 @@ fn key_protocol(s: &mut State, a: &[&str]) -> Result<(), String> {
 }
 
 fn key_allow_anonymous(s: &mut State, a: &[&str]) -> Result<(), String> {
-    let b = boolean(a)?;
+    let v = one(a)?;
+    let b = Anonymous::parse(v)
+        .ok_or_else(|| format!("invalid value ({v}); use true, false or local"))?;
     match s.current {
         Some(i) if s.cfg.per_listener_settings => {
             if let Some(l) = s.cfg.listeners.get_mut(i) {
@@ -736,6 +748,21 @@ fn parse_text(st: &mut State, name: &str, text: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+/// Applies the `.conf` files of `dir` to `cfg`, as `include_dir` does; for the UCI loader,
+/// whose general section may name one (OpenWrt's mosquitto package passes it through).
+pub fn include_into(cfg: Config, dir: &Path) -> Result<(Config, Vec<Warning>), String> {
+    let mut st = State {
+        cfg,
+        current: None,
+        default_listener: None,
+        warnings: Vec::new(),
+        depth: 0,
+    };
+    let d = dir.display().to_string();
+    include_dir(&mut st, &[d.as_str()])?;
+    Ok((st.cfg, st.warnings))
+}
+
 fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
     let dir = path(args)?;
     if st.depth > 8 {
@@ -772,7 +799,7 @@ mod tests {
         assert_eq!(c.listeners[0].port, 1883);
         assert_eq!(c.listeners[1].bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/x y")));
-        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Deny));
         assert_eq!(c.max_inflight_messages, 10);
         assert_eq!(w.len(), 1);
         assert!(w[0].0.contains("t.conf:7"), "{w:?}");
@@ -782,7 +809,7 @@ mod tests {
     fn errors_name_file_and_line() {
         for (text, line, needle) in [
             ("listener abc\n", 1, "invalid port"),
-            ("\nallow_anonymous maybe\n", 2, "invalid boolean"),
+            ("\nallow_anonymous maybe\n", 2, "use true, false or local"),
             ("max_inflight_messages 70000\n", 1, "out of range"),
             (
                 "listener 1883\nprotocol carrier-pigeon\n",
@@ -801,10 +828,32 @@ mod tests {
 
     #[test]
     fn anonymous_defaults() {
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
         let local = Config::default();
-        assert!(local.anonymous_allowed(None));
+        assert!(local.anonymous_allowed(None, lan));
         let (c, _) = parse_str("t.conf", "listener 1883\n").unwrap();
-        assert!(!c.anonymous_allowed(None));
+        assert!(!c.anonymous_allowed(None, lan));
+    }
+
+    #[test]
+    fn anonymous_local() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
+        let (c, _) = parse_str("t.conf", "listener 1883\nallow_anonymous local\n").unwrap();
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Local));
+        assert!(c.anonymous_allowed(None, lo) && !c.anonymous_allowed(None, lan));
+        let (c, _) = parse_str(
+            "t.conf",
+            "per_listener_settings true\nlistener 1883\nallow_anonymous local\n\
+             listener 1884\nallow_anonymous yes\nlistener 1885\n",
+        )
+        .unwrap();
+        assert_eq!(c.allow_anonymous, None);
+        assert_eq!(c.listeners[0].allow_anonymous, Some(Anonymous::Local));
+        assert_eq!(c.listeners[1].allow_anonymous, Some(Anonymous::Allow));
+        assert!(c.anonymous_allowed(Some(&c.listeners[1]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[0]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[2]), lo));
     }
 
     #[test]

@@ -9,11 +9,17 @@
 //! file contents, and every error carries the file and the line.
 //!
 //! The loader uses the section and option names of OpenWrt's mosquitto package (`owrt`,
-//! `mosquitto`, `persistence`, `listener`, `bridge`), so a user migrates by renaming the file.
-//! Every option it knows is in [`SECTIONS`]; unknown options are warnings, never silently dropped.
+//! `mosquitto`, `persistence`, `listener`, `bridge`), so a user migrates by renaming the file:
+//! every option that package's init script turns into mosquitto.conf (its `convert_mosq_general`,
+//! `convert_persistence`, `add_listener` and `add_bridge`) means the same here, bridge options
+//! included (`cafile` there is `bridge_cafile` in mosquitto.conf, and makes the bridge use TLS).
+//! Every option it knows is in [`SECTIONS`]. An option rmqtt does not implement is a warning
+//! when ignoring it changes nothing about security, and an error (file, line, option) when it
+//! would (TLS-PSK, cipher lists, CRLs, plugins, mount points...); unknown options are warnings,
+//! never silently dropped.
 
 use super::mosquitto::Warning;
-use super::{parse_bool, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use super::{parse_bool, Anonymous, Config, ConfigError, Listener, ListenerProtocol, LogDest};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -358,6 +364,11 @@ impl Arg<'_> {
         parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use 0 or 1"))
     }
 
+    fn anonymous(&self) -> Result<Anonymous, String> {
+        let v = self.one()?;
+        Anonymous::parse(v).ok_or_else(|| format!("invalid value ({v}); use 0, 1 or local"))
+    }
+
     fn number(&self, min: i64, max: i64) -> Result<i64, String> {
         let v = self.one()?;
         let n: i64 = v.parse().map_err(|_| format!("invalid number ({v})"))?;
@@ -386,6 +397,8 @@ struct Loader {
     /// Listener made by the general section's `port`/`protocol`/`no_remote_access`.
     general_listener: Option<Listener>,
     general_no_remote: bool,
+    /// `file:line: section.option` of the option being applied, for warnings.
+    at: String,
 }
 
 type Handler = fn(&mut Loader, &mut Listener, &Arg) -> Result<(), String>;
@@ -485,11 +498,57 @@ const LOG_TYPES: &[&str] = &[
     "all",
 ];
 
-/// Bridge options have the same names as in mosquitto.conf; `load_bridge` hands the whole
-/// section to that parser, so this table entry only names and documents them.
+/// An option rmqtt does not implement and whose absence changes nothing about security.
+fn ignored(l: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
+    l.warnings.push(Warning(format!(
+        "{} is not supported by rmqtt; ignored",
+        l.at
+    )));
+    Ok(())
+}
+
+const REFUSED: &str = "is not supported by rmqtt, and ignoring it would change who may connect \
+                       or what they may do; refusing to start (remove the option)";
+
+/// An option rmqtt does not implement and that would weaken security if ignored.
+fn refused(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
+    Err(REFUSED.to_owned())
+}
+
+/// Bridge options are handed to the mosquitto.conf parser by `load_bridge`; this table entry
+/// only names and documents them.
 fn bridge_option(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
     Ok(())
 }
+
+/// What a bridge option of OpenWrt's mosquitto package becomes in mosquitto.conf (its
+/// `add_bridge`); the options not listed keep their name.
+const BRIDGE_RENAMES: &[(&str, &str)] = &[
+    ("protocol_version", "bridge_protocol_version"),
+    ("clientid", "remote_clientid"),
+    ("username", "remote_username"),
+    ("password", "remote_password"),
+    ("cafile", "bridge_cafile"),
+    ("capath", "bridge_capath"),
+    ("certfile", "bridge_certfile"),
+    ("keyfile", "bridge_keyfile"),
+    ("insecure", "bridge_insecure"),
+    ("tls_version", "bridge_tls_version"),
+];
+
+/// Bridge options rmqtt does not implement, harmless to ignore: the bridge is part of the
+/// broker, so it needs no local login, and it never idles out or round-robins.
+const BRIDGE_IGNORED: &[&str] = &[
+    "attempt_unsubscribe",
+    "idle_timeout",
+    "local_password",
+    "local_username",
+    "notifications_local_only",
+    "round_robin",
+];
+
+/// Bridge options that would weaken security if ignored: TLS-PSK.
+const BRIDGE_REFUSED: &[&str] = &["identity", "psk"];
 
 /// A `bridge` section becomes a mosquitto.conf `connection` block, parsed by the same code,
 /// with errors pointing at the UCI file's lines.
@@ -505,20 +564,43 @@ fn load_bridge(l: &mut Loader, file: &str, sec: &Section) -> Result<(), ConfigEr
     let mut text = format!("connection {conn}\n");
     let mut lines = vec![sec.line];
     for opt in &sec.options {
-        if opt.name == "connection" {
+        let name = opt.name.as_str();
+        if name == "connection" {
             continue;
         }
-        let known = spec.is_some_and(|s| s.options.iter().any(|(n, _, _)| *n == opt.name));
+        let err = |message: String| ConfigError {
+            file: file.to_owned(),
+            line: opt.line,
+            message: format!("bridge.{name}: {message}"),
+        };
+        let known = spec.is_some_and(|s| s.options.iter().any(|(n, _, _)| *n == name));
         if !known {
             l.warnings.push(Warning(format!(
-                "{file}:{}: unknown option \"{}\" in bridge section; ignored",
-                opt.line, opt.name
+                "{file}:{}: unknown option \"{name}\" in bridge section; ignored",
+                opt.line
             )));
             continue;
         }
+        if BRIDGE_REFUSED.contains(&name) {
+            return Err(err(REFUSED.to_owned()));
+        }
+        if BRIDGE_IGNORED.contains(&name) {
+            l.warnings.push(Warning(format!(
+                "{file}:{}: bridge.{name} is not supported by rmqtt; ignored",
+                opt.line
+            )));
+            continue;
+        }
+        let key = BRIDGE_RENAMES
+            .iter()
+            .find(|(u, _)| *u == name)
+            .map_or(name, |(_, k)| *k);
         for v in opt.value.items() {
+            if v.contains('\n') {
+                return Err(err("the value contains a line break".to_owned()));
+            }
             let v = if v.is_empty() { "\"\"" } else { v.as_str() };
-            text.push_str(&format!("{} {v}\n", opt.name));
+            text.push_str(&format!("{key} {v}\n"));
             lines.push(opt.line);
         }
     }
@@ -559,6 +641,11 @@ pub const SECTIONS: &[SectionSpec] = &[
                 },
                 "Mosquitto-syntax file used when use_uci is 0 (default /etc/rmqtt/rmqtt.conf)",
             ),
+            (
+                "write_pid",
+                ignored,
+                "mosquitto's procd pid file switch; ignored (use pid_file)",
+            ),
         ],
     },
     SectionSpec {
@@ -567,10 +654,10 @@ pub const SECTIONS: &[SectionSpec] = &[
             (
                 "allow_anonymous",
                 |l, _, a| {
-                    l.cfg.allow_anonymous = Some(a.boolean()?);
+                    l.cfg.allow_anonymous = Some(a.anonymous()?);
                     Ok(())
                 },
-                "let clients connect without a username (default 0)",
+                "let clients connect without a username: 1, 0 (default) or local (loopback clients only)",
             ),
             (
                 "password_file",
@@ -746,6 +833,47 @@ pub const SECTIONS: &[SectionSpec] = &[
                 },
                 "bind the general port to 127.0.0.1 only",
             ),
+            (
+                "include_dir",
+                |l, _, a| {
+                    let dir = a.path()?;
+                    let (cfg, warnings) =
+                        super::mosquitto::include_into(std::mem::take(&mut l.cfg), &dir)?;
+                    l.cfg = cfg;
+                    l.warnings.extend(warnings);
+                    Ok(())
+                },
+                "also read the Mosquitto-syntax .conf files in this directory",
+            ),
+            (
+                "log_facility",
+                |l, _, a| {
+                    l.cfg.log_facility = Some(a.number(0, 7)? as u32);
+                    Ok(())
+                },
+                "syslog facility local0..local7 as 0..7",
+            ),
+            (
+                "allow_duplicate_messages",
+                ignored,
+                "not supported (duplicates are always delivered); ignored",
+            ),
+            (
+                "max_inflight_bytes",
+                ignored,
+                "not supported; ignored",
+            ),
+            (
+                "set_tcp_nodelay",
+                ignored,
+                "not supported (always on); ignored",
+            ),
+            (
+                "clientid_prefixes",
+                refused,
+                "not supported: refused (it limits who may connect)",
+            ),
+            ("psk_file", refused, "not supported (TLS-PSK): refused"),
         ],
     },
     SectionSpec {
@@ -783,6 +911,11 @@ pub const SECTIONS: &[SectionSpec] = &[
                 set!(persistent_client_expiration, duration),
                 "forget persistent clients idle this long (1h, 2d, 3w, 4m, 1y)",
             ),
+            (
+                "store_clean_interval",
+                ignored,
+                "obsolete in Mosquitto; ignored",
+            ),
         ],
     },
     SectionSpec {
@@ -815,12 +948,12 @@ pub const SECTIONS: &[SectionSpec] = &[
             (
                 "allow_anonymous",
                 |l, li, a| {
-                    li.allow_anonymous = Some(a.boolean()?);
+                    li.allow_anonymous = Some(a.anonymous()?);
                     // A per-listener choice in the UI only means something with this on.
                     l.cfg.per_listener_settings = true;
                     Ok(())
                 },
-                "anonymous access on this listener (overrides the general one)",
+                "anonymous access on this listener: 1, 0 or local (overrides the general one)",
             ),
             (
                 "max_connections",
@@ -860,6 +993,35 @@ pub const SECTIONS: &[SectionSpec] = &[
                 },
                 "TLS: tlsv1.2 or tlsv1.3",
             ),
+            ("http_dir", ignored, "not supported (no HTTP files); ignored"),
+            (
+                "websockets_log_level",
+                ignored,
+                "not supported; ignored",
+            ),
+            (
+                "mount_point",
+                refused,
+                "not supported: refused (it confines the listener's clients)",
+            ),
+            (
+                "use_username_as_clientid",
+                refused,
+                "not supported: refused",
+            ),
+            (
+                "use_subject_as_username",
+                refused,
+                "not supported: refused",
+            ),
+            ("ciphers", refused, "not supported (TLS cipher list): refused"),
+            ("crlfile", refused, "not supported (TLS revocation list): refused"),
+            ("psk_hint", refused, "not supported (TLS-PSK): refused"),
+            (
+                "auth_plugin",
+                refused,
+                "not supported (plugins; also any auth_opt_*): refused",
+            ),
         ],
     },
     SectionSpec {
@@ -872,18 +1034,43 @@ pub const SECTIONS: &[SectionSpec] = &[
                 bridge_option,
                 "list: 'pattern [in|out|both] [qos] [local] [remote]'",
             ),
-            ("remote_username", bridge_option, "as in mosquitto.conf"),
-            ("remote_password", bridge_option, "as in mosquitto.conf"),
-            ("remote_clientid", bridge_option, "as in mosquitto.conf"),
-            ("clientid", bridge_option, "as in mosquitto.conf"),
-            ("cleansession", bridge_option, "as in mosquitto.conf"),
-            ("keepalive_interval", bridge_option, "as in mosquitto.conf"),
-            ("restart_timeout", bridge_option, "as in mosquitto.conf"),
-            ("bridge_cafile", bridge_option, "as in mosquitto.conf"),
-            ("bridge_insecure", bridge_option, "as in mosquitto.conf"),
-            ("bridge_protocol_version", bridge_option, "as in mosquitto.conf"),
-            ("try_private", bridge_option, "as in mosquitto.conf"),
-            ("notifications", bridge_option, "as in mosquitto.conf"),
+            ("remote_username", bridge_option, "user name on the remote broker"),
+            ("username", bridge_option, "old name of remote_username"),
+            ("remote_password", bridge_option, "password on the remote broker"),
+            ("password", bridge_option, "old name of remote_password"),
+            ("remote_clientid", bridge_option, "client id on the remote broker"),
+            ("clientid", bridge_option, "old name of remote_clientid"),
+            ("local_clientid", bridge_option, "client id of the bridge's local session"),
+            ("cleansession", bridge_option, "clean session on the remote broker"),
+            ("keepalive_interval", bridge_option, "keep alive in seconds (default 60)"),
+            ("restart_timeout", bridge_option, "seconds before reconnecting: 'base [cap]'"),
+            ("start_type", bridge_option, "automatic, lazy or once"),
+            ("threshold", bridge_option, "messages queued before a lazy bridge connects"),
+            ("try_private", bridge_option, "tell the remote broker it is a bridge (default 1)"),
+            ("notifications", bridge_option, "publish the connection state (default 1)"),
+            (
+                "notification_topic",
+                bridge_option,
+                "topic of the connection state",
+            ),
+            ("protocol_version", bridge_option, "mqttv31, mqttv311 or mqttv50"),
+            ("bridge_protocol_version", bridge_option, "same as protocol_version"),
+            ("cafile", bridge_option, "TLS: CA certificates of the remote (enables TLS)"),
+            ("bridge_cafile", bridge_option, "same as cafile"),
+            ("capath", bridge_option, "TLS: CA directory (enables TLS)"),
+            ("certfile", bridge_option, "TLS: client certificate (enables TLS)"),
+            ("keyfile", bridge_option, "TLS: client key"),
+            ("insecure", bridge_option, "TLS: do not check the remote's host name"),
+            ("bridge_insecure", bridge_option, "same as insecure"),
+            ("tls_version", bridge_option, "TLS: lowest version, tlsv1.2 or tlsv1.3"),
+            ("identity", bridge_option, "not supported (TLS-PSK): refused"),
+            ("psk", bridge_option, "not supported (TLS-PSK): refused"),
+            ("attempt_unsubscribe", bridge_option, "not supported; ignored"),
+            ("idle_timeout", bridge_option, "not supported; ignored"),
+            ("local_username", bridge_option, "not needed (the bridge is internal); ignored"),
+            ("local_password", bridge_option, "not needed (the bridge is internal); ignored"),
+            ("notifications_local_only", bridge_option, "not supported; ignored"),
+            ("round_robin", bridge_option, "not supported; ignored"),
         ],
     },
 ];
@@ -952,6 +1139,7 @@ fn parse_config(name: &str, text: &str) -> Result<Parsed, ConfigError> {
         mosquitto_conf: PathBuf::from(DEFAULT_MOSQUITTO_CONF),
         general_listener: None,
         general_no_remote: false,
+        at: String::new(),
     };
     // `owrt` first: with use_uci 0 nothing else in the file matters, errors included.
     for sec in sections.iter().filter(|s| s.stype == "owrt") {
@@ -1008,6 +1196,16 @@ fn apply_section(
         return Ok(());
     };
     for opt in &sec.options {
+        let err = |message: String| ConfigError {
+            file: file.to_owned(),
+            line: opt.line,
+            message: format!("{}.{}: {message}", sec.stype, opt.name),
+        };
+        if opt.name.starts_with("auth_opt_") {
+            // Options for an authentication plugin rmqtt does not load.
+            return Err(err(REFUSED.to_owned()));
+        }
+        l.at = format!("{file}:{}: {}.{}", opt.line, sec.stype, opt.name);
         let Some((_, handler, _)) = spec.options.iter().find(|(n, _, _)| *n == opt.name) else {
             l.warnings.push(Warning(format!(
                 "{file}:{}: unknown option \"{}\" in {} section; ignored",
@@ -1015,11 +1213,7 @@ fn apply_section(
             )));
             continue;
         };
-        handler(l, li, &Arg { value: &opt.value }).map_err(|m| ConfigError {
-            file: file.to_owned(),
-            line: opt.line,
-            message: format!("{}.{}: {m}", sec.stype, opt.name),
-        })?;
+        handler(l, li, &Arg { value: &opt.value }).map_err(err)?;
     }
     Ok(())
 }
@@ -1192,7 +1386,7 @@ mod tests {
             ),
         )
         .unwrap();
-        assert_eq!(c.allow_anonymous, Some(false));
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Deny));
         assert_eq!(c.password_file, Some(PathBuf::from("/etc/rmqtt/passwd")));
         assert_eq!(
             c.log_dest,
@@ -1211,8 +1405,9 @@ mod tests {
         assert_eq!(c.listeners[0].port, 1883);
         assert_eq!(c.listeners[0].bind.as_deref(), Some("127.0.0.1"));
         assert_eq!(c.listeners[1].certfile, Some(PathBuf::from("/etc/c.pem")));
-        assert!(c.anonymous_allowed(Some(&c.listeners[1])));
-        assert!(!c.anonymous_allowed(Some(&c.listeners[0])));
+        let lan: std::net::IpAddr = "192.168.1.5".parse().unwrap();
+        assert!(c.anonymous_allowed(Some(&c.listeners[1]), lan));
+        assert!(!c.anonymous_allowed(Some(&c.listeners[0]), lan));
         let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
         assert!(
             w.iter()
@@ -1252,7 +1447,7 @@ mod tests {
             (
                 "config mosquitto\n\n option allow_anonymous maybe\n",
                 3,
-                "invalid boolean",
+                "use 0, 1 or local",
             ),
             ("config listener\n option port 99999\n", 2, "invalid port"),
             (
@@ -1275,6 +1470,308 @@ mod tests {
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.message.contains(needle), "{e}");
         }
+    }
+
+    /// An `/etc/config/mosquitto` as OpenWrt's mosquitto package and luci-app-mosquitto
+    /// write it (option names from its init script), with a TLS bridge.
+    const MIGRATED: &str = "\
+config owrt 'owrt'
+	option use_uci '1'
+	option write_pid '0'
+
+config mosquitto 'mosquitto'
+	list log_dest 'syslog'
+	list log_dest 'stderr'
+	option no_remote_access '0'
+	option allow_anonymous '0'
+	option connection_messages '1'
+	option log_timestamp '1'
+	list log_types 'error'
+	list log_types 'notice'
+	option max_inflight_messages '30'
+	option max_queued_messages '500'
+	option max_queued_bytes '0'
+	option message_size_limit '65536'
+	option password_file '/etc/mosquitto/passwd'
+	option acl_file '/etc/mosquitto/acl'
+	option pid_file '/var/run/mosquitto.pid'
+	option queue_qos0_messages '0'
+	option set_tcp_nodelay '1'
+	option sys_interval '60'
+	option upgrade_outgoing_qos '0'
+	option user 'mosquitto'
+	option per_listener_settings '0'
+	option log_facility '3'
+
+config persistence 'persistence'
+	option persistence '1'
+	option location '/tmp/mosquitto/'
+	option file 'mosquitto.db'
+	option autosave_interval '600'
+	option autosave_on_changes '0'
+	option client_expiration '2w'
+
+config listener
+	option port '1883'
+	option protocol 'mqtt'
+	option max_connections '50'
+
+config listener
+	option port '8883'
+	option cafile '/etc/ssl/ca.pem'
+	option certfile '/etc/ssl/server.pem'
+	option keyfile '/etc/ssl/server.key'
+	option tls_version 'tlsv1.2'
+	option require_certificate '1'
+	option use_identity_as_username '1'
+
+config listener
+	option port '9001'
+	option protocol 'websockets'
+	option no_remote_access '1'
+
+config bridge
+	option connection 'cloud'
+	option address 'mqtt.example.com:8883'
+	list topic 'home/# out 1 \"\" site1/'
+	list topic 'cmd/# in 2 site1/cmd/ remote/cmd/'
+	option protocol_version 'mqttv311'
+	option cleansession '1'
+	option keepalive_interval '120'
+	option local_clientid 'router-local'
+	option remote_clientid 'router1'
+	option username 'router1'
+	option password 'secret'
+	option notifications '1'
+	option notification_topic 'routers/router1/state'
+	option restart_timeout '10 120'
+	option start_type 'automatic'
+	option try_private '0'
+	option cafile '/etc/ssl/cloud-ca.pem'
+	option certfile '/etc/ssl/router1.pem'
+	option keyfile '/etc/ssl/router1.key'
+	option tls_version 'tlsv1.3'
+	option insecure '0'
+	option idle_timeout '60'
+
+config bridge
+	option connection 'plain'
+	option address '192.168.1.2'
+	list topic 'x/# both'
+";
+
+    #[test]
+    fn migrated_mosquitto_config() {
+        let (c, w) = parse_str("/etc/config/mosquitto", MIGRATED).unwrap();
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Deny));
+        assert_eq!(c.log_dest, vec![LogDest::Syslog, LogDest::Stderr]);
+        assert_eq!(c.log_types, vec!["error", "notice"]);
+        assert_eq!(c.max_inflight_messages, 30);
+        assert_eq!(c.max_queued_messages, 500);
+        assert_eq!(c.message_size_limit, 65536);
+        assert_eq!(
+            c.password_file,
+            Some(PathBuf::from("/etc/mosquitto/passwd"))
+        );
+        assert_eq!(c.acl_file, Some(PathBuf::from("/etc/mosquitto/acl")));
+        assert_eq!(c.pid_file, Some(PathBuf::from("/var/run/mosquitto.pid")));
+        assert_eq!(c.user.as_deref(), Some("mosquitto"));
+        assert_eq!(c.sys_interval, 60);
+        assert_eq!(c.log_facility, Some(3));
+        assert!(c.persistence);
+        assert_eq!(
+            c.persistence_location,
+            Some(PathBuf::from("/tmp/mosquitto/"))
+        );
+        assert_eq!(c.persistence_file, "mosquitto.db");
+        assert_eq!(c.autosave_interval, 600);
+        assert_eq!(
+            c.persistent_client_expiration,
+            Some(Duration::from_secs(14 * 86_400))
+        );
+
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, vec![1883, 8883, 9001]);
+        assert_eq!(c.listeners[0].max_connections, 50);
+        let tls = &c.listeners[1];
+        assert_eq!(tls.cafile, Some(PathBuf::from("/etc/ssl/ca.pem")));
+        assert_eq!(tls.certfile, Some(PathBuf::from("/etc/ssl/server.pem")));
+        assert_eq!(tls.keyfile, Some(PathBuf::from("/etc/ssl/server.key")));
+        assert_eq!(tls.tls_version.as_deref(), Some("tlsv1.2"));
+        assert!(tls.require_certificate && tls.use_identity_as_username);
+        assert_eq!(c.listeners[2].protocol, ListenerProtocol::WebSockets);
+        assert_eq!(c.listeners[2].bind.as_deref(), Some("127.0.0.1"));
+
+        assert_eq!(c.bridges.len(), 2);
+        let b = &c.bridges[0];
+        assert_eq!(b.name, "cloud");
+        assert_eq!(b.addresses, vec![("mqtt.example.com".to_owned(), 8883)]);
+        assert!(b.uses_tls(), "a bridge with cafile uses TLS");
+        assert_eq!(b.cafile, Some(PathBuf::from("/etc/ssl/cloud-ca.pem")));
+        assert_eq!(b.certfile, Some(PathBuf::from("/etc/ssl/router1.pem")));
+        assert_eq!(b.keyfile, Some(PathBuf::from("/etc/ssl/router1.key")));
+        assert_eq!(b.tls_version.as_deref(), Some("tlsv1.3"));
+        assert!(!b.insecure);
+        assert_eq!(b.protocol_level, 4);
+        assert!(b.cleansession && !b.try_private && b.notifications);
+        assert_eq!(b.keepalive, 120);
+        assert_eq!(b.local_clientid.as_deref(), Some("router-local"));
+        assert_eq!(b.remote_clientid.as_deref(), Some("router1"));
+        assert_eq!(b.remote_username.as_deref(), Some("router1"));
+        assert_eq!(b.remote_password.as_deref(), Some("secret"));
+        assert_eq!(
+            b.notification_topic.as_deref(),
+            Some("routers/router1/state")
+        );
+        assert_eq!(b.restart_timeout, (10, 120));
+        assert_eq!(b.topics.len(), 2);
+        assert_eq!(b.topics[0].local_filter(), "home/#");
+        assert_eq!(b.topics[0].remote_filter(), "site1/home/#");
+        assert_eq!(b.topics[1].direction, super::super::Direction::In);
+        assert!(!c.bridges[1].uses_tls());
+        assert_eq!(
+            c.bridges[1].addresses,
+            vec![("192.168.1.2".to_owned(), 1883)]
+        );
+
+        // The harmless options rmqtt does not implement are named, with their lines.
+        let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
+        for (line, opt) in [
+            (3, "owrt.write_pid"),
+            (22, "mosquitto.set_tcp_nodelay"),
+            (78, "bridge.idle_timeout"),
+        ] {
+            assert!(
+                w.iter().any(|x| x.contains(&format!(":{line}: {opt} "))),
+                "{opt}: {w:?}"
+            );
+        }
+        assert_eq!(w.len(), 3, "{w:?}");
+    }
+
+    #[test]
+    fn allow_anonymous_local() {
+        let (c, _) = parse_str(
+            "t",
+            "config mosquitto\n option allow_anonymous local\n\
+             config listener\n option port 1\n option allow_anonymous 'local'\n\
+             config listener\n option port 2\n option allow_anonymous yes\n",
+        )
+        .unwrap();
+        assert_eq!(c.allow_anonymous, Some(Anonymous::Local));
+        assert!(c.per_listener_settings);
+        assert_eq!(c.listeners[0].allow_anonymous, Some(Anonymous::Local));
+        assert_eq!(c.listeners[1].allow_anonymous, Some(Anonymous::Allow));
+        let e = parse_str("t", "config listener\n option allow_anonymous lan\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("use 0, 1 or local"), "{e}");
+    }
+
+    #[test]
+    fn security_options_rmqtt_lacks_are_errors() {
+        for (text, line, opt) in [
+            (
+                "config mosquitto\n option psk_file /x\n",
+                2,
+                "mosquitto.psk_file",
+            ),
+            (
+                "config mosquitto\n option clientid_prefixes sec-\n",
+                2,
+                "mosquitto.clientid_prefixes",
+            ),
+            (
+                "config listener\n option port 1\n option ciphers HIGH\n",
+                3,
+                "listener.ciphers",
+            ),
+            (
+                "config listener\n option crlfile /c\n",
+                2,
+                "listener.crlfile",
+            ),
+            (
+                "config listener\n option psk_hint h\n",
+                2,
+                "listener.psk_hint",
+            ),
+            (
+                "config listener\n option mount_point m/\n",
+                2,
+                "listener.mount_point",
+            ),
+            (
+                "config listener\n option use_subject_as_username 1\n",
+                2,
+                "listener.use_subject_as_username",
+            ),
+            (
+                "config listener\n option use_username_as_clientid 1\n",
+                2,
+                "listener.use_username_as_clientid",
+            ),
+            (
+                "config listener\n\n option auth_plugin /p.so\n",
+                3,
+                "listener.auth_plugin",
+            ),
+            (
+                "config listener\n option auth_opt_db x\n",
+                2,
+                "listener.auth_opt_db",
+            ),
+            (
+                "config bridge\n option address h\n list topic '#'\n option identity me\n",
+                4,
+                "bridge.identity",
+            ),
+            (
+                "config bridge\n option address h\n option psk 0a0b\n",
+                3,
+                "bridge.psk",
+            ),
+            (
+                "config bridge\n option address h\n option tls_version tlsv1.1\n",
+                3,
+                "bridge.",
+            ),
+            (
+                "config listener\n option port 1\n option tls_version tlsv1.1\n",
+                3,
+                "listener.tls_version",
+            ),
+        ] {
+            let e = parse_str("/etc/config/rmqtt", text).unwrap_err();
+            assert_eq!(
+                (e.file.as_str(), e.line),
+                ("/etc/config/rmqtt", line),
+                "{text:?}: {e}"
+            );
+            assert!(e.message.starts_with(opt), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn include_dir_from_uci() {
+        let dir = std::env::temp_dir().join(format!("rmqtt-uci-inc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.conf"), "listener 1999\nmax_keepalive 100\n").unwrap();
+        let text = format!(
+            "config mosquitto\n option include_dir '{}'\nconfig listener\n option port 1\n",
+            dir.display()
+        );
+        let (c, _) = parse_str("t", &text).unwrap();
+        assert_eq!(c.max_keepalive, 100);
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, vec![1999, 1]);
+        std::fs::write(dir.join("b.conf"), "psk_file /x\n").unwrap();
+        let e = parse_str("t", &text).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message.contains("b.conf:1") && e.message.contains("psk_file"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl Broker {
     /// A broker whose config file is a loopback listener on `port` (0: ephemeral) followed by
     /// `body`; restarts after a crash use the port the first run got.
     pub fn with_config_on(port: u16, body: &str) -> Broker {
+        Broker::with_config_args(port, body, &[])
+    }
+
+    /// Like [`Broker::with_config_on`], with more command-line arguments after `-c FILE -v`.
+    pub fn with_config_args(port: u16, body: &str, args: &[&str]) -> Broker {
         let config = std::env::temp_dir().join(format!(
             "rmqtt-itest-{}-{}.conf",
             std::process::id(),
@@ -54,6 +59,7 @@ impl Broker {
             .arg("-c")
             .arg(&config)
             .arg("-v")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -97,6 +103,11 @@ impl Broker {
             logs,
             config,
         }
+    }
+
+    /// The config file the broker was started with (rewrite it, then send SIGHUP).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// A TCP connection with nothing sent yet.
@@ -704,6 +715,15 @@ impl Client {
         }
     }
 
+    /// A client over an already connected stream (from another source address, say).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        let _ = stream.set_nodelay(true);
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Writes, reporting failure instead of failing the test.
     pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.stream.write_all(bytes).map_err(|e| e.to_string())
@@ -724,6 +744,15 @@ impl Client {
             None => Err("no CONNACK".into()),
         }
     }
+}
+
+/// The openssl CLI, if installed (tests that make certificates skip without it).
+pub fn find_openssl() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| PathBuf::from(d).join("openssl"))
+        .find(|p| p.is_file())
 }
 
 /// A directory under the system temp dir, removed with everything in it when dropped.
