@@ -130,7 +130,7 @@ fn shipped_config_files_load_cleanly() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(cfg.listeners.len(), 1);
     assert_eq!(cfg.listeners[0].port, 1883);
-    assert_eq!(cfg.allow_anonymous, Some(rmqtt::config::Anonymous::Deny));
+    assert_eq!(cfg.allow_anonymous, Some(rmqtt::config::Anonymous::Local));
     assert!(cfg.persistence);
     let loc = cfg.persistence_location.unwrap();
     assert!(

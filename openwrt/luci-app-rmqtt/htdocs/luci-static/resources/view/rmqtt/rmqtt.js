@@ -236,8 +236,12 @@ return view.extend({
 		o = s.option(form.Flag, 'cleansession', _('Clean session'));
 		o = s.option(form.Value, 'keepalive_interval', _('Keepalive'));
 		o.datatype = 'uinteger';
-		o = s.option(form.Value, 'bridge_cafile', _('CA file'));
-		o = s.option(form.Flag, 'bridge_insecure', _('Do not verify the remote certificate'));
+		o = s.option(form.Value, 'cafile', _('CA file'), _('Setting it makes the bridge use TLS.'));
+		o = s.option(form.ListValue, 'tls_version', _('Minimum TLS version'));
+		o.value('', _('Default'));
+		o.value('tlsv1.2', 'TLS 1.2');
+		o.value('tlsv1.3', 'TLS 1.3');
+		o = s.option(form.Flag, 'insecure', _('Do not verify the remote host name'));
 		o = s.option(form.Flag, 'try_private', _('Try private bridge mode'));
 		o = s.option(form.Flag, 'notifications', _('Notifications'));
 
