@@ -1917,6 +1917,15 @@ fn router_in_a_box() {
         }),
     );
 
+    // A port below 1024, added while the broker runs unprivileged.
+    r.apply(|u| {
+        u.add("listener", &[("port", "443"), ("allow_anonymous", "1")]);
+    });
+    m.check(
+        "listener on port 443 added by reload (broker runs as rmqtt)",
+        lan_publish(&r, 443, &[]).and_then(|()| same_pid(&r, pid)),
+    );
+
     // A bridge to a broker on the LAN host.
     start_cloud(&mut r, None);
     r.apply(|u| {
