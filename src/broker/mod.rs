@@ -235,17 +235,19 @@ fn run(
     verbose: bool,
     log: logging::Handle,
 ) -> i32 {
-    let bound = match server::bind(&cfg, ports) {
-        Ok(b) => b,
-        Err(e) => {
-            log::error!("{e}");
-            return 1;
-        }
-    };
+    // Handlers first: a SIGHUP sent while the broker starts (a reload right after a start,
+    // as procd and LuCI do) is then a reload on the first pass, not the end of the process.
     let signals = match signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             log::error!("Error: unable to install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let bound = match server::bind(&cfg, ports) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("{e}");
             return 1;
         }
     };
