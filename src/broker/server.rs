@@ -3,9 +3,12 @@
 //! per pass of the loop, so many messages share one `write`.
 //!
 //! Write interest is registered only while a connection has output the socket did not take.
-//! The loop sleeps until the broker's next deadline, a socket event or a signal.
+//! Each pass handles what the broker queued for it ([`Effect`]s) once; a connection reads at
+//! most [`READ_BUDGET`] bytes a pass, so a fast publisher cannot starve the others. The loop
+//! polls without sleeping while effects are queued, and otherwise sleeps until the broker's
+//! next deadline, a socket event or a signal.
 
-use super::core::{fmt_addr, Broker};
+use super::core::{fmt_addr, Broker, Effect};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
@@ -27,6 +30,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// Bytes read per `read` call; one buffer shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one connection may read per pass of the loop. A connection with more to read is
+/// read again next pass ([`Effect::Read`]), after the others have had their turn.
+const READ_BUDGET: usize = READ_CHUNK;
 
 struct Bound {
     socket: TcpListener,
@@ -421,9 +427,6 @@ impl Server {
         loop {
             let now = Instant::now();
             self.broker.poll(now);
-            for idx in self.broker.take_bridge_connects() {
-                self.connect_bridge(idx, now);
-            }
             for (t, line) in logging::take_topic_lines() {
                 self.broker.publish_internal(
                     &format!("$SYS/broker/log/{}", logging::topic_letter(t)),
@@ -439,18 +442,21 @@ impl Server {
             if let Some(st) = &mut self.store {
                 st.maybe_save(&self.broker, now, false);
             }
-            self.flush(now);
-            let deadline = [
-                self.broker.next_deadline(),
-                self.next_sys,
+            self.pass(now);
+            // Zero while the broker has effects queued: the loop never sleeps with work
+            // pending (a resumed publisher's bytes are already in the kernel and bring no
+            // new edge-triggered event).
+            let timeout = [
+                self.broker.poll_delay(now),
+                self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store
                     .as_ref()
-                    .and_then(|st| st.next_deadline(self.broker.changes)),
+                    .and_then(|st| st.next_deadline(self.broker.changes))
+                    .map(|d| d.saturating_duration_since(now)),
             ]
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -487,16 +493,29 @@ impl Server {
                     }
                 }
             }
-            for id in self.broker.take_resumed() {
-                self.read(id, now);
+        }
+    }
+
+    /// One pass over what the broker queued: reads owed (resumed or over budget) and bridge
+    /// dials first, then every write and close, those the reads produced included. Reads and
+    /// dials queued meanwhile wait for the next pass, which comes without sleeping.
+    fn pass(&mut self, now: Instant) {
+        let effects = self.broker.take_effects();
+        for e in &effects {
+            match *e {
+                Effect::Resume(id) | Effect::Read(id) => self.read(id, now),
+                Effect::Dial(idx) => self.connect_bridge(idx, now),
+                Effect::Write(_) | Effect::Close(_) => {}
             }
         }
+        self.flush(effects, now);
     }
 
     fn shutdown(&mut self) {
         let now = Instant::now();
         self.broker.shutdown();
-        self.flush(now);
+        let effects = self.broker.take_effects();
+        self.flush(effects, now);
         if let Some(st) = &mut self.store {
             info!("Saving in-memory database to {}.", st.path().display());
             st.maybe_save(&self.broker, now, true);
@@ -638,7 +657,8 @@ impl Server {
         }
     }
 
-    /// Reads until the socket has nothing more (edge-triggered), handing bytes to the broker.
+    /// Reads until the socket has nothing more (edge-triggered) or this pass's budget is
+    /// used, handing bytes to the broker.
     fn read(&mut self, id: usize, now: Instant) {
         let Some(sock) = self.socks.get_mut(id) else {
             return;
@@ -647,10 +667,16 @@ impl Server {
             let used = self.broker.input(id, p, now);
             p.advance(used);
         }
+        let mut budget = READ_BUDGET;
         loop {
             match self.broker.conns.get(id) {
                 Some(c) if c.close.is_none() && !c.paused => {}
                 _ => break,
+            }
+            if budget == 0 {
+                // Edge-triggered: what is left brings no new event.
+                self.broker.read_again(id);
+                break;
             }
             match sock.stream.read(&mut self.scratch) {
                 Ok(0) => {
@@ -658,6 +684,7 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     self.broker.stats.bytes_received += n as u64;
                     if !sock.identity_done {
                         // The handshake is over once application data flows.
@@ -767,32 +794,38 @@ impl Server {
         self.broker.flushed(id, now);
     }
 
-    /// Writes every connection with new output, then closes those marked for closing.
-    fn flush(&mut self, now: Instant) {
-        loop {
-            let dirty = self.broker.take_dirty();
-            let closing = self.broker.take_closing();
-            if dirty.is_empty() && closing.is_empty() {
-                break;
-            }
-            for id in dirty {
-                self.write(id, now);
-            }
-            for id in closing {
-                self.write(id, now);
-                if let Some(mut sock) = self.socks.take(id) {
-                    let _ = self.poll.registry().deregister(sock.stream.socket());
-                    let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
-                    if let Some(l) = sock
-                        .listener
-                        .and_then(|i| self.listeners.get_mut(usize::from(i)))
-                    {
-                        l.open -= 1;
-                    }
+    /// Writes every connection with new output and closes those marked for closing: first
+    /// the `Write`s and `Close`s among `effects`, then those that handling them queues
+    /// (wills, resumed sessions), until none are left.
+    fn flush(&mut self, effects: Vec<Effect>, now: Instant) {
+        let mut batch = effects;
+        while !batch.is_empty() {
+            for e in batch {
+                match e {
+                    Effect::Write(id) => self.write(id, now),
+                    Effect::Close(id) => self.close(id, now),
+                    Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => {}
                 }
-                self.broker.finish(id, now);
+            }
+            batch = self.broker.take_output();
+        }
+    }
+
+    /// Writes what it can of a closing connection's output, drops the socket and lets the
+    /// broker forget the connection.
+    fn close(&mut self, id: usize, now: Instant) {
+        self.write(id, now);
+        if let Some(mut sock) = self.socks.take(id) {
+            let _ = self.poll.registry().deregister(sock.stream.socket());
+            let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
+            if let Some(l) = sock
+                .listener
+                .and_then(|i| self.listeners.get_mut(usize::from(i)))
+            {
+                l.open -= 1;
             }
         }
+        self.broker.finish(id, now);
     }
 }
 
