@@ -255,6 +255,8 @@ pub struct Server {
     broker: Broker,
     scratch: Vec<u8>,
     max_connections: i64,
+    /// `set_tcp_nodelay`: TCP_NODELAY on accepted sockets.
+    nodelay: bool,
 }
 
 /// Binds every listener the configuration asks for. In local-only mode (no listener
@@ -386,6 +388,7 @@ impl Server {
             broker,
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
+            nodelay: cfg.set_tcp_nodelay,
         })
     }
 
@@ -616,8 +619,8 @@ impl Server {
                 );
                 continue;
             }
-            // Replies are batched per loop pass already; Nagle would only add latency.
-            let _ = stream.set_nodelay(true);
+            // On unless configured off: replies are batched per loop pass already.
+            let _ = stream.set_nodelay(self.nodelay);
             let mut stream = match &l.tls {
                 None => Transport::Plain(stream),
                 Some(tls) => match tls.accept(stream) {
