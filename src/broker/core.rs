@@ -735,38 +735,39 @@ impl Broker {
         }
     }
 
-    /// Everything queued for the event loop since the last call, in the order it was queued.
-    /// What handling these produces is queued for the next pass.
-    pub fn take_effects(&mut self) -> Vec<Effect> {
-        let effects = std::mem::take(&mut self.effects);
-        for e in &effects {
-            if let Effect::Write(id) = *e {
-                if let Some(c) = self.conns.get_mut(id) {
-                    c.dirty = false;
-                }
-            }
-        }
-        effects
+    /// Moves everything queued for the event loop since the last call into `into` (emptied
+    /// first), in the order it was queued; what handling these produces is queued for the
+    /// next pass. The two buffers trade places, so a busy loop allocates nothing here (and a
+    /// connection storm leaves no trail of grown and freed queues in the heap).
+    pub fn take_effects(&mut self, into: &mut Vec<Effect>) {
+        into.clear();
+        std::mem::swap(&mut self.effects, into);
+        self.written(into);
     }
 
-    /// The `Write`s and `Close`s queued since the last call, leaving the rest queued in order.
-    pub fn take_output(&mut self) -> Vec<Effect> {
-        let mut out = Vec::new();
+    /// Moves the `Write`s and `Close`s queued since the last call into `into` (emptied
+    /// first), leaving the rest queued in order.
+    pub fn take_output(&mut self, into: &mut Vec<Effect>) {
+        into.clear();
         self.effects.retain(|e| match *e {
             Effect::Write(_) | Effect::Close(_) => {
-                out.push(*e);
+                into.push(*e);
                 false
             }
             Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => true,
         });
-        for e in &out {
+        self.written(into);
+    }
+
+    /// The `Write`s among `taken` left the queue: new output queues them again.
+    fn written(&mut self, taken: &[Effect]) {
+        for e in taken {
             if let Effect::Write(id) = *e {
                 if let Some(c) = self.conns.get_mut(id) {
                     c.dirty = false;
                 }
             }
         }
-        out
     }
 
     /// Whether the event loop has something to do before it may sleep.

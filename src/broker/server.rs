@@ -257,6 +257,9 @@ pub struct Server {
     max_connections: i64,
     /// `set_tcp_nodelay`: TCP_NODELAY on accepted sockets.
     nodelay: bool,
+    /// The pass's effects and the output taken while flushing, kept between passes.
+    effects: Vec<Effect>,
+    output: Vec<Effect>,
 }
 
 /// Binds every listener the configuration asks for. In local-only mode (no listener
@@ -389,6 +392,8 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
             nodelay: cfg.set_tcp_nodelay,
+            effects: Vec::new(),
+            output: Vec::new(),
         })
     }
 
@@ -503,7 +508,8 @@ impl Server {
     /// dials first, then every write and close, those the reads produced included. Reads and
     /// dials queued meanwhile wait for the next pass, which comes without sleeping.
     fn pass(&mut self, now: Instant) {
-        let effects = self.broker.take_effects();
+        let mut effects = std::mem::take(&mut self.effects);
+        self.broker.take_effects(&mut effects);
         for e in &effects {
             match *e {
                 Effect::Resume(id) | Effect::Read(id) => self.read(id, now),
@@ -511,14 +517,16 @@ impl Server {
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
-        self.flush(effects, now);
+        self.flush(&effects, now);
+        self.effects = effects;
     }
 
     fn shutdown(&mut self) {
         let now = Instant::now();
         self.broker.shutdown();
-        let effects = self.broker.take_effects();
-        self.flush(effects, now);
+        let mut effects = Vec::new();
+        self.broker.take_effects(&mut effects);
+        self.flush(&effects, now);
         if let Some(st) = &mut self.store {
             info!("Saving in-memory database to {}.", st.path().display());
             st.maybe_save(&self.broker, now, true);
@@ -800,18 +808,21 @@ impl Server {
     /// Writes every connection with new output and closes those marked for closing: first
     /// the `Write`s and `Close`s among `effects`, then those that handling them queues
     /// (wills, resumed sessions), until none are left.
-    fn flush(&mut self, effects: Vec<Effect>, now: Instant) {
+    fn flush(&mut self, effects: &[Effect], now: Instant) {
+        let mut output = std::mem::take(&mut self.output);
         let mut batch = effects;
         while !batch.is_empty() {
-            for e in batch {
+            for &e in batch {
                 match e {
                     Effect::Write(id) => self.write(id, now),
                     Effect::Close(id) => self.close(id, now),
                     Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => {}
                 }
             }
-            batch = self.broker.take_output();
+            self.broker.take_output(&mut output);
+            batch = &output;
         }
+        self.output = output;
     }
 
     /// Writes what it can of a closing connection's output, drops the socket and lets the

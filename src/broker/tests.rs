@@ -128,7 +128,9 @@ impl Harness {
 
     /// The event loop's close sweep (output is read by [`Harness::recv`] instead).
     fn sweep(&mut self) {
-        for e in self.b.take_output() {
+        let mut out = Vec::new();
+        self.b.take_output(&mut out);
+        for e in out {
             if let Effect::Close(id) = e {
                 self.b.finish(id, self.now);
             }
@@ -137,8 +139,9 @@ impl Harness {
 
     /// Takes the queued effects and returns the connections to resume.
     fn resumed(&mut self) -> Vec<usize> {
-        self.b
-            .take_effects()
+        let mut effects = Vec::new();
+        self.b.take_effects(&mut effects);
+        effects
             .into_iter()
             .filter_map(|e| match e {
                 Effect::Resume(id) => Some(id),
@@ -551,7 +554,7 @@ fn no_deadline_when_idle() {
     }
     h.send(c, &cp);
     h.recv(c);
-    h.b.take_effects();
+    h.b.take_effects(&mut Vec::new());
     h.now += Duration::from_secs(25);
     h.b.poll(h.now);
     assert_eq!(
@@ -1064,7 +1067,8 @@ impl Sim {
 
     /// `server.rs` `pass` and `flush`.
     fn pass(&mut self) {
-        let effects = self.b.take_effects();
+        let mut effects = Vec::new();
+        self.b.take_effects(&mut effects);
         for e in &effects {
             if let Effect::Resume(id) | Effect::Read(id) = *e {
                 self.read(id);
@@ -1072,7 +1076,7 @@ impl Sim {
         }
         let mut batch = effects;
         while !batch.is_empty() {
-            for e in batch {
+            for e in std::mem::take(&mut batch) {
                 match e {
                     Effect::Write(id) => self.write(id),
                     Effect::Close(id) => {
@@ -1083,7 +1087,7 @@ impl Sim {
                     _ => {}
                 }
             }
-            batch = self.b.take_output();
+            self.b.take_output(&mut batch);
         }
     }
 
