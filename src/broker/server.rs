@@ -719,6 +719,13 @@ impl Server {
                             p.advance(used);
                         }
                     }
+                    if n < self.scratch.len() && matches!(sock.stream, Transport::Plain(_)) {
+                        // A short read of a TCP socket took all it had: bytes that come later
+                        // bring a new edge-triggered event (Linux wakes epoll on every arrival),
+                        // so the read that would only say WouldBlock is saved. TLS and
+                        // WebSockets buffer inside the transport and read until WouldBlock.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
