@@ -496,7 +496,7 @@ impl Server {
                             self.write(id, now);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(id, now);
+                            self.read(id, now, ev.is_read_closed() || ev.is_error());
                         }
                     }
                 }
@@ -512,7 +512,9 @@ impl Server {
         self.broker.take_effects(&mut effects);
         for e in &effects {
             match *e {
-                Effect::Resume(id) | Effect::Read(id) => self.read(id, now),
+                // Events may have come and gone while it was paused or over budget, a
+                // closed read side among them: read until WouldBlock.
+                Effect::Resume(id) | Effect::Read(id) => self.read(id, now, true),
                 Effect::Dial(idx) => self.connect_bridge(idx, now),
                 Effect::Write(_) | Effect::Close(_) => {}
             }
@@ -669,8 +671,9 @@ impl Server {
     }
 
     /// Reads until the socket has nothing more (edge-triggered) or this pass's budget is
-    /// used, handing bytes to the broker.
-    fn read(&mut self, id: usize, now: Instant) {
+    /// used, handing bytes to the broker. Unless `drain`, a short read of a plain TCP socket
+    /// counts as having nothing more.
+    fn read(&mut self, id: usize, now: Instant, drain: bool) {
         let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
@@ -719,10 +722,15 @@ impl Server {
                             p.advance(used);
                         }
                     }
-                    if n < self.scratch.len() && matches!(sock.stream, Transport::Plain(_)) {
-                        // A short read of a TCP socket took all it had: bytes that come later
-                        // bring a new edge-triggered event (Linux wakes epoll on every arrival),
-                        // so the read that would only say WouldBlock is saved. TLS and
+                    if !drain
+                        && n < self.scratch.len()
+                        && matches!(sock.stream, Transport::Plain(_))
+                    {
+                        // A short read of a TCP socket took all it had, and what comes after
+                        // the event (data or FIN) brings a new edge-triggered event: Linux
+                        // wakes epoll on every arrival. So the read that would only say
+                        // WouldBlock is saved. A FIN that was already there when the event
+                        // was reported shows as read-closed, and then `drain` is set. TLS and
                         // WebSockets buffer inside the transport and read until WouldBlock.
                         break;
                     }
