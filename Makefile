@@ -43,7 +43,8 @@ run:
 fmt:
 	$(CARGO) fmt --all
 
-# Side by side with Mosquitto, alternating rounds: results/bench.{md,jsonl,png} (issue 5).
+# Side by side with Mosquitto (with and without set_tcp_nodelay) and rumqttd, alternating
+# rounds: results/bench.{md,jsonl,png} (issues 5, 14). BENCH_ARGS=--parity: same limits for all.
 # BENCH_ARGS=--quick for a one-minute run.
 bench:
 	sh scripts/bench.sh $(BENCH_ARGS)

@@ -17,11 +17,36 @@ pub struct Spec {
     pub cmd: Vec<String>,
     /// The raw relay speaks no MQTT: the scenarios pair sockets with a hello header instead.
     pub relay: bool,
+    pub style: Style,
+    /// Config lines for this program only, after the shared ones (mosquitto.conf syntax).
+    pub conf: Vec<String>,
+}
+
+/// The config file format a program reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// mosquitto.conf: Mosquitto and rmqtt.
+    Mosquitto,
+    /// rumqttd's TOML.
+    Rumqttd,
+}
+
+/// In parity mode every broker gets this in-flight window (the largest MQTT allows, what rmqtt
+/// uses when `max_inflight_messages` is 0) and no queue limit of its own: the load generator's
+/// windows are then the only limits, the same for all.
+pub const PARITY_INFLIGHT: u32 = 65535;
+
+/// The mosquitto.conf lines of parity mode (they override the shared defaults).
+pub fn parity_lines() -> Vec<String> {
+    vec![
+        format!("max_inflight_messages {PARITY_INFLIGHT}"),
+        "max_queued_messages 0".to_string(),
+    ]
 }
 
 /// Settings shared by both brokers, in mosquitto.conf syntax (rmqtt reads the same files).
-/// Mosquitto keeps its default Nagle setting (what its users run, and its best throughput);
-/// `--conf "set_tcp_nodelay true"` matches rmqtt, which always disables Nagle.
+/// Mosquitto keeps its default Nagle setting (what its users run, and its best throughput)
+/// unless the program's own lines say `set_tcp_nodelay true`; rmqtt disables Nagle by default.
 pub fn config_text(port: u16, extra: &[String]) -> String {
     let mut s = format!(
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
@@ -32,6 +57,31 @@ pub fn config_text(port: u16, extra: &[String]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// rumqttd 0.20's config for one MQTT 3.1.1 listener on `port`: its sample config's limits,
+/// with payloads up to 1 MiB (the large-q1 scenario) and room for the connections scenario;
+/// in parity mode the in-flight window of [`PARITY_INFLIGHT`].
+pub fn rumqttd_config(port: u16, parity: bool) -> String {
+    let inflight = if parity { PARITY_INFLIGHT } else { 100 };
+    format!(
+        "id = 0\n\n[router]\nid = 0\nmax_connections = 20010\nmax_outgoing_packet_count = 200\n\
+         max_segment_size = 104857600\nmax_segment_count = 10\n\n\
+         [v4.1]\nname = \"v4-1\"\nlisten = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
+         [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
+         max_inflight_count = {inflight}\ndynamic_filters = true\n"
+    )
+}
+
+/// The config a program gets on `port`: the shared lines, then its own.
+pub fn config_for(spec: &Spec, port: u16, extra: &[String], parity: bool) -> String {
+    match spec.style {
+        Style::Mosquitto => {
+            let lines: Vec<String> = extra.iter().chain(&spec.conf).cloned().collect();
+            config_text(port, &lines)
+        }
+        Style::Rumqttd => rumqttd_config(port, parity),
+    }
 }
 
 pub struct Running {
@@ -56,10 +106,20 @@ pub fn free_port() -> io::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-pub fn start(spec: &Spec, workdir: &Path, extra_conf: &[String]) -> io::Result<Running> {
+pub fn start(
+    spec: &Spec,
+    workdir: &Path,
+    extra_conf: &[String],
+    parity: bool,
+) -> io::Result<Running> {
     let port = free_port()?;
-    let conf = workdir.join(format!("{}-{port}.conf", spec.name));
-    fs::write(&conf, config_text(port, extra_conf))?;
+    let ext = if spec.style == Style::Rumqttd {
+        "toml"
+    } else {
+        "conf"
+    };
+    let conf = workdir.join(format!("{}-{port}.{ext}", spec.name));
+    fs::write(&conf, config_for(spec, port, extra_conf, parity))?;
     let log = workdir.join(format!("{}.log", spec.name));
     let logf = fs::OpenOptions::new()
         .create(true)
@@ -274,6 +334,39 @@ mod tests {
         child.wait().unwrap();
         let t = t.unwrap();
         assert!((0.0..1.0).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn each_program_gets_its_own_lines_and_format() {
+        let spec = |style, conf: &[&str]| Spec {
+            name: "x".into(),
+            cmd: vec!["x".into()],
+            relay: false,
+            style,
+            conf: conf.iter().map(|s| s.to_string()).collect(),
+        };
+        let shared = vec!["log_type error".to_string()];
+        let nodelay = config_for(
+            &spec(Style::Mosquitto, &["set_tcp_nodelay true"]),
+            7,
+            &shared,
+            false,
+        );
+        assert!(
+            nodelay.ends_with("log_type error\nset_tcp_nodelay true\n"),
+            "{nodelay}"
+        );
+        let parity: Vec<String> = parity_lines();
+        let c = config_for(&spec(Style::Mosquitto, &[]), 7, &parity, true);
+        assert!(
+            c.ends_with("max_inflight_messages 65535\nmax_queued_messages 0\n"),
+            "{c}"
+        );
+        let r = config_for(&spec(Style::Rumqttd, &[]), 7, &shared, false);
+        assert!(r.contains("listen = \"127.0.0.1:7\""), "{r}");
+        assert!(r.contains("max_inflight_count = 100\n"), "{r}");
+        let r = config_for(&spec(Style::Rumqttd, &[]), 7, &parity, true);
+        assert!(r.contains("max_inflight_count = 65535\n"), "{r}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! rmqtt-bench: runs the same MQTT load against two brokers (rmqtt and Mosquitto by default)
-//! and the raw relay baseline, alternating them over several rounds, and writes
-//! results/bench.md, results/bench.jsonl and results/bench.png. Every scenario is bounded in
-//! messages and time, so a broken broker makes a row say so instead of hanging the run.
+//! rmqtt-bench: runs the same MQTT load against rmqtt and its peers (Mosquitto with and without
+//! `set_tcp_nodelay`, rumqttd when installed) and the raw relay baseline, alternating them over
+//! several rounds, and writes results/bench.md, results/bench.jsonl and results/bench.png.
+//! Every scenario is bounded in messages and time, so a broken broker makes a row say so
+//! instead of hanging the run; a run whose slowest message took longer than rmqtt's
+//! `stall_timeout` (or one second) is flagged in the table and in the exit message.
 
 mod broker;
 mod mqtt;
@@ -10,8 +12,8 @@ mod png;
 mod report;
 mod scenarios;
 
-use broker::Spec;
-use report::{Context, Record, Side};
+use broker::{Spec, Style};
+use report::{Context, Peer, Record, Side};
 use scenarios::{Kind, Outcome, Params};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,23 +21,30 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const USAGE: &str = "\
 Usage: rmqtt-bench [options]
 
-Runs every scenario against A (rmqtt) and B (mosquitto), and the raw relay where it applies,
-alternating A B relay in each round; writes OUT/bench.md, OUT/bench.jsonl, OUT/bench.png.
+Runs every scenario against A (rmqtt) and its peers (B = mosquitto, mosquitto-nodelay,
+rumqttd), and the raw relay where it applies, in that order in each round; writes
+OUT/bench.md, OUT/bench.jsonl, OUT/bench.png.
 
 Options:
   --quick             smaller message counts and 2000 connections (about a minute)
-  --rounds N          rounds of A B alternation (default 5)
-  --only LIST         comma-separated scenarios: fanin-q0,fanin-q1,fanout-q0,pairs-q1,
-                      latency-q0,latency-q2,connections,retained,large-q1
+  --rounds N          rounds of alternation (default 5)
+  --only LIST         comma-separated scenarios: fanin-q0,fanin-q1,fanout-q0,fanout-burst,
+                      fanin-burst,pairs-q1,latency-q0,latency-q1,latency-q2,connections,
+                      retained,large-q1
   --conns N           idle clients in the connections scenario (default 10000)
   --a-cmd CMD         command for A; {conf} and {port} are substituted
                       (default: rmqtt next to this binary, '-c {conf}')
   --a-name NAME       label for A (default rmqtt)
-  --b-cmd CMD         command for B (default '/usr/sbin/mosquitto -c {conf}')
-  --b-name NAME       label for B (default mosquitto)
+  --b-cmd CMD         command for Mosquitto, both peers (default '/usr/sbin/mosquitto -c {conf}')
+  --b-name NAME       label for B, the first peer (default mosquitto)
+  --rumqttd-cmd CMD   command for rumqttd (default: target/bench-peers/rumqttd/bin/rumqttd
+                      '-c {conf}', skipped with a note when it is not there)
+  --peers LIST        comma-separated peers to run, of mosquitto,mosquitto-nodelay,rumqttd
+                      (default all; B's name stands for mosquitto)
+  --parity            every broker gets the same in-flight window (65535) and no queue limit
   --relay-cmd CMD     raw relay command (default: rmqtt-relay next to this binary, '{port}')
   --no-relay          skip the raw relay baseline
-  --conf LINE         extra config line for both brokers (repeatable)
+  --conf LINE         extra config line for the mosquitto.conf brokers (repeatable)
   --timeout SECS      hard limit per scenario run (default 60, quick 20)
   --stall SECS        abandon a run after this long without a packet (default 5)
   --out DIR           output directory (default results)
@@ -48,8 +57,9 @@ struct Options {
     only: Option<Vec<Kind>>,
     conns: Option<usize>,
     a: Spec,
-    b: Spec,
+    peers: Vec<Spec>,
     relay: Option<Spec>,
+    parity: bool,
     conf: Vec<String>,
     timeout: Option<u64>,
     stall: u64,
@@ -78,12 +88,39 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 "{conf}".into(),
             ],
             relay: false,
+            style: Style::Mosquitto,
+            conf: Vec::new(),
         },
-        b: Spec {
-            name: "mosquitto".into(),
-            cmd: split_cmd("/usr/sbin/mosquitto -c {conf}"),
-            relay: false,
-        },
+        peers: vec![
+            Spec {
+                name: "mosquitto".into(),
+                cmd: split_cmd(MOSQUITTO),
+                relay: false,
+                style: Style::Mosquitto,
+                conf: Vec::new(),
+            },
+            Spec {
+                name: "mosquitto-nodelay".into(),
+                cmd: split_cmd(MOSQUITTO),
+                relay: false,
+                style: Style::Mosquitto,
+                conf: vec!["set_tcp_nodelay true".into()],
+            },
+            Spec {
+                name: "rumqttd".into(),
+                cmd: vec![
+                    exe_dir
+                        .join("../bench-peers/rumqttd/bin/rumqttd")
+                        .to_string_lossy()
+                        .into_owned(),
+                    "-c".into(),
+                    "{conf}".into(),
+                ],
+                relay: false,
+                style: Style::Rumqttd,
+                conf: Vec::new(),
+            },
+        ],
         relay: Some(Spec {
             name: "relay".into(),
             cmd: vec![
@@ -91,12 +128,16 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 "{port}".into(),
             ],
             relay: true,
+            style: Style::Mosquitto,
+            conf: Vec::new(),
         }),
+        parity: false,
         conf: Vec::new(),
         timeout: None,
         stall: 5,
         out: PathBuf::from("results"),
     };
+    let mut peers: Option<Vec<String>> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -117,14 +158,45 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 o.only = Some(kinds);
             }
             "--a-cmd" => o.a.cmd = split_cmd(&value(arg)?),
-            "--b-cmd" => o.b.cmd = split_cmd(&value(arg)?),
+            "--b-cmd" => {
+                let cmd = split_cmd(&value(arg)?);
+                for p in o
+                    .peers
+                    .iter_mut()
+                    .filter(|p| p.name.starts_with("mosquitto"))
+                {
+                    p.cmd.clone_from(&cmd);
+                }
+            }
             "--a-name" => o.a.name = value(arg)?,
-            "--b-name" => o.b.name = value(arg)?,
+            "--b-name" => {
+                let name = value(arg)?;
+                if let Some(b) = o.peers.first_mut() {
+                    b.name = name;
+                }
+            }
+            "--rumqttd-cmd" => {
+                let cmd = split_cmd(&value(arg)?);
+                for p in o.peers.iter_mut().filter(|p| p.style == Style::Rumqttd) {
+                    p.cmd.clone_from(&cmd);
+                }
+            }
+            "--peers" => {
+                peers = Some(
+                    value(arg)?
+                        .split(',')
+                        .map(|n| n.trim().to_string())
+                        .collect(),
+                )
+            }
+            "--parity" => o.parity = true,
             "--relay-cmd" => {
                 o.relay = Some(Spec {
                     name: "relay".into(),
                     cmd: split_cmd(&value(arg)?),
                     relay: true,
+                    style: Style::Mosquitto,
+                    conf: Vec::new(),
                 })
             }
             "--no-relay" => o.relay = None,
@@ -135,10 +207,55 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    if o.a.name == o.b.name {
-        o.b.name.push_str("-b");
+    if let Some(want) = peers {
+        // The first peer answers to "mosquitto" whatever --b-name calls it.
+        let keep = |k: usize, p: &Spec| {
+            want.iter()
+                .any(|w| *w == p.name || (k == 0 && w == "mosquitto"))
+        };
+        for w in &want {
+            let known = o
+                .peers
+                .iter()
+                .enumerate()
+                .any(|(k, p)| *w == p.name || (k == 0 && w == "mosquitto"));
+            if !known {
+                return Err(format!("unknown peer '{w}'"));
+            }
+        }
+        let all = std::mem::take(&mut o.peers);
+        o.peers = all
+            .into_iter()
+            .enumerate()
+            .filter(|(k, p)| keep(*k, p))
+            .map(|(_, p)| p)
+            .collect();
+    }
+    for p in o.peers.iter_mut() {
+        if p.name == o.a.name {
+            p.name.push_str("-b");
+        }
     }
     Ok(o)
+}
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto -c {conf}";
+
+/// rmqtt's `stall_timeout`: a message later than this waited for the stall timer (issue 14).
+const STALL_TIMEOUT_MS: f64 = 2000.0;
+
+/// Peers whose program is not installed are left out with a note, not failed.
+fn installed(spec: &Spec) -> bool {
+    let Some(prog) = spec.cmd.first() else {
+        return false;
+    };
+    let path = std::path::Path::new(prog);
+    if path.components().count() > 1 {
+        return path.exists();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(prog).exists()))
+        .unwrap_or(false)
 }
 
 fn machine() -> String {
@@ -203,8 +320,9 @@ fn one_run(
     params: &Params,
     workdir: &std::path::Path,
     conf: &[String],
+    parity: bool,
 ) -> (Outcome, f64, f64, u64, Option<String>) {
-    let mut running = match broker::start(spec, workdir, conf) {
+    let mut running = match broker::start(spec, workdir, conf, parity) {
         Ok(r) => r,
         Err(e) => {
             let out = Outcome {
@@ -263,13 +381,27 @@ fn main() {
         print!("{USAGE}");
         return;
     }
-    let opts = match parse_args(&args) {
+    let mut opts = match parse_args(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("rmqtt-bench: {e}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
+    opts.peers.retain(|p| {
+        let ok = installed(p);
+        if !ok {
+            eprintln!(
+                "rmqtt-bench: {} not found ({}); skipped",
+                p.name,
+                p.cmd.first().map(String::as_str).unwrap_or("")
+            );
+        }
+        ok
+    });
+    if opts.parity {
+        opts.conf.extend(broker::parity_lines());
+    }
     let limit = broker::raise_nofile();
     let mut conns = opts
         .conns
@@ -302,13 +434,19 @@ fn main() {
     let mut records: Vec<Record> = Vec::new();
     for round in 0..opts.rounds {
         for &kind in &kinds {
-            let mut sides = vec![(Side::A, &opts.a), (Side::B, &opts.b)];
+            let mut sides = vec![(Side::A, &opts.a)];
+            sides.extend(
+                opts.peers
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| (Side::Peer(k), p)),
+            );
             if let Some(r) = opts.relay.as_ref().filter(|_| kind.relay_capable()) {
                 sides.push((Side::Relay, r));
             }
             for (side, spec) in sides {
                 let (outcome, cpu_s, wall_s, peak_rss_kb, crashed) =
-                    one_run(spec, kind, &params, &workdir, &opts.conf);
+                    one_run(spec, kind, &params, &workdir, &opts.conf, opts.parity);
                 eprintln!(
                     "[round {}/{}] {:<12} {:<10} {}, cpu {cpu_s:.2} s, peak {peak_rss_kb} KB{}",
                     round + 1,
@@ -337,14 +475,30 @@ fn main() {
     }
     let ctx = Context {
         a_name: opts.a.name.clone(),
-        b_name: opts.b.name.clone(),
         a_cmd: opts.a.cmd.join(" "),
-        b_cmd: opts.b.cmd.join(" "),
+        peers: opts
+            .peers
+            .iter()
+            .map(|p| Peer {
+                name: p.name.clone(),
+                cmd: p.cmd.join(" "),
+                conf: match p.style {
+                    Style::Mosquitto => p.conf.clone(),
+                    Style::Rumqttd => broker::rumqttd_config(0, opts.parity)
+                        .lines()
+                        .filter(|l| l.contains("max_inflight") || l.contains("max_segment"))
+                        .map(|l| format!("{} (own TOML config)", l.trim()))
+                        .collect(),
+                },
+            })
+            .collect(),
         relay_cmd: opts.relay.as_ref().map(|r| r.cmd.join(" ")),
         config: broker::config_text(0, &opts.conf)
             .lines()
             .map(|l| l.replace(" 0 ", " PORT "))
             .collect(),
+        parity: opts.parity,
+        stall_ms: STALL_TIMEOUT_MS,
         rounds: opts.rounds,
         params,
         kinds,
@@ -374,6 +528,32 @@ fn main() {
         .count();
     if problems > 0 {
         eprintln!("rmqtt-bench: {problems} runs reported problems; see the table above");
+    }
+    let slow: Vec<String> = records
+        .iter()
+        .filter_map(|r| {
+            let ms = r.max_latency_ms()?;
+            (ms > 1000.0).then(|| {
+                format!(
+                    "{} {} round {}: {ms:.0} ms{}",
+                    r.kind.name(),
+                    r.name,
+                    r.round + 1,
+                    if ms > STALL_TIMEOUT_MS {
+                        " (over rmqtt's 2 s stall_timeout)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        })
+        .collect();
+    if !slow.is_empty() {
+        eprintln!(
+            "rmqtt-bench: {} runs with a message later than 1 s: {}",
+            slow.len(),
+            slow.join("; ")
+        );
     }
     if failed {
         std::process::exit(1);

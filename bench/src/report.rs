@@ -5,20 +5,22 @@ use crate::png::{self, Bar};
 use crate::scenarios::{Kind, Metric, Outcome, Params};
 use std::fmt::Write as _;
 
-/// Which side of the comparison a run measured.
+/// Which side of the comparison a run measured: A (rmqtt), one of its peers (in the order of
+/// [`Context::peers`]; the first is B) or the raw relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
     A,
-    B,
+    Peer(usize),
     Relay,
 }
 
 impl Side {
-    pub fn tag(self) -> &'static str {
+    pub fn tag(self) -> String {
         match self {
-            Side::A => "a",
-            Side::B => "b",
-            Side::Relay => "relay",
+            Side::A => "a".into(),
+            Side::Peer(0) => "b".into(),
+            Side::Peer(k) => format!("peer{}", k + 1),
+            Side::Relay => "relay".into(),
         }
     }
 }
@@ -51,6 +53,23 @@ impl Record {
         }
         (!p.is_empty()).then(|| p.join("; "))
     }
+
+    /// The slowest message of the run, in milliseconds, where the scenario times messages.
+    pub fn max_latency_ms(&self) -> Option<f64> {
+        self.outcome.max_latency_us.map(|us| us / 1000.0)
+    }
+}
+
+/// A max latency with its flag: `‼` over the stall timeout, `⚠` over one second.
+fn fmt_latency(ms: f64, stall_ms: f64) -> String {
+    let flag = if ms > stall_ms {
+        " ‼"
+    } else if ms > 1000.0 {
+        " ⚠"
+    } else {
+        ""
+    };
+    format!("{}{flag}", fmt_num(ms))
 }
 
 /// Median, min and max of the values; `None` for no values.
@@ -133,14 +152,26 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
+/// A program A is compared with.
+pub struct Peer {
+    pub name: String,
+    pub cmd: String,
+    /// Config lines of its own, on top of the shared ones.
+    pub conf: Vec<String>,
+}
+
 pub struct Context {
     pub a_name: String,
-    pub b_name: String,
     pub a_cmd: String,
-    pub b_cmd: String,
+    /// B first, then the other peers, in run order.
+    pub peers: Vec<Peer>,
     pub relay_cmd: Option<String>,
-    /// The config both brokers get, one line per setting.
+    /// The config every mosquitto.conf broker gets, one line per setting.
     pub config: Vec<String>,
+    /// Every broker got the same in-flight window and queue limits.
+    pub parity: bool,
+    /// rmqtt's stall timeout: runs with a later message are flagged.
+    pub stall_ms: f64,
     pub rounds: usize,
     pub params: Params,
     pub kinds: Vec<Kind>,
@@ -149,7 +180,7 @@ pub struct Context {
     pub wall_s: f64,
 }
 
-/// One bar per headline metric.
+/// One bar per headline metric and peer (B first).
 pub fn bars(ctx: &Context, records: &[Record]) -> Vec<Bar> {
     let mut out = Vec::new();
     for &kind in &ctx.kinds {
@@ -158,33 +189,68 @@ pub fn bars(ctx: &Context, records: &[Record]) -> Vec<Bar> {
                 continue;
             }
             let a = summary(&values(records, kind, Side::A, key));
-            let b = summary(&values(records, kind, Side::B, key));
-            out.push(Bar {
-                label: format!("{} {}", kind.name(), key),
-                ratio: ratio(a, b),
-                higher_better,
-            });
+            for (k, peer) in ctx.peers.iter().enumerate() {
+                let b = summary(&values(records, kind, Side::Peer(k), key));
+                let label = if k == 0 {
+                    format!("{} {}", kind.name(), key)
+                } else {
+                    format!("  vs {}", peer.name)
+                };
+                out.push(Bar {
+                    label,
+                    ratio: ratio(a, b),
+                    higher_better,
+                });
+            }
         }
     }
     out
 }
 
+fn peer_names(ctx: &Context) -> String {
+    ctx.peers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn chart(ctx: &Context, records: &[Record]) -> Vec<u8> {
     let title = format!(
         "{} / {} (log scale, green = {} better)",
-        ctx.a_name, ctx.b_name, ctx.a_name
+        ctx.a_name,
+        peer_names(ctx),
+        ctx.a_name
     );
     png::ratio_chart(&title, &bars(ctx, records)).encode()
 }
 
 pub fn markdown(ctx: &Context, records: &[Record]) -> String {
-    let (a, b) = (&ctx.a_name, &ctx.b_name);
+    let a = &ctx.a_name;
+    let b = ctx.peers.first().map_or("", |p| p.name.as_str());
     let mut s = String::new();
-    let _ = writeln!(s, "# Benchmark: {a} vs {b}\n");
+    let _ = writeln!(s, "# Benchmark: {a} vs {}\n", peer_names(ctx));
     let _ = writeln!(s, "- Taken: {} on {}", ctx.started, ctx.machine);
     let _ = writeln!(s, "- A = {a}: `{}`", ctx.a_cmd);
-    let _ = writeln!(s, "- B = {b}: `{}`", ctx.b_cmd);
-    let _ = writeln!(s, "- Both brokers' config: `{}`", ctx.config.join("`, `"));
+    for (k, p) in ctx.peers.iter().enumerate() {
+        let own = if p.conf.is_empty() {
+            String::new()
+        } else {
+            format!(", plus `{}`", p.conf.join("`, `"))
+        };
+        let label = if k == 0 { "B = " } else { "" };
+        let _ = writeln!(s, "- {label}{}: `{}`{own}", p.name, p.cmd);
+    }
+    let _ = writeln!(
+        s,
+        "- Config of the mosquitto.conf brokers: `{}`{}",
+        ctx.config.join("`, `"),
+        if ctx.parity {
+            " (parity mode: the same in-flight window and no queue limit for every broker)"
+        } else {
+            ""
+        }
+    );
     if let Some(r) = &ctx.relay_cmd {
         let _ = writeln!(
             s,
@@ -193,41 +259,112 @@ pub fn markdown(ctx: &Context, records: &[Record]) -> String {
     }
     let _ = writeln!(
         s,
-        "- {} rounds, run order A B{} in every round, a fresh broker process per run; {} mode; wall time {:.0} s",
+        "- {} rounds, run order {a}, {}{} in every round, a fresh broker process per run; {} mode; wall time {:.0} s",
         ctx.rounds,
-        if ctx.relay_cmd.is_some() { " relay" } else { "" },
+        peer_names(ctx),
+        if ctx.relay_cmd.is_some() { ", relay" } else { "" },
         if ctx.params.quick { "quick" } else { "default" },
         ctx.wall_s
     );
     let _ = writeln!(
         s,
-        "- Cells: median (min–max) over the rounds. Ratio = {a} / {b} of the medians; ↑ more is better, ↓ less is better.\n"
+        "- Cells: median (min–max) over the rounds. Ratio = {a} / peer of the medians; ↑ more is better, ↓ less is better. \
+         Max latency (ms, longest time from a message being queued by the load generator to its arrival, worst run): \
+         ⚠ over 1 s, ‼ over rmqtt's stall_timeout ({:.0} s).\n",
+        ctx.stall_ms / 1000.0
     );
-    let _ = writeln!(
-        s,
-        "| scenario | metric | {a} | {b} | {a}/{b} | relay | {a}/relay |"
-    );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let mut head = format!("| scenario | metric | {a} |");
+    let mut rule = String::from("|---|---|---:|");
+    for p in &ctx.peers {
+        let _ = write!(head, " {} | {a}/{} |", p.name, p.name);
+        rule.push_str("---:|---:|");
+    }
+    head.push_str(&format!(" relay | {a}/relay |"));
+    rule.push_str("---:|---:|");
+    let _ = writeln!(s, "{head}\n{rule}");
     for &kind in &ctx.kinds {
         for (key, higher_better, _) in metric_keys(records, kind) {
             let sa = summary(&values(records, kind, Side::A, key));
-            let sb = summary(&values(records, kind, Side::B, key));
             let sr = summary(&values(records, kind, Side::Relay, key));
             let arrow = if higher_better { "↑" } else { "↓" };
-            let (relay, vs_relay) = if sr.is_some() {
-                (fmt_summary(sr), fmt_ratio(ratio(sa, sr)))
+            let mut row = format!("| {} | {key} {arrow} | {} |", kind.name(), fmt_summary(sa));
+            for k in 0..ctx.peers.len() {
+                let sp = summary(&values(records, kind, Side::Peer(k), key));
+                let _ = write!(
+                    row,
+                    " {} | **{}** |",
+                    fmt_summary(sp),
+                    fmt_ratio(ratio(sa, sp))
+                );
+            }
+            if sr.is_some() {
+                let _ = write!(row, " {} | {} |", fmt_summary(sr), fmt_ratio(ratio(sa, sr)));
             } else {
-                (String::new(), String::new())
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {key} {arrow} | {} | {} | **{}** | {relay} | {vs_relay} |",
-                kind.name(),
-                fmt_summary(sa),
-                fmt_summary(sb),
-                fmt_ratio(ratio(sa, sb))
-            );
+                row.push_str("  |  |");
+            }
+            let _ = writeln!(s, "{row}");
         }
+        // The worst message of each program in this scenario.
+        let worst = |side| {
+            records
+                .iter()
+                .filter(|r| r.kind == kind && r.side == side)
+                .filter_map(Record::max_latency_ms)
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+        };
+        let Some(la) = worst(Side::A) else { continue };
+        let mut row = format!(
+            "| {} | max latency ms ↓ | {} |",
+            kind.name(),
+            fmt_latency(la, ctx.stall_ms)
+        );
+        for k in 0..ctx.peers.len() {
+            match worst(Side::Peer(k)) {
+                Some(lp) => {
+                    let _ = write!(
+                        row,
+                        " {} | {} |",
+                        fmt_latency(lp, ctx.stall_ms),
+                        fmt_ratio(la / lp)
+                    );
+                }
+                None => row.push_str("  |  |"),
+            }
+        }
+        match worst(Side::Relay) {
+            Some(lr) => {
+                let _ = write!(
+                    row,
+                    " {} | {} |",
+                    fmt_latency(lr, ctx.stall_ms),
+                    fmt_ratio(la / lr)
+                );
+            }
+            None => row.push_str("  |  |"),
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    let flagged: Vec<String> = records
+        .iter()
+        .filter_map(|r| {
+            let ms = r.max_latency_ms().filter(|&ms| ms > 1000.0)?;
+            Some(format!(
+                "{} {} round {} ({})",
+                r.kind.name(),
+                r.name,
+                r.round + 1,
+                fmt_latency(ms, ctx.stall_ms)
+            ))
+        })
+        .collect();
+    if flagged.is_empty() {
+        let _ = writeln!(s, "\nNo run had a message later than 1 s.");
+    } else {
+        let _ = writeln!(
+            s,
+            "\nRuns with a message later than 1 s: {}.",
+            flagged.join(", ")
+        );
     }
     let _ = writeln!(s, "\n## Correctness and cost per run\n");
     let _ = writeln!(
@@ -239,10 +376,14 @@ pub fn markdown(ctx: &Context, records: &[Record]) -> String {
          pace: the throughput is then a lower bound for that program, and msgs/CPU-s compares \
          the brokers' efficiency more fairly.\n"
     );
-    let _ = writeln!(s, "| scenario | program | msgs expected | lost | dup | reordered | CPU s | busy % | peak RSS KB | problems |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(s, "| scenario | program | msgs expected | lost | dup | reordered | max latency ms | CPU s | busy % | peak RSS KB | problems |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let sides: Vec<Side> = std::iter::once(Side::A)
+        .chain((0..ctx.peers.len()).map(Side::Peer))
+        .chain(std::iter::once(Side::Relay))
+        .collect();
     for &kind in &ctx.kinds {
-        for side in [Side::A, Side::B, Side::Relay] {
+        for &side in &sides {
             let runs: Vec<&Record> = records
                 .iter()
                 .filter(|r| r.kind == kind && r.side == side)
@@ -268,15 +409,34 @@ pub fn markdown(ctx: &Context, records: &[Record]) -> String {
                     .collect::<Vec<_>>(),
             )
             .map(|x| x.0);
-            let problems: Vec<String> = runs
+            let mut problems: Vec<String> = runs
                 .iter()
                 .filter_map(|r| r.problem().map(|p| format!("round {}: {p}", r.round + 1)))
                 .collect();
+            problems.extend(runs.iter().filter_map(|r| {
+                let ms = r.max_latency_ms().filter(|&ms| ms > 1000.0)?;
+                Some(format!(
+                    "round {}: a message {ms:.0} ms late{}",
+                    r.round + 1,
+                    if ms > ctx.stall_ms {
+                        ", over the stall timeout"
+                    } else {
+                        ""
+                    }
+                ))
+            }));
+            let worst = runs
+                .iter()
+                .filter_map(|r| r.max_latency_ms())
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
             let _ = writeln!(
                 s,
-                "| {} | {} | {expected} | {lost} | {dup} | {reordered} | {} | {} | {} | {} |",
+                "| {} | {} | {expected} | {lost} | {dup} | {reordered} | {} | {} | {} | {} | {} |",
                 kind.name(),
                 first.name,
+                worst
+                    .map(|ms| fmt_latency(ms, ctx.stall_ms))
+                    .unwrap_or_default(),
                 cpu.map(|c| format!("{c:.3}")).unwrap_or_default(),
                 busy.map(|b| format!("{:.0}", b * 100.0))
                     .unwrap_or_default(),
@@ -293,7 +453,7 @@ pub fn markdown(ctx: &Context, records: &[Record]) -> String {
         s,
         "\nThe relay runs fan-in as 8 one-to-one streams (a byte forwarder cannot merge MQTT \
          streams without parsing them), so it is the ceiling of one hop on one thread.\n\n\
-         Chart: results/bench.png, bars = {a}/{b} per headline metric on a log scale, green where {a} is better."
+         Chart: results/bench.png, bars = {a}/peer per headline metric on a log scale (first bar of each metric: {a}/{b}), green where {a} is better."
     );
     s
 }
@@ -337,12 +497,12 @@ pub fn jsonl(ctx: &Context, records: &[Record]) -> String {
         let _ = writeln!(
             s,
             "{{\"type\":\"run\",\"started\":{},\"round\":{},\"scenario\":{},\"side\":{},\"program\":{},\
-             \"metrics\":{{{}}},\"expected\":{},\"received\":{},\"lost\":{},\"dup\":{},\"reordered\":{},\"cpu_s\":{},\"wall_s\":{},\
+             \"metrics\":{{{}}},\"expected\":{},\"received\":{},\"lost\":{},\"dup\":{},\"reordered\":{},\"max_latency_ms\":{},\"cpu_s\":{},\"wall_s\":{},\
              \"peak_rss_kb\":{},\"problem\":{}}}",
             json_str(&ctx.started),
             r.round + 1,
             json_str(r.kind.name()),
-            json_str(r.side.tag()),
+            json_str(&r.side.tag()),
             json_str(&r.name),
             metrics.join(","),
             r.outcome.expected,
@@ -350,6 +510,9 @@ pub fn jsonl(ctx: &Context, records: &[Record]) -> String {
             r.outcome.lost,
             r.outcome.dup,
             r.outcome.reordered,
+            r.max_latency_ms()
+                .map(json_num)
+                .unwrap_or_else(|| "null".into()),
             json_num(r.cpu_s),
             json_num(r.wall_s),
             r.peak_rss_kb,
@@ -371,19 +534,34 @@ pub fn jsonl(ctx: &Context, records: &[Record]) -> String {
                     .unwrap_or_else(|| "null".to_string())
             };
             let ra = summary(&values(records, kind, Side::A, key));
-            let rb = summary(&values(records, kind, Side::B, key));
+            let rb = summary(&values(records, kind, Side::Peer(0), key));
+            let peers: Vec<String> = ctx
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(k, p)| {
+                    let rp = summary(&values(records, kind, Side::Peer(k), key));
+                    format!(
+                        "{}:{{\"summary\":{},\"ratio\":{}}}",
+                        json_str(&p.name),
+                        part(Side::Peer(k)),
+                        json_num(ratio(ra, rp))
+                    )
+                })
+                .collect();
             let _ = writeln!(
                 s,
                 "{{\"type\":\"summary\",\"started\":{},\"scenario\":{},\"metric\":{},\"higher_better\":{},\
-                 \"a\":{},\"b\":{},\"relay\":{},\"ratio\":{}}}",
+                 \"a\":{},\"b\":{},\"relay\":{},\"ratio\":{},\"peers\":{{{}}}}}",
                 json_str(&ctx.started),
                 json_str(kind.name()),
                 json_str(key),
                 higher_better,
                 part(Side::A),
-                part(Side::B),
+                part(Side::Peer(0)),
                 part(Side::Relay),
                 json_num(ratio(ra, rb)),
+                peers.join(","),
             );
         }
     }
@@ -405,6 +583,102 @@ mod tests {
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(json_str("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+    }
+
+    fn record(kind: Kind, side: Side, name: &str, round: usize, max_ms: f64) -> Record {
+        Record {
+            round,
+            kind,
+            side,
+            name: name.into(),
+            outcome: Outcome {
+                metrics: vec![Metric {
+                    key: "msgs/s",
+                    value: 100.0 * (round + 1) as f64,
+                    higher_better: true,
+                    headline: true,
+                }],
+                expected: 10,
+                received: 10,
+                max_latency_us: Some(max_ms * 1000.0),
+                ..Outcome::default()
+            },
+            cpu_s: 1.0,
+            wall_s: 1.0,
+            peak_rss_kb: 1000,
+            crashed: None,
+        }
+    }
+
+    fn context() -> Context {
+        let peer = |name: &str| Peer {
+            name: name.into(),
+            cmd: format!("/bin/{name}"),
+            conf: Vec::new(),
+        };
+        Context {
+            a_name: "rmqtt".into(),
+            a_cmd: "rmqtt -c {conf}".into(),
+            peers: vec![peer("mosquitto"), peer("rumqttd")],
+            relay_cmd: None,
+            config: vec!["listener PORT".into()],
+            parity: true,
+            stall_ms: 2000.0,
+            rounds: 2,
+            params: Params {
+                quick: true,
+                conns: 1,
+                timeout: std::time::Duration::from_secs(1),
+                stall: std::time::Duration::from_secs(1),
+            },
+            kinds: vec![Kind::FanOutBurst],
+            machine: "test".into(),
+            started: "now".into(),
+            wall_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn max_latency_is_a_row_and_a_column_and_late_runs_are_flagged() {
+        let k = Kind::FanOutBurst;
+        let records = vec![
+            record(k, Side::A, "rmqtt", 0, 3.0),
+            record(k, Side::A, "rmqtt", 1, 2012.0),
+            record(k, Side::Peer(0), "mosquitto", 0, 40.0),
+            record(k, Side::Peer(0), "mosquitto", 1, 1500.0),
+            record(k, Side::Peer(1), "rumqttd", 0, 5.0),
+            record(k, Side::Peer(1), "rumqttd", 1, 6.0),
+        ];
+        let md = markdown(&context(), &records);
+        assert!(
+            md.contains("| rmqtt | mosquitto | rmqtt/mosquitto | rumqttd | rmqtt/rumqttd |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| fanout-burst | max latency ms ↓ | 2012 ‼ | 1500 ⚠ | 1.34 | 6.000 | 335.33 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("fanout-burst rmqtt round 2 (2012 ‼)"), "{md}");
+        assert!(
+            md.contains("fanout-burst mosquitto round 2 (1500 ⚠)"),
+            "{md}"
+        );
+        assert!(!md.contains("rumqttd round"), "{md}");
+        assert!(
+            md.contains("| fanout-burst | rmqtt | 20 | 0 | 0 | 0 | 2012 ‼ |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("round 2: a message 2012 ms late, over the stall timeout"),
+            "{md}"
+        );
+        assert!(md.contains("parity mode"), "{md}");
+        let jsonl = jsonl(&context(), &records);
+        assert!(jsonl.contains("\"max_latency_ms\":2012"), "{jsonl}");
+        assert!(jsonl.contains("\"rumqttd\":{\"summary\""), "{jsonl}");
+        assert_eq!(bars(&context(), &records).len(), 2, "one bar per peer");
     }
 
     #[test]

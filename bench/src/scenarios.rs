@@ -11,25 +11,41 @@ use std::time::{Duration, Instant};
 /// Bytes at the front of every payload: publisher (u32), sequence (u32), send time in ns (u64).
 const HEADER: usize = 16;
 
+/// Keep alive of every client, in seconds: longer than any run, and not 0, which rumqttd
+/// refuses.
+const KEEP_ALIVE: u16 = 600;
+
+/// How long subscribers may be quiet before missing messages count as lost. Longer than
+/// rmqtt's 2 s stall timeout: a message held up until that timer fires still arrives and shows
+/// in the max latency (issue 14) instead of hiding among the losses.
+const WRITE_OFF: Duration = Duration::from_millis(3000);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     FanInQ0,
     FanInQ1,
     FanOutQ0,
+    /// Issue 14's load: the publishers send as fast as the sockets take it, no window.
+    FanOutBurst,
+    FanInBurst,
     PairsQ1,
     LatencyQ0,
+    LatencyQ1,
     LatencyQ2,
     Connections,
     Retained,
     LargeQ1,
 }
 
-pub const ALL: [Kind; 9] = [
+pub const ALL: [Kind; 12] = [
     Kind::FanInQ0,
     Kind::FanInQ1,
     Kind::FanOutQ0,
+    Kind::FanOutBurst,
+    Kind::FanInBurst,
     Kind::PairsQ1,
     Kind::LatencyQ0,
+    Kind::LatencyQ1,
     Kind::LatencyQ2,
     Kind::Connections,
     Kind::Retained,
@@ -42,8 +58,11 @@ impl Kind {
             Kind::FanInQ0 => "fanin-q0",
             Kind::FanInQ1 => "fanin-q1",
             Kind::FanOutQ0 => "fanout-q0",
+            Kind::FanOutBurst => "fanout-burst",
+            Kind::FanInBurst => "fanin-burst",
             Kind::PairsQ1 => "pairs-q1",
             Kind::LatencyQ0 => "latency-q0",
+            Kind::LatencyQ1 => "latency-q1",
             Kind::LatencyQ2 => "latency-q2",
             Kind::Connections => "connections",
             Kind::Retained => "retained",
@@ -66,12 +85,24 @@ impl Kind {
                 "1 publisher -> 50 subscribers, QoS 0, 64 B, {} msgs",
                 s.fanout
             ),
+            Kind::FanOutBurst => format!(
+                "1 publisher -> 50 subscribers, QoS 0, 64 B, {} msgs sent without a window",
+                s.fanout_burst
+            ),
+            Kind::FanInBurst => format!(
+                "8 publishers -> 1 '#' subscriber, QoS 0, 64 B, {} msgs each sent without a window",
+                s.fanin_burst
+            ),
             Kind::PairsQ1 => format!(
                 "100 publisher->subscriber pairs, distinct topics, QoS 1, 64 B, {} msgs each",
                 s.pairs
             ),
             Kind::LatencyQ0 => format!(
                 "1 -> 1, QoS 0, {} msgs paced at {}/s",
+                s.latency, LATENCY_RATE
+            ),
+            Kind::LatencyQ1 => format!(
+                "1 -> 1, QoS 1, {} msgs paced at {}/s",
                 s.latency, LATENCY_RATE
             ),
             Kind::LatencyQ2 => format!(
@@ -90,7 +121,7 @@ impl Kind {
     pub fn relay_capable(self) -> bool {
         matches!(
             self,
-            Kind::FanInQ0 | Kind::FanInQ1 | Kind::PairsQ1 | Kind::LargeQ1
+            Kind::FanInQ0 | Kind::FanInQ1 | Kind::FanInBurst | Kind::PairsQ1 | Kind::LargeQ1
         )
     }
 
@@ -98,7 +129,13 @@ impl Kind {
     pub fn per_cpu_metric(self) -> bool {
         matches!(
             self,
-            Kind::FanInQ0 | Kind::FanInQ1 | Kind::FanOutQ0 | Kind::PairsQ1 | Kind::LargeQ1
+            Kind::FanInQ0
+                | Kind::FanInQ1
+                | Kind::FanOutQ0
+                | Kind::FanOutBurst
+                | Kind::FanInBurst
+                | Kind::PairsQ1
+                | Kind::LargeQ1
         )
     }
 
@@ -122,6 +159,8 @@ pub struct Params {
 pub struct Sizes {
     fanin: u32,
     fanout: u32,
+    fanout_burst: u32,
+    fanin_burst: u32,
     pairs: u32,
     latency: u32,
     retained: u32,
@@ -134,6 +173,8 @@ impl Params {
             Sizes {
                 fanin: 5_000,
                 fanout: 2_000,
+                fanout_burst: 4_000,
+                fanin_burst: 12_500,
                 pairs: 200,
                 latency: 1_000,
                 retained: 2_000,
@@ -143,6 +184,8 @@ impl Params {
             Sizes {
                 fanin: 25_000,
                 fanout: 10_000,
+                fanout_burst: 4_000,
+                fanin_burst: 50_000,
                 pairs: 1_000,
                 latency: 3_000,
                 retained: 10_000,
@@ -174,6 +217,9 @@ pub struct Outcome {
     pub reordered: u64,
     pub timed_out: bool,
     pub error: Option<String>,
+    /// Longest time from a message being queued by its publisher to its arrival, over every
+    /// message of a flow scenario; `None` where the scenario does not time messages.
+    pub max_latency_us: Option<f64>,
 }
 
 /// What the connections scenario needs from the broker process between phases.
@@ -209,6 +255,38 @@ pub fn run(kind: Kind, addr: SocketAddr, relay: bool, p: &Params, probe: &dyn Pr
                 n,
                 payload: 64,
                 window,
+                pace: None,
+            };
+            run_flow(addr, relay, &flow, &limits, "msgs/s")
+        }
+        Kind::FanOutBurst => {
+            let flow = Flow {
+                pubs: vec!["bench/burst".to_string()],
+                subs: vec!["bench/burst".to_string(); 50],
+                routes: vec![(0..50).collect()],
+                qos: 0,
+                n: s.fanout_burst,
+                payload: 64,
+                window: s.fanout_burst,
+                pace: None,
+            };
+            run_flow(addr, relay, &flow, &limits, "deliveries/s")
+        }
+        Kind::FanInBurst => {
+            let pubs: Vec<String> = (0..8).map(|i| format!("bench/fanin/{i}")).collect();
+            let (subs, routes) = if relay {
+                (pubs.clone(), (0..8).map(|i| vec![i]).collect())
+            } else {
+                (vec!["#".to_string()], vec![vec![0]; 8])
+            };
+            let flow = Flow {
+                pubs,
+                subs,
+                routes,
+                qos: 0,
+                n: s.fanin_burst,
+                payload: 64,
+                window: s.fanin_burst,
                 pace: None,
             };
             run_flow(addr, relay, &flow, &limits, "msgs/s")
@@ -254,8 +332,12 @@ pub fn run(kind: Kind, addr: SocketAddr, relay: bool, p: &Params, probe: &dyn Pr
             };
             run_flow(addr, relay, &flow, &limits, "MB/s")
         }
-        Kind::LatencyQ0 | Kind::LatencyQ2 => {
-            let qos = if kind == Kind::LatencyQ0 { 0 } else { 2 };
+        Kind::LatencyQ0 | Kind::LatencyQ1 | Kind::LatencyQ2 => {
+            let qos = match kind {
+                Kind::LatencyQ0 => 0,
+                Kind::LatencyQ1 => 1,
+                _ => 2,
+            };
             let flow = Flow {
                 pubs: vec!["bench/latency".to_string()],
                 subs: vec!["bench/latency".to_string()],
@@ -314,7 +396,7 @@ fn establish(
             if let Some(h) = spec.hello {
                 buf.extend_from_slice(&h);
             } else {
-                mqtt::connect(buf, spec.id.as_bytes(), 0);
+                mqtt::connect(buf, spec.id.as_bytes(), KEEP_ALIVE);
                 if let Some((filter, qos)) = &spec.sub {
                     mqtt::subscribe(buf, 1, filter.as_bytes(), *qos);
                 }
@@ -529,6 +611,7 @@ fn run_flow(
     }
     out.expected = f.routes.iter().map(|r| r.len() as u64).sum::<u64>() * u64::from(f.n);
     let mut latencies: Vec<u64> = Vec::with_capacity(f.n as usize);
+    let mut max_latency_ns: u64 = 0;
     let mut received: u64 = 0;
     let mut dups: u64 = 0;
     let mut strays: u64 = 0;
@@ -655,9 +738,11 @@ fn run_flow(
                     }
                     track.unique += 1;
                     track.next = track.next.max(seq + 1);
+                    let sent_at = epoch + Duration::from_nanos(stamp);
+                    let latency = t.saturating_duration_since(sent_at).as_nanos() as u64;
+                    max_latency_ns = max_latency_ns.max(latency);
                     if f.pace.is_some() {
-                        let sent_at = epoch + Duration::from_nanos(stamp);
-                        latencies.push(t.saturating_duration_since(sent_at).as_nanos() as u64);
+                        latencies.push(latency);
                     }
                 }
                 (Role::Sub(_), Packet::Pubrel(pid)) => mqtt::pubcomp(o.buf(i), pid),
@@ -697,7 +782,7 @@ fn run_flow(
         // Messages a broker dropped never arrive: once everything is sent (and acknowledged)
         // and the subscribers have been quiet for a while, the rest counts as lost.
         let quiet = now.duration_since(last_progress);
-        if quiet > Duration::from_secs(1) {
+        if quiet > WRITE_OFF {
             if all_sent {
                 break;
             }
@@ -740,6 +825,9 @@ fn run_flow(
     out.received = received;
     out.dup = dups;
     out.reordered = reordered;
+    if unique > 0 {
+        out.max_latency_us = Some(max_latency_ns as f64 / 1000.0);
+    }
     out.lost = out.expected.saturating_sub(unique);
     if strays > 0 && out.error.is_none() {
         out.error = Some(format!(

@@ -27,6 +27,7 @@ fn quick_run_writes_table_jsonl_and_png() {
             "--a-name",
             "mosq-a",
         ])
+        .args(["--peers", "mosquitto"])
         .args([
             "--relay-cmd",
             &format!("{} {{port}}", env!("CARGO_BIN_EXE_rmqtt-relay")),
@@ -42,6 +43,8 @@ fn quick_run_writes_table_jsonl_and_png() {
     );
     let md = std::fs::read_to_string(out.join("bench.md")).unwrap();
     assert!(md.contains("| pairs-q1 | msgs/s ↑ |"), "{md}");
+    assert!(md.contains("| pairs-q1 | max latency ms ↓ |"), "{md}");
+    assert!(md.contains("| max latency ms |"), "{md}");
     assert!(
         md.contains("| pairs-q1 | relay | 20000 | 0 | 0 | 0 |"),
         "{md}"

@@ -8,13 +8,13 @@
 //! remote sends is routed locally and never sent back over the same bridge.
 //!
 //! The broker decides when to connect; the event loop opens sockets
-//! ([`Broker::take_bridge_connects`]). Reconnects back off exponentially up to the cap.
+//! ([`Effect::Dial`]). Reconnects back off exponentially up to the cap.
 //!
 //! A reload ([`Broker::set_bridges`]) keeps unchanged bridges as they are, stops removed ones
 //! and restarts changed ones. A stopped bridge stays in the list, marked, so that the indexes
 //! connections and timers hold keep pointing at the right bridge.
 
-use super::core::{id32, Broker, Close, Conn, Timer};
+use super::core::{id32, Broker, Close, Conn, Effect, Timer};
 use super::session::{Expiry, Session};
 use super::subs::Subscriber;
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
@@ -231,14 +231,9 @@ impl Broker {
         if let Some(b) = self.bridges.get_mut(idx).filter(|b| !b.stopped) {
             if b.conn.is_none() && !b.pending {
                 b.pending = true;
-                self.bridge_connects.push(idx);
+                self.push_effect(Effect::Dial(idx));
             }
         }
-    }
-
-    /// Bridges the event loop should open a connection for now.
-    pub fn take_bridge_connects(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.bridge_connects)
     }
 
     /// The address to try next for bridge `idx` (addresses are tried in turn).

@@ -2,9 +2,12 @@
 //! retained messages, wills, keepalive and timers.
 //!
 //! No sockets and no clock: bytes come in through [`Broker::input`] with the time they arrived,
-//! packets go out as bytes appended to each connection's `out` buffer, and the event loop asks
-//! [`Broker::next_deadline`] how long it may sleep. This is what makes the session and routing
-//! logic testable without a network. Malformed input closes only the connection it came on.
+//! packets go out as bytes appended to each connection's `out` buffer, and everything the
+//! event loop must do about it (write, close, resume reading, read again, dial a bridge) is
+//! one [`Effect`] queue. The loop asks [`Broker::poll_delay`] how long it may sleep: zero
+//! while that queue holds anything, else until the earliest deadline. This is what makes the
+//! session and routing logic testable without a network. Malformed input closes only the
+//! connection it came on.
 
 use super::message::Message;
 use super::retain::RetainStore;
@@ -305,6 +308,23 @@ pub(super) enum Timer {
     },
 }
 
+/// What the broker asks of the event loop. One queue for all of them [STYLE 19a]: the loop
+/// never sleeps while it is non-empty, so nothing the broker decided waits for a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The connection has new output: write it.
+    Write(usize),
+    /// The connection is closing: write what it can, drop the socket, call [`Broker::finish`].
+    Close(usize),
+    /// The connection's reading was paused and may go on. Its bytes may already be in the
+    /// kernel, so with edge-triggered readiness no new event would come: read it.
+    Resume(usize),
+    /// The connection used its read budget for a pass with input left ([`Broker::read_again`]).
+    Read(usize),
+    /// Open a connection for this bridge.
+    Dial(usize),
+}
+
 /// Pending timers, earliest first.
 #[derive(Default)]
 pub(super) struct Timers {
@@ -431,21 +451,18 @@ pub struct Broker {
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
     /// while no connection has a deadline.
     sweep_at: Option<Instant>,
-    /// Connections with output to flush.
-    dirty: Vec<usize>,
-    /// Connections marked for closing, for the event loop's sweep.
-    closing: Vec<usize>,
+    /// What the event loop is to do next; see [`Effect`].
+    effects: Vec<Effect>,
+    /// The latest time the broker was given: when queued effects count as due.
+    last_now: Option<Instant>,
     /// Sessions whose queue or output is above the high-water mark, with since when.
     pub(super) congested: Vec<(usize, Instant)>,
     /// Connections paused on behalf of congested sessions.
     pub(super) paused: Vec<usize>,
-    /// Connections the event loop should read again (pause lifted).
-    pub(super) resumed: Vec<usize>,
     /// Connection whose input is being handled: the one to pause on congestion.
     pub(super) current: Option<usize>,
     pub(super) scratch: Vec<Subscriber>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
-    pub(super) bridge_connects: Vec<usize>,
     next_serial: u32,
     id_rng: u64,
     pub stats: Stats,
@@ -467,15 +484,13 @@ impl Broker {
             retained: RetainStore::default(),
             timers: Timers::default(),
             sweep_at: None,
-            dirty: Vec::new(),
-            closing: Vec::new(),
+            effects: Vec::new(),
+            last_now: None,
             congested: Vec::new(),
             paused: Vec::new(),
-            resumed: Vec::new(),
             current: None,
             scratch: Vec::new(),
             bridges: Vec::new(),
-            bridge_connects: Vec::new(),
             next_serial: 1,
             id_rng: seed | 1,
             stats: Stats::default(),
@@ -601,6 +616,7 @@ impl Broker {
         anonymous_allowed: bool,
         now: Instant,
     ) -> usize {
+        self.saw(now);
         if self.limits.connection_messages {
             info!("New connection from {} on port {}.", fmt_addr(&peer), port);
         }
@@ -641,6 +657,7 @@ impl Broker {
     /// Handles every complete packet at the front of `buf`; returns how many bytes were used.
     /// Stops early when the connection is closing or paused, leaving the rest for later.
     pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
+        self.saw(now);
         let mut used = 0;
         self.current = Some(id);
         while let Some(conn) = self.conns.get_mut(id) {
@@ -701,33 +718,72 @@ impl Broker {
         );
     }
 
-    /// Output for `id` was written to the socket: lift congestion if it was the cause.
+    /// Output for `id` was written to the socket, as much as it took: lift congestion if it
+    /// was the cause. What is left in `out` waits for writability.
     pub fn flushed(&mut self, id: usize, now: Instant) {
+        self.saw(now);
         if let Some(sid) = self.conns.get(id).and_then(Conn::session) {
             self.check_congestion(sid, now);
         }
     }
 
-    /// Connections with new output since the last call.
-    pub fn take_dirty(&mut self) -> Vec<usize> {
-        let ids = std::mem::take(&mut self.dirty);
-        for &id in &ids {
-            if let Some(c) = self.conns.get_mut(id) {
-                c.dirty = false;
+    /// Connection `id` stopped reading with input left (its read budget for this pass was
+    /// used): it is read again next pass, without waiting for an event that will not come.
+    pub fn read_again(&mut self, id: usize) {
+        if self.conns.get(id).is_some_and(|c| c.close.is_none()) {
+            self.effects.push(Effect::Read(id));
+        }
+    }
+
+    /// Moves everything queued for the event loop since the last call into `into` (emptied
+    /// first), in the order it was queued; what handling these produces is queued for the
+    /// next pass. The two buffers trade places, so a busy loop allocates nothing here (and a
+    /// connection storm leaves no trail of grown and freed queues in the heap).
+    pub fn take_effects(&mut self, into: &mut Vec<Effect>) {
+        into.clear();
+        std::mem::swap(&mut self.effects, into);
+        self.written(into);
+    }
+
+    /// Moves the `Write`s and `Close`s queued since the last call into `into` (emptied
+    /// first), leaving the rest queued in order.
+    pub fn take_output(&mut self, into: &mut Vec<Effect>) {
+        into.clear();
+        self.effects.retain(|e| match *e {
+            Effect::Write(_) | Effect::Close(_) => {
+                into.push(*e);
+                false
+            }
+            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => true,
+        });
+        self.written(into);
+    }
+
+    /// The `Write`s among `taken` left the queue: new output queues them again.
+    fn written(&mut self, taken: &[Effect]) {
+        for e in taken {
+            if let Effect::Write(id) = *e {
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.dirty = false;
+                }
             }
         }
-        ids
     }
 
-    /// Connections marked for closing since the last call. The event loop flushes what it can,
-    /// drops the socket and calls [`Broker::finish`].
-    pub fn take_closing(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.closing)
+    /// Whether the event loop has something to do before it may sleep.
+    pub fn has_work(&self) -> bool {
+        !self.effects.is_empty()
     }
 
-    /// Connections whose reading was paused and may go on now.
-    pub fn take_resumed(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.resumed)
+    pub(super) fn push_effect(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    /// Notes the time of a call, for [`Broker::next_deadline`].
+    pub(super) fn saw(&mut self, now: Instant) {
+        if self.last_now.is_none_or(|t| t < now) {
+            self.last_now = Some(now);
+        }
     }
 
     /// Forgets a closed connection: publishes its will if the way it closed calls for one,
@@ -789,12 +845,27 @@ impl Broker {
         }
     }
 
-    /// The earliest instant anything is due; `None` when nothing is.
+    /// The earliest instant anything is due; `None` when nothing is. While effects are queued
+    /// that is already past: the latest time the broker was given.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.timers.next(), self.sweep_at) {
+        let timers = match (self.timers.next(), self.sweep_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        match self.last_now {
+            Some(t) if self.has_work() => Some(timers.map_or(t, |d| d.min(t))),
+            _ => timers,
         }
+    }
+
+    /// How long the event loop may sleep at `now`: zero while effects are queued, else until
+    /// the earliest deadline; `None`: until an event. [smoltcp `poll_delay`]
+    pub fn poll_delay(&self, now: Instant) -> Option<Duration> {
+        if self.has_work() {
+            return Some(Duration::ZERO);
+        }
+        self.next_deadline()
+            .map(|d| d.saturating_duration_since(now))
     }
 
     /// Connection `id` has a new deadline (it opened, or its keep alive started): the sweep
@@ -857,6 +928,7 @@ impl Broker {
 
     /// Runs every timer due at `now`.
     pub fn poll(&mut self, now: Instant) {
+        self.saw(now);
         if self.sweep_at.is_some_and(|t| t <= now) {
             self.sweep(now);
         }
@@ -914,7 +986,7 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id) {
             if c.close.is_none() {
                 c.close = Some(why);
-                self.closing.push(id);
+                self.effects.push(Effect::Close(id));
             }
         }
     }
@@ -923,7 +995,7 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id) {
             if !c.dirty {
                 c.dirty = true;
-                self.dirty.push(id);
+                self.effects.push(Effect::Write(id));
             }
         }
     }

@@ -6,7 +6,7 @@
 //! beyond a shared reference to the message, except where a 5.0 subscriber needs properties of
 //! its own (subscription identifiers, remaining expiry, topic alias).
 
-use super::core::{Broker, Conn, SharedGroup};
+use super::core::{Broker, Conn, Effect, SharedGroup};
 use super::message::Message;
 use super::session::{Inflight, OutState, Pending};
 use crate::auth::acl::Access;
@@ -296,7 +296,7 @@ impl Broker {
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
-                self.resumed.push(id);
+                self.push_effect(Effect::Resume(id));
             }
         }
     }

@@ -3,9 +3,12 @@
 //! per pass of the loop, so many messages share one `write`.
 //!
 //! Write interest is registered only while a connection has output the socket did not take.
-//! The loop sleeps until the broker's next deadline, a socket event or a signal.
+//! Each pass handles what the broker queued for it ([`Effect`]s) once; a connection reads at
+//! most [`READ_BUDGET`] bytes a pass, so a fast publisher cannot starve the others. The loop
+//! polls without sleeping while effects are queued, and otherwise sleeps until the broker's
+//! next deadline, a socket event or a signal.
 
-use super::core::{fmt_addr, Broker, Close};
+use super::core::{fmt_addr, Broker, Close, Effect};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
@@ -28,6 +31,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// Bytes read per `read` call; one buffer shared by every connection.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one connection may read per pass of the loop. A connection with more to read is
+/// read again next pass ([`Effect::Read`]), after the others have had their turn.
+const READ_BUDGET: usize = READ_CHUNK;
 
 /// A listener the configuration asks for, before it is bound.
 #[derive(Debug, Clone, PartialEq)]
@@ -309,6 +315,11 @@ pub struct Server {
     broker: Broker,
     scratch: Vec<u8>,
     max_connections: i64,
+    /// `set_tcp_nodelay`: TCP_NODELAY on accepted sockets.
+    nodelay: bool,
+    /// The pass's effects and the output taken while flushing, kept between passes.
+    effects: Vec<Effect>,
+    output: Vec<Effect>,
 }
 
 /// The listeners the configuration asks for. In local-only mode (no listener configured)
@@ -427,6 +438,9 @@ impl Server {
             broker,
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
+            nodelay: cfg.set_tcp_nodelay,
+            effects: Vec::new(),
+            output: Vec::new(),
         };
         for o in bound {
             let tls = if o.plan.tls() {
@@ -607,9 +621,6 @@ impl Server {
         loop {
             let now = Instant::now();
             self.broker.poll(now);
-            for idx in self.broker.take_bridge_connects() {
-                self.connect_bridge(idx, now);
-            }
             for (t, line) in logging::take_topic_lines() {
                 self.broker.publish_internal(
                     &format!("$SYS/broker/log/{}", logging::topic_letter(t)),
@@ -625,18 +636,21 @@ impl Server {
             if let Some(st) = &mut self.store {
                 st.maybe_save(&self.broker, now, false);
             }
-            self.flush(now);
-            let deadline = [
-                self.broker.next_deadline(),
-                self.next_sys,
+            self.pass(now);
+            // Zero while the broker has effects queued: the loop never sleeps with work
+            // pending (a resumed publisher's bytes are already in the kernel and bring no
+            // new edge-triggered event).
+            let timeout = [
+                self.broker.poll_delay(now),
+                self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store
                     .as_ref()
-                    .and_then(|st| st.next_deadline(self.broker.changes)),
+                    .and_then(|st| st.next_deadline(self.broker.changes))
+                    .map(|d| d.saturating_duration_since(now)),
             ]
             .into_iter()
             .flatten()
             .min();
-            let timeout = deadline.map(|d| d.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -668,21 +682,39 @@ impl Server {
                             self.write(id, now);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.read(id, now);
+                            self.read(id, now, ev.is_read_closed() || ev.is_error());
                         }
                     }
                 }
             }
-            for id in self.broker.take_resumed() {
-                self.read(id, now);
+        }
+    }
+
+    /// One pass over what the broker queued: reads owed (resumed or over budget) and bridge
+    /// dials first, then every write and close, those the reads produced included. Reads and
+    /// dials queued meanwhile wait for the next pass, which comes without sleeping.
+    fn pass(&mut self, now: Instant) {
+        let mut effects = std::mem::take(&mut self.effects);
+        self.broker.take_effects(&mut effects);
+        for e in &effects {
+            match *e {
+                // Events may have come and gone while it was paused or over budget, a
+                // closed read side among them: read until WouldBlock.
+                Effect::Resume(id) | Effect::Read(id) => self.read(id, now, true),
+                Effect::Dial(idx) => self.connect_bridge(idx, now),
+                Effect::Write(_) | Effect::Close(_) => {}
             }
         }
+        self.flush(&effects, now);
+        self.effects = effects;
     }
 
     fn shutdown(&mut self) {
         let now = Instant::now();
         self.broker.shutdown();
-        self.flush(now);
+        let mut effects = Vec::new();
+        self.broker.take_effects(&mut effects);
+        self.flush(&effects, now);
         if let Some(st) = &mut self.store {
             info!("Saving in-memory database to {}.", st.path().display());
             st.maybe_save(&self.broker, now, true);
@@ -792,8 +824,8 @@ impl Server {
                 );
                 continue;
             }
-            // Replies are batched per loop pass already; Nagle would only add latency.
-            let _ = stream.set_nodelay(true);
+            // On unless configured off: replies are batched per loop pass already.
+            let _ = stream.set_nodelay(self.nodelay);
             let mut stream = match &l.tls {
                 None => Transport::Plain(stream),
                 Some(tls) => match tls.accept(stream) {
@@ -835,8 +867,10 @@ impl Server {
         }
     }
 
-    /// Reads until the socket has nothing more (edge-triggered), handing bytes to the broker.
-    fn read(&mut self, id: usize, now: Instant) {
+    /// Reads until the socket has nothing more (edge-triggered) or this pass's budget is
+    /// used, handing bytes to the broker. Unless `drain`, a short read of a plain TCP socket
+    /// counts as having nothing more.
+    fn read(&mut self, id: usize, now: Instant, drain: bool) {
         let Some(sock) = self.socks.get_mut(id) else {
             return;
         };
@@ -844,10 +878,16 @@ impl Server {
             let used = self.broker.input(id, p, now);
             p.advance(used);
         }
+        let mut budget = READ_BUDGET;
         loop {
             match self.broker.conns.get(id) {
                 Some(c) if c.close.is_none() && !c.paused => {}
                 _ => break,
+            }
+            if budget == 0 {
+                // Edge-triggered: what is left brings no new event.
+                self.broker.read_again(id);
+                break;
             }
             match sock.stream.read(&mut self.scratch) {
                 Ok(0) => {
@@ -855,6 +895,7 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
+                    budget = budget.saturating_sub(n);
                     self.broker.stats.bytes_received += n as u64;
                     if !sock.identity_done {
                         // The handshake is over once application data flows.
@@ -877,6 +918,18 @@ impl Server {
                             let used = self.broker.input(id, p, now);
                             p.advance(used);
                         }
+                    }
+                    if !drain
+                        && n < self.scratch.len()
+                        && matches!(sock.stream, Transport::Plain(_))
+                    {
+                        // A short read of a TCP socket took all it had, and what comes after
+                        // the event (data or FIN) brings a new edge-triggered event: Linux
+                        // wakes epoll on every arrival. So the read that would only say
+                        // WouldBlock is saved. A FIN that was already there when the event
+                        // was reported shows as read-closed, and then `drain` is set. TLS and
+                        // WebSockets buffer inside the transport and read until WouldBlock.
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -964,32 +1017,41 @@ impl Server {
         self.broker.flushed(id, now);
     }
 
-    /// Writes every connection with new output, then closes those marked for closing.
-    fn flush(&mut self, now: Instant) {
-        loop {
-            let dirty = self.broker.take_dirty();
-            let closing = self.broker.take_closing();
-            if dirty.is_empty() && closing.is_empty() {
-                break;
-            }
-            for id in dirty {
-                self.write(id, now);
-            }
-            for id in closing {
-                self.write(id, now);
-                if let Some(mut sock) = self.socks.take(id) {
-                    let _ = self.poll.registry().deregister(sock.stream.socket());
-                    let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
-                    if let Some(l) = sock
-                        .listener
-                        .and_then(|i| self.listeners.iter_mut().find(|b| b.id == i))
-                    {
-                        l.open -= 1;
-                    }
+    /// Writes every connection with new output and closes those marked for closing: first
+    /// the `Write`s and `Close`s among `effects`, then those that handling them queues
+    /// (wills, resumed sessions), until none are left.
+    fn flush(&mut self, effects: &[Effect], now: Instant) {
+        let mut output = std::mem::take(&mut self.output);
+        let mut batch = effects;
+        while !batch.is_empty() {
+            for &e in batch {
+                match e {
+                    Effect::Write(id) => self.write(id, now),
+                    Effect::Close(id) => self.close(id, now),
+                    Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => {}
                 }
-                self.broker.finish(id, now);
+            }
+            self.broker.take_output(&mut output);
+            batch = &output;
+        }
+        self.output = output;
+    }
+
+    /// Writes what it can of a closing connection's output, drops the socket and lets the
+    /// broker forget the connection.
+    fn close(&mut self, id: usize, now: Instant) {
+        self.write(id, now);
+        if let Some(mut sock) = self.socks.take(id) {
+            let _ = self.poll.registry().deregister(sock.stream.socket());
+            let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
+            if let Some(l) = sock
+                .listener
+                .and_then(|i| self.listeners.iter_mut().find(|b| b.id == i))
+            {
+                l.open -= 1;
             }
         }
+        self.broker.finish(id, now);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Router tests: packets and timestamps in, packets out; no sockets, no sleeping.
 
-use super::core::{Broker, Limits};
+use super::core::{Broker, Effect, Limits};
 use crate::protocol::*;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -126,10 +126,28 @@ impl Harness {
         self.sweep();
     }
 
+    /// The event loop's close sweep (output is read by [`Harness::recv`] instead).
     fn sweep(&mut self) {
-        for id in self.b.take_closing() {
-            self.b.finish(id, self.now);
+        let mut out = Vec::new();
+        self.b.take_output(&mut out);
+        for e in out {
+            if let Effect::Close(id) = e {
+                self.b.finish(id, self.now);
+            }
         }
+    }
+
+    /// Takes the queued effects and returns the connections to resume.
+    fn resumed(&mut self) -> Vec<usize> {
+        let mut effects = Vec::new();
+        self.b.take_effects(&mut effects);
+        effects
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Resume(id) => Some(id),
+                _ => None,
+            })
+            .collect()
     }
 
     fn sub(&mut self, c: usize, filters: &[(&str, QoS)]) {
@@ -495,7 +513,7 @@ fn backpressure_pauses_publisher_instead_of_dropping() {
                 h.send(s, &Packet::PubAck(Ack::new(x.pid)));
             }
         }
-        if !h.b.take_resumed().is_empty() || !h.b.conns.get(p).unwrap().paused {
+        if !h.resumed().is_empty() || !h.b.conns.get(p).unwrap().paused {
             let n = h.b.input(p, &rest, h.now);
             let _ = rest.split_to(n);
         }
@@ -536,6 +554,7 @@ fn no_deadline_when_idle() {
     }
     h.send(c, &cp);
     h.recv(c);
+    h.b.take_effects(&mut Vec::new());
     h.now += Duration::from_secs(25);
     h.b.poll(h.now);
     assert_eq!(
@@ -842,7 +861,7 @@ fn stalled_subscriber_stops_holding_publishers_back() {
     // the subscriber's queue overflows (counted) instead of pausing the publisher again.
     h.now += Duration::from_secs(11);
     h.b.poll(h.now);
-    assert!(!h.b.take_resumed().is_empty(), "publisher resumed");
+    assert_eq!(h.resumed(), vec![p], "publisher resumed");
     let rest = buf.split_off(used);
     assert_eq!(h.b.input(p, &rest, h.now), rest.len(), "not paused again");
     assert!(h.b.stats.publish_dropped > 0);
@@ -895,4 +914,390 @@ fn timers_never_fire_early() {
         assert_eq!(t.pop_due(next), Some(Timer::BridgePing { conn }));
     }
     assert_eq!(t.next(), None);
+}
+
+/// Issue 14 (a): a publisher paused by backpressure and resumed while the loop writes the
+/// subscriber's output (`flushed`) has its bytes in the kernel already; with edge-triggered
+/// readiness no event will say so. The broker must not let the loop sleep: its next deadline
+/// is now, not the stall timer two seconds out.
+#[test]
+fn resumed_publisher_is_not_left_for_the_stall_timer() {
+    let mut h = Harness::new();
+    let s = h.client("sub", true);
+    h.sub(s, &[("t", QoS::AtMostOnce)]);
+    let p = h.client("pub", true);
+    let payload = "x".repeat(8 * 1024);
+    let mut buf = BytesMut::new();
+    for _ in 0..100 {
+        publish("t", &payload, QoS::AtMostOnce, 0, false).encode(Version::V311, &mut buf);
+    }
+    let used = h.b.input(p, &buf, h.now);
+    assert!(
+        used < buf.len(),
+        "the subscriber's output reached its high-water mark"
+    );
+    assert!(h.b.conns.get(p).unwrap().paused);
+    // The loop writes everything the subscriber has; the socket takes it all.
+    let conn = h.b.conns.get_mut(s).unwrap();
+    let n = conn.out().len();
+    conn.out_consumed(n);
+    h.b.flushed(s, h.now);
+    assert!(!h.b.conns.get(p).unwrap().paused, "publisher resumed");
+    let due = h.b.next_deadline().expect("a deadline");
+    assert!(
+        due <= h.now,
+        "the loop would sleep {:?} with a resumed publisher",
+        due - h.now
+    );
+}
+
+/// A stand-in for the event loop of `server.rs` over simulated sockets, to check the loop
+/// contract without a network: each pass handles the broker's effects once, a connection
+/// reads at most `budget` bytes a pass, and the loop sleeps only when the broker says it may.
+/// Peers read `drain` bytes of their socket per poll and acknowledge QoS 1 at once.
+struct Sim {
+    b: Broker,
+    now: Instant,
+    socks: std::collections::BTreeMap<usize, SimSock>,
+    budget: usize,
+    drain: usize,
+}
+
+#[derive(Default)]
+struct SimSock {
+    /// Client bytes in the kernel, not yet read.
+    inbox: Vec<u8>,
+    /// Read but not taken by the broker (the loop's per-connection buffer).
+    pending: Vec<u8>,
+    /// In the socket's send buffer, and its size.
+    queued: usize,
+    cap: usize,
+    /// What the peer has read and not yet decoded; PUBLISHes it decoded.
+    got: Vec<u8>,
+    publishes: Vec<Publish>,
+    /// Write interest armed: the socket did not take everything.
+    blocked: bool,
+    /// New bytes in `inbox` since the last read: an edge-triggered readable event.
+    edge: bool,
+}
+
+impl Sim {
+    fn new(limits: Limits) -> Sim {
+        Sim {
+            b: Broker::new(limits, 7),
+            now: Instant::now(),
+            socks: Default::default(),
+            budget: 64 * 1024,
+            drain: 16 * 1024,
+        }
+    }
+
+    /// A connected client (CONNECT answered, optionally subscribed to `t`).
+    fn client(&mut self, id: &str, sub: Option<QoS>) -> usize {
+        let c = self.b.accept(peer(), 1883, true, self.now);
+        self.socks.insert(
+            c,
+            SimSock {
+                cap: 64 * 1024,
+                ..SimSock::default()
+            },
+        );
+        self.push(c, &connect_packet(id, true, 60, Version::V311));
+        if let Some(q) = sub {
+            self.push(c, &subscribe(1, &[("t", q)]));
+        }
+        self.settle();
+        c
+    }
+
+    /// The client sends `p`: it is in the kernel, with one readable event.
+    fn push(&mut self, c: usize, p: &Packet) {
+        if let Some(s) = self.socks.get_mut(&c) {
+            let mut b = BytesMut::new();
+            p.encode(Version::V311, &mut b);
+            s.inbox.extend_from_slice(&b);
+            s.edge = true;
+        }
+    }
+
+    /// `server.rs` `read`: the leftover first, then the socket until it is empty, the
+    /// connection is paused or closing, or the budget is used.
+    fn read(&mut self, id: usize) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        s.edge = false;
+        if !s.pending.is_empty() {
+            let used = self.b.input(id, &s.pending, self.now);
+            s.pending.drain(..used);
+        }
+        let mut budget = self.budget;
+        loop {
+            match self.b.conns.get(id) {
+                Some(c) if c.close.is_none() && !c.paused => {}
+                _ => break,
+            }
+            if budget == 0 {
+                self.b.read_again(id);
+                break;
+            }
+            if s.inbox.is_empty() {
+                break;
+            }
+            let n = s.inbox.len().min(64 * 1024).min(budget);
+            budget -= n;
+            s.pending.extend(s.inbox.drain(..n));
+            let used = self.b.input(id, &s.pending, self.now);
+            s.pending.drain(..used);
+        }
+    }
+
+    /// `server.rs` `write`: as much as the socket takes.
+    fn write(&mut self, id: usize) {
+        let (Some(s), Some(c)) = (self.socks.get_mut(&id), self.b.conns.get_mut(id)) else {
+            return;
+        };
+        let n = c.out().len().min(s.cap - s.queued);
+        s.got.extend_from_slice(&c.out()[..n]);
+        c.out_consumed(n);
+        s.queued += n;
+        s.blocked = !c.out().is_empty();
+        self.b.flushed(id, self.now);
+    }
+
+    /// `server.rs` `pass` and `flush`.
+    fn pass(&mut self) {
+        let mut effects = Vec::new();
+        self.b.take_effects(&mut effects);
+        for e in &effects {
+            if let Effect::Resume(id) | Effect::Read(id) = *e {
+                self.read(id);
+            }
+        }
+        let mut batch = effects;
+        while !batch.is_empty() {
+            for e in std::mem::take(&mut batch) {
+                match e {
+                    Effect::Write(id) => self.write(id),
+                    Effect::Close(id) => {
+                        self.write(id);
+                        self.socks.remove(&id);
+                        self.b.finish(id, self.now);
+                    }
+                    _ => {}
+                }
+            }
+            self.b.take_output(&mut batch);
+        }
+    }
+
+    /// What must not be true when the broker lets the loop sleep: work nobody will be woken
+    /// for. Returns what is wrong.
+    fn stuck(&self) -> Option<String> {
+        for (&id, s) in &self.socks {
+            let Some(c) = self.b.conns.get(id) else {
+                continue;
+            };
+            if !c.out().is_empty() && !s.blocked {
+                return Some(format!("connection {id}: output the socket would take"));
+            }
+            let complete = decode(&s.pending, Version::V311, usize::MAX)
+                .ok()
+                .flatten()
+                .is_some();
+            // Bytes that came since the last read bring an event; older ones do not.
+            if c.close.is_none() && !c.paused && ((!s.inbox.is_empty() && !s.edge) || complete) {
+                return Some(format!("connection {id}: input left unread"));
+            }
+            if c.paused {
+                // Only a subscriber still draining (socket full) or awaiting acknowledgements
+                // may hold a publisher back.
+                let progressing = self.b.congested.iter().any(|(sid, _)| {
+                    self.b.sessions.get(*sid).is_some_and(|ss| {
+                        ss.conn().is_some_and(|cc| {
+                            self.socks
+                                .get(&cc)
+                                .is_some_and(|k| k.blocked || k.queued > 0)
+                                || !ss.flow().inflight.is_empty()
+                        })
+                    })
+                });
+                if !progressing {
+                    return Some(format!("connection {id}: paused, nothing will resume it"));
+                }
+            }
+        }
+        for (sid, s) in self.b.sessions.iter() {
+            let f = s.flow();
+            let room = f
+                .queue
+                .front()
+                .is_some_and(|p| p.qos == QoS::AtMostOnce || f.inflight.len() < s.window());
+            if s.conn().is_some() && room {
+                return Some(format!("session {sid}: queued messages and window space"));
+            }
+        }
+        None
+    }
+
+    /// The peers read what their sockets hold (up to `drain` each) and acknowledge QoS 1;
+    /// sockets that were full become writable. Returns the events.
+    fn peers(&mut self) -> Vec<(usize, bool, bool)> {
+        let mut events = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            let taken = s.queued.min(self.drain);
+            s.queued -= taken;
+            let mut acks = BytesMut::new();
+            while let Some((p, n)) = decode(&s.got, Version::V311, usize::MAX).unwrap() {
+                s.got.drain(..n);
+                if let Packet::Publish(p) = p {
+                    if p.qos == QoS::AtLeastOnce {
+                        Packet::PubAck(Ack::new(p.pid)).encode(Version::V311, &mut acks);
+                    }
+                    s.publishes.push(p);
+                }
+            }
+            if !acks.is_empty() {
+                s.inbox.extend_from_slice(&acks);
+                s.edge = true;
+            }
+            let writable = s.blocked && taken > 0;
+            if writable || s.edge {
+                events.push((id, writable, s.edge));
+            }
+        }
+        events
+    }
+
+    /// One pass and one poll. True when the loop goes to sleep with nothing on its way: no
+    /// event, no effect, and the peers have read everything, so only a timer (or a new client
+    /// packet) could wake it. Time does not move.
+    fn step(&mut self) -> bool {
+        self.b.poll(self.now);
+        self.pass();
+        let delay = self.b.poll_delay(self.now);
+        if delay != Some(Duration::ZERO) {
+            if let Some(why) = self.stuck() {
+                panic!("the loop may sleep {delay:?} but {why}");
+            }
+        }
+        let events = self.peers();
+        let idle = events.is_empty()
+            && delay != Some(Duration::ZERO)
+            && self.socks.values().all(|s| s.queued == 0);
+        for (id, writable, readable) in events {
+            if writable {
+                self.write(id);
+            }
+            if readable {
+                self.read(id);
+            }
+        }
+        idle
+    }
+
+    /// Steps until `done`; false if the loop went to sleep first (or `max` steps passed).
+    fn run_until(&mut self, max: usize, done: impl Fn(&Sim) -> bool) -> bool {
+        for _ in 0..max {
+            if done(self) {
+                return true;
+            }
+            if self.step() {
+                return done(self);
+            }
+        }
+        false
+    }
+
+    /// Steps until the loop sleeps.
+    fn settle(&mut self) {
+        assert!(self.run_until(10_000, |_| false) || !self.b.has_work());
+    }
+
+    fn received(&self, c: usize) -> usize {
+        self.socks.get(&c).map_or(0, |s| s.publishes.len())
+    }
+}
+
+/// Issue 14, fan-out 1 → 50 QoS 0, 4,000 messages: the publisher is paused and resumed many
+/// times; every message arrives and the loop never sleeps on a timer to get there.
+#[test]
+fn fan_out_through_congestion_never_waits_for_a_timer() {
+    let mut sim = Sim::new(Limits::default());
+    let subs: Vec<usize> = (0..50)
+        .map(|i| sim.client(&format!("s{i}"), Some(QoS::AtMostOnce)))
+        .collect();
+    let p = sim.client("pub", None);
+    let payload = "x".repeat(100);
+    for _ in 0..4000 {
+        sim.push(p, &publish("t", &payload, QoS::AtMostOnce, 0, false));
+    }
+    let paused = std::cell::Cell::new(0);
+    let done = sim.run_until(100_000, |sim| {
+        paused.set(paused.get() + usize::from(sim.b.conns.get(p).is_some_and(|c| c.paused)));
+        subs.iter().all(|&s| sim.received(s) == 4000)
+    });
+    assert!(done, "the loop went to sleep with messages undelivered");
+    assert!(
+        paused.get() > 0,
+        "the subscribers' output was never congested"
+    );
+    assert_eq!(sim.b.stats.publish_dropped, 0);
+}
+
+/// Fan-in 8 → 1 QoS 1: the subscriber's window and queue hold the publishers back; the
+/// acknowledgements let them go on. All arrive in order per publisher, none waits for a timer.
+#[test]
+fn fan_in_qos1_through_backpressure_never_waits_for_a_timer() {
+    let mut sim = Sim::new(Limits::default());
+    let s = sim.client("sub", Some(QoS::AtLeastOnce));
+    let pubs: Vec<usize> = (0..8).map(|i| sim.client(&format!("p{i}"), None)).collect();
+    for (i, &p) in pubs.iter().enumerate() {
+        for n in 1..=2000u16 {
+            let body = format!("{i}:{n}");
+            sim.push(p, &publish("t", &body, QoS::AtLeastOnce, n, false));
+        }
+    }
+    let done = sim.run_until(100_000, |sim| sim.received(s) == 16_000);
+    assert!(
+        done,
+        "the loop went to sleep with {} of 16,000 delivered",
+        sim.received(s)
+    );
+    let mut last = [0u16; 8];
+    for p in &sim.socks[&s].publishes {
+        let body = String::from_utf8_lossy(&p.payload).into_owned();
+        let (i, n) = body.split_once(':').unwrap();
+        let (i, n): (usize, u16) = (i.parse().unwrap(), n.parse().unwrap());
+        assert_eq!(n, last[i] + 1, "publisher {i} in order");
+        last[i] = n;
+    }
+    assert_eq!(sim.b.stats.publish_dropped, 0);
+}
+
+/// A connection that used its read budget with input left is read again next pass, though
+/// no new event comes; meanwhile another connection's PINGREQ is answered in the first pass.
+#[test]
+fn read_budget_revisits_without_an_event_and_lets_others_in() {
+    let mut sim = Sim::new(Limits::default());
+    sim.budget = 4 * 1024;
+    let s = sim.client("sub", Some(QoS::AtMostOnce));
+    let p = sim.client("pub", None);
+    let other = sim.client("other", None);
+    for _ in 0..1000 {
+        sim.push(p, &publish("t", "0123456789", QoS::AtMostOnce, 0, false));
+    }
+    sim.push(other, &Packet::PingReq);
+    // The events: both are read, the publisher only up to its budget.
+    let events = sim.peers();
+    for (id, _, _) in events {
+        sim.read(id);
+    }
+    assert!(sim.b.has_work(), "the rest is owed");
+    sim.pass();
+    let pong = decode(&sim.socks[&other].got, Version::V311, usize::MAX).unwrap();
+    assert!(matches!(pong, Some((Packet::PingResp, _))), "{pong:?}");
+    let early = sim.socks[&s].got.len() + sim.socks[&s].publishes.len();
+    assert!(early < 1000 * 14, "one budget's worth in the first pass");
+    assert!(sim.run_until(1000, |sim| sim.received(s) == 1000));
 }

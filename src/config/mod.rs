@@ -240,6 +240,10 @@ pub struct Config {
     pub upgrade_outgoing_qos: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// TCP_NODELAY on accepted sockets. On by default, unlike Mosquitto: the broker already
+    /// batches what it writes per pass of its loop, so Nagle's algorithm would only add
+    /// delay. `set_tcp_nodelay false` turns Nagle back on.
+    pub set_tcp_nodelay: bool,
 }
 
 impl Default for Config {
@@ -280,6 +284,7 @@ impl Default for Config {
             upgrade_outgoing_qos: false,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
+            set_tcp_nodelay: true,
         }
     }
 }

@@ -87,6 +87,10 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.retain_available = boolean(a)?;
         Ok(())
     }),
+    ("set_tcp_nodelay", |s, a| {
+        s.cfg.set_tcp_nodelay = boolean(a)?;
+        Ok(())
+    }),
     ("persistent_client_expiration", |s, a| {
         s.cfg.persistent_client_expiration = Some(duration(one(a)?)?);
         Ok(())
@@ -368,7 +372,6 @@ const IGNORED: &[&str] = &[
     "log_facility",
     "max_inflight_bytes",
     "memory_limit",
-    "set_tcp_nodelay",
     "socket_domain",
     "websockets_headers_size",
     "websockets_log_level",
@@ -803,6 +806,25 @@ mod tests {
         assert_eq!(c.max_inflight_messages, 10);
         assert_eq!(w.len(), 1);
         assert!(w[0].0.contains("t.conf:7"), "{w:?}");
+    }
+
+    #[test]
+    fn set_tcp_nodelay_is_honoured() {
+        let (c, w) = parse_str("t.conf", "").unwrap();
+        assert!(
+            c.set_tcp_nodelay,
+            "on by default: writes are batched already"
+        );
+        for (text, want) in [
+            ("set_tcp_nodelay false\n", false),
+            ("set_tcp_nodelay true\n", true),
+        ] {
+            let (c, w2) = parse_str("t.conf", text).unwrap();
+            assert_eq!(c.set_tcp_nodelay, want, "{text}");
+            assert!(w2.is_empty(), "not warned about: {w2:?}");
+        }
+        assert!(w.is_empty());
+        assert!(parse_str("t.conf", "set_tcp_nodelay sometimes\n").is_err());
     }
 
     #[test]

@@ -784,6 +784,11 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "accept retained messages (default 1)",
             ),
             (
+                "set_tcp_nodelay",
+                set!(set_tcp_nodelay, |a: &Arg| a.boolean()),
+                "TCP_NODELAY on client sockets (default 1: writes are batched already)",
+            ),
+            (
                 "queue_qos0_messages",
                 set!(queue_qos0_messages, |a: &Arg| a.boolean()),
                 "queue QoS 0 messages for offline persistent clients",
@@ -1374,6 +1379,7 @@ mod tests {
                 " list log_types 'error'\n list log_types 'warning'\n",
                 " option max_inflight_messages '10'\n",
                 " option sys_interval 30\n",
+                " option set_tcp_nodelay 0\n",
                 " option frobnicate 1\n",
                 "config persistence 'persistence'\n",
                 " option persistence 1\n option location /tmp/rmqtt/\n",
@@ -1395,6 +1401,7 @@ mod tests {
         assert_eq!(c.log_types, vec!["error", "warning"]);
         assert_eq!(c.max_inflight_messages, 10);
         assert_eq!(c.sys_interval, 30);
+        assert!(!c.set_tcp_nodelay);
         assert!(c.persistence);
         assert_eq!(c.persistence_location, Some(PathBuf::from("/tmp/rmqtt/")));
         assert_eq!(
@@ -1411,7 +1418,7 @@ mod tests {
         let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
         assert!(
             w.iter()
-                .any(|w| w.contains("rmqtt:12:") && w.contains("frobnicate")),
+                .any(|w| w.contains("rmqtt:13:") && w.contains("frobnicate")),
             "{w:?}"
         );
         assert!(w.iter().any(|w| w.contains("without port")), "{w:?}");
@@ -1638,7 +1645,6 @@ config bridge
         let w: Vec<&str> = w.iter().map(|w| w.0.as_str()).collect();
         for (line, opt) in [
             (3, "owrt.write_pid"),
-            (22, "mosquitto.set_tcp_nodelay"),
             (78, "bridge.idle_timeout"),
         ] {
             assert!(

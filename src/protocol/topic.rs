@@ -14,7 +14,8 @@ pub fn too_deep(topic: &str) -> bool {
 
 /// A topic name a client may publish to: non-empty, no `+` or `#`. [MQTT-3.3.2-2] [MQTT-4.7.3-1]
 pub fn valid_topic_name(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#'])
+    // Bytes, not chars: both are ASCII, which never occurs inside a multi-byte sequence.
+    !topic.is_empty() && !topic.bytes().any(|b| b == b'+' || b == b'#')
 }
 
 /// A topic filter: non-empty; `#` only as the whole last level; `+` only as a whole level.
