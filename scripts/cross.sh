@@ -99,11 +99,15 @@ strip_tool() {
 }
 
 rustflags() {
+    # Panics abort, so unwind tables are dead weight; OpenWrt's kernels use 4 KB pages, so
+    # 64 KB segment alignment is padding in the file. Both work on stable rustc (the feed
+    # build in openwrt/Makefile passes the same).
+    local common="-C force-unwind-tables=no -C link-arg=-Wl,-z,max-page-size=4096"
     case "$1" in
     # The default static-PIE binary dies with SIGSEGV at the first thread-local access on MIPS.
-    mips | mipsel) echo "-C relocation-model=static" ;;
+    mips | mipsel) echo "$common -C relocation-model=static" ;;
     # zig provides the C runtime objects; Rust's self-contained crt1.o is not shipped here.
-    armv7 | aarch64) echo "-C link-self-contained=no" ;;
+    armv7 | aarch64) echo "$common -C link-self-contained=no" ;;
     esac
 }
 
@@ -136,7 +140,8 @@ for t in $targets; do
             dir="$out/$t/$v"
             mkdir -p "$dir"
             cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt"
-            "$(strip_tool "$t")" "$dir/rmqtt" 2>/dev/null || true
+            # .pdr (MIPS procedure descriptors) is never loaded; binutils' strip keeps it.
+            "$(strip_tool "$t")" -R .pdr -R .comment "$dir/rmqtt" 2>/dev/null || true
             size=$(stat -c %s "$dir/rmqtt")
             rows+=("$(printf '%-8s %-32s %-8s %10s %8s %5ss' "$t" "$tr" "$v" "$size" \
                 "$((size / 1024))K" "$(($(date +%s) - start))")")
