@@ -168,7 +168,7 @@ impl Broker {
         if let Some(b) = self.bridges.get_mut(idx) {
             if b.conn.is_none() && !b.pending {
                 b.pending = true;
-                self.push_effect(Effect::Dial(idx));
+                self.push_effect(Effect::Dial(id32(idx)));
             }
         }
     }
