@@ -47,11 +47,26 @@ pub fn parity_lines() -> Vec<String> {
 /// Settings shared by both brokers, in mosquitto.conf syntax (rmqtt reads the same files).
 /// Mosquitto keeps its default Nagle setting (what its users run, and its best throughput)
 /// unless the program's own lines say `set_tcp_nodelay true`; rmqtt disables Nagle by default.
+/// A shared line whose key an extra line sets too is left out, so the file says each once.
 pub fn config_text(port: u16, extra: &[String]) -> String {
-    let mut s = format!(
-        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-         max_inflight_messages 20\nmax_queued_messages 1000\n"
-    );
+    let key = |l: &str| l.split_whitespace().next().map(str::to_owned);
+    let overridden = |l: &str| {
+        let k = key(l);
+        k.as_deref() != Some("listener") && extra.iter().any(|e| key(e).is_some() && key(e) == k)
+    };
+    let mut s = String::new();
+    for line in [
+        format!("listener {port} 127.0.0.1"),
+        "allow_anonymous true".to_string(),
+        "persistence false".to_string(),
+        "max_inflight_messages 20".to_string(),
+        "max_queued_messages 1000".to_string(),
+    ] {
+        if !overridden(&line) {
+            s.push_str(&line);
+            s.push('\n');
+        }
+    }
     for line in extra {
         s.push_str(line);
         s.push('\n');
@@ -362,6 +377,8 @@ mod tests {
             c.ends_with("max_inflight_messages 65535\nmax_queued_messages 0\n"),
             "{c}"
         );
+        assert_eq!(c.matches("max_inflight_messages").count(), 1, "{c}");
+        assert_eq!(c.matches("max_queued_messages").count(), 1, "{c}");
         let r = config_for(&spec(Style::Rumqttd, &[]), 7, &shared, false);
         assert!(r.contains("listen = \"127.0.0.1:7\""), "{r}");
         assert!(r.contains("max_inflight_count = 100\n"), "{r}");

@@ -231,7 +231,7 @@ impl Broker {
         if let Some(b) = self.bridges.get_mut(idx).filter(|b| !b.stopped) {
             if b.conn.is_none() && !b.pending {
                 b.pending = true;
-                self.push_effect(Effect::Dial(idx));
+                self.push_effect(Effect::Dial(id32(idx)));
             }
         }
     }

@@ -310,19 +310,21 @@ pub(super) enum Timer {
 
 /// What the broker asks of the event loop. One queue for all of them [STYLE 19a]: the loop
 /// never sleeps while it is non-empty, so nothing the broker decided waits for a timer.
+/// Connection and bridge ids are slab indices (below 2^32, as in [`Timer`]): an effect takes
+/// 8 bytes, and a connection storm queues one or two per client per pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     /// The connection has new output: write it.
-    Write(usize),
+    Write(u32),
     /// The connection is closing: write what it can, drop the socket, call [`Broker::finish`].
-    Close(usize),
+    Close(u32),
     /// The connection's reading was paused and may go on. Its bytes may already be in the
     /// kernel, so with edge-triggered readiness no new event would come: read it.
-    Resume(usize),
+    Resume(u32),
     /// The connection used its read budget for a pass with input left ([`Broker::read_again`]).
-    Read(usize),
+    Read(u32),
     /// Open a connection for this bridge.
-    Dial(usize),
+    Dial(u32),
 }
 
 /// Pending timers, earliest first.
@@ -731,7 +733,7 @@ impl Broker {
     /// used): it is read again next pass, without waiting for an event that will not come.
     pub fn read_again(&mut self, id: usize) {
         if self.conns.get(id).is_some_and(|c| c.close.is_none()) {
-            self.effects.push(Effect::Read(id));
+            self.effects.push(Effect::Read(id32(id)));
         }
     }
 
@@ -763,7 +765,7 @@ impl Broker {
     fn written(&mut self, taken: &[Effect]) {
         for e in taken {
             if let Effect::Write(id) = *e {
-                if let Some(c) = self.conns.get_mut(id) {
+                if let Some(c) = self.conns.get_mut(id as usize) {
                     c.dirty = false;
                 }
             }
@@ -986,7 +988,7 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id) {
             if c.close.is_none() {
                 c.close = Some(why);
-                self.effects.push(Effect::Close(id));
+                self.effects.push(Effect::Close(id32(id)));
             }
         }
     }
@@ -995,7 +997,7 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id) {
             if !c.dirty {
                 c.dirty = true;
-                self.effects.push(Effect::Write(id));
+                self.effects.push(Effect::Write(id32(id)));
             }
         }
     }

@@ -296,7 +296,7 @@ impl Broker {
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
-                self.push_effect(Effect::Resume(id));
+                self.push_effect(Effect::Resume(super::core::id32(id)));
             }
         }
     }

@@ -700,8 +700,8 @@ impl Server {
             match *e {
                 // Events may have come and gone while it was paused or over budget, a
                 // closed read side among them: read until WouldBlock.
-                Effect::Resume(id) | Effect::Read(id) => self.read(id, now, true),
-                Effect::Dial(idx) => self.connect_bridge(idx, now),
+                Effect::Resume(id) | Effect::Read(id) => self.read(id as usize, now, true),
+                Effect::Dial(idx) => self.connect_bridge(idx as usize, now),
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
@@ -1026,8 +1026,8 @@ impl Server {
         while !batch.is_empty() {
             for &e in batch {
                 match e {
-                    Effect::Write(id) => self.write(id, now),
-                    Effect::Close(id) => self.close(id, now),
+                    Effect::Write(id) => self.write(id as usize, now),
+                    Effect::Close(id) => self.close(id as usize, now),
                     Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => {}
                 }
             }

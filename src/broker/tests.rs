@@ -132,7 +132,7 @@ impl Harness {
         self.b.take_output(&mut out);
         for e in out {
             if let Effect::Close(id) = e {
-                self.b.finish(id, self.now);
+                self.b.finish(id as usize, self.now);
             }
         }
     }
@@ -144,7 +144,7 @@ impl Harness {
         effects
             .into_iter()
             .filter_map(|e| match e {
-                Effect::Resume(id) => Some(id),
+                Effect::Resume(id) => Some(id as usize),
                 _ => None,
             })
             .collect()
@@ -1071,15 +1071,16 @@ impl Sim {
         self.b.take_effects(&mut effects);
         for e in &effects {
             if let Effect::Resume(id) | Effect::Read(id) = *e {
-                self.read(id);
+                self.read(id as usize);
             }
         }
         let mut batch = effects;
         while !batch.is_empty() {
             for e in std::mem::take(&mut batch) {
                 match e {
-                    Effect::Write(id) => self.write(id),
+                    Effect::Write(id) => self.write(id as usize),
                     Effect::Close(id) => {
+                        let id = id as usize;
                         self.write(id);
                         self.socks.remove(&id);
                         self.b.finish(id, self.now);
@@ -1300,4 +1301,10 @@ fn read_budget_revisits_without_an_event_and_lets_others_in() {
     let early = sim.socks[&s].got.len() + sim.socks[&s].publishes.len();
     assert!(early < 1000 * 14, "one budget's worth in the first pass");
     assert!(sim.run_until(1000, |sim| sim.received(s) == 1000));
+}
+
+/// A connection storm queues an effect or two per client per pass; they stay small.
+#[test]
+fn effects_are_eight_bytes() {
+    assert_eq!(std::mem::size_of::<Effect>(), 8);
 }
