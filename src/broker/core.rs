@@ -18,8 +18,8 @@ use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
 use crate::config::{Config, ConfigError};
 use crate::protocol::{
-    decode, reason, topic, Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties,
-    Publish, QoS, SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    decode, reason, topic, Ack, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS,
+    SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 use bytes::{Buf, BytesMut};
 use log::{debug, info};
@@ -236,7 +236,8 @@ impl Conn {
     /// opened while CONNECT (or a bridge's CONNACK) is awaited, then one and a half keep alives
     /// after the last packet [MQTT-3.1.2-24]. `None`: no deadline (closing, or keep alive 0).
     fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
-        if self.close.is_some() {
+        if self.close.is_some() || self.paused {
+            // Paused: the broker is not reading it, so its silence proves nothing.
             None
         } else if !self.connected {
             Some(self.last_rx + connect_timeout)
@@ -281,30 +282,34 @@ impl Conn {
     }
 }
 
-/// Something due at a deadline. Ids are slab indices and serials (both below 2^32), so that
-/// an entry stays small: a disconnected persistent session holds one for its expiry.
+/// Something due at a deadline: what it times, and which attachment of it (an epoch that
+/// changes on every attach and detach) [STYLE 19c]. A timer whose epoch is no longer the
+/// owner's is stale: it is ignored when it comes due, and dropped when the heap is compacted.
+/// Ids are slab indices and epochs (both below 2^32), so that an entry stays small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     /// Time to reconnect a bridge.
     BridgeRestart {
         bridge: u32,
+        epoch: u32,
     },
     /// Time for a bridge connection's PINGREQ.
     BridgePing {
-        conn: u32,
+        bridge: u32,
+        epoch: u32,
     },
     SessionExpiry {
         session: u32,
-        serial: u32,
+        epoch: u32,
     },
     Stall {
         session: u32,
-        serial: u32,
+        epoch: u32,
     },
     /// A 5.0 will held back by its Will Delay Interval.
     WillDelay {
         session: u32,
-        serial: u32,
+        epoch: u32,
     },
 }
 
@@ -325,15 +330,32 @@ pub enum Effect {
     Dial(usize),
 }
 
-/// Pending timers, earliest first.
+/// Pending timers, earliest first. Only an index: whether a timer still counts is decided by
+/// its owner's epoch, so stale entries are dropped when the heap has doubled since it was
+/// last compacted (amortised O(1) per push): a client cycling connect and disconnect does
+/// not grow it.
 #[derive(Default)]
 pub(super) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Length after which the next push compacts.
+    compact_at: usize,
 }
 
 impl Timers {
-    pub(super) fn push(&mut self, at: Instant, t: Timer) {
+    /// Queues `t`; `live` tells the stale entries from the rest when it is time to compact.
+    pub(super) fn push(&mut self, at: Instant, t: Timer, live: impl Fn(&Timer) -> bool) {
+        if self.heap.len() >= self.compact_at.max(64) {
+            let old = std::mem::take(&mut self.heap).into_vec();
+            self.heap = old.into_iter().filter(|Reverse((_, t))| live(t)).collect();
+            self.compact_at = self.heap.len() * 2;
+        }
         self.heap.push(Reverse((at, t)));
+    }
+
+    /// Entries queued, stale ones included until the next compaction.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
     }
 
     /// When the earliest timer is due.
@@ -350,7 +372,25 @@ impl Timers {
     }
 }
 
-/// A slab index or serial as a timer holds it.
+/// Whether timer `t` still belongs to its owner's current epoch.
+pub(super) fn timer_live(
+    sessions: &Slab<Session>,
+    bridges: &[super::bridge::BridgeState],
+    t: &Timer,
+) -> bool {
+    match *t {
+        Timer::SessionExpiry { session, epoch }
+        | Timer::Stall { session, epoch }
+        | Timer::WillDelay { session, epoch } => sessions
+            .get(session as usize)
+            .is_some_and(|s| s.epoch == epoch),
+        Timer::BridgeRestart { bridge, epoch } | Timer::BridgePing { bridge, epoch } => bridges
+            .get(bridge as usize)
+            .is_some_and(|b| b.epoch == epoch),
+    }
+}
+
+/// A slab index or epoch as a timer holds it.
 pub(super) fn id32(id: usize) -> u32 {
     u32::try_from(id).unwrap_or(u32::MAX)
 }
@@ -392,7 +432,7 @@ impl Auth {
     /// The CONNECT decision. Mosquitto's rules: no user name needs anonymous access; a user
     /// name is checked against the password file when there is one, and otherwise needs
     /// anonymous access too (nobody can prove who they are).
-    fn authenticate(&self, conn: &Conn, c: &Connect) -> Result<(), u8> {
+    pub(super) fn authenticate(&self, conn: &Conn, c: &Connect) -> Result<(), u8> {
         if let Some(identity) = conn.tls_identity() {
             // use_identity_as_username: the certificate is the credential.
             return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
@@ -454,7 +494,7 @@ pub struct Broker {
     /// What the event loop is to do next; see [`Effect`].
     effects: Vec<Effect>,
     /// The latest time the broker was given: when queued effects count as due.
-    last_now: Option<Instant>,
+    pub(super) last_now: Option<Instant>,
     /// Sessions whose queue or output is above the high-water mark, with since when.
     pub(super) congested: Vec<(usize, Instant)>,
     /// Connections paused on behalf of congested sessions.
@@ -464,7 +504,7 @@ pub struct Broker {
     pub(super) scratch: Vec<Subscriber>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
     next_serial: u32,
-    id_rng: u64,
+    pub(super) id_rng: u64,
     pub stats: Stats,
     pub(super) sys: super::sys::SysState,
 }
@@ -498,10 +538,6 @@ impl Broker {
         }
     }
 
-    pub(super) fn next_serial_pub(&mut self) -> u32 {
-        self.serial()
-    }
-
     pub(super) fn session_id(&self, client_id: &str) -> Option<usize> {
         self.by_client_id.get(client_id).copied()
     }
@@ -514,9 +550,9 @@ impl Broker {
         self.mark_closing(id, why);
     }
 
-    /// A serial for a new connection or session. Wraps after 2^32; a stale timer could then
-    /// only be confused with a live one holding the same slot and the same serial.
-    fn serial(&mut self) -> u32 {
+    /// A fresh epoch for a session or bridge. Wraps after 2^32; a stale timer could then
+    /// only be confused with a live one holding the same slot and the same epoch.
+    pub(super) fn serial(&mut self) -> u32 {
         self.next_serial = self.next_serial.wrapping_add(1).max(1);
         self.next_serial
     }
@@ -554,13 +590,13 @@ impl Broker {
             if self.by_client_id.contains_key(&s.client_id) {
                 continue;
             }
-            s.serial = self.serial();
+            s.epoch = self.serial();
             s.set_conn(None);
             s.set_window(self.limits.max_inflight);
             let key = s.client_id.clone();
             let subs = s.subs.clone();
             let expiry = s.expiry;
-            let serial = s.serial;
+            let epoch = s.epoch;
             let sid = self.sessions.insert(s);
             self.by_client_id.insert(key, sid);
             for (filter, opts, id) in subs {
@@ -589,7 +625,7 @@ impl Broker {
                     now + d,
                     Timer::SessionExpiry {
                         session: id32(sid),
-                        serial,
+                        epoch,
                     },
                 );
             }
@@ -798,34 +834,51 @@ impl Broker {
                 _ => info!("Client {} disconnected.", conn.display_id()),
             }
         }
-        let (bridge, session) = (conn.bridge(), conn.session());
+        let bridge = conn.bridge();
+        // The session, and whether this connection still holds it: a takeover that resumed
+        // it has attached the new connection already.
+        let session = conn.session().map(|sid| {
+            let attached = self.sessions.get(sid).is_some_and(|s| s.conn() == Some(id));
+            (sid, attached)
+        });
         let mut will = conn.will.filter(|_| why.publishes_will());
-        if let (Some(w), Some(sid)) = (&will, session) {
+        let mut delayed = None;
+        if let (Some(w), Some((sid, attached))) = (&will, session) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             let keeps = self
                 .sessions
                 .get(sid)
                 .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
-            if delay > 0 && keeps {
+            if delay > 0 && !attached {
+                // [MQTT-3.1.3-9] a new connection to the session came within the delay.
+                will = None;
+            } else if delay > 0 && keeps {
                 // [MQTT-3.1.3-9] held back; cancelled if the client returns in time.
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    let serial = s.serial;
-                    s.pending_will = will.take();
-                    self.push_timer(
-                        now + Duration::from_secs(u64::from(delay)),
-                        Timer::WillDelay {
-                            session: id32(sid),
-                            serial,
-                        },
-                    );
-                }
+                delayed = will.take().map(|w| (sid, w, delay));
             }
         }
         if let Some(w) = will {
             self.publish_will(*w, now);
         }
-        if let Some(sid) = session {
+        if let Some((sid, true)) = session {
             self.detach_session(sid, now);
+        }
+        if let Some((sid, w, delay)) = delayed {
+            // The timer belongs to the epoch the detachment started.
+            match self.sessions.get_mut(sid) {
+                Some(s) => {
+                    let epoch = s.epoch;
+                    s.pending_will = Some(w);
+                    self.push_timer(
+                        now + Duration::from_secs(u64::from(delay)),
+                        Timer::WillDelay {
+                            session: id32(sid),
+                            epoch,
+                        },
+                    );
+                }
+                None => self.publish_will(*w, now),
+            }
         }
         if let Some(idx) = bridge {
             self.bridge_closed(idx, now);
@@ -847,10 +900,14 @@ impl Broker {
     /// The earliest instant anything is due; `None` when nothing is. While effects are queued
     /// that is already past: the latest time the broker was given.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let timers = match (self.timers.next(), self.sweep_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let timers = [
+            self.timers.next(),
+            self.sweep_at,
+            self.retained.next_expiry(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match self.last_now {
             Some(t) if self.has_work() => Some(timers.map_or(t, |d| d.min(t))),
             _ => timers,
@@ -869,7 +926,7 @@ impl Broker {
 
     /// Connection `id` has a new deadline (it opened, or its keep alive started): the sweep
     /// runs by then.
-    fn arm_sweep(&mut self, id: usize) {
+    pub(super) fn arm_sweep(&mut self, id: usize) {
         let at = self
             .conns
             .get(id)
@@ -931,47 +988,42 @@ impl Broker {
         if self.sweep_at.is_some_and(|t| t <= now) {
             self.sweep(now);
         }
+        if self.retained.purge(now) > 0 {
+            self.changes += 1;
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::SessionExpiry { session, serial } => {
+                Timer::SessionExpiry { session, epoch } => {
                     let session = session as usize;
                     let Some(s) = self.sessions.get(session) else {
                         continue;
                     };
-                    if s.serial == serial && s.conn().is_none() {
+                    if s.epoch == epoch && s.conn().is_none() {
                         if self.limits.connection_messages {
                             info!("Expiring client {} due to timeout.", s.client_id);
                         }
                         self.stats.clients_expired += 1;
-                        // [MQTT-3.1.3-9] a delayed will goes out when the session ends.
-                        if let Some(w) = self
-                            .sessions
-                            .get_mut(session)
-                            .and_then(|s| s.pending_will.take())
-                        {
-                            self.publish_will(*w, now);
-                        }
-                        self.remove_session(session);
+                        self.end_session(session, now);
                     }
                 }
-                Timer::Stall { session, serial } => {
+                Timer::Stall { session, epoch } => {
                     let session = session as usize;
-                    if self
-                        .sessions
-                        .get(session)
-                        .is_some_and(|s| s.serial == serial)
-                    {
+                    if self.sessions.get(session).is_some_and(|s| s.epoch == epoch) {
                         self.stall_expired(session, now);
                     }
                 }
-                Timer::BridgeRestart { bridge } => self.bridge_restart_due(bridge as usize),
-                Timer::BridgePing { conn } => self.bridge_ping(conn as usize, now),
-                Timer::WillDelay { session, serial } => {
+                Timer::BridgeRestart { bridge, epoch } => {
+                    self.bridge_restart_due(bridge as usize, epoch)
+                }
+                Timer::BridgePing { bridge, epoch } => {
+                    self.bridge_ping(bridge as usize, epoch, now)
+                }
+                Timer::WillDelay { session, epoch } => {
                     let session = session as usize;
                     let will = self
                         .sessions
                         .get_mut(session)
-                        .filter(|s| s.serial == serial && s.conn().is_none())
+                        .filter(|s| s.epoch == epoch && s.conn().is_none())
                         .and_then(|s| s.pending_will.take());
                     if let Some(w) = will {
                         self.publish_will(*w, now);
@@ -981,7 +1033,7 @@ impl Broker {
         }
     }
 
-    fn mark_closing(&mut self, id: usize, why: Close) {
+    pub(super) fn mark_closing(&mut self, id: usize, why: Close) {
         if let Some(c) = self.conns.get_mut(id) {
             if c.close.is_none() {
                 c.close = Some(why);
@@ -1008,7 +1060,7 @@ impl Broker {
         }
     }
 
-    fn send_disconnect(&mut self, id: usize, code: u8) {
+    pub(super) fn send_disconnect(&mut self, id: usize, code: u8) {
         self.send(
             id,
             &Packet::Disconnect(Disconnect {
@@ -1106,257 +1158,6 @@ impl Broker {
         }
     }
 
-    fn next_client_id(&mut self) -> String {
-        // xorshift64*: ids only need to be unlikely to collide, not secret.
-        let mut part = || {
-            let mut x = self.id_rng;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.id_rng = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
-        let (a, b) = (part(), part());
-        format!(
-            "{}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
-            self.limits.auto_id_prefix,
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xffff,
-            b >> 48,
-            b & 0xffff_ffff_ffff
-        )
-    }
-
-    fn refuse(&mut self, id: usize, v5_code: u8, version: Version) {
-        let code = if version.is_v5() {
-            v5_code
-        } else {
-            reason::connack_v5_to_v3(v5_code)
-        };
-        self.send_refusal(id, code);
-        self.mark_closing(id, Close::Refused);
-    }
-
-    /// A CONNACK refusing the connection with `code` (already in the client's version).
-    fn send_refusal(&mut self, id: usize, code: u8) {
-        self.send(
-            id,
-            &Packet::ConnAck(ConnAck {
-                session_present: false,
-                code,
-                properties: Properties::default(),
-            }),
-        );
-    }
-
-    fn handle_connect(&mut self, id: usize, c: Connect, now: Instant) {
-        let version = c.version;
-        if let Some(conn) = self.conns.get_mut(id) {
-            conn.version = version;
-        }
-        let mut client_id = c.client_id.clone();
-        let mut assigned = false;
-        if client_id.is_empty() {
-            // [MQTT-3.1.3-8] a 3.1.1 client without an id must ask for a clean session.
-            let allowed = self.limits.allow_zero_length_clientid
-                && version != Version::V31
-                && (c.clean_start || version.is_v5());
-            if !allowed {
-                info!("Client from {} refused: empty client id.", self.peer_of(id));
-                return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
-            }
-            client_id = self.next_client_id();
-            assigned = true;
-        }
-        if version == Version::V31 && client_id.len() > 23 {
-            info!(
-                "Client from {} refused: client id longer than 23 characters.",
-                self.peer_of(id)
-            );
-            return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
-        }
-        if c.properties.authentication_method.is_some() {
-            // Enhanced authentication is not offered. [MQTT-4.12.0-1]
-            info!(
-                "Client {client_id} from {} refused: unsupported authentication method.",
-                self.peer_of(id)
-            );
-            return self.refuse(id, reason::BAD_AUTHENTICATION_METHOD, version);
-        }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        conn.client_id = Arc::from(client_id.as_str());
-        if c.will.as_ref().is_some_and(|w| topic::too_deep(&w.topic)) {
-            info!(
-                "Client {client_id} refused: will topic deeper than {} levels.",
-                topic::MAX_LEVELS
-            );
-            return self.refuse(id, reason::TOPIC_NAME_INVALID, version);
-        }
-        let Some(conn) = self.conns.get_mut(id) else {
-            return;
-        };
-        let mut verdict = self.auth.authenticate(conn, &c);
-        if let (Ok(()), Some(w)) = (verdict, &c.will) {
-            // A will the client could not publish itself is refused at CONNECT.
-            let user = match conn.tls_identity() {
-                Some(identity) => identity.as_deref(),
-                None => c.username.as_deref(),
-            };
-            if !self.auth.allowed(&client_id, user, &w.topic, Access::Write) {
-                verdict = Err(reason::NOT_AUTHORIZED);
-            }
-        }
-        if let Err(code) = verdict {
-            if self.limits.connection_messages {
-                info!(
-                    "Client {} from {} disconnected, not authorised.",
-                    client_id,
-                    fmt_addr(&conn.peer())
-                );
-            }
-            return self.refuse(id, code, version);
-        }
-        let mut keep_alive = c.keep_alive;
-        let mut server_keep_alive = None;
-        if self.limits.max_keepalive != 0
-            && (keep_alive > self.limits.max_keepalive || keep_alive == 0)
-            && version.is_v5()
-        {
-            keep_alive = self.limits.max_keepalive;
-            server_keep_alive = Some(keep_alive);
-        }
-        conn.keep_alive_secs = keep_alive;
-        conn.username = match conn.tls_identity() {
-            Some(identity) => identity.as_deref().map(Arc::from),
-            None => c.username.as_deref().map(Arc::from),
-        };
-        conn.will = c.will.map(Box::new);
-        if let Some(max) = c.properties.topic_alias_maximum.filter(|&m| m > 0) {
-            conn.extra_mut().alias_out_max = max;
-        }
-        if let Some(max) = c.properties.maximum_packet_size {
-            conn.extra_mut().max_packet_out = Some(max as usize);
-        }
-        let window = usize::from(c.properties.receive_maximum.unwrap_or(u16::MAX))
-            .min(self.limits.max_inflight);
-        conn.connected = true;
-        let peer = conn.peer();
-        let username = conn.username.clone();
-        let key: Arc<str> = conn.client_id.clone();
-
-        // Session expiry: 3.1.1 clean session, or 5.0's property. [MQTT-3.1.2-23]
-        let expiry = if version.is_v5() {
-            match c.properties.session_expiry_interval.unwrap_or(0) {
-                0 => Expiry::OnDisconnect,
-                u32::MAX => Expiry::Never,
-                n => Expiry::After(n),
-            }
-        } else if c.clean_start {
-            Expiry::OnDisconnect
-        } else {
-            Expiry::Never
-        };
-
-        // Take over an existing session's connection. [MQTT-3.1.4-2]
-        let mut session_present = false;
-        if let Some(&sid) = self.by_client_id.get(&key) {
-            if let Some(old) = self.sessions.get_mut(sid).and_then(Session::take_conn) {
-                if self.limits.connection_messages {
-                    info!("Client {key} already connected, closing old connection.");
-                }
-                if self.conns.get(old).is_some_and(|c| c.version.is_v5()) {
-                    self.send_disconnect(old, reason::SESSION_TAKEN_OVER);
-                }
-                if let Some(oc) = self.conns.get_mut(old) {
-                    oc.set_session(None);
-                }
-                self.mark_closing(old, Close::TakenOver);
-            }
-            if c.clean_start {
-                self.remove_session(sid);
-            } else {
-                session_present = true;
-            }
-        }
-        let sid = match self.by_client_id.get(&key) {
-            Some(&sid) => sid,
-            None => {
-                let serial = self.serial();
-                let sid = self
-                    .sessions
-                    .insert(Session::new(key.clone(), serial, expiry));
-                self.by_client_id.insert(key.clone(), sid);
-                sid
-            }
-        };
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.set_conn(Some(id));
-            s.set_window(window);
-            s.username = username.clone();
-            s.no_echo = c.bridge;
-            // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
-            s.pending_will = None;
-            s.expiry = expiry;
-        }
-        if let Some(conn) = self.conns.get_mut(id) {
-            conn.set_session(Some(sid));
-        }
-        self.touch(sid);
-        self.stats.clients_total_connected += 1;
-        self.stats.clients_maximum = self.stats.clients_maximum.max(self.connected_count());
-
-        if self.limits.connection_messages {
-            let user = c
-                .username
-                .as_ref()
-                .map(|u| format!(", u'{u}'"))
-                .unwrap_or_default();
-            info!(
-                "New client connected from {} as {} (p{}, c{}, k{}{}).",
-                fmt_addr(&peer),
-                key,
-                version.level(),
-                u8::from(c.clean_start),
-                c.keep_alive,
-                user
-            );
-        }
-
-        let mut props = Properties::default();
-        if version.is_v5() {
-            if assigned {
-                props.assigned_client_identifier = Some(client_id);
-            }
-            props.server_keep_alive = server_keep_alive;
-            props.receive_maximum = u16::try_from(self.limits.max_inflight).ok();
-            if self.limits.max_topic_alias > 0 {
-                props.topic_alias_maximum = Some(self.limits.max_topic_alias);
-            }
-            if !self.limits.retain_available {
-                props.retain_available = Some(0);
-            }
-            if self.limits.max_packet < 268_435_460 {
-                props.maximum_packet_size = Some(self.limits.max_packet as u32);
-            }
-        }
-        self.send(
-            id,
-            &Packet::ConnAck(ConnAck {
-                session_present,
-                code: reason::SUCCESS,
-                properties: props,
-            }),
-        );
-        debug!("Sending CONNACK to {key} (session present {session_present})");
-        self.arm_sweep(id);
-        if session_present {
-            self.resume_session(sid, now);
-        }
-    }
-
     /// The ACL decision for a session (connected or not).
     pub(super) fn session_may(&self, sid: usize, topic: &str, access: Access) -> bool {
         if self.auth.acl.is_none() {
@@ -1375,11 +1176,11 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    fn connected_count(&self) -> usize {
+    pub(super) fn connected_count(&self) -> usize {
         self.conns.iter().filter(|(_, c)| c.connected).count()
     }
 
-    fn peer_of(&self, id: usize) -> String {
+    pub(super) fn peer_of(&self, id: usize) -> String {
         self.conns
             .get(id)
             .map(|c| fmt_addr(&c.peer()))
@@ -1404,6 +1205,11 @@ impl Broker {
             p.payload.len()
         );
         let mut p = p;
+        let from_bridge = conn.bridge().is_some();
+        if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
+            return self.protocol_violation(id, "subscription identifier in PUBLISH");
+        }
         if topic::too_deep(&p.topic) {
             info!(
                 "Client {} published to a topic deeper than {} levels.",
@@ -1551,7 +1357,10 @@ impl Broker {
             }
             QoS::ExactlyOnce => {
                 if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
-                    if !too_big && s.flow_mut().inbound_qos2.insert(p.pid) {
+                    // A PUBREC with a failure code ends the flow [MQTT-4.3.3-4]: the sender
+                    // may reuse the id at once, so it is not kept.
+                    let refused = version.is_v5() && ack_reason >= 0x80;
+                    if !too_big && !refused && s.flow_mut().inbound_qos2.insert(p.pid) {
                         if let Some(sid) = sid {
                             self.touch(sid);
                         }
@@ -1598,6 +1407,10 @@ impl Broker {
                 self.touch(sid);
                 self.fill_window(sid, now);
             }
+            None if s.flow().inflight.iter().any(|f| f.pid == pid) => {
+                // A PUBACK for a QoS 2 message: Mosquitto closes on it, and so do we.
+                self.protocol_violation(id, "PUBACK for a QoS 2 message")
+            }
             None => debug!(
                 "Received PUBACK from {} for unknown mid {pid}.",
                 s.client_id
@@ -1616,6 +1429,8 @@ impl Broker {
             // Already past PUBREC (a re-sent PUBREC): answer PUBREL again. [MQTT-4.3.3]
             if s.find_inflight(a.pid, OutState::AwaitComp).is_some() {
                 self.send(id, &Packet::PubRel(Ack::new(a.pid)));
+            } else if s.find_inflight(a.pid, OutState::AwaitAck).is_some() {
+                self.protocol_violation(id, "PUBREC for a QoS 1 message");
             }
             return;
         };
@@ -1643,6 +1458,9 @@ impl Broker {
             s.flow_mut().inflight.remove(i);
             self.touch(sid);
             self.fill_window(sid, now);
+        } else if s.flow().inflight.iter().any(|f| f.pid == pid) {
+            // PUBCOMP before PUBREC, or for a QoS 1 message.
+            self.protocol_violation(id, "PUBCOMP out of order");
         }
     }
 
@@ -1876,30 +1694,33 @@ impl Broker {
         self.route(&msg, None, now);
     }
 
-    /// The connection of session `sid` is gone: keep the session or remove it.
+    /// The connection of session `sid` is gone: keep the session or remove it. Either way
+    /// a new epoch starts, so no timer of the attachment that ended fires.
     fn detach_session(&mut self, sid: usize, now: Instant) {
         if let Some(s) = self.sessions.get_mut(sid) {
             s.set_conn(None);
         }
         self.redistribute(sid, now);
+        let epoch = self.serial();
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
         s.set_conn(None);
+        s.epoch = epoch;
         let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
             (Expiry::Never, Some(d)) => Some(d),
             (Expiry::Never, None) => None,
             (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
             (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
         };
-        let serial = s.serial;
+        let epoch = s.epoch;
         match expiry {
-            Some(d) if d.is_zero() => self.remove_session(sid),
+            Some(d) if d.is_zero() => self.end_session(sid, now),
             Some(d) => self.push_timer(
                 now + d,
                 Timer::SessionExpiry {
                     session: id32(sid),
-                    serial,
+                    epoch,
                 },
             ),
             None => {}
@@ -1910,12 +1731,34 @@ impl Broker {
         }
     }
 
-    fn remove_session(&mut self, sid: usize) {
-        self.touch(sid);
-        let Some(s) = self.sessions.remove(sid) else {
-            return;
+    /// A session ends (expired, discarded by a clean start, or gone with its connection):
+    /// a will it was holding back goes out now [MQTT-3.1.3-9], then it is removed.
+    pub(super) fn end_session(&mut self, sid: usize, now: Instant) {
+        if let Some(w) = self
+            .sessions
+            .get_mut(sid)
+            .and_then(|s| s.pending_will.take())
+        {
+            self.publish_will(*w, now);
+        }
+        self.remove_session(sid);
+    }
+
+    /// A new session, entered under its client id.
+    pub(super) fn insert_session(&mut self, s: Session) -> usize {
+        let key = s.client_id.clone();
+        let sid = self.sessions.insert(s);
+        self.by_client_id.insert(key, sid);
+        sid
+    }
+
+    /// Takes every subscription of `sid` out of the tree and the shared groups.
+    pub(super) fn unsubscribe_all(&mut self, sid: usize) {
+        let subs = match self.sessions.get_mut(sid) {
+            Some(s) => std::mem::take(&mut s.subs),
+            None => return,
         };
-        for (filter, _, _) in &s.subs {
+        for (filter, _, _) in &subs {
             match topic::parse_shared(filter) {
                 Some(Ok((group, f))) => {
                     self.shared_unsubscribe(group, f, sid);
@@ -1925,6 +1768,14 @@ impl Broker {
                 }
             }
         }
+    }
+
+    fn remove_session(&mut self, sid: usize) {
+        self.touch(sid);
+        self.unsubscribe_all(sid);
+        let Some(s) = self.sessions.remove(sid) else {
+            return;
+        };
         if self.by_client_id.get(&s.client_id) == Some(&sid) {
             self.by_client_id.remove(&s.client_id);
         }
@@ -1937,7 +1788,7 @@ impl Broker {
 
 /// Clients may not write into the broker's `$SYS` tree, except for the bridge state topics
 /// other brokers' bridges publish there (as Mosquitto allows).
-fn sys_write_forbidden(topic: &str) -> bool {
+pub(super) fn sys_write_forbidden(topic: &str) -> bool {
     topic.starts_with("$SYS") && !topic::matches("$SYS/broker/connection/+/state", topic)
 }
 

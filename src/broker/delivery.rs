@@ -23,6 +23,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     let remapped = c.remap().and_then(|r| r.outgoing(&d.msg.topic));
     let mut topic: &str = remapped.as_deref().unwrap_or(&d.msg.topic);
     let mut own: Option<Properties> = None;
+    let mut new_alias = None;
     if c.version.is_v5()
         && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
     {
@@ -36,15 +37,16 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         }
         let max = c.alias_out_max();
         if max > 0 {
-            let aliases = &mut c.extra_mut().alias_out;
+            let aliases = &c.extra_mut().alias_out;
             match aliases.get(&d.msg.topic) {
                 Some(&a) => {
                     p.topic_alias = Some(a);
                     topic = "";
                 }
                 None if aliases.len() < usize::from(max) => {
+                    // Recorded only once the packet is known to go out (below).
                     let a = aliases.len() as u16 + 1;
-                    aliases.insert(d.msg.topic.clone(), a);
+                    new_alias = Some(a);
                     p.topic_alias = Some(a);
                 }
                 None => {}
@@ -65,6 +67,9 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         return false;
     }
     view.encode(c.version, c.out_mut());
+    if let Some(a) = new_alias {
+        c.extra_mut().alias_out.insert(d.msg.topic.clone(), a);
+    }
     true
 }
 
@@ -254,12 +259,12 @@ impl Broker {
         match pos {
             None if over => {
                 self.congested.push((sid, now));
-                let serial = s.serial;
+                let epoch = s.epoch;
                 self.push_timer(
                     now + self.limits.stall_timeout,
                     super::core::Timer::Stall {
                         session: super::core::id32(sid),
-                        serial,
+                        epoch,
                     },
                 );
                 self.pause_current(sid);
@@ -293,10 +298,16 @@ impl Broker {
         if !self.congested.is_empty() {
             return;
         }
+        let now = self.last_now;
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
+                // The pause was the broker's doing: the keep alive counts from its end.
+                if let Some(now) = now {
+                    c.last_rx = c.last_rx.max(now);
+                }
                 self.push_effect(Effect::Resume(id));
+                self.arm_sweep(id);
             }
         }
     }
@@ -388,15 +399,28 @@ impl Broker {
     /// round-robin order (or, if none is connected, the next one's session queue).
     fn route_shared(&mut self, msg: &Rc<Message>, only: Option<&Rc<str>>, now: Instant) -> usize {
         let mut picks = Vec::new();
+        let (sessions, auth) = (&self.sessions, &self.auth);
+        // Only members that may read the message take part: one that may not would swallow
+        // it.
+        let may = |sid: usize| {
+            auth.acl.is_none()
+                || sessions.get(sid).is_some_and(|s| {
+                    auth.allowed(
+                        &s.client_id,
+                        s.username.as_deref(),
+                        &msg.topic,
+                        Access::Read,
+                    )
+                })
+        };
         for g in &mut self.shared {
             if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, &msg.topic) {
                 continue;
             }
-            if let Some(m) = pick_member(g, &self.sessions, None) {
+            if let Some(m) = pick_member(g, sessions, None, &may) {
                 picks.push((m, g.key.clone()));
             }
         }
-        picks.retain(|((sid, _, _), _)| self.session_may(*sid, &msg.topic, Access::Read));
         let n = picks.len();
         for ((sid, opts, id), key) in picks {
             let d = Pending {
@@ -451,7 +475,7 @@ impl Broker {
                 .shared
                 .iter_mut()
                 .find(|g| g.key == key)
-                .and_then(|g| pick_member(g, &self.sessions, Some(sid)));
+                .and_then(|g| pick_member(g, &self.sessions, Some(sid), &|_| true));
             match target {
                 Some((other, _, _)) => self.deliver(other, d, now),
                 // Nobody else to take it: keep it for this member's return.
@@ -512,7 +536,9 @@ impl Broker {
 
     /// Timers are pushed from several modules; one helper keeps the heap private.
     pub(super) fn push_timer(&mut self, at: Instant, t: super::core::Timer) {
-        self.timers.push(at, t);
+        let (sessions, bridges) = (&self.sessions, &self.bridges);
+        self.timers
+            .push(at, t, |t| super::core::timer_live(sessions, bridges, t));
     }
 }
 
@@ -522,6 +548,7 @@ fn pick_member(
     g: &mut SharedGroup,
     sessions: &super::slab::Slab<super::session::Session>,
     exclude: Option<usize>,
+    may: &dyn Fn(usize) -> bool,
 ) -> Option<(usize, SubOptions, Option<u32>)> {
     let n = g.members.len();
     if n == 0 {
@@ -533,7 +560,7 @@ fn pick_member(
         let Some(&m) = g.members.get(i) else {
             continue;
         };
-        if Some(m.0) == exclude {
+        if Some(m.0) == exclude || !may(m.0) {
             continue;
         }
         if sessions.get(m.0).is_some_and(|s| s.conn().is_some()) {

@@ -2,6 +2,7 @@
 //! state it owns (connections, sessions, subscription tree, retained store).
 
 mod bridge;
+mod connect;
 pub mod core;
 mod delivery;
 mod logging;

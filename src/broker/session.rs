@@ -164,8 +164,11 @@ pub struct Session {
     pub stalled: bool,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
-    /// Unique for the life of the process, so stale timers can be told apart after id reuse.
-    pub serial: u32,
+    /// Which attachment this is: renewed on every attach and detach, and unique for the life
+    /// of the process. Every timer for the session carries the epoch it was set in, so a
+    /// timer from an earlier attachment (or an earlier session in the same slot) is
+    /// recognised and ignored. [STYLE 19c]
+    pub epoch: u32,
     /// The connection's slab index (below 2^32) while connected; see [`Session::conn`].
     conn_ix: Option<u32>,
     pub expiry: Expiry,
@@ -180,13 +183,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, serial: u32, expiry: Expiry) -> Session {
+    pub fn new(client_id: Arc<str>, epoch: u32, expiry: Expiry) -> Session {
         Session {
             client_id,
             no_echo: false,
             stalled: false,
             username: None,
-            serial,
+            epoch,
             conn_ix: None,
             expiry,
             subs: Vec::new(),

@@ -897,9 +897,30 @@ fn timers_never_fire_early() {
     let t0 = Instant::now();
     let mut t = Timers::default();
     let at = |us: u64| t0 + Duration::from_micros(us);
-    t.push(at(30_000_500), Timer::BridgePing { conn: 1 });
-    t.push(at(5_000_700), Timer::BridgePing { conn: 2 });
-    t.push(at(40_000_001), Timer::BridgePing { conn: 3 });
+    t.push(
+        at(30_000_500),
+        Timer::BridgePing {
+            bridge: 1,
+            epoch: 1,
+        },
+        |_| true,
+    );
+    t.push(
+        at(5_000_700),
+        Timer::BridgePing {
+            bridge: 2,
+            epoch: 1,
+        },
+        |_| true,
+    );
+    t.push(
+        at(40_000_001),
+        Timer::BridgePing {
+            bridge: 3,
+            epoch: 1,
+        },
+        |_| true,
+    );
     for (us, conn) in [(5_000_700, 2), (30_000_500, 1), (40_000_001, 3)] {
         let next = t.next().unwrap();
         assert!(next >= at(us), "timer {conn} due early");
@@ -908,7 +929,13 @@ fn timers_never_fire_early() {
             t.pop_due(at(us).checked_sub(Duration::from_micros(1)).unwrap()),
             None
         );
-        assert_eq!(t.pop_due(next), Some(Timer::BridgePing { conn }));
+        assert_eq!(
+            t.pop_due(next),
+            Some(Timer::BridgePing {
+                bridge: conn,
+                epoch: 1
+            })
+        );
     }
     assert_eq!(t.next(), None);
 }
@@ -1297,3 +1324,5 @@ fn read_budget_revisits_without_an_event_and_lets_others_in() {
     assert!(early < 1000 * 14, "one budget's worth in the first pass");
     assert!(sim.run_until(1000, |sim| sim.received(s) == 1000));
 }
+
+mod issue13;
