@@ -1367,7 +1367,9 @@ impl Broker {
                     }
                 }
                 let mut ack = Ack::new(p.pid);
-                if version.is_v5() {
+                // 0x10 "no matching subscribers" is optional: Mosquitto, which routes a QoS 2
+                // message on PUBREL, never sends it in PUBREC, and neither do we.
+                if version.is_v5() && ack_reason != reason::NO_MATCHING_SUBSCRIBERS {
                     ack.reason = ack_reason;
                 }
                 self.send(id, &Packet::PubRec(ack));

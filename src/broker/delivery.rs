@@ -349,6 +349,11 @@ impl Broker {
         if matched.len() > 1 {
             matched.sort_unstable_by_key(|s| s.session);
         }
+        // [MQTT-3.8.3-3] a no-local subscription does not match its own session's messages:
+        // it takes no part in the QoS, retain-as-published or identifiers of the delivery.
+        if let Some(o) = origin {
+            matched.retain(|m| m.session != o || !m.opts.no_local);
+        }
         let mut count = 0;
         let mut i = 0;
         while let Some(first) = matched.get(i).copied() {
@@ -368,10 +373,9 @@ impl Broker {
                 j += 1;
             }
             i = j;
-            // [MQTT-3.8.3-3] no local; and never echo a bridge's own messages back to it.
+            // Never echo a bridge's own messages back to it.
             if Some(best.session) == origin
-                && (best.opts.no_local
-                    || self.sessions.get(best.session).is_some_and(|s| s.no_echo))
+                && self.sessions.get(best.session).is_some_and(|s| s.no_echo)
             {
                 continue;
             }

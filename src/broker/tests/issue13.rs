@@ -648,3 +648,33 @@ fn v5_success_acknowledgements_omit_the_reason() {
     let out = h.b.conns.get(p).unwrap().out().to_vec();
     assert_eq!(out, [0x40, 2, 0, 1, 0x50, 2, 0, 2, 0x70, 2, 0, 2]);
 }
+
+/// Found by the differential test: of overlapping subscriptions, a no-local one does not
+/// match the session's own message, so it neither blocks the delivery through another nor
+/// lends it its QoS or retain-as-published (Mosquitto agrees). [MQTT-3.8.3-3]
+#[test]
+fn no_local_subscription_takes_no_part_in_own_messages() {
+    let mut h = Harness::new();
+    let c = v5_client(&mut h, "self", Properties::default());
+    let opts = |qos, no_local, rap| SubOptions {
+        qos,
+        no_local,
+        retain_as_published: rap,
+        retain_handling: 0,
+    };
+    h.send(
+        c,
+        &Packet::Subscribe(Subscribe {
+            pid: 1,
+            filters: vec![
+                ("a".into(), opts(QoS::ExactlyOnce, true, true)),
+                ("a/#".into(), opts(QoS::AtMostOnce, false, false)),
+            ],
+            properties: Properties::default(),
+        }),
+    );
+    h.recv(c);
+    h.send(c, &publish("a", "mine", QoS::AtLeastOnce, 1, true));
+    let got = publishes(&h.recv(c));
+    assert_eq!(got, vec![("mine".into(), QoS::AtMostOnce, false, false)]);
+}
