@@ -12,7 +12,6 @@
 
 use super::core::{id32, Broker, Close, Conn, Effect, Timer};
 use super::session::{Expiry, Session};
-use super::subs::Subscriber;
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, Publish, QoS, SubOptions, Subscribe, Version,
@@ -114,17 +113,14 @@ impl Broker {
                 Some(sid) => sid,
                 None => {
                     let epoch = self.serial();
-                    let s = Session::new(local_id.clone(), epoch, Expiry::Never);
-                    let sid = self.sessions.insert(s);
-                    self.by_client_id_insert(local_id, sid);
-                    sid
+                    self.insert_session(Session::new(local_id.clone(), epoch, Expiry::Never))
                 }
             };
             // The configuration decides the subscriptions: those a restored session brought
             // leave the tree too, or a topic dropped from the configuration would still be
             // forwarded.
-            self.unsubscribe_all(sid);
-            if let Some(s) = self.sessions.get_mut(sid) {
+            self.table.unsubscribe_all(sid);
+            if let Some(s) = self.table.get_mut(sid) {
                 s.no_echo = true;
                 s.set_window(self.limits.max_inflight);
             }
@@ -134,17 +130,7 @@ impl Broker {
                     qos: QoS::from_u8(t.qos).unwrap_or_default(),
                     ..SubOptions::default()
                 };
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    s.add_sub(filter.as_str(), opts, None);
-                }
-                self.subs.subscribe(
-                    &filter,
-                    Subscriber {
-                        session: sid,
-                        opts,
-                        id: None,
-                    },
-                );
+                self.table.subscribe(sid, &filter, opts, None);
             }
             let b = BridgeState {
                 remap: Rc::new(Remap {
@@ -322,10 +308,7 @@ impl Broker {
             c.set_session(Some(sid));
         }
         let epoch = self.serial();
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.set_conn(Some(id));
-            s.epoch = epoch;
-        }
+        self.table.attach(sid, id, epoch);
         let ping_epoch = self.serial();
         if let Some(b) = self.bridges.get_mut(idx) {
             b.epoch = ping_epoch;
@@ -433,7 +416,7 @@ impl Broker {
         else {
             return;
         };
-        let queued = self.sessions.get(sid).map_or(0, |s| s.flow().queue.len());
+        let queued = self.table.get(sid).map_or(0, |s| s.flow().queue.len());
         let threshold = self
             .bridges
             .get(idx)

@@ -231,12 +231,13 @@ impl Broker {
         // Take over an existing session's connection. [MQTT-3.1.4-2] [MQTT-3.1.4-3]
         let mut session_present = false;
         if let Some(sid) = self.session_id(&key) {
-            let old = self.sessions.get_mut(sid).and_then(Session::take_conn);
+            let epoch = self.serial();
+            let old = self.table.detach(sid, epoch);
             // [MQTT-3.1.2-4] a clean start discards the session; [MQTT-3.1.2-6] one that
             // ends with its connection is never resumed, even by a takeover.
             let resume = !c.clean_start
                 && self
-                    .sessions
+                    .table
                     .get(sid)
                     .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
             if let Some(old) = old {
@@ -266,9 +267,8 @@ impl Broker {
             Some(sid) => sid,
             None => self.insert_session(Session::new(key.clone(), epoch, expiry)),
         };
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.set_conn(Some(id));
-            s.epoch = epoch;
+        self.table.attach(sid, id, epoch);
+        if let Some(s) = self.table.get_mut(sid) {
             s.set_window(window);
             s.username = username.clone();
             s.no_echo = c.bridge;
@@ -325,7 +325,7 @@ impl Broker {
         let Some(acl) = self.auth.acl.as_ref() else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let (cid, user) = (s.client_id.clone(), s.username.clone());

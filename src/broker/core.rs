@@ -12,21 +12,21 @@
 use super::message::Message;
 use super::retain::RetainStore;
 use super::session::{Expiry, OutState, Pending, Session};
+use super::sessions::SessionTable;
 use super::slab::Slab;
-use super::subs::{SubTree, Subscriber};
+use super::subs::Subscriber;
 use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
 use crate::config::{Config, ConfigError};
 use crate::protocol::{
     decode, reason, topic, Ack, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS,
-    SubAck, SubOptions, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 use bytes::{Buf, BytesMut};
 use log::{debug, info};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -374,7 +374,7 @@ impl Timers {
 
 /// Whether timer `t` still belongs to its owner's current epoch.
 pub(super) fn timer_live(
-    sessions: &Slab<Session>,
+    sessions: &SessionTable,
     bridges: &[super::bridge::BridgeState],
     t: &Timer,
 ) -> bool {
@@ -465,27 +465,14 @@ impl Auth {
     }
 }
 
-/// A shared subscription group, `$share/{group}/{filter}`: each message to one member.
-pub struct SharedGroup {
-    /// `group/filter`.
-    pub key: Rc<str>,
-    pub filter: Box<str>,
-    /// (session, options, subscription identifier)
-    pub members: Vec<(usize, SubOptions, Option<u32>)>,
-    /// Round-robin position.
-    pub next: usize,
-}
-
 pub struct Broker {
     pub limits: Limits,
     pub auth: Auth,
     /// Counts changes to what persistence saves; the store compares it with what it saved.
     pub changes: u64,
     pub conns: Slab<Conn>,
-    pub(super) sessions: Slab<Session>,
-    by_client_id: std::collections::HashMap<Arc<str>, usize>,
-    pub(super) subs: SubTree,
-    pub(super) shared: Vec<SharedGroup>,
+    /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
+    pub(super) table: SessionTable,
     retained: RetainStore,
     pub(super) timers: Timers,
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
@@ -517,10 +504,7 @@ impl Broker {
             auth: Auth::default(),
             changes: 0,
             conns: Slab::default(),
-            sessions: Slab::default(),
-            by_client_id: Default::default(),
-            subs: SubTree::default(),
-            shared: Vec::new(),
+            table: SessionTable::default(),
             retained: RetainStore::default(),
             timers: Timers::default(),
             sweep_at: None,
@@ -539,11 +523,7 @@ impl Broker {
     }
 
     pub(super) fn session_id(&self, client_id: &str) -> Option<usize> {
-        self.by_client_id.get(client_id).copied()
-    }
-
-    pub(super) fn by_client_id_insert(&mut self, id: Arc<str>, sid: usize) {
-        self.by_client_id.insert(id, sid);
+        self.table.id_of(client_id)
     }
 
     pub(super) fn close_conn(&mut self, id: usize, why: Close) {
@@ -560,7 +540,7 @@ impl Broker {
     /// Notes a change to a session that persistence would save.
     pub(super) fn touch(&mut self, sid: usize) {
         if self
-            .sessions
+            .table
             .get(sid)
             .is_some_and(|s| s.expiry != Expiry::OnDisconnect)
         {
@@ -577,7 +557,7 @@ impl Broker {
     }
 
     pub fn sessions_iter(&self) -> impl Iterator<Item = &Session> {
-        self.sessions.iter().map(|(_, s)| s)
+        self.table.iter().map(|(_, s)| s)
     }
 
     /// Puts a loaded snapshot into an empty broker: sessions come back disconnected, with
@@ -587,34 +567,14 @@ impl Broker {
             self.retained.set(m);
         }
         for mut s in img.sessions {
-            if self.by_client_id.contains_key(&s.client_id) {
-                continue;
-            }
             s.epoch = self.serial();
             s.set_conn(None);
             s.set_window(self.limits.max_inflight);
-            let key = s.client_id.clone();
-            let subs = s.subs.clone();
-            let expiry = s.expiry;
-            let epoch = s.epoch;
-            let sid = self.sessions.insert(s);
-            self.by_client_id.insert(key, sid);
-            for (filter, opts, id) in subs {
-                let id = id.map(NonZeroU32::get);
-                match topic::parse_shared(&filter) {
-                    Some(Ok((group, f))) => self.shared_subscribe(group, f, sid, opts, id),
-                    _ => {
-                        self.subs.subscribe(
-                            &filter,
-                            Subscriber {
-                                session: sid,
-                                opts,
-                                id,
-                            },
-                        );
-                    }
-                }
-            }
+            let (expiry, epoch) = (s.expiry, s.epoch);
+            // A client id saved twice keeps its first session.
+            let Some(sid) = self.table.insert(s) else {
+                continue;
+            };
             let after = match (expiry, self.limits.persistent_client_expiration) {
                 (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
                 (Expiry::Never, d) => d,
@@ -633,11 +593,11 @@ impl Broker {
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.table.len()
     }
 
     pub fn subscription_count(&self) -> usize {
-        self.subs.count()
+        self.table.subscription_count()
     }
 
     pub fn retained_count(&self) -> usize {
@@ -838,7 +798,7 @@ impl Broker {
         // The session, and whether this connection still holds it: a takeover that resumed
         // it has attached the new connection already.
         let session = conn.session().map(|sid| {
-            let attached = self.sessions.get(sid).is_some_and(|s| s.conn() == Some(id));
+            let attached = self.table.get(sid).is_some_and(|s| s.conn() == Some(id));
             (sid, attached)
         });
         let mut will = conn.will.filter(|_| why.publishes_will());
@@ -846,7 +806,7 @@ impl Broker {
         if let (Some(w), Some((sid, attached))) = (&will, session) {
             let delay = w.properties.will_delay_interval.unwrap_or(0);
             let keeps = self
-                .sessions
+                .table
                 .get(sid)
                 .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
             if delay > 0 && !attached {
@@ -865,7 +825,7 @@ impl Broker {
         }
         if let Some((sid, w, delay)) = delayed {
             // The timer belongs to the epoch the detachment started.
-            match self.sessions.get_mut(sid) {
+            match self.table.get_mut(sid) {
                 Some(s) => {
                     let epoch = s.epoch;
                     s.pending_will = Some(w);
@@ -995,7 +955,7 @@ impl Broker {
             match timer {
                 Timer::SessionExpiry { session, epoch } => {
                     let session = session as usize;
-                    let Some(s) = self.sessions.get(session) else {
+                    let Some(s) = self.table.get(session) else {
                         continue;
                     };
                     if s.epoch == epoch && s.conn().is_none() {
@@ -1008,7 +968,7 @@ impl Broker {
                 }
                 Timer::Stall { session, epoch } => {
                     let session = session as usize;
-                    if self.sessions.get(session).is_some_and(|s| s.epoch == epoch) {
+                    if self.table.get(session).is_some_and(|s| s.epoch == epoch) {
                         self.stall_expired(session, now);
                     }
                 }
@@ -1021,7 +981,7 @@ impl Broker {
                 Timer::WillDelay { session, epoch } => {
                     let session = session as usize;
                     let will = self
-                        .sessions
+                        .table
                         .get_mut(session)
                         .filter(|s| s.epoch == epoch && s.conn().is_none())
                         .and_then(|s| s.pending_will.take());
@@ -1163,7 +1123,7 @@ impl Broker {
         if self.auth.acl.is_none() {
             return true;
         }
-        self.sessions.get(sid).is_some_and(|s| {
+        self.table.get(sid).is_some_and(|s| {
             self.auth
                 .allowed(&s.client_id, s.username.as_deref(), topic, access)
         })
@@ -1253,7 +1213,7 @@ impl Broker {
         }
         if version.is_v5()
             && p.qos == QoS::ExactlyOnce
-            && sid.and_then(|s| self.sessions.get(s)).is_some_and(|s| {
+            && sid.and_then(|s| self.table.get(s)).is_some_and(|s| {
                 s.flow().inbound_qos2.len() >= self.limits.max_inflight
                     && !s.flow().inbound_qos2.contains(p.pid)
             })
@@ -1315,7 +1275,7 @@ impl Broker {
 
         let duplicate_qos2 = p.qos == QoS::ExactlyOnce
             && sid
-                .and_then(|s| self.sessions.get(s))
+                .and_then(|s| self.table.get(s))
                 .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
         if accepted && !duplicate_qos2 {
             let expires = p
@@ -1356,7 +1316,7 @@ impl Broker {
                 self.send(id, &Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
-                if let Some(s) = sid.and_then(|s| self.sessions.get_mut(s)) {
+                if let Some(s) = sid.and_then(|s| self.table.get_mut(s)) {
                     // A PUBREC with a failure code ends the flow [MQTT-4.3.3-4]: the sender
                     // may reuse the id at once, so it is not kept.
                     let refused = version.is_v5() && ack_reason >= 0x80;
@@ -1380,7 +1340,7 @@ impl Broker {
     fn handle_pubrel(&mut self, id: usize, pid: u16) {
         let sid = self.conns.get(id).and_then(Conn::session);
         let known = sid
-            .and_then(|s| self.sessions.get_mut(s))
+            .and_then(|s| self.table.get_mut(s))
             .is_some_and(|s| s.release_qos2(pid));
         if let (true, Some(sid)) = (known, sid) {
             self.touch(sid);
@@ -1400,7 +1360,7 @@ impl Broker {
         let Some(sid) = self.session_of(id) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         match s.find_inflight(pid, OutState::AwaitAck) {
@@ -1424,7 +1384,7 @@ impl Broker {
         let Some(sid) = self.session_of(id) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let Some(i) = s.find_inflight(a.pid, OutState::AwaitRec) else {
@@ -1453,7 +1413,7 @@ impl Broker {
         let Some(sid) = self.session_of(id) else {
             return;
         };
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
@@ -1501,35 +1461,9 @@ impl Broker {
                 });
                 continue;
             }
-            let Some(s) = self.sessions.get_mut(sid) else {
+            let Some(existed) = self.table.subscribe(sid, filter, *opts, sub_id) else {
                 return;
             };
-            let existed = match s.subscription(filter) {
-                Some(i) => {
-                    if let Some(e) = s.subs.get_mut(i) {
-                        e.1 = *opts;
-                        e.2 = sub_id.and_then(NonZeroU32::new);
-                    }
-                    true
-                }
-                None => {
-                    s.add_sub(filter, *opts, sub_id);
-                    false
-                }
-            };
-            match shared {
-                Some((group, f)) => self.shared_subscribe(group, f, sid, *opts, sub_id),
-                None => {
-                    self.subs.subscribe(
-                        filter,
-                        Subscriber {
-                            session: sid,
-                            opts: *opts,
-                            id: sub_id,
-                        },
-                    );
-                }
-            }
             if let Some(c) = self.conns.get(id) {
                 debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
             }
@@ -1578,24 +1512,7 @@ impl Broker {
         };
         let mut codes = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
-            let Some(s) = self.sessions.get_mut(sid) else {
-                return;
-            };
-            let existed = match s.subscription(filter) {
-                Some(i) => {
-                    s.subs.swap_remove(i);
-                    true
-                }
-                None => false,
-            };
-            match topic::parse_shared(filter) {
-                Some(Ok((group, f))) => {
-                    self.shared_unsubscribe(group, f, sid);
-                }
-                _ => {
-                    self.subs.unsubscribe(filter, sid);
-                }
-            }
+            let existed = self.table.unsubscribe(sid, filter);
             if let Some(c) = self.conns.get(id) {
                 debug!(target: "unsubscribe", "{} {}", c.client_id, filter);
             }
@@ -1622,7 +1539,7 @@ impl Broker {
         };
         if c.version.is_v5() {
             if let (Some(sid), Some(e)) = (c.session(), d.properties.session_expiry_interval) {
-                if let Some(s) = self.sessions.get_mut(sid) {
+                if let Some(s) = self.table.get_mut(sid) {
                     // [MQTT-3.14.2-2] a session that had expiry 0 may not be given one now.
                     if s.expiry == Expiry::OnDisconnect && e != 0 {
                         return self.protocol_violation(id, "session expiry set on DISCONNECT");
@@ -1699,16 +1616,12 @@ impl Broker {
     /// The connection of session `sid` is gone: keep the session or remove it. Either way
     /// a new epoch starts, so no timer of the attachment that ended fires.
     fn detach_session(&mut self, sid: usize, now: Instant) {
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.set_conn(None);
-        }
-        self.redistribute(sid, now);
         let epoch = self.serial();
-        let Some(s) = self.sessions.get_mut(sid) else {
+        self.table.detach(sid, epoch);
+        self.redistribute(sid, now);
+        let Some(s) = self.table.get(sid) else {
             return;
         };
-        s.set_conn(None);
-        s.epoch = epoch;
         let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
             (Expiry::Never, Some(d)) => Some(d),
             (Expiry::Never, None) => None,
@@ -1736,50 +1649,25 @@ impl Broker {
     /// A session ends (expired, discarded by a clean start, or gone with its connection):
     /// a will it was holding back goes out now [MQTT-3.1.3-9], then it is removed.
     pub(super) fn end_session(&mut self, sid: usize, now: Instant) {
-        if let Some(w) = self
-            .sessions
-            .get_mut(sid)
-            .and_then(|s| s.pending_will.take())
-        {
+        if let Some(w) = self.table.get_mut(sid).and_then(|s| s.pending_will.take()) {
             self.publish_will(*w, now);
         }
         self.remove_session(sid);
     }
 
-    /// A new session, entered under its client id.
+    /// A new session, entered under its client id (free: the caller looked it up).
     pub(super) fn insert_session(&mut self, s: Session) -> usize {
         let key = s.client_id.clone();
-        let sid = self.sessions.insert(s);
-        self.by_client_id.insert(key, sid);
-        sid
-    }
-
-    /// Takes every subscription of `sid` out of the tree and the shared groups.
-    pub(super) fn unsubscribe_all(&mut self, sid: usize) {
-        let subs = match self.sessions.get_mut(sid) {
-            Some(s) => std::mem::take(&mut s.subs),
-            None => return,
-        };
-        for (filter, _, _) in &subs {
-            match topic::parse_shared(filter) {
-                Some(Ok((group, f))) => {
-                    self.shared_unsubscribe(group, f, sid);
-                }
-                _ => {
-                    self.subs.unsubscribe(filter, sid);
-                }
-            }
+        match self.table.insert(s) {
+            Some(sid) => sid,
+            None => self.session_id(&key).unwrap_or(usize::MAX),
         }
     }
 
     fn remove_session(&mut self, sid: usize) {
         self.touch(sid);
-        self.unsubscribe_all(sid);
-        let Some(s) = self.sessions.remove(sid) else {
+        if self.table.remove(sid).is_none() {
             return;
-        };
-        if self.by_client_id.get(&s.client_id) == Some(&sid) {
-            self.by_client_id.remove(&s.client_id);
         }
         if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
             self.congested.swap_remove(p);

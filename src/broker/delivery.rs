@@ -6,11 +6,11 @@
 //! beyond a shared reference to the message, except where a 5.0 subscriber needs properties of
 //! its own (subscription identifiers, remaining expiry, topic alias).
 
-use super::core::{Broker, Conn, Effect, SharedGroup};
+use super::core::{Broker, Conn, Effect};
 use super::message::Message;
-use super::session::{Inflight, OutState, Pending};
+use super::session::{Inflight, OutState, Pending, Session};
 use crate::auth::acl::Access;
-use crate::protocol::{topic, Ack, Packet, Properties, PublishView, QoS, SubOptions};
+use crate::protocol::{Ack, Packet, Properties, PublishView, QoS};
 use log::{debug, warn};
 use std::rc::Rc;
 use std::time::Instant;
@@ -77,7 +77,7 @@ impl Broker {
     /// A persistent session gets its connection back: re-send the in-flight window with DUP
     /// set (PUBREL for those past PUBREC) [MQTT-4.4.0-1], then fill it from the queue.
     pub(super) fn resume_session(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let Some(cid) = s.conn() else {
@@ -106,7 +106,7 @@ impl Broker {
     /// Moves queued messages into the in-flight window while it has room.
     pub(super) fn fill_window(&mut self, sid: usize, now: Instant) {
         loop {
-            let Some(s) = self.sessions.get_mut(sid) else {
+            let Some(s) = self.table.get_mut(sid) else {
                 return;
             };
             let Some(cid) = s.conn() else {
@@ -132,7 +132,7 @@ impl Broker {
     /// Sends one message now on a connected session: QoS 0 straight out, QoS 1/2 into the
     /// in-flight window (the caller has checked there is room).
     fn transmit(&mut self, sid: usize, cid: usize, d: Pending, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let pid = if d.qos == QoS::AtMostOnce {
@@ -167,7 +167,7 @@ impl Broker {
 
     /// Delivers to session `sid`: now if it can, else into its queue (bounded).
     pub(super) fn deliver(&mut self, sid: usize, d: Pending, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         match s.conn() {
@@ -182,7 +182,7 @@ impl Broker {
                 } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
-                    if let Some(s) = self.sessions.get_mut(sid) {
+                    if let Some(s) = self.table.get_mut(sid) {
                         s.push_pending(d);
                     }
                     self.touch(sid);
@@ -199,7 +199,7 @@ impl Broker {
                     self.drop_message(sid);
                     return;
                 }
-                if let Some(s) = self.sessions.get_mut(sid) {
+                if let Some(s) = self.table.get_mut(sid) {
                     s.push_pending(d);
                 }
                 self.touch(sid);
@@ -211,7 +211,7 @@ impl Broker {
     }
 
     fn queue_full(&self, sid: usize) -> bool {
-        let Some(s) = self.sessions.get(sid) else {
+        let Some(s) = self.table.get(sid) else {
             return true;
         };
         let f = s.flow();
@@ -221,7 +221,7 @@ impl Broker {
 
     fn drop_message(&mut self, sid: usize) {
         self.stats.publish_dropped += 1;
-        if let Some(s) = self.sessions.get(sid) {
+        if let Some(s) = self.table.get(sid) {
             debug!(
                 "Outgoing messages are being dropped for client {}.",
                 s.client_id
@@ -234,7 +234,7 @@ impl Broker {
     /// acknowledged QoS 1/2 messages are not dropped. Lifted when it drains, or after
     /// `stall_timeout` for a subscriber that stopped reading.
     pub(super) fn check_congestion(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get(sid) else {
+        let Some(s) = self.table.get(sid) else {
             return;
         };
         let out = s
@@ -249,7 +249,7 @@ impl Broker {
             // A subscriber that stopped reading does not get to hold publishers back again
             // until it has caught up.
             if under || s.conn().is_none() {
-                if let Some(s) = self.sessions.get_mut(sid) {
+                if let Some(s) = self.table.get_mut(sid) {
                     s.stalled = false;
                 }
             }
@@ -321,14 +321,14 @@ impl Broker {
         if now.duration_since(since) < self.limits.stall_timeout {
             return;
         }
-        if let Some(s) = self.sessions.get(sid) {
+        if let Some(s) = self.table.get(sid) {
             warn!(
                 "Client {} is not reading its messages; no longer holding back publishers.",
                 s.client_id
             );
         }
         self.congested.remove(pos);
-        if let Some(s) = self.sessions.get_mut(sid) {
+        if let Some(s) = self.table.get_mut(sid) {
             s.stalled = true;
         }
         self.resume_if_clear();
@@ -345,7 +345,7 @@ impl Broker {
     ) -> usize {
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();
-        self.subs.matches(&msg.topic, &mut matched);
+        self.table.matches(&msg.topic, &mut matched);
         if matched.len() > 1 {
             matched.sort_unstable_by_key(|s| s.session);
         }
@@ -375,7 +375,7 @@ impl Broker {
             i = j;
             // Never echo a bridge's own messages back to it.
             if Some(best.session) == origin
-                && self.sessions.get(best.session).is_some_and(|s| s.no_echo)
+                && self.table.get(best.session).is_some_and(|s| s.no_echo)
             {
                 continue;
             }
@@ -393,7 +393,7 @@ impl Broker {
             count += 1;
         }
         self.scratch = matched;
-        if !self.shared.is_empty() {
+        if self.table.has_shared() {
             count += self.route_shared(msg, None, now);
         }
         count
@@ -402,29 +402,18 @@ impl Broker {
     /// One member of each shared group whose filter matches: the next connected member in
     /// round-robin order (or, if none is connected, the next one's session queue).
     fn route_shared(&mut self, msg: &Rc<Message>, only: Option<&Rc<str>>, now: Instant) -> usize {
-        let mut picks = Vec::new();
-        let (sessions, auth) = (&self.sessions, &self.auth);
+        let auth = &self.auth;
         // Only members that may read the message take part: one that may not would swallow
         // it.
-        let may = |sid: usize| {
-            auth.acl.is_none()
-                || sessions.get(sid).is_some_and(|s| {
-                    auth.allowed(
-                        &s.client_id,
-                        s.username.as_deref(),
-                        &msg.topic,
-                        Access::Read,
-                    )
-                })
+        let may = |s: &Session| {
+            auth.allowed(
+                &s.client_id,
+                s.username.as_deref(),
+                &msg.topic,
+                Access::Read,
+            )
         };
-        for g in &mut self.shared {
-            if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, &msg.topic) {
-                continue;
-            }
-            if let Some(m) = pick_member(g, sessions, None, &may) {
-                picks.push((m, g.key.clone()));
-            }
-        }
+        let picks = self.table.pick_shared(&msg.topic, only, None, &may);
         let n = picks.len();
         for ((sid, opts, id), key) in picks {
             let d = Pending {
@@ -442,7 +431,7 @@ impl Broker {
     /// A member of shared groups lost its connection: messages it had not acknowledged go to
     /// another connected member of the same group, if there is one. [MQTT-4.8.2]
     pub(super) fn redistribute(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         if !s.flow().inflight.iter().any(|f| f.d.share.is_some())
@@ -475,16 +464,24 @@ impl Broker {
             let Some(key) = d.share.clone() else {
                 continue;
             };
+            let auth = &self.auth;
+            let may = |s: &Session| {
+                auth.allowed(
+                    &s.client_id,
+                    s.username.as_deref(),
+                    &d.msg.topic,
+                    Access::Read,
+                )
+            };
             let target = self
-                .shared
-                .iter_mut()
-                .find(|g| g.key == key)
-                .and_then(|g| pick_member(g, &self.sessions, Some(sid), &|_| true));
+                .table
+                .pick_shared(&d.msg.topic, Some(&key), Some(sid), &may)
+                .pop();
             match target {
-                Some((other, _, _)) => self.deliver(other, d, now),
+                Some(((other, _, _), _)) => self.deliver(other, d, now),
                 // Nobody else to take it: keep it for this member's return.
                 None => {
-                    if let Some(s) = self.sessions.get_mut(sid) {
+                    if let Some(s) = self.table.get_mut(sid) {
                         s.push_pending(d);
                     }
                 }
@@ -492,90 +489,10 @@ impl Broker {
         }
     }
 
-    /// Adds `sid` to the shared group of `$share/{group}/{filter}` (or updates its options).
-    pub(super) fn shared_subscribe(
-        &mut self,
-        group: &str,
-        filter: &str,
-        sid: usize,
-        opts: SubOptions,
-        id: Option<u32>,
-    ) {
-        let key: Rc<str> = Rc::from(format!("{group}/{filter}"));
-        let g = match self.shared.iter_mut().position(|g| g.key == key) {
-            Some(i) => &mut self.shared[i],
-            None => {
-                self.shared.push(SharedGroup {
-                    key,
-                    filter: Box::from(filter),
-                    members: Vec::new(),
-                    next: 0,
-                });
-                let last = self.shared.len() - 1;
-                &mut self.shared[last]
-            }
-        };
-        match g.members.iter_mut().find(|m| m.0 == sid) {
-            Some(m) => *m = (sid, opts, id),
-            None => g.members.push((sid, opts, id)),
-        }
-    }
-
-    pub(super) fn shared_unsubscribe(&mut self, group: &str, filter: &str, sid: usize) -> bool {
-        let key = format!("{group}/{filter}");
-        let Some(i) = self.shared.iter().position(|g| *g.key == *key) else {
-            return false;
-        };
-        let Some(g) = self.shared.get_mut(i) else {
-            return false;
-        };
-        let before = g.members.len();
-        g.members.retain(|m| m.0 != sid);
-        let removed = g.members.len() != before;
-        if g.members.is_empty() {
-            self.shared.swap_remove(i);
-        }
-        removed
-    }
-
     /// Timers are pushed from several modules; one helper keeps the heap private.
     pub(super) fn push_timer(&mut self, at: Instant, t: super::core::Timer) {
-        let (sessions, bridges) = (&self.sessions, &self.bridges);
+        let (sessions, bridges) = (&self.table, &self.bridges);
         self.timers
             .push(at, t, |t| super::core::timer_live(sessions, bridges, t));
     }
-}
-
-/// The next member of `g` in round-robin order, preferring connected sessions and never
-/// `exclude`.
-fn pick_member(
-    g: &mut SharedGroup,
-    sessions: &super::slab::Slab<super::session::Session>,
-    exclude: Option<usize>,
-    may: &dyn Fn(usize) -> bool,
-) -> Option<(usize, SubOptions, Option<u32>)> {
-    let n = g.members.len();
-    if n == 0 {
-        return None;
-    }
-    let mut fallback = None;
-    for k in 0..n {
-        let i = (g.next + k) % n;
-        let Some(&m) = g.members.get(i) else {
-            continue;
-        };
-        if Some(m.0) == exclude || !may(m.0) {
-            continue;
-        }
-        if sessions.get(m.0).is_some_and(|s| s.conn().is_some()) {
-            g.next = (i + 1) % n;
-            return Some(m);
-        }
-        if fallback.is_none() {
-            fallback = Some((i, m));
-        }
-    }
-    let (i, m) = fallback?;
-    g.next = (i + 1) % n;
-    Some(m)
 }

@@ -12,6 +12,7 @@ mod process;
 pub mod retain;
 mod server;
 pub mod session;
+mod sessions;
 mod signals;
 pub mod slab;
 pub mod subs;

@@ -144,8 +144,8 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
                 b.put_u32(0);
             }
         }
-        b.put_u32(s.subs.len() as u32);
-        for (f, o, id) in &s.subs {
+        b.put_u32(s.subs().len() as u32);
+        for (f, o, id) in s.subs() {
             put_string(&mut b, f);
             b.put_u8(o.to_byte());
             b.put_u32(id.map_or(0, NonZeroU32::get));

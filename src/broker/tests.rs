@@ -1136,7 +1136,7 @@ impl Sim {
                 // Only a subscriber still draining (socket full) or awaiting acknowledgements
                 // may hold a publisher back.
                 let progressing = self.b.congested.iter().any(|(sid, _)| {
-                    self.b.sessions.get(*sid).is_some_and(|ss| {
+                    self.b.table.get(*sid).is_some_and(|ss| {
                         ss.conn().is_some_and(|cc| {
                             self.socks
                                 .get(&cc)
@@ -1150,7 +1150,7 @@ impl Sim {
                 }
             }
         }
-        for (sid, s) in self.b.sessions.iter() {
+        for (sid, s) in self.b.table.iter() {
             let f = s.flow();
             let room = f
                 .queue
