@@ -1302,7 +1302,7 @@ impl Broker {
                 self.retained.set(msg.clone());
                 self.changes += 1;
             }
-            if self.route(&msg, sid, now) == 0 {
+            if !self.route(&msg, sid, now) {
                 ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
             }
         }

@@ -336,16 +336,14 @@ impl Broker {
 
     /// Routes a message to every matching subscription: once per session at the highest
     /// granted QoS of its matching filters [MQTT-3.3.5-1], and to one member of each matching
-    /// shared subscription group. Returns how many sessions it went to.
-    pub(super) fn route(
-        &mut self,
-        msg: &Rc<Message>,
-        origin: Option<usize>,
-        now: Instant,
-    ) -> usize {
+    /// shared subscription group. Returns whether any subscription matched, whether or not
+    /// it took the message (no-local, ACL): what PUBACK's 0x10 "no matching subscribers"
+    /// means to Mosquitto.
+    pub(super) fn route(&mut self, msg: &Rc<Message>, origin: Option<usize>, now: Instant) -> bool {
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();
         self.table.matches(&msg.topic, &mut matched);
+        let any = !matched.is_empty();
         if matched.len() > 1 {
             matched.sort_unstable_by_key(|s| s.session);
         }
@@ -354,7 +352,6 @@ impl Broker {
         if let Some(o) = origin {
             matched.retain(|m| m.session != o || !m.opts.no_local);
         }
-        let mut count = 0;
         let mut i = 0;
         while let Some(first) = matched.get(i).copied() {
             let mut best = first;
@@ -390,13 +387,12 @@ impl Broker {
                 share: None,
             };
             self.deliver(best.session, d, now);
-            count += 1;
         }
         self.scratch = matched;
         if self.table.has_shared() {
-            count += self.route_shared(msg, None, now);
+            return self.route_shared(msg, None, now) > 0 || any;
         }
-        count
+        any
     }
 
     /// One member of each shared group whose filter matches: the next connected member in

@@ -678,3 +678,31 @@ fn no_local_subscription_takes_no_part_in_own_messages() {
     let got = publishes(&h.recv(c));
     assert_eq!(got, vec![("mine".into(), QoS::AtMostOnce, false, false)]);
 }
+
+/// Found by the differential test: "no matching subscribers" (0x10) means no subscription
+/// matched, as Mosquitto reports it; a matching no-local subscription of the publisher's own
+/// is a match that does not take the message.
+#[test]
+fn no_local_match_is_not_no_matching_subscribers() {
+    let mut h = Harness::new();
+    let c = v5_client(&mut h, "self", Properties::default());
+    let mut sp = subscribe(1, &[("t", QoS::AtLeastOnce)]);
+    if let Packet::Subscribe(x) = &mut sp {
+        if let Some(f) = x.filters.first_mut() {
+            f.1.no_local = true;
+        }
+    }
+    h.send(c, &sp);
+    h.recv(c);
+    h.send(c, &publish("t", "mine", QoS::AtLeastOnce, 1, false));
+    h.send(c, &publish("nobody", "x", QoS::AtLeastOnce, 2, false));
+    let acks: Vec<u8> = h
+        .recv(c)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(a) => Some(a.reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![reason::SUCCESS, reason::NO_MATCHING_SUBSCRIBERS]);
+}
