@@ -1,5 +1,9 @@
-//! The broker's state and packet handlers: connections' protocol state, sessions, routing,
-//! retained messages, wills, keepalive and timers.
+//! The broker's state ([`Broker`]), the limits and counters it runs with, who may connect
+//! ([`Auth`]), the decoding of input into packets and their dispatch, and the one [`Effect`]
+//! queue to the event loop. Each concern has its own file: `conn` (a connection's state and
+//! end), `connect` (CONNECT and takeover), `publish` (PUBLISH and acknowledgements),
+//! `subscribe`, `sessions` (the session table and a session's life), `timers`, `delivery`
+//! (routing and the in-flight window), `bridge`.
 //!
 //! No sockets and no clock: bytes come in through [`Broker::input`] with the time they arrived,
 //! packets go out as bytes appended to each connection's `out` buffer, and everything the
@@ -9,26 +13,21 @@
 //! session and routing logic testable without a network. Malformed input closes only the
 //! connection it came on.
 
+pub use super::conn::{fmt_addr, Close, Conn, ConnExtra};
 use super::message::Message;
+pub(super) use super::publish::sys_write_forbidden;
 use super::retain::RetainStore;
-use super::session::{Expiry, OutState, Pending, Session};
+use super::session::{Expiry, Session};
 use super::sessions::SessionTable;
 use super::slab::Slab;
 use super::subs::Subscriber;
+pub(super) use super::timers::{id32, timer_live, Timer, Timers};
 use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
 use crate::config::{Config, ConfigError};
-use crate::protocol::{
-    decode, reason, topic, Ack, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS,
-    SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
-};
-use bytes::{Buf, BytesMut};
-use log::{debug, info};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::{IpAddr, SocketAddr};
+use crate::protocol::{decode, reason, Connect, DecodeError, Disconnect, Packet, Properties};
+use log::info;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits and switches the router applies, taken from the configuration once.
@@ -109,210 +108,6 @@ impl Default for Limits {
     }
 }
 
-/// Why a connection is being closed; decides whether its will is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// The client sent DISCONNECT (the will is discarded). [MQTT-3.14.4-3]
-    Disconnected,
-    /// The client sent DISCONNECT 0x04: publish the will anyway.
-    DisconnectedWithWill,
-    ProtocolError,
-    KeepAlive,
-    ConnectTimeout,
-    PeerClosed,
-    SocketError,
-    TakenOver,
-    /// Refused at CONNECT; no session was attached.
-    Refused,
-    /// Broker shutting down: no wills.
-    Shutdown,
-}
-
-impl Close {
-    fn publishes_will(self) -> bool {
-        !matches!(self, Close::Disconnected | Close::Refused | Close::Shutdown)
-    }
-}
-
-/// Protocol state of one network connection.
-pub struct Conn {
-    /// Encoded packets waiting for the socket. Boxed and dropped when drained: an idle
-    /// connection pays a pointer.
-    #[allow(clippy::box_collection)]
-    out: Option<Box<BytesMut>>,
-    /// The peer's address, 20 bytes where a `SocketAddr` takes 32; see [`Conn::peer`].
-    peer_ip: IpAddr,
-    peer_port: u16,
-    /// The session's slab index (below 2^32) once CONNECT is accepted; see [`Conn::session`].
-    session_ix: Option<u32>,
-    pub client_id: Arc<str>,
-    /// Shared with the session: one allocation, and cloned by reference count per PUBLISH.
-    pub username: Option<Arc<str>>,
-    pub last_rx: Instant,
-    /// Boxed: most connections have none, and a will is large.
-    pub will: Option<Box<Will>>,
-    /// What few connections use, boxed so that the common one pays a pointer (see
-    /// [`ConnExtra`]): memory per idle connection is what a router's RAM limits.
-    pub extra: Option<Box<ConnExtra>>,
-    /// Keep alive in seconds (0: none), after `max_keepalive`.
-    pub keep_alive_secs: u16,
-    pub port: u16,
-    pub connected: bool,
-    pub version: Version,
-    pub close: Option<Close>,
-    /// In the broker's dirty list (has new output to flush).
-    dirty: bool,
-    /// Reading paused: a subscriber this connection publishes to is not keeping up.
-    pub paused: bool,
-    pub anonymous_allowed: bool,
-}
-
-/// The parts of a connection's state that only some connections use.
-#[derive(Default)]
-pub struct ConnExtra {
-    /// MQTT 5 Maximum Packet Size the client accepts, when it set one.
-    pub max_packet_out: Option<usize>,
-    /// Common name of the TLS client certificate, on listeners that use it as the username:
-    /// `Some(None)` when such a listener saw no certificate.
-    pub tls_identity: Option<Option<String>>,
-    /// 5.0 topic aliases the client set up for its PUBLISHes (index = alias - 1).
-    pub alias_in: Vec<Option<Arc<str>>>,
-    /// 5.0 topic aliases the broker set up towards the client, and how many it may.
-    pub alias_out: std::collections::HashMap<Arc<str>, u16>,
-    pub alias_out_max: u16,
-    /// Set on the outgoing connection of a bridge: its index, and its topic rewriting.
-    pub bridge: Option<usize>,
-    pub remap: Option<Rc<super::bridge::Remap>>,
-}
-
-impl Conn {
-    /// The output buffer, made when something is to be sent.
-    pub fn out_mut(&mut self) -> &mut BytesMut {
-        self.out.get_or_insert_with(Default::default)
-    }
-
-    /// Encoded bytes not yet written to the socket.
-    pub fn out(&self) -> &[u8] {
-        self.out.as_deref().map_or(&[], |b| &b[..])
-    }
-
-    /// `n` bytes were written; the buffer goes when nothing is left.
-    pub fn out_consumed(&mut self, n: usize) {
-        if let Some(b) = self.out.as_deref_mut() {
-            b.advance(n.min(b.len()));
-            if b.is_empty() {
-                self.out = None;
-            }
-        }
-    }
-
-    /// Drops what was not written (the connection failed).
-    pub fn out_clear(&mut self) {
-        self.out = None;
-    }
-
-    pub fn peer(&self) -> SocketAddr {
-        SocketAddr::new(self.peer_ip, self.peer_port)
-    }
-
-    /// The session, once CONNECT is accepted.
-    pub fn session(&self) -> Option<usize> {
-        self.session_ix.map(|s| s as usize)
-    }
-
-    pub fn set_session(&mut self, session: Option<usize>) {
-        self.session_ix = session.and_then(|s| u32::try_from(s).ok());
-    }
-
-    pub fn extra_mut(&mut self) -> &mut ConnExtra {
-        self.extra.get_or_insert_with(Default::default)
-    }
-
-    pub fn keep_alive(&self) -> Duration {
-        Duration::from_secs(u64::from(self.keep_alive_secs))
-    }
-
-    /// When the connection is closed unless a packet comes first: `connect_timeout` after it
-    /// opened while CONNECT (or a bridge's CONNACK) is awaited, then one and a half keep alives
-    /// after the last packet [MQTT-3.1.2-24]. `None`: no deadline (closing, or keep alive 0).
-    fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
-        if self.close.is_some() || self.paused {
-            // Paused: the broker is not reading it, so its silence proves nothing.
-            None
-        } else if !self.connected {
-            Some(self.last_rx + connect_timeout)
-        } else if self.keep_alive_secs > 0 {
-            let ka = self.keep_alive();
-            Some(self.last_rx + ka + ka / 2)
-        } else {
-            None
-        }
-    }
-
-    /// The bridge this outgoing connection belongs to.
-    pub fn bridge(&self) -> Option<usize> {
-        self.extra.as_ref().and_then(|e| e.bridge)
-    }
-
-    pub fn remap(&self) -> Option<&Rc<super::bridge::Remap>> {
-        self.extra.as_ref().and_then(|e| e.remap.as_ref())
-    }
-
-    pub fn tls_identity(&self) -> Option<&Option<String>> {
-        self.extra.as_ref().and_then(|e| e.tls_identity.as_ref())
-    }
-
-    pub fn alias_out_max(&self) -> u16 {
-        self.extra.as_ref().map_or(0, |e| e.alias_out_max)
-    }
-
-    pub fn max_packet_out(&self) -> usize {
-        self.extra
-            .as_ref()
-            .and_then(|e| e.max_packet_out)
-            .unwrap_or(usize::MAX)
-    }
-
-    fn display_id(&self) -> &str {
-        if self.client_id.is_empty() {
-            "<unknown>"
-        } else {
-            &self.client_id
-        }
-    }
-}
-
-/// Something due at a deadline: what it times, and which attachment of it (an epoch that
-/// changes on every attach and detach) [STYLE 19c]. A timer whose epoch is no longer the
-/// owner's is stale: it is ignored when it comes due, and dropped when the heap is compacted.
-/// Ids are slab indices and epochs (both below 2^32), so that an entry stays small.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Timer {
-    /// Time to reconnect a bridge.
-    BridgeRestart {
-        bridge: u32,
-        epoch: u32,
-    },
-    /// Time for a bridge connection's PINGREQ.
-    BridgePing {
-        bridge: u32,
-        epoch: u32,
-    },
-    SessionExpiry {
-        session: u32,
-        epoch: u32,
-    },
-    Stall {
-        session: u32,
-        epoch: u32,
-    },
-    /// A 5.0 will held back by its Will Delay Interval.
-    WillDelay {
-        session: u32,
-        epoch: u32,
-    },
-}
-
 /// What the broker asks of the event loop. One queue for all of them [STYLE 19a]: the loop
 /// never sleeps while it is non-empty, so nothing the broker decided waits for a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,71 +123,6 @@ pub enum Effect {
     Read(usize),
     /// Open a connection for this bridge.
     Dial(usize),
-}
-
-/// Pending timers, earliest first. Only an index: whether a timer still counts is decided by
-/// its owner's epoch, so stale entries are dropped when the heap has doubled since it was
-/// last compacted (amortised O(1) per push): a client cycling connect and disconnect does
-/// not grow it.
-#[derive(Default)]
-pub(super) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
-    /// Length after which the next push compacts.
-    compact_at: usize,
-}
-
-impl Timers {
-    /// Queues `t`; `live` tells the stale entries from the rest when it is time to compact.
-    pub(super) fn push(&mut self, at: Instant, t: Timer, live: impl Fn(&Timer) -> bool) {
-        if self.heap.len() >= self.compact_at.max(64) {
-            let old = std::mem::take(&mut self.heap).into_vec();
-            self.heap = old.into_iter().filter(|Reverse((_, t))| live(t)).collect();
-            self.compact_at = self.heap.len() * 2;
-        }
-        self.heap.push(Reverse((at, t)));
-    }
-
-    /// Entries queued, stale ones included until the next compaction.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.heap.len()
-    }
-
-    /// When the earliest timer is due.
-    pub(super) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Takes the earliest timer if it is due at `now`.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
-        if self.next()? > now {
-            return None;
-        }
-        self.heap.pop().map(|Reverse((_, t))| t)
-    }
-}
-
-/// Whether timer `t` still belongs to its owner's current epoch.
-pub(super) fn timer_live(
-    sessions: &SessionTable,
-    bridges: &[super::bridge::BridgeState],
-    t: &Timer,
-) -> bool {
-    match *t {
-        Timer::SessionExpiry { session, epoch }
-        | Timer::Stall { session, epoch }
-        | Timer::WillDelay { session, epoch } => sessions
-            .get(session as usize)
-            .is_some_and(|s| s.epoch == epoch),
-        Timer::BridgeRestart { bridge, epoch } | Timer::BridgePing { bridge, epoch } => bridges
-            .get(bridge as usize)
-            .is_some_and(|b| b.epoch == epoch),
-    }
-}
-
-/// A slab index or epoch as a timer holds it.
-pub(super) fn id32(id: usize) -> u32 {
-    u32::try_from(id).unwrap_or(u32::MAX)
 }
 
 /// Counters for logs and `$SYS`.
@@ -473,13 +203,13 @@ pub struct Broker {
     pub conns: Slab<Conn>,
     /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
     pub(super) table: SessionTable,
-    retained: RetainStore,
+    pub(super) retained: RetainStore,
     pub(super) timers: Timers,
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
     /// while no connection has a deadline.
-    sweep_at: Option<Instant>,
+    pub(super) sweep_at: Option<Instant>,
     /// What the event loop is to do next; see [`Effect`].
-    effects: Vec<Effect>,
+    pub(super) effects: Vec<Effect>,
     /// The latest time the broker was given: when queued effects count as due.
     pub(super) last_now: Option<Instant>,
     /// Sessions whose queue or output is above the high-water mark, with since when.
@@ -490,7 +220,7 @@ pub struct Broker {
     pub(super) current: Option<usize>,
     pub(super) scratch: Vec<Subscriber>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
-    next_serial: u32,
+    pub(super) next_serial: u32,
     pub(super) id_rng: u64,
     pub stats: Stats,
     pub(super) sys: super::sys::SysState,
@@ -560,38 +290,6 @@ impl Broker {
         self.table.iter().map(|(_, s)| s)
     }
 
-    /// Puts a loaded snapshot into an empty broker: sessions come back disconnected, with
-    /// their expiry counting from now.
-    pub fn restore(&mut self, img: super::persist::Image, now: Instant) {
-        for m in img.retained {
-            self.retained.set(m);
-        }
-        for mut s in img.sessions {
-            s.epoch = self.serial();
-            s.set_conn(None);
-            s.set_window(self.limits.max_inflight);
-            let (expiry, epoch) = (s.expiry, s.epoch);
-            // A client id saved twice keeps its first session.
-            let Some(sid) = self.table.insert(s) else {
-                continue;
-            };
-            let after = match (expiry, self.limits.persistent_client_expiration) {
-                (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
-                (Expiry::Never, d) => d,
-                (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
-            };
-            if let Some(d) = after {
-                self.push_timer(
-                    now + d,
-                    Timer::SessionExpiry {
-                        session: id32(sid),
-                        epoch,
-                    },
-                );
-            }
-        }
-    }
-
     pub fn session_count(&self) -> usize {
         self.table.len()
     }
@@ -602,52 +300,6 @@ impl Broker {
 
     pub fn retained_count(&self) -> usize {
         self.retained.count()
-    }
-
-    /// A new network connection. Returns its id, which the event loop uses as its token.
-    pub fn accept(
-        &mut self,
-        peer: SocketAddr,
-        port: u16,
-        anonymous_allowed: bool,
-        now: Instant,
-    ) -> usize {
-        self.saw(now);
-        if self.limits.connection_messages {
-            info!("New connection from {} on port {}.", fmt_addr(&peer), port);
-        }
-        self.open_conn(peer, port, anonymous_allowed, now)
-    }
-
-    /// A connection's protocol state, for accepted and outgoing (bridge) connections alike.
-    pub(super) fn open_conn(
-        &mut self,
-        peer: SocketAddr,
-        port: u16,
-        anonymous_allowed: bool,
-        now: Instant,
-    ) -> usize {
-        let id = self.conns.insert(Conn {
-            out: None,
-            peer_ip: peer.ip(),
-            peer_port: peer.port(),
-            port,
-            session_ix: None,
-            connected: false,
-            version: Version::V311,
-            client_id: Arc::from(""),
-            username: None,
-            last_rx: now,
-            will: None,
-            extra: None,
-            keep_alive_secs: 0,
-            close: None,
-            dirty: false,
-            paused: false,
-            anonymous_allowed,
-        });
-        self.arm_sweep(id);
-        id
     }
 
     /// Handles every complete packet at the front of `buf`; returns how many bytes were used.
@@ -684,34 +336,6 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id) {
             c.extra_mut().tls_identity = Some(identity);
         }
-    }
-
-    /// The peer closed the connection, or the socket failed.
-    pub fn peer_closed(&mut self, id: usize, error: bool) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        if conn.close.is_some() {
-            return;
-        }
-        if self.limits.connection_messages {
-            if error {
-                info!(
-                    "Socket error on client {}, disconnecting.",
-                    conn.display_id()
-                );
-            } else if conn.connected {
-                info!("Client {} closed its connection.", conn.display_id());
-            }
-        }
-        self.mark_closing(
-            id,
-            if error {
-                Close::SocketError
-            } else {
-                Close::PeerClosed
-            },
-        );
     }
 
     /// Output for `id` was written to the socket, as much as it took: lift congestion if it
@@ -781,82 +405,6 @@ impl Broker {
         }
     }
 
-    /// Forgets a closed connection: publishes its will if the way it closed calls for one,
-    /// and detaches or removes its session.
-    pub fn finish(&mut self, id: usize, now: Instant) {
-        let Some(conn) = self.conns.remove(id) else {
-            return;
-        };
-        let why = conn.close.unwrap_or(Close::SocketError);
-        if conn.connected && why != Close::Disconnected && self.limits.connection_messages {
-            match why {
-                Close::KeepAlive | Close::PeerClosed | Close::SocketError | Close::TakenOver => {}
-                _ => info!("Client {} disconnected.", conn.display_id()),
-            }
-        }
-        let bridge = conn.bridge();
-        // The session, and whether this connection still holds it: a takeover that resumed
-        // it has attached the new connection already.
-        let session = conn.session().map(|sid| {
-            let attached = self.table.get(sid).is_some_and(|s| s.conn() == Some(id));
-            (sid, attached)
-        });
-        let mut will = conn.will.filter(|_| why.publishes_will());
-        let mut delayed = None;
-        if let (Some(w), Some((sid, attached))) = (&will, session) {
-            let delay = w.properties.will_delay_interval.unwrap_or(0);
-            let keeps = self
-                .table
-                .get(sid)
-                .is_some_and(|s| s.expiry != Expiry::OnDisconnect);
-            if delay > 0 && !attached {
-                // [MQTT-3.1.3-9] a new connection to the session came within the delay.
-                will = None;
-            } else if delay > 0 && keeps {
-                // [MQTT-3.1.3-9] held back; cancelled if the client returns in time.
-                delayed = will.take().map(|w| (sid, w, delay));
-            }
-        }
-        if let Some(w) = will {
-            self.publish_will(*w, now);
-        }
-        if let Some((sid, true)) = session {
-            self.detach_session(sid, now);
-        }
-        if let Some((sid, w, delay)) = delayed {
-            // The timer belongs to the epoch the detachment started.
-            match self.table.get_mut(sid) {
-                Some(s) => {
-                    let epoch = s.epoch;
-                    s.pending_will = Some(w);
-                    self.push_timer(
-                        now + Duration::from_secs(u64::from(delay)),
-                        Timer::WillDelay {
-                            session: id32(sid),
-                            epoch,
-                        },
-                    );
-                }
-                None => self.publish_will(*w, now),
-            }
-        }
-        if let Some(idx) = bridge {
-            self.bridge_closed(idx, now);
-        }
-    }
-
-    /// Closes every connection for shutdown: 5.0 clients are told why; no wills are sent.
-    pub fn shutdown(&mut self) {
-        for id in self.conns.ids() {
-            if let Some(c) = self.conns.get(id) {
-                if c.connected && c.version.is_v5() {
-                    self.send_disconnect(id, reason::SERVER_SHUTTING_DOWN);
-                }
-            }
-            self.mark_closing(id, Close::Shutdown);
-        }
-    }
-
     /// The earliest instant anything is due; `None` when nothing is. While effects are queued
     /// that is already past: the latest time the broker was given.
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -882,115 +430,6 @@ impl Broker {
         }
         self.next_deadline()
             .map(|d| d.saturating_duration_since(now))
-    }
-
-    /// Connection `id` has a new deadline (it opened, or its keep alive started): the sweep
-    /// runs by then.
-    pub(super) fn arm_sweep(&mut self, id: usize) {
-        let at = self
-            .conns
-            .get(id)
-            .and_then(|c| c.deadline(self.limits.connect_timeout));
-        if let Some(at) = at {
-            self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
-        }
-    }
-
-    /// Connect timeouts and keep alives [MQTT-3.1.2-24], checked by one pass over the
-    /// connections instead of a timer each: a connection holds no timer state. Each pass
-    /// finds the earliest deadline and the next pass runs then (at most one a second);
-    /// traffic only moves deadlines later, so the pass is never late.
-    fn sweep(&mut self, now: Instant) {
-        let connect_timeout = self.limits.connect_timeout;
-        let mut expired = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (id, c) in self.conns.iter() {
-            let Some(deadline) = c.deadline(connect_timeout) else {
-                continue;
-            };
-            if now >= deadline {
-                expired.push(id);
-            } else {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
-            }
-        }
-        self.sweep_at = next.map(|n| n.max(now + Duration::from_secs(1)));
-        for id in expired {
-            let Some(c) = self.conns.get(id) else {
-                continue;
-            };
-            if !c.connected {
-                if self.limits.connection_messages {
-                    info!(
-                        "Client {} did not send CONNECT in time, disconnecting.",
-                        fmt_addr(&c.peer())
-                    );
-                }
-                self.mark_closing(id, Close::ConnectTimeout);
-                continue;
-            }
-            if self.limits.connection_messages {
-                info!(
-                    "Client {} has exceeded timeout, disconnecting.",
-                    c.display_id()
-                );
-            }
-            if c.version.is_v5() {
-                self.send_disconnect(id, reason::KEEP_ALIVE_TIMEOUT);
-            }
-            self.mark_closing(id, Close::KeepAlive);
-        }
-    }
-
-    /// Runs every timer due at `now`.
-    pub fn poll(&mut self, now: Instant) {
-        self.saw(now);
-        if self.sweep_at.is_some_and(|t| t <= now) {
-            self.sweep(now);
-        }
-        if self.retained.purge(now) > 0 {
-            self.changes += 1;
-        }
-        while let Some(timer) = self.timers.pop_due(now) {
-            match timer {
-                Timer::SessionExpiry { session, epoch } => {
-                    let session = session as usize;
-                    let Some(s) = self.table.get(session) else {
-                        continue;
-                    };
-                    if s.epoch == epoch && s.conn().is_none() {
-                        if self.limits.connection_messages {
-                            info!("Expiring client {} due to timeout.", s.client_id);
-                        }
-                        self.stats.clients_expired += 1;
-                        self.end_session(session, now);
-                    }
-                }
-                Timer::Stall { session, epoch } => {
-                    let session = session as usize;
-                    if self.table.get(session).is_some_and(|s| s.epoch == epoch) {
-                        self.stall_expired(session, now);
-                    }
-                }
-                Timer::BridgeRestart { bridge, epoch } => {
-                    self.bridge_restart_due(bridge as usize, epoch)
-                }
-                Timer::BridgePing { bridge, epoch } => {
-                    self.bridge_ping(bridge as usize, epoch, now)
-                }
-                Timer::WillDelay { session, epoch } => {
-                    let session = session as usize;
-                    let will = self
-                        .table
-                        .get_mut(session)
-                        .filter(|s| s.epoch == epoch && s.conn().is_none())
-                        .and_then(|s| s.pending_will.take());
-                    if let Some(w) = will {
-                        self.publish_will(*w, now);
-                    }
-                }
-            }
-        }
     }
 
     pub(super) fn mark_closing(&mut self, id: usize, why: Close) {
@@ -1031,7 +470,7 @@ impl Broker {
     }
 
     /// One function maps every decode error to the protocol's answer. [MQTT-4.8.0-1]
-    fn protocol_error(&mut self, id: usize, e: &DecodeError) {
+    pub(super) fn protocol_error(&mut self, id: usize, e: &DecodeError) {
         let Some(c) = self.conns.get(id) else {
             return;
         };
@@ -1053,11 +492,11 @@ impl Broker {
         self.mark_closing(id, Close::ProtocolError);
     }
 
-    fn protocol_violation(&mut self, id: usize, what: &'static str) {
+    pub(super) fn protocol_violation(&mut self, id: usize, what: &'static str) {
         self.protocol_error(id, &DecodeError::Protocol(what));
     }
 
-    fn handle_packet(&mut self, id: usize, p: Packet, now: Instant) {
+    pub(super) fn handle_packet(&mut self, id: usize, p: Packet, now: Instant) {
         let connected = self.conns.get(id).is_some_and(|c| c.connected);
         if let Some(idx) = self.conns.get(id).and_then(Conn::bridge) {
             return self.handle_bridge_packet(id, idx, connected, p, now);
@@ -1085,7 +524,7 @@ impl Broker {
     }
 
     /// Packets on a bridge's outgoing connection, where the broker is the client.
-    fn handle_bridge_packet(
+    pub(super) fn handle_bridge_packet(
         &mut self,
         id: usize,
         idx: usize,
@@ -1129,7 +568,7 @@ impl Broker {
         })
     }
 
-    fn display_of(&self, id: usize) -> String {
+    pub(super) fn display_of(&self, id: usize) -> String {
         self.conns
             .get(id)
             .map(|c| c.display_id().to_owned())
@@ -1147,549 +586,7 @@ impl Broker {
             .unwrap_or_default()
     }
 
-    fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
-        let Some(conn) = self.conns.get(id) else {
-            return;
-        };
-        let sid = conn.session();
-        let version = conn.version;
-        self.stats.publish_received += 1;
-        debug!(
-            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
-            conn.client_id,
-            u8::from(p.dup),
-            p.qos.as_u8(),
-            u8::from(p.retain),
-            p.pid,
-            p.topic,
-            p.payload.len()
-        );
-        let mut p = p;
-        let from_bridge = conn.bridge().is_some();
-        if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
-            // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
-            return self.protocol_violation(id, "subscription identifier in PUBLISH");
-        }
-        if topic::too_deep(&p.topic) {
-            info!(
-                "Client {} published to a topic deeper than {} levels.",
-                self.display_of(id),
-                topic::MAX_LEVELS
-            );
-            if version.is_v5() {
-                self.send_disconnect(id, reason::TOPIC_NAME_INVALID);
-            }
-            return self.mark_closing(id, Close::ProtocolError);
-        }
-        if let Some(alias) = p.properties.topic_alias {
-            // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
-            let max = self.limits.max_topic_alias;
-            if alias == 0 || alias > max {
-                info!(
-                    "Client {} sent an invalid topic alias {alias}.",
-                    self.display_of(id)
-                );
-                self.send_disconnect(id, reason::TOPIC_ALIAS_INVALID);
-                return self.mark_closing(id, Close::ProtocolError);
-            }
-            let Some(conn) = self.conns.get_mut(id) else {
-                return;
-            };
-            let slot = usize::from(alias - 1);
-            let aliases = &mut conn.extra_mut().alias_in;
-            if aliases.len() <= slot {
-                aliases.resize(slot + 1, None);
-            }
-            if p.topic.is_empty() {
-                match aliases.get(slot).cloned().flatten() {
-                    Some(t) => p.topic = t,
-                    None => {
-                        return self.protocol_violation(id, "topic alias not set up");
-                    }
-                }
-            } else if let Some(e) = aliases.get_mut(slot) {
-                *e = Some(p.topic.clone());
-            }
-        }
-        if version.is_v5()
-            && p.qos == QoS::ExactlyOnce
-            && sid.and_then(|s| self.table.get(s)).is_some_and(|s| {
-                s.flow().inbound_qos2.len() >= self.limits.max_inflight
-                    && !s.flow().inbound_qos2.contains(p.pid)
-            })
-        {
-            // More unacknowledged QoS 2 than our Receive Maximum. [MQTT-3.3.4-9]
-            info!(
-                "Client {} exceeded the receive maximum.",
-                self.display_of(id)
-            );
-            self.send_disconnect(id, reason::RECEIVE_MAXIMUM_EXCEEDED);
-            return self.mark_closing(id, Close::ProtocolError);
-        }
-        let too_big =
-            self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
-        let retain_refused = p.retain && !self.limits.retain_available;
-        if retain_refused && version.is_v5() {
-            self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
-            return self.mark_closing(id, Close::ProtocolError);
-        }
-        let (cid, user) = self
-            .conns
-            .get(id)
-            .map(|c| (c.client_id.clone(), c.username.clone()))
-            .unwrap_or_default();
-        let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
-        let mut denied = false;
-        if let Some(r) = remap {
-            // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
-            match r.incoming(&p.topic) {
-                Some(t) => p.topic = Arc::from(t.as_str()),
-                None => denied = true,
-            }
-        } else {
-            denied = !self
-                .auth
-                .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
-        }
-        if denied {
-            debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
-        }
-        // Clients may not write to the broker's own $SYS tree.
-        let accepted = !too_big && !sys_write_forbidden(&p.topic) && !retain_refused && !denied;
-        if too_big {
-            info!(
-                "Dropped too large PUBLISH from {} ({} bytes).",
-                self.conns.get(id).map(|c| c.display_id()).unwrap_or(""),
-                p.payload.len()
-            );
-            self.stats.publish_dropped += 1;
-        }
-        let mut ack_reason = if too_big {
-            reason::PACKET_TOO_LARGE
-        } else if denied {
-            // 3.1.1 has no way to say no: the message is acknowledged and dropped.
-            reason::NOT_AUTHORIZED
-        } else {
-            reason::SUCCESS
-        };
-
-        let duplicate_qos2 = p.qos == QoS::ExactlyOnce
-            && sid
-                .and_then(|s| self.table.get(s))
-                .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
-        if accepted && !duplicate_qos2 {
-            let expires = p
-                .properties
-                .message_expiry_interval
-                .map(|s| now + Duration::from_secs(u64::from(s)));
-            let props = if p.properties.is_empty() {
-                None
-            } else {
-                let mut props = p.properties.clone();
-                props.topic_alias = None;
-                props.subscription_identifiers.clear();
-                Some(Box::new(props))
-            };
-            let msg = Rc::new(Message {
-                topic: p.topic.clone(),
-                payload: p.payload.clone(),
-                qos: p.qos,
-                retain: p.retain,
-                properties: props,
-                expires,
-            });
-            if p.retain {
-                self.retained.set(msg.clone());
-                self.changes += 1;
-            }
-            if !self.route(&msg, sid, now) {
-                ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
-            }
-        }
-        match p.qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                let mut ack = Ack::new(p.pid);
-                if version.is_v5() {
-                    ack.reason = ack_reason;
-                }
-                self.send(id, &Packet::PubAck(ack));
-            }
-            QoS::ExactlyOnce => {
-                if let Some(s) = sid.and_then(|s| self.table.get_mut(s)) {
-                    // A PUBREC with a failure code ends the flow [MQTT-4.3.3-4]: the sender
-                    // may reuse the id at once, so it is not kept.
-                    let refused = version.is_v5() && ack_reason >= 0x80;
-                    if !too_big && !refused && s.flow_mut().inbound_qos2.insert(p.pid) {
-                        if let Some(sid) = sid {
-                            self.touch(sid);
-                        }
-                    }
-                }
-                let mut ack = Ack::new(p.pid);
-                // 0x10 "no matching subscribers" is optional: Mosquitto, which routes a QoS 2
-                // message on PUBREL, never sends it in PUBREC, and neither do we.
-                if version.is_v5() && ack_reason != reason::NO_MATCHING_SUBSCRIBERS {
-                    ack.reason = ack_reason;
-                }
-                self.send(id, &Packet::PubRec(ack));
-            }
-        }
-    }
-
-    fn handle_pubrel(&mut self, id: usize, pid: u16) {
-        let sid = self.conns.get(id).and_then(Conn::session);
-        let known = sid
-            .and_then(|s| self.table.get_mut(s))
-            .is_some_and(|s| s.release_qos2(pid));
-        if let (true, Some(sid)) = (known, sid) {
-            self.touch(sid);
-        }
-        let mut ack = Ack::new(pid);
-        if !known && self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
-            ack.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
-        }
-        self.send(id, &Packet::PubComp(ack));
-    }
-
-    fn session_of(&self, id: usize) -> Option<usize> {
+    pub(super) fn session_of(&self, id: usize) -> Option<usize> {
         self.conns.get(id).and_then(Conn::session)
-    }
-
-    fn handle_puback(&mut self, id: usize, pid: u16, now: Instant) {
-        let Some(sid) = self.session_of(id) else {
-            return;
-        };
-        let Some(s) = self.table.get_mut(sid) else {
-            return;
-        };
-        match s.find_inflight(pid, OutState::AwaitAck) {
-            Some(i) => {
-                s.flow_mut().inflight.remove(i);
-                self.touch(sid);
-                self.fill_window(sid, now);
-            }
-            None if s.flow().inflight.iter().any(|f| f.pid == pid) => {
-                // A PUBACK for a QoS 2 message: Mosquitto closes on it, and so do we.
-                self.protocol_violation(id, "PUBACK for a QoS 2 message")
-            }
-            None => debug!(
-                "Received PUBACK from {} for unknown mid {pid}.",
-                s.client_id
-            ),
-        }
-    }
-
-    fn handle_pubrec(&mut self, id: usize, a: Ack, now: Instant) {
-        let Some(sid) = self.session_of(id) else {
-            return;
-        };
-        let Some(s) = self.table.get_mut(sid) else {
-            return;
-        };
-        let Some(i) = s.find_inflight(a.pid, OutState::AwaitRec) else {
-            // Already past PUBREC (a re-sent PUBREC): answer PUBREL again. [MQTT-4.3.3]
-            if s.find_inflight(a.pid, OutState::AwaitComp).is_some() {
-                self.send(id, &Packet::PubRel(Ack::new(a.pid)));
-            } else if s.find_inflight(a.pid, OutState::AwaitAck).is_some() {
-                self.protocol_violation(id, "PUBREC for a QoS 1 message");
-            }
-            return;
-        };
-        if a.reason >= 0x80 {
-            // 5.0: the receiver refused the message; the flow ends here. [MQTT-4.3.3-4]
-            s.flow_mut().inflight.remove(i);
-            self.fill_window(sid, now);
-            return;
-        }
-        if let Some(f) = s.flow_mut().inflight.get_mut(i) {
-            f.state = OutState::AwaitComp;
-        }
-        self.touch(sid);
-        self.send(id, &Packet::PubRel(Ack::new(a.pid)));
-    }
-
-    fn handle_pubcomp(&mut self, id: usize, pid: u16, now: Instant) {
-        let Some(sid) = self.session_of(id) else {
-            return;
-        };
-        let Some(s) = self.table.get_mut(sid) else {
-            return;
-        };
-        if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
-            s.flow_mut().inflight.remove(i);
-            self.touch(sid);
-            self.fill_window(sid, now);
-        } else if s.flow().inflight.iter().any(|f| f.pid == pid) {
-            // PUBCOMP before PUBREC, or for a QoS 1 message.
-            self.protocol_violation(id, "PUBCOMP out of order");
-        }
-    }
-
-    fn handle_subscribe(&mut self, id: usize, sub: Subscribe, now: Instant) {
-        let Some(sid) = self.session_of(id) else {
-            return;
-        };
-        let sub_id = sub.properties.subscription_identifiers.first().copied();
-        let version = self.conns.get(id).map_or(Version::V311, |c| c.version);
-        let mut codes = Vec::with_capacity(sub.filters.len());
-        let mut found = Vec::new();
-        let mut to_send: Vec<Pending> = Vec::new();
-        for (filter, opts) in &sub.filters {
-            let shared = match topic::parse_shared(filter) {
-                Some(Ok(gf)) => Some(gf),
-                Some(Err(())) => {
-                    codes.push(reason::TOPIC_FILTER_INVALID);
-                    continue;
-                }
-                None => None,
-            };
-            if topic::too_deep(filter) {
-                codes.push(if version.is_v5() {
-                    reason::TOPIC_FILTER_INVALID
-                } else {
-                    reason::V3_SUBACK_FAILURE
-                });
-                continue;
-            }
-            let plain = shared.map_or(filter.as_str(), |(_, f)| f);
-            if !self.session_may(sid, plain, Access::Subscribe) {
-                codes.push(if version.is_v5() {
-                    reason::NOT_AUTHORIZED
-                } else {
-                    reason::V3_SUBACK_FAILURE
-                });
-                continue;
-            }
-            let Some(existed) = self.table.subscribe(sid, filter, *opts, sub_id) else {
-                return;
-            };
-            if let Some(c) = self.conns.get(id) {
-                debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
-            }
-            codes.push(opts.qos.as_u8());
-            // [MQTT-3.3.1-9] retained messages on subscribe, per retain handling (5.0);
-            // never for shared subscriptions. [MQTT-3.8.4-? shared]
-            let send_retained = shared.is_none()
-                && match opts.retain_handling {
-                    0 => true,
-                    1 => !existed,
-                    _ => false,
-                };
-            if send_retained {
-                found.clear();
-                self.retained.matches(filter, &mut found);
-                found.retain(|m| self.session_may(sid, &m.topic, Access::Read));
-                to_send.extend(found.drain(..).map(|m| Pending {
-                    qos: m.qos.min(opts.qos),
-                    msg: m,
-                    // Retained messages go out with the retain flag set. [MQTT-3.3.1-8]
-                    retain: true,
-                    sub_ids: sub_id.into_iter().collect(),
-                    share: None,
-                }));
-            }
-        }
-        self.touch(sid);
-        self.send(
-            id,
-            &Packet::SubAck(SubAck {
-                pid: sub.pid,
-                codes,
-                properties: Properties::default(),
-            }),
-        );
-        for d in to_send {
-            if !d.msg.is_expired(now) {
-                self.deliver(sid, d, now);
-            }
-        }
-    }
-
-    fn handle_unsubscribe(&mut self, id: usize, u: Unsubscribe) {
-        let Some(sid) = self.session_of(id) else {
-            return;
-        };
-        let mut codes = Vec::with_capacity(u.filters.len());
-        for filter in &u.filters {
-            let existed = self.table.unsubscribe(sid, filter);
-            if let Some(c) = self.conns.get(id) {
-                debug!(target: "unsubscribe", "{} {}", c.client_id, filter);
-            }
-            codes.push(if existed {
-                reason::SUCCESS
-            } else {
-                reason::NO_SUBSCRIPTION_EXISTED
-            });
-        }
-        self.touch(sid);
-        self.send(
-            id,
-            &Packet::UnsubAck(UnsubAck {
-                pid: u.pid,
-                codes,
-                properties: Properties::default(),
-            }),
-        );
-    }
-
-    fn handle_disconnect(&mut self, id: usize, d: Disconnect) {
-        let Some(c) = self.conns.get_mut(id) else {
-            return;
-        };
-        if c.version.is_v5() {
-            if let (Some(sid), Some(e)) = (c.session(), d.properties.session_expiry_interval) {
-                if let Some(s) = self.table.get_mut(sid) {
-                    // [MQTT-3.14.2-2] a session that had expiry 0 may not be given one now.
-                    if s.expiry == Expiry::OnDisconnect && e != 0 {
-                        return self.protocol_violation(id, "session expiry set on DISCONNECT");
-                    }
-                    s.expiry = match e {
-                        0 => Expiry::OnDisconnect,
-                        u32::MAX => Expiry::Never,
-                        n => Expiry::After(n),
-                    };
-                }
-            }
-        }
-        if self.limits.connection_messages {
-            if let Some(c) = self.conns.get(id) {
-                info!("Client {} disconnected.", c.display_id());
-            }
-        }
-        let why = if d.reason == reason::DISCONNECT_WITH_WILL {
-            Close::DisconnectedWithWill
-        } else {
-            Close::Disconnected
-        };
-        self.mark_closing(id, why);
-    }
-
-    /// Publishes a message of the broker's own (`$SYS`, log lines) to subscribers.
-    pub fn publish_internal(
-        &mut self,
-        topic: &str,
-        payload: bytes::Bytes,
-        retain: bool,
-        now: Instant,
-    ) {
-        let msg = Rc::new(Message {
-            topic: Arc::from(topic),
-            payload,
-            qos: QoS::AtMostOnce,
-            retain,
-            properties: None,
-            expires: None,
-        });
-        if retain {
-            self.retained.set(msg.clone());
-        }
-        self.route(&msg, None, now);
-    }
-
-    fn publish_will(&mut self, will: Will, now: Instant) {
-        let expires = will
-            .properties
-            .message_expiry_interval
-            .map(|s| now + Duration::from_secs(u64::from(s)));
-        let mut props = will.properties;
-        props.will_delay_interval = None;
-        let msg = Rc::new(Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties: if props.is_empty() {
-                None
-            } else {
-                Some(Box::new(props))
-            },
-            expires,
-        });
-        if msg.retain && self.limits.retain_available {
-            self.retained.set(msg.clone());
-            self.changes += 1;
-        }
-        self.route(&msg, None, now);
-    }
-
-    /// The connection of session `sid` is gone: keep the session or remove it. Either way
-    /// a new epoch starts, so no timer of the attachment that ended fires.
-    fn detach_session(&mut self, sid: usize, now: Instant) {
-        let epoch = self.serial();
-        self.table.detach(sid, epoch);
-        self.redistribute(sid, now);
-        let Some(s) = self.table.get(sid) else {
-            return;
-        };
-        let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
-            (Expiry::Never, Some(d)) => Some(d),
-            (Expiry::Never, None) => None,
-            (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
-            (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
-        };
-        let epoch = s.epoch;
-        match expiry {
-            Some(d) if d.is_zero() => self.end_session(sid, now),
-            Some(d) => self.push_timer(
-                now + d,
-                Timer::SessionExpiry {
-                    session: id32(sid),
-                    epoch,
-                },
-            ),
-            None => {}
-        }
-        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
-            self.congested.swap_remove(p);
-            self.resume_if_clear();
-        }
-    }
-
-    /// A session ends (expired, discarded by a clean start, or gone with its connection):
-    /// a will it was holding back goes out now [MQTT-3.1.3-9], then it is removed.
-    pub(super) fn end_session(&mut self, sid: usize, now: Instant) {
-        if let Some(w) = self.table.get_mut(sid).and_then(|s| s.pending_will.take()) {
-            self.publish_will(*w, now);
-        }
-        self.remove_session(sid);
-    }
-
-    /// A new session, entered under its client id (free: the caller looked it up).
-    pub(super) fn insert_session(&mut self, s: Session) -> usize {
-        let key = s.client_id.clone();
-        match self.table.insert(s) {
-            Some(sid) => sid,
-            None => self.session_id(&key).unwrap_or(usize::MAX),
-        }
-    }
-
-    fn remove_session(&mut self, sid: usize) {
-        self.touch(sid);
-        if self.table.remove(sid).is_none() {
-            return;
-        }
-        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
-            self.congested.swap_remove(p);
-            self.resume_if_clear();
-        }
-    }
-}
-
-/// Clients may not write into the broker's `$SYS` tree, except for the bridge state topics
-/// other brokers' bridges publish there (as Mosquitto allows).
-pub(super) fn sys_write_forbidden(topic: &str) -> bool {
-    topic.starts_with("$SYS") && !topic::matches("$SYS/broker/connection/+/state", topic)
-}
-
-/// Formats a peer address the way Mosquitto logs it: `127.0.0.1:53211`, IPv4-mapped IPv6
-/// addresses shown as IPv4.
-pub fn fmt_addr(a: &SocketAddr) -> String {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => format!("{}:{}", v4, v6.port()),
-            None => format!("{}:{}", v6.ip(), v6.port()),
-        },
-        SocketAddr::V4(v4) => v4.to_string(),
     }
 }

@@ -2,6 +2,7 @@
 //! state it owns (connections, sessions, subscription tree, retained store).
 
 mod bridge;
+mod conn;
 mod connect;
 pub mod core;
 mod delivery;
@@ -9,6 +10,7 @@ mod logging;
 pub mod message;
 pub mod persist;
 mod process;
+mod publish;
 pub mod retain;
 mod server;
 pub mod session;
@@ -16,7 +18,9 @@ mod sessions;
 mod signals;
 pub mod slab;
 pub mod subs;
+mod subscribe;
 mod sys;
+mod timers;
 pub mod ws;
 
 #[cfg(test)]

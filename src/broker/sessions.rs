@@ -4,18 +4,25 @@
 //! is in the index exactly while it exists, and in the tree and its groups exactly for the
 //! filters it lists.
 //!
+//! The broker's side of a session's life is here too: restored from a snapshot, detached when
+//! its connection finishes (kept with an expiry timer, or ended), ended with its held-back
+//! will.
+//!
 //! Attach and detach take the epoch the caller drew for the new attachment; timers carry it
 //! (see `core::Timer`), so a timer of an earlier attachment is recognised as stale.
 //! No I/O, no clock; never panics.
 
-use super::session::Session;
+use super::core::Broker;
+use super::session::{Expiry, Session};
 use super::slab::Slab;
 use super::subs::{SubTree, Subscriber};
+use super::timers::{id32, Timer};
 use crate::protocol::{topic, SubOptions};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A shared subscription group, `$share/{group}/{filter}`: each message to one member.
 pub struct SharedGroup {
@@ -281,6 +288,103 @@ fn pick_member(
     let (i, m) = fallback?;
     g.next = (i + 1) % n;
     Some(m)
+}
+
+/// Sessions as the broker runs them: restored, detached, ended.
+impl Broker {
+    /// Puts a loaded snapshot into an empty broker: sessions come back disconnected, with
+    /// their expiry counting from now.
+    pub fn restore(&mut self, img: super::persist::Image, now: Instant) {
+        for m in img.retained {
+            self.retained.set(m);
+        }
+        for mut s in img.sessions {
+            s.epoch = self.serial();
+            s.set_conn(None);
+            s.set_window(self.limits.max_inflight);
+            let (expiry, epoch) = (s.expiry, s.epoch);
+            // A client id saved twice keeps its first session.
+            let Some(sid) = self.table.insert(s) else {
+                continue;
+            };
+            let after = match (expiry, self.limits.persistent_client_expiration) {
+                (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
+                (Expiry::Never, d) => d,
+                (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
+            };
+            if let Some(d) = after {
+                self.push_timer(
+                    now + d,
+                    Timer::SessionExpiry {
+                        session: id32(sid),
+                        epoch,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The connection of session `sid` is gone: keep the session or remove it. Either way
+    /// a new epoch starts, so no timer of the attachment that ended fires.
+    pub(super) fn detach_session(&mut self, sid: usize, now: Instant) {
+        let epoch = self.serial();
+        self.table.detach(sid, epoch);
+        self.redistribute(sid, now);
+        let Some(s) = self.table.get(sid) else {
+            return;
+        };
+        let expiry = match (s.expiry, self.limits.persistent_client_expiration) {
+            (Expiry::Never, Some(d)) => Some(d),
+            (Expiry::Never, None) => None,
+            (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
+            (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
+        };
+        let epoch = s.epoch;
+        match expiry {
+            Some(d) if d.is_zero() => self.end_session(sid, now),
+            Some(d) => self.push_timer(
+                now + d,
+                Timer::SessionExpiry {
+                    session: id32(sid),
+                    epoch,
+                },
+            ),
+            None => {}
+        }
+        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
+            self.congested.swap_remove(p);
+            self.resume_if_clear();
+        }
+    }
+
+    /// A session ends (expired, discarded by a clean start, or gone with its connection):
+    /// a will it was holding back goes out now [MQTT-3.1.3-9], then it is removed.
+    pub(super) fn end_session(&mut self, sid: usize, now: Instant) {
+        if let Some(w) = self.table.get_mut(sid).and_then(|s| s.pending_will.take()) {
+            self.publish_will(*w, now);
+        }
+        self.remove_session(sid);
+    }
+
+    /// A new session, entered under its client id (free: the caller looked it up).
+    pub(super) fn insert_session(&mut self, s: Session) -> usize {
+        let key = s.client_id.clone();
+        match self.table.insert(s) {
+            Some(sid) => sid,
+            None => self.session_id(&key).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub(super) fn remove_session(&mut self, sid: usize) {
+        self.touch(sid);
+        if self.table.remove(sid).is_none() {
+            return;
+        }
+        if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
+            self.congested.swap_remove(p);
+            self.resume_if_clear();
+        }
+    }
 }
 
 #[cfg(test)]
