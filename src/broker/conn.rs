@@ -312,11 +312,13 @@ impl Broker {
                 delayed = will.take().map(|w| (sid, w, delay));
             }
         }
-        if let Some(w) = will {
-            self.publish_will(*w, now);
-        }
+        // Detached first: a will the session itself subscribes to waits in it (if it is kept)
+        // rather than going to the connection that is gone.
         if let Some((sid, true)) = session {
             self.detach_session(sid, now);
+        }
+        if let Some(w) = will {
+            self.publish_will(*w, now);
         }
         if let Some((sid, w, delay)) = delayed {
             // The timer belongs to the epoch the detachment started.

@@ -170,7 +170,8 @@ impl Broker {
         let Some(s) = self.table.get_mut(sid) else {
             return;
         };
-        match s.conn() {
+        // A connection already gone counts as none: the message waits in the session.
+        match s.conn().filter(|c| self.conns.get(*c).is_some()) {
             Some(cid) => {
                 let out_len = self.conns.get(cid).map_or(0, |c| c.out().len());
                 if d.qos == QoS::AtMostOnce {

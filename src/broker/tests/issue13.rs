@@ -706,3 +706,28 @@ fn no_local_match_is_not_no_matching_subscribers() {
         .collect();
     assert_eq!(acks, vec![reason::SUCCESS, reason::NO_MATCHING_SUBSCRIBERS]);
 }
+
+/// Found by the differential test: a persistent session subscribed to its own will topic
+/// keeps the will for its return; it went to the connection being finished and was lost.
+#[test]
+fn own_will_waits_in_the_persistent_session() {
+    let mut h = Harness::new();
+    let c = || Conn {
+        clean: false,
+        props: expiry(100),
+        will: Some(Will {
+            qos: QoS::ExactlyOnce,
+            ..will("b", None, false)
+        }),
+        ..Conn::new("self", Version::V5)
+    };
+    let (s, _) = h.connect(c());
+    h.sub(s, &[("b", QoS::ExactlyOnce)]);
+    h.drop_conn(s);
+    let (_, ack, after) = h.connect_rest(Conn { will: None, ..c() });
+    assert!(present(&ack));
+    assert_eq!(
+        publishes(&after),
+        vec![("will".into(), QoS::ExactlyOnce, false, false)]
+    );
+}
