@@ -208,6 +208,32 @@ const SHORT: u32 = 2;
 /// its expiry can come up to a second early or late; plus margin for the run's own lag.
 const WINDOW: u64 = 1300;
 
+/// What a step costs the runner in time (ms), by plan: the pauses it makes for a broker to
+/// notice a close, and round trips. Steps lag their plan only by what this leaves out.
+fn cost(step: &Step) -> u64 {
+    match step {
+        Step::Connect { .. } | Step::Close { .. } => 35,
+        Step::SleepUntil(_) => 0,
+        _ => 3,
+    }
+}
+
+/// When each step is planned to start (ms after the start of the run).
+fn plan(steps: &[Step]) -> Vec<u64> {
+    let mut t = 0;
+    steps
+        .iter()
+        .map(|s| {
+            let at = t;
+            t = match *s {
+                Step::SleepUntil(ms) => t.max(ms),
+                _ => t + cost(s),
+            };
+            at
+        })
+        .collect()
+}
+
 /// Moves the plan's clock `t` past every deadline it is near, with a sleep step.
 fn clear_of(deadlines: &[u64], t: &mut u64, steps: &mut Vec<Step>) {
     for &d in deadlines {
@@ -321,6 +347,7 @@ fn generate(seed: u64) -> Vec<Step> {
             } => deadlines.push(t + u64::from(SHORT) * 1000),
             _ => {}
         }
+        t += cost(&step);
         steps.push(step);
     }
     // The final retained check is a step too.
@@ -796,12 +823,8 @@ fn run_on(port: u16, steps: &[Step]) -> Observed {
         },
     };
     let start = Instant::now();
-    let mut planned = 0;
-    for (i, step) in run.steps.iter().enumerate() {
+    for (i, (step, planned)) in run.steps.iter().zip(plan(steps)).enumerate() {
         run.step(i, step, start, planned);
-        if let Step::SleepUntil(ms) = step {
-            planned = *ms;
-        }
     }
     run.retained();
     run.obs
