@@ -731,3 +731,15 @@ fn own_will_waits_in_the_persistent_session() {
         vec![("will".into(), QoS::ExactlyOnce, false, false)]
     );
 }
+
+/// Memory per idle connection must not grow with the session table and epochs: an epoch
+/// replaced the serial, and a connection holds no timer state.
+#[test]
+fn connection_and_session_sizes_hold() {
+    let sizes = (
+        std::mem::size_of::<super::super::core::Conn>(),
+        std::mem::size_of::<super::super::session::Session>(),
+    );
+    // What they were before issue 13 (commit 49a2329), on 64-bit targets.
+    assert!(sizes.0 <= 112 && sizes.1 <= 96, "Conn, Session: {sizes:?}");
+}
