@@ -109,13 +109,8 @@ impl Broker {
                     .as_str(),
             );
             // A session restored from persistence keeps its queue.
-            let sid = match self.session_id(&local_id) {
-                Some(sid) => sid,
-                None => {
-                    let epoch = self.serial();
-                    self.insert_session(Session::new(local_id.clone(), epoch, Expiry::Never))
-                }
-            };
+            let epoch = self.serial();
+            let sid = self.session_for(Session::new(local_id.clone(), epoch, Expiry::Never));
             // The configuration decides the subscriptions: those a restored session brought
             // leave the tree too, or a topic dropped from the configuration would still be
             // forwarded.

@@ -263,10 +263,7 @@ impl Broker {
             }
         }
         let epoch = self.serial();
-        let sid = match self.session_id(&key) {
-            Some(sid) => sid,
-            None => self.insert_session(Session::new(key.clone(), epoch, expiry)),
-        };
+        let sid = self.session_for(Session::new(key.clone(), epoch, expiry));
         self.table.attach(sid, id, epoch);
         if let Some(s) = self.table.get_mut(sid) {
             s.set_window(window);
@@ -343,7 +340,7 @@ impl Broker {
         for p in kept {
             f.push_pending(p);
         }
-        let dropped = before - (f.inflight.len() + f.queue.len());
+        let dropped = before.saturating_sub(f.inflight.len() + f.queue.len());
         if dropped > 0 {
             self.stats.publish_dropped += dropped as u64;
             self.touch(sid);

@@ -366,11 +366,12 @@ impl Broker {
         self.remove_session(sid);
     }
 
-    /// A new session, entered under its client id (free: the caller looked it up).
-    pub(super) fn insert_session(&mut self, s: Session) -> usize {
+    /// The session of `s`'s client id: `s`, entered now, unless the id has one already.
+    pub(super) fn session_for(&mut self, s: Session) -> usize {
         let key = s.client_id.clone();
         match self.table.insert(s) {
             Some(sid) => sid,
+            // Taken: the table holds a session under this id.
             None => self.session_id(&key).unwrap_or(usize::MAX),
         }
     }
