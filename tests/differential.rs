@@ -19,7 +19,10 @@
 //! RMQTT_DIFF_CASES=1000 cargo test --release --test differential -- --nocapture
 //! ```
 //!
-//! `RMQTT_DIFF_SEED=N` replays the single case `N`. Without Mosquitto installed the test is
+//! `RMQTT_DIFF_SEED=N` replays the single case `N`; `RMQTT_DIFF_VERBOSE=1` (with
+//! `--nocapture`) prints every case's timing and every failing case's differences, unshrunk.
+//! Each run starts a fresh rmqtt and a fresh Mosquitto, and the two run the sequence at the
+//! same time, each on its own ephemeral loopback port. Without Mosquitto installed the test is
 //! skipped, unless `RMQTT_REQUIRE_INTEROP` is set (CI), where it fails.
 
 mod common_interop;
@@ -135,6 +138,13 @@ enum Step {
         /// (topic, qos, retain); the payload is `w<n>` with `n` the step's index.
         will: Option<(&'static str, u8, bool)>,
     },
+    /// Connects slot `slot` with an empty client id (closing its connection first): the
+    /// broker assigns one, or refuses (3.1.1 without a clean session) [MQTT-3.1.3-8].
+    ConnectAnonymous {
+        slot: usize,
+        v5: bool,
+        clean: bool,
+    },
     Subscribe {
         slot: usize,
         filter: &'static str,
@@ -212,7 +222,7 @@ const WINDOW: u64 = 1300;
 /// notice a close, and round trips. Steps lag their plan only by what this leaves out.
 fn cost(step: &Step) -> u64 {
     match step {
-        Step::Connect { .. } | Step::Close { .. } => 35,
+        Step::Connect { .. } | Step::ConnectAnonymous { .. } | Step::Close { .. } => 35,
         Step::SleepUntil(_) => 0,
         _ => 3,
     }
@@ -257,6 +267,11 @@ fn generate(seed: u64) -> Vec<Step> {
         let slot = r.below(clients);
         let p = plan[slot];
         let step = match r.below(100) {
+            _ if !p.connected && r.chance(7) => Step::ConnectAnonymous {
+                slot,
+                v5: r.chance(50),
+                clean: r.chance(50),
+            },
             _ if !p.connected && r.chance(70) => {
                 let v5 = r.chance(50);
                 let clean = r.chance(40);
@@ -334,6 +349,14 @@ fn generate(seed: u64) -> Vec<Step> {
                     short: v5 && expiry == SHORT,
                 };
             }
+            Step::ConnectAnonymous { slot, .. } => {
+                plan[slot] = Plan {
+                    connected: true,
+                    v5: false,
+                    transient: true,
+                    short: false,
+                };
+            }
             Step::Disconnect { slot } | Step::Close { slot } => {
                 let p = &mut plan[slot];
                 if p.connected && p.short {
@@ -392,8 +415,8 @@ struct Client {
     buf: Vec<u8>,
     version: Version,
     next_pid: u16,
-    /// Filters subscribed through the shared group on this connection.
-    shared_sub: bool,
+    /// Connected with an empty client id: a later CONNECT of the slot is no takeover of it.
+    anonymous: bool,
 }
 
 enum Got {
@@ -411,7 +434,7 @@ impl Client {
             buf: Vec::new(),
             version,
             next_pid: 0,
-            shared_sub: false,
+            anonymous: false,
         }
     }
 
@@ -616,7 +639,12 @@ impl Run<'_> {
                     password: None,
                     properties: props,
                 })));
-                let old = self.conns[slot].replace(c);
+                let mut old = self.conns[slot].replace(c);
+                if let Some(a) = old.take_if(|o| o.anonymous) {
+                    // Another client id: closed, not taken over.
+                    let _ = a.stream.shutdown(Shutdown::Both);
+                    std::thread::sleep(Duration::from_millis(30));
+                }
                 match self.wait_for(slot, |p| matches!(p, Packet::ConnAck(_))) {
                     Some(Packet::ConnAck(a)) => self.event(
                         slot,
@@ -633,6 +661,35 @@ impl Run<'_> {
                 }
                 self.settle_all(slot);
             }
+            Step::ConnectAnonymous { slot, v5, clean } => {
+                if let Some(old) = self.conns[slot].take() {
+                    let _ = old.stream.shutdown(Shutdown::Both);
+                    std::thread::sleep(Duration::from_millis(30));
+                }
+                let version = if v5 { Version::V5 } else { Version::V311 };
+                let mut c = Client::open(self.port, version);
+                c.anonymous = true;
+                c.send(&Packet::Connect(Box::new(Connect {
+                    version,
+                    bridge: false,
+                    clean_start: clean,
+                    keep_alive: 60,
+                    client_id: String::new(),
+                    will: None,
+                    username: None,
+                    password: None,
+                    properties: Properties::default(),
+                })));
+                self.conns[slot] = Some(c);
+                match self.wait_for(slot, |p| matches!(p, Packet::ConnAck(_))) {
+                    Some(Packet::ConnAck(a)) => self.event(
+                        slot,
+                        format!("CONNACK {} sp{}", a.code, u8::from(a.session_present)),
+                    ),
+                    _ => self.event(slot, "no CONNACK".into()),
+                }
+                self.settle_all(slot);
+            }
             Step::Subscribe {
                 slot,
                 filter,
@@ -644,7 +701,6 @@ impl Run<'_> {
                     return;
                 };
                 let pid = c.pid();
-                c.shared_sub |= filter == SHARED;
                 self.sharing = (filter == SHARED).then_some(slot);
                 c.send(&Packet::Subscribe(Subscribe {
                     pid,
@@ -798,6 +854,7 @@ fn run_slots(steps: &[Step]) -> usize {
         .iter()
         .map(|s| match *s {
             Step::Connect { slot, .. }
+            | Step::ConnectAnonymous { slot, .. }
             | Step::Subscribe { slot, .. }
             | Step::Unsubscribe { slot, .. }
             | Step::Publish { slot, .. }
@@ -866,6 +923,10 @@ fn takeover_wills(steps: &[Step]) -> (BTreeSet<String>, BTreeSet<String>) {
                     }
                     None => will_of.remove(&slot),
                 };
+                connected.insert(slot, true);
+            }
+            Step::ConnectAnonymous { slot, .. } => {
+                will_of.remove(&slot);
                 connected.insert(slot, true);
             }
             Step::Disconnect { slot } | Step::Close { slot } => {
@@ -1047,10 +1108,14 @@ fn compare(mosquitto: &Path, steps: &[Step]) -> Option<Vec<String>> {
     for (who, o) in [("rmqtt", &a), ("mosquitto", &b)] {
         if o.lag > limit && timed(steps) {
             if std::env::var_os("RMQTT_DIFF_VERBOSE").is_some() {
+                let before = o.lag_step.checked_sub(1).and_then(|i| steps.get(i));
                 eprintln!(
-                    "differential: {who} run {:?} behind its plan at step {}",
+                    "differential: {who} run {:?} behind its plan at step {} (after {before:?})",
                     o.lag, o.lag_step
                 );
+                if std::env::var_os("RMQTT_DIFF_SEED").is_some() {
+                    eprintln!("{}events: {:?}", show(steps), o.events);
+                }
             }
             return None;
         }
