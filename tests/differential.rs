@@ -151,21 +151,27 @@ enum Step {
         qos: u8,
         no_local: bool,
         rap: bool,
+        /// 5.0 Retain Handling: 0 send retained, 1 only for a new subscription, 2 never.
+        rh: u8,
     },
     Unsubscribe {
         slot: usize,
         filter: &'static str,
     },
-    /// The payload is `m<n>` with `n` the step's index.
+    /// The payload is `m<n>` with `n` the step's index, or empty (`empty`, which with
+    /// `retain` deletes the topic's retained message).
     Publish {
         slot: usize,
         topic: &'static str,
         qos: u8,
         retain: bool,
         expiry: Option<u32>,
+        empty: bool,
     },
+    /// `will`: 5.0 reason 0x04, disconnect with the will message.
     Disconnect {
         slot: usize,
+        will: bool,
     },
     Close {
         slot: usize,
@@ -306,24 +312,32 @@ fn generate(seed: u64) -> Vec<Step> {
                     qos: r.pick(&[0, 1, 2]),
                     no_local: p.v5 && !shared && r.chance(25),
                     rap: p.v5 && r.chance(40),
+                    rh: if p.v5 { r.pick(&[0, 0, 1, 2]) } else { 0 },
                 }
             }
             28..=33 => Step::Unsubscribe {
                 slot,
                 filter: r.pick(FILTERS),
             },
-            34..=69 => Step::Publish {
+            34..=69 => {
+                let retain = r.chance(30);
+                Step::Publish {
+                    slot,
+                    topic: r.pick(TOPICS),
+                    qos: r.pick(&[0, 1, 2]),
+                    retain,
+                    expiry: if p.v5 && r.chance(30) {
+                        Some(r.pick(&[SHORT, 100]))
+                    } else {
+                        None
+                    },
+                    empty: retain && r.chance(20),
+                }
+            }
+            70..=77 => Step::Disconnect {
                 slot,
-                topic: r.pick(TOPICS),
-                qos: r.pick(&[0, 1, 2]),
-                retain: r.chance(30),
-                expiry: if p.v5 && r.chance(30) {
-                    Some(r.pick(&[SHORT, 100]))
-                } else {
-                    None
-                },
+                will: p.v5 && r.chance(30),
             },
-            70..=77 => Step::Disconnect { slot },
             78..=85 => Step::Close { slot },
             _ => {
                 t += r.pick(&[50, 150, 400, 1200]);
@@ -357,7 +371,7 @@ fn generate(seed: u64) -> Vec<Step> {
                     short: false,
                 };
             }
-            Step::Disconnect { slot } | Step::Close { slot } => {
+            Step::Disconnect { slot, .. } | Step::Close { slot } => {
                 let p = &mut plan[slot];
                 if p.connected && p.short {
                     deadlines.push(t + u64::from(SHORT) * 1000);
@@ -696,6 +710,7 @@ impl Run<'_> {
                 qos,
                 no_local,
                 rap,
+                rh,
             } => {
                 let Some(c) = self.conns[slot].as_mut() else {
                     return;
@@ -710,7 +725,7 @@ impl Run<'_> {
                             qos: QoS::from_u8(qos).unwrap(),
                             no_local,
                             retain_as_published: rap,
-                            retain_handling: 0,
+                            retain_handling: rh,
                         },
                     )],
                     properties: Properties::default(),
@@ -746,6 +761,7 @@ impl Run<'_> {
                 qos,
                 retain,
                 expiry,
+                empty,
             } => {
                 let Some(c) = self.conns[slot].as_mut() else {
                     return;
@@ -761,7 +777,11 @@ impl Run<'_> {
                     retain,
                     topic: topic.into(),
                     pid,
-                    payload: format!("m{i}").into_bytes().into(),
+                    payload: if empty {
+                        Default::default()
+                    } else {
+                        format!("m{i}").into_bytes().into()
+                    },
                     properties,
                 }));
                 match qos {
@@ -790,11 +810,14 @@ impl Run<'_> {
                 }
                 self.settle_all(slot);
             }
-            Step::Disconnect { slot } => {
+            Step::Disconnect { slot, will } => {
                 let Some(mut c) = self.conns[slot].take() else {
                     return;
                 };
-                c.send(&Packet::Disconnect(Disconnect::default()));
+                c.send(&Packet::Disconnect(Disconnect {
+                    reason: if will { 0x04 } else { 0 },
+                    properties: Properties::default(),
+                }));
                 let told = Self::drain_closed(c);
                 self.event(slot, format!("after DISCONNECT: {told}"));
                 self.settle_all(slot);
@@ -858,7 +881,7 @@ fn run_slots(steps: &[Step]) -> usize {
             | Step::Subscribe { slot, .. }
             | Step::Unsubscribe { slot, .. }
             | Step::Publish { slot, .. }
-            | Step::Disconnect { slot }
+            | Step::Disconnect { slot, .. }
             | Step::Close { slot } => slot + 1,
             Step::SleepUntil(_) => 0,
         })
@@ -929,7 +952,7 @@ fn takeover_wills(steps: &[Step]) -> (BTreeSet<String>, BTreeSet<String>) {
                 will_of.remove(&slot);
                 connected.insert(slot, true);
             }
-            Step::Disconnect { slot } | Step::Close { slot } => {
+            Step::Disconnect { slot, .. } | Step::Close { slot } => {
                 connected.insert(slot, false);
             }
             _ => {}
