@@ -68,8 +68,8 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     (
         "shared-retained",
-        "[MQTT-3.3.1-9] (5.0): retained messages are sent when a new non-shared subscription \
-         is made. Mosquitto 2.0.11 sends them on a shared subscription too; rmqtt does not. \
+        "MQTT 5.0 §3.3.1.3: retained messages are sent when a new non-shared subscription is \
+         made. Mosquitto 2.0.11 sends them on a shared subscription too; rmqtt does not. \
          Retained messages a shared subscription brings are required to be none on rmqtt's \
          side and not compared.",
     ),
