@@ -16,7 +16,6 @@
 
 use super::core::{id32, Broker, Close, Conn, Effect, Timer};
 use super::session::{Expiry, Session};
-use super::subs::Subscriber;
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
 use crate::protocol::{
     ConnAck, Connect, Packet, Properties, Publish, QoS, SubOptions, Subscribe, Version,
@@ -75,6 +74,9 @@ pub struct BridgeState {
     started: bool,
     /// Removed by a reload: never connects again.
     stopped: bool,
+    /// Renewed whenever the bridge's connection opens, connects or closes: its ping and
+    /// restart timers carry it, so a chain from an earlier connection stops. [STYLE 19c]
+    pub epoch: u32,
 }
 
 impl BridgeState {
@@ -113,20 +115,15 @@ impl Broker {
                     .as_str(),
             );
             // A session restored from persistence keeps its queue.
-            let sid = match self.session_id(&local_id) {
-                Some(sid) => sid,
-                None => {
-                    let serial = self.next_serial_pub();
-                    let s = Session::new(local_id.clone(), serial, Expiry::Never);
-                    let sid = self.sessions.insert(s);
-                    self.by_client_id_insert(local_id, sid);
-                    sid
-                }
-            };
-            if let Some(s) = self.sessions.get_mut(sid) {
+            let epoch = self.serial();
+            let sid = self.session_for(Session::new(local_id.clone(), epoch, Expiry::Never));
+            // The configuration decides the subscriptions: those a restored session brought
+            // leave the tree too, or a topic dropped from the configuration would still be
+            // forwarded.
+            self.table.unsubscribe_all(sid);
+            if let Some(s) = self.table.get_mut(sid) {
                 s.no_echo = true;
                 s.set_window(self.limits.max_inflight);
-                s.subs.clear();
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();
@@ -134,17 +131,7 @@ impl Broker {
                     qos: QoS::from_u8(t.qos).unwrap_or_default(),
                     ..SubOptions::default()
                 };
-                if let Some(s) = self.sessions.get_mut(sid) {
-                    s.add_sub(filter.as_str(), opts, None);
-                }
-                self.subs.subscribe(
-                    &filter,
-                    Subscriber {
-                        session: sid,
-                        opts,
-                        id: None,
-                    },
-                );
+                self.table.subscribe(sid, &filter, opts, None);
             }
             let b = BridgeState {
                 remap: Rc::new(Remap {
@@ -158,6 +145,7 @@ impl Broker {
                 pending: false,
                 started: false,
                 stopped: false,
+                epoch: self.serial(),
             };
             let notify = b.cfg.notifications.then(|| b.notification_topic());
             self.bridges.push(b);
@@ -258,10 +246,12 @@ impl Broker {
     }
 
     fn schedule_restart(&mut self, idx: usize, now: Instant) {
+        let epoch = self.serial();
         let Some(b) = self.bridges.get_mut(idx) else {
             return;
         };
         b.pending = false;
+        b.epoch = epoch;
         if b.stopped || (b.cfg.start_type == StartType::Once && b.started) {
             return;
         }
@@ -269,12 +259,17 @@ impl Broker {
         b.backoff = (b.backoff.saturating_mul(2)).min(b.cfg.restart_timeout.1.max(1));
         self.push_timer(
             now + Duration::from_secs(u64::from(wait)),
-            Timer::BridgeRestart { bridge: id32(idx) },
+            Timer::BridgeRestart {
+                bridge: id32(idx),
+                epoch,
+            },
         );
     }
 
-    pub(super) fn bridge_restart_due(&mut self, idx: usize) {
-        self.request_bridge_connect(idx);
+    pub(super) fn bridge_restart_due(&mut self, idx: usize, epoch: u32) {
+        if self.bridges.get(idx).is_some_and(|b| b.epoch == epoch) {
+            self.request_bridge_connect(idx);
+        }
     }
 
     /// The event loop opened a socket for bridge `idx` (connecting in the background):
@@ -292,9 +287,11 @@ impl Broker {
             _ => Version::V311,
         };
         let id = self.open_conn(peer, peer.port(), true, now);
+        let epoch = self.serial();
         if let Some(b) = self.bridges.get_mut(idx) {
             b.conn = Some(id);
             b.pending = false;
+            b.epoch = epoch;
         }
         if let Some(c) = self.conns.get_mut(id) {
             c.version = version;
@@ -368,8 +365,11 @@ impl Broker {
             c.connected = true;
             c.set_session(Some(sid));
         }
-        if let Some(s) = self.sessions.get_mut(sid) {
-            s.set_conn(Some(id));
+        let epoch = self.serial();
+        self.table.attach(sid, id, epoch);
+        let ping_epoch = self.serial();
+        if let Some(b) = self.bridges.get_mut(idx) {
+            b.epoch = ping_epoch;
         }
         // Subscribe on the remote side to what flows in. In 5.0, no-local keeps our own
         // messages from coming back; in 3.1.1 try_private asks the remote for the same.
@@ -413,22 +413,41 @@ impl Broker {
             self.send(id, &Packet::Publish(p));
         }
         if !ka.is_zero() {
-            self.push_timer(now + ka, Timer::BridgePing { conn: id32(id) });
+            self.push_timer(
+                now + ka,
+                Timer::BridgePing {
+                    bridge: id32(idx),
+                    epoch: ping_epoch,
+                },
+            );
         }
         self.resume_session(sid, now);
     }
 
-    /// Keeps a bridge connection alive from the client side.
-    pub(super) fn bridge_ping(&mut self, id: usize, now: Instant) {
+    /// Keeps a bridge connection alive from the client side: one chain of pings per
+    /// connection, since a timer from an earlier connection carries an older epoch.
+    pub(super) fn bridge_ping(&mut self, idx: usize, epoch: u32, now: Instant) {
+        let Some(b) = self.bridges.get(idx).filter(|b| b.epoch == epoch) else {
+            return;
+        };
+        let Some(id) = b.conn else {
+            return;
+        };
         let Some(c) = self.conns.get(id) else {
             return;
         };
-        if c.bridge().is_none() || c.close.is_some() {
+        if c.close.is_some() || c.keep_alive_secs == 0 {
             return;
         }
         let ka = c.keep_alive();
         self.send(id, &Packet::PingReq);
-        self.push_timer(now + ka, Timer::BridgePing { conn: id32(id) });
+        self.push_timer(
+            now + ka,
+            Timer::BridgePing {
+                bridge: id32(idx),
+                epoch,
+            },
+        );
     }
 
     /// A bridge connection is gone: the session keeps the queue; reconnect later.
@@ -455,7 +474,7 @@ impl Broker {
         else {
             return;
         };
-        let queued = self.sessions.get(sid).map_or(0, |s| s.flow().queue.len());
+        let queued = self.table.get(sid).map_or(0, |s| s.flow().queue.len());
         let threshold = self
             .bridges
             .get(idx)

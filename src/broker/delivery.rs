@@ -6,11 +6,11 @@
 //! beyond a shared reference to the message, except where a 5.0 subscriber needs properties of
 //! its own (subscription identifiers, remaining expiry, topic alias).
 
-use super::core::{Broker, Conn, Effect, SharedGroup};
+use super::core::{Broker, Conn, Effect};
 use super::message::Message;
-use super::session::{Inflight, OutState, Pending};
+use super::session::{Inflight, OutState, Pending, Session};
 use crate::auth::acl::Access;
-use crate::protocol::{topic, Ack, Packet, Properties, PublishView, QoS, SubOptions};
+use crate::protocol::{Ack, Packet, Properties, PublishView, QoS};
 use log::{debug, warn};
 use std::rc::Rc;
 use std::time::Instant;
@@ -23,6 +23,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     let remapped = c.remap().and_then(|r| r.outgoing(&d.msg.topic));
     let mut topic: &str = remapped.as_deref().unwrap_or(&d.msg.topic);
     let mut own: Option<Properties> = None;
+    let mut new_alias = None;
     if c.version.is_v5()
         && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
     {
@@ -36,15 +37,16 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         }
         let max = c.alias_out_max();
         if max > 0 {
-            let aliases = &mut c.extra_mut().alias_out;
+            let aliases = &c.extra_mut().alias_out;
             match aliases.get(&d.msg.topic) {
                 Some(&a) => {
                     p.topic_alias = Some(a);
                     topic = "";
                 }
                 None if aliases.len() < usize::from(max) => {
+                    // Recorded only once the packet is known to go out (below).
                     let a = aliases.len() as u16 + 1;
-                    aliases.insert(d.msg.topic.clone(), a);
+                    new_alias = Some(a);
                     p.topic_alias = Some(a);
                 }
                 None => {}
@@ -65,6 +67,9 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         return false;
     }
     view.encode(c.version, c.out_mut());
+    if let Some(a) = new_alias {
+        c.extra_mut().alias_out.insert(d.msg.topic.clone(), a);
+    }
     true
 }
 
@@ -72,7 +77,7 @@ impl Broker {
     /// A persistent session gets its connection back: re-send the in-flight window with DUP
     /// set (PUBREL for those past PUBREC) [MQTT-4.4.0-1], then fill it from the queue.
     pub(super) fn resume_session(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let Some(cid) = s.conn() else {
@@ -101,7 +106,7 @@ impl Broker {
     /// Moves queued messages into the in-flight window while it has room.
     pub(super) fn fill_window(&mut self, sid: usize, now: Instant) {
         loop {
-            let Some(s) = self.sessions.get_mut(sid) else {
+            let Some(s) = self.table.get_mut(sid) else {
                 return;
             };
             let Some(cid) = s.conn() else {
@@ -127,7 +132,7 @@ impl Broker {
     /// Sends one message now on a connected session: QoS 0 straight out, QoS 1/2 into the
     /// in-flight window (the caller has checked there is room).
     fn transmit(&mut self, sid: usize, cid: usize, d: Pending, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         let pid = if d.qos == QoS::AtMostOnce {
@@ -162,10 +167,11 @@ impl Broker {
 
     /// Delivers to session `sid`: now if it can, else into its queue (bounded).
     pub(super) fn deliver(&mut self, sid: usize, d: Pending, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
-        match s.conn() {
+        // A connection already gone counts as none: the message waits in the session.
+        match s.conn().filter(|c| self.conns.get(*c).is_some()) {
             Some(cid) => {
                 let out_len = self.conns.get(cid).map_or(0, |c| c.out().len());
                 if d.qos == QoS::AtMostOnce {
@@ -177,7 +183,7 @@ impl Broker {
                 } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
-                    if let Some(s) = self.sessions.get_mut(sid) {
+                    if let Some(s) = self.table.get_mut(sid) {
                         s.push_pending(d);
                     }
                     self.touch(sid);
@@ -194,7 +200,7 @@ impl Broker {
                     self.drop_message(sid);
                     return;
                 }
-                if let Some(s) = self.sessions.get_mut(sid) {
+                if let Some(s) = self.table.get_mut(sid) {
                     s.push_pending(d);
                 }
                 self.touch(sid);
@@ -206,7 +212,7 @@ impl Broker {
     }
 
     fn queue_full(&self, sid: usize) -> bool {
-        let Some(s) = self.sessions.get(sid) else {
+        let Some(s) = self.table.get(sid) else {
             return true;
         };
         let f = s.flow();
@@ -216,7 +222,7 @@ impl Broker {
 
     fn drop_message(&mut self, sid: usize) {
         self.stats.publish_dropped += 1;
-        if let Some(s) = self.sessions.get(sid) {
+        if let Some(s) = self.table.get(sid) {
             debug!(
                 "Outgoing messages are being dropped for client {}.",
                 s.client_id
@@ -229,7 +235,7 @@ impl Broker {
     /// acknowledged QoS 1/2 messages are not dropped. Lifted when it drains, or after
     /// `stall_timeout` for a subscriber that stopped reading.
     pub(super) fn check_congestion(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get(sid) else {
+        let Some(s) = self.table.get(sid) else {
             return;
         };
         let out = s
@@ -244,7 +250,7 @@ impl Broker {
             // A subscriber that stopped reading does not get to hold publishers back again
             // until it has caught up.
             if under || s.conn().is_none() {
-                if let Some(s) = self.sessions.get_mut(sid) {
+                if let Some(s) = self.table.get_mut(sid) {
                     s.stalled = false;
                 }
             }
@@ -254,12 +260,12 @@ impl Broker {
         match pos {
             None if over => {
                 self.congested.push((sid, now));
-                let serial = s.serial;
+                let epoch = s.epoch;
                 self.push_timer(
                     now + self.limits.stall_timeout,
                     super::core::Timer::Stall {
                         session: super::core::id32(sid),
-                        serial,
+                        epoch,
                     },
                 );
                 self.pause_current(sid);
@@ -293,10 +299,16 @@ impl Broker {
         if !self.congested.is_empty() {
             return;
         }
+        let now = self.last_now;
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
+                // The pause was the broker's doing: the keep alive counts from its end.
+                if let Some(now) = now {
+                    c.last_rx = c.last_rx.max(now);
+                }
                 self.push_effect(Effect::Resume(super::core::id32(id)));
+                self.arm_sweep(id);
             }
         }
     }
@@ -310,14 +322,14 @@ impl Broker {
         if now.duration_since(since) < self.limits.stall_timeout {
             return;
         }
-        if let Some(s) = self.sessions.get(sid) {
+        if let Some(s) = self.table.get(sid) {
             warn!(
                 "Client {} is not reading its messages; no longer holding back publishers.",
                 s.client_id
             );
         }
         self.congested.remove(pos);
-        if let Some(s) = self.sessions.get_mut(sid) {
+        if let Some(s) = self.table.get_mut(sid) {
             s.stalled = true;
         }
         self.resume_if_clear();
@@ -325,20 +337,22 @@ impl Broker {
 
     /// Routes a message to every matching subscription: once per session at the highest
     /// granted QoS of its matching filters [MQTT-3.3.5-1], and to one member of each matching
-    /// shared subscription group. Returns how many sessions it went to.
-    pub(super) fn route(
-        &mut self,
-        msg: &Rc<Message>,
-        origin: Option<usize>,
-        now: Instant,
-    ) -> usize {
+    /// shared subscription group. Returns whether any subscription matched, whether or not
+    /// it took the message (no-local, ACL): what PUBACK's 0x10 "no matching subscribers"
+    /// means to Mosquitto.
+    pub(super) fn route(&mut self, msg: &Rc<Message>, origin: Option<usize>, now: Instant) -> bool {
         let mut matched = std::mem::take(&mut self.scratch);
         matched.clear();
-        self.subs.matches(&msg.topic, &mut matched);
+        self.table.matches(&msg.topic, &mut matched);
+        let any = !matched.is_empty();
         if matched.len() > 1 {
             matched.sort_unstable_by_key(|s| s.session);
         }
-        let mut count = 0;
+        // [MQTT-3.8.3-3] a no-local subscription does not match its own session's messages:
+        // it takes no part in the QoS, retain-as-published or identifiers of the delivery.
+        if let Some(o) = origin {
+            matched.retain(|m| m.session != o || !m.opts.no_local);
+        }
         let mut i = 0;
         while let Some(first) = matched.get(i).copied() {
             let mut best = first;
@@ -357,10 +371,9 @@ impl Broker {
                 j += 1;
             }
             i = j;
-            // [MQTT-3.8.3-3] no local; and never echo a bridge's own messages back to it.
+            // Never echo a bridge's own messages back to it.
             if Some(best.session) == origin
-                && (best.opts.no_local
-                    || self.sessions.get(best.session).is_some_and(|s| s.no_echo))
+                && self.table.get(best.session).is_some_and(|s| s.no_echo)
             {
                 continue;
             }
@@ -375,28 +388,29 @@ impl Broker {
                 share: None,
             };
             self.deliver(best.session, d, now);
-            count += 1;
         }
         self.scratch = matched;
-        if !self.shared.is_empty() {
-            count += self.route_shared(msg, None, now);
+        if self.table.has_shared() {
+            return self.route_shared(msg, None, now) > 0 || any;
         }
-        count
+        any
     }
 
     /// One member of each shared group whose filter matches: the next connected member in
     /// round-robin order (or, if none is connected, the next one's session queue).
     fn route_shared(&mut self, msg: &Rc<Message>, only: Option<&Rc<str>>, now: Instant) -> usize {
-        let mut picks = Vec::new();
-        for g in &mut self.shared {
-            if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, &msg.topic) {
-                continue;
-            }
-            if let Some(m) = pick_member(g, &self.sessions, None) {
-                picks.push((m, g.key.clone()));
-            }
-        }
-        picks.retain(|((sid, _, _), _)| self.session_may(*sid, &msg.topic, Access::Read));
+        let auth = &self.auth;
+        // Only members that may read the message take part: one that may not would swallow
+        // it.
+        let may = |s: &Session| {
+            auth.allowed(
+                &s.client_id,
+                s.username.as_deref(),
+                &msg.topic,
+                Access::Read,
+            )
+        };
+        let picks = self.table.pick_shared(&msg.topic, only, None, &may);
         let n = picks.len();
         for ((sid, opts, id), key) in picks {
             let d = Pending {
@@ -414,7 +428,7 @@ impl Broker {
     /// A member of shared groups lost its connection: messages it had not acknowledged go to
     /// another connected member of the same group, if there is one. [MQTT-4.8.2]
     pub(super) fn redistribute(&mut self, sid: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(sid) else {
+        let Some(s) = self.table.get_mut(sid) else {
             return;
         };
         if !s.flow().inflight.iter().any(|f| f.d.share.is_some())
@@ -447,16 +461,24 @@ impl Broker {
             let Some(key) = d.share.clone() else {
                 continue;
             };
+            let auth = &self.auth;
+            let may = |s: &Session| {
+                auth.allowed(
+                    &s.client_id,
+                    s.username.as_deref(),
+                    &d.msg.topic,
+                    Access::Read,
+                )
+            };
             let target = self
-                .shared
-                .iter_mut()
-                .find(|g| g.key == key)
-                .and_then(|g| pick_member(g, &self.sessions, Some(sid)));
+                .table
+                .pick_shared(&d.msg.topic, Some(&key), Some(sid), &may)
+                .pop();
             match target {
-                Some((other, _, _)) => self.deliver(other, d, now),
+                Some(((other, _, _), _)) => self.deliver(other, d, now),
                 // Nobody else to take it: keep it for this member's return.
                 None => {
-                    if let Some(s) = self.sessions.get_mut(sid) {
+                    if let Some(s) = self.table.get_mut(sid) {
                         s.push_pending(d);
                     }
                 }
@@ -464,87 +486,10 @@ impl Broker {
         }
     }
 
-    /// Adds `sid` to the shared group of `$share/{group}/{filter}` (or updates its options).
-    pub(super) fn shared_subscribe(
-        &mut self,
-        group: &str,
-        filter: &str,
-        sid: usize,
-        opts: SubOptions,
-        id: Option<u32>,
-    ) {
-        let key: Rc<str> = Rc::from(format!("{group}/{filter}"));
-        let g = match self.shared.iter_mut().position(|g| g.key == key) {
-            Some(i) => &mut self.shared[i],
-            None => {
-                self.shared.push(SharedGroup {
-                    key,
-                    filter: Box::from(filter),
-                    members: Vec::new(),
-                    next: 0,
-                });
-                let last = self.shared.len() - 1;
-                &mut self.shared[last]
-            }
-        };
-        match g.members.iter_mut().find(|m| m.0 == sid) {
-            Some(m) => *m = (sid, opts, id),
-            None => g.members.push((sid, opts, id)),
-        }
-    }
-
-    pub(super) fn shared_unsubscribe(&mut self, group: &str, filter: &str, sid: usize) -> bool {
-        let key = format!("{group}/{filter}");
-        let Some(i) = self.shared.iter().position(|g| *g.key == *key) else {
-            return false;
-        };
-        let Some(g) = self.shared.get_mut(i) else {
-            return false;
-        };
-        let before = g.members.len();
-        g.members.retain(|m| m.0 != sid);
-        let removed = g.members.len() != before;
-        if g.members.is_empty() {
-            self.shared.swap_remove(i);
-        }
-        removed
-    }
-
     /// Timers are pushed from several modules; one helper keeps the heap private.
     pub(super) fn push_timer(&mut self, at: Instant, t: super::core::Timer) {
-        self.timers.push(at, t);
+        let (sessions, bridges) = (&self.table, &self.bridges);
+        self.timers
+            .push(at, t, |t| super::core::timer_live(sessions, bridges, t));
     }
-}
-
-/// The next member of `g` in round-robin order, preferring connected sessions and never
-/// `exclude`.
-fn pick_member(
-    g: &mut SharedGroup,
-    sessions: &super::slab::Slab<super::session::Session>,
-    exclude: Option<usize>,
-) -> Option<(usize, SubOptions, Option<u32>)> {
-    let n = g.members.len();
-    if n == 0 {
-        return None;
-    }
-    let mut fallback = None;
-    for k in 0..n {
-        let i = (g.next + k) % n;
-        let Some(&m) = g.members.get(i) else {
-            continue;
-        };
-        if Some(m.0) == exclude {
-            continue;
-        }
-        if sessions.get(m.0).is_some_and(|s| s.conn().is_some()) {
-            g.next = (i + 1) % n;
-            return Some(m);
-        }
-        if fallback.is_none() {
-            fallback = Some((i, m));
-        }
-    }
-    let (i, m) = fallback?;
-    g.next = (i + 1) % n;
-    Some(m)
 }

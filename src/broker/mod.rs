@@ -2,19 +2,25 @@
 //! state it owns (connections, sessions, subscription tree, retained store).
 
 mod bridge;
+mod conn;
+mod connect;
 pub mod core;
 mod delivery;
 mod logging;
 pub mod message;
 pub mod persist;
 mod process;
+mod publish;
 pub mod retain;
 mod server;
 pub mod session;
+mod sessions;
 mod signals;
 pub mod slab;
 pub mod subs;
+mod subscribe;
 mod sys;
+mod timers;
 pub mod ws;
 
 #[cfg(test)]

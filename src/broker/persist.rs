@@ -75,8 +75,17 @@ fn put_pending(b: &mut BytesMut, p: &Pending, ids: &HashMap<*const Message, u32>
     put_string(b, p.share.as_deref().unwrap_or(""));
 }
 
-/// The whole persistent state as snapshot bytes.
+/// The whole persistent state of `broker` as snapshot bytes.
 pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
+    let sessions: Vec<&Session> = broker
+        .sessions_iter()
+        .filter(|s| s.expiry != Expiry::OnDisconnect)
+        .collect();
+    encode_state(&broker.retained_messages(), &sessions, now)
+}
+
+/// Snapshot bytes of plain data: the retained messages and the sessions to save.
+pub fn encode_state(retained: &[Rc<Message>], sessions: &[&Session], now: Instant) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(4096);
     out.put_slice(MAGIC);
     let mut ids: HashMap<*const Message, u32> = HashMap::new();
@@ -103,15 +112,10 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
         put_record(out, REC_MESSAGE, &b);
         *records += 1;
     };
-    let retained = broker.retained_messages();
-    for m in &retained {
+    for m in retained {
         add_msg(&mut out, m, &mut records);
     }
-    let sessions: Vec<&Session> = broker
-        .sessions_iter()
-        .filter(|s| s.expiry != Expiry::OnDisconnect)
-        .collect();
-    for s in &sessions {
+    for s in sessions {
         for f in &s.flow().inflight {
             add_msg(&mut out, &f.d.msg, &mut records);
         }
@@ -119,7 +123,7 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
             add_msg(&mut out, &p.msg, &mut records);
         }
     }
-    for m in &retained {
+    for m in retained {
         let mut b = BytesMut::new();
         b.put_u32(ids.get(&Rc::as_ptr(m)).copied().unwrap_or(0));
         put_record(&mut out, REC_RETAINED, &b);
@@ -144,8 +148,8 @@ pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
                 b.put_u32(0);
             }
         }
-        b.put_u32(s.subs.len() as u32);
-        for (f, o, id) in &s.subs {
+        b.put_u32(s.subs().len() as u32);
+        for (f, o, id) in s.subs() {
             put_string(&mut b, f);
             b.put_u8(o.to_byte());
             b.put_u32(id.map_or(0, NonZeroU32::get));

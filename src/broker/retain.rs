@@ -3,10 +3,14 @@
 //! A tree by topic level, separate from the subscription tree: here the stored side is the
 //! topic name and the query is the filter. Storing an empty payload deletes the topic and prunes
 //! empty branches. Leading wildcards never match `$` topics. [MQTT-4.7.2-1]
+//! Messages whose 5.0 expiry has passed are removed by [`RetainStore::purge`], which the
+//! broker runs when [`RetainStore::next_expiry`] comes due: an expired message neither
+//! lingers in memory nor in the saved state.
 
 use super::message::Message;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Instant;
 
 #[derive(Default)]
 struct Node {
@@ -19,6 +23,8 @@ pub struct RetainStore {
     root: Node,
     count: usize,
     bytes: usize,
+    /// No stored message expires before this (it may be earlier than the earliest left).
+    next_expiry: Option<Instant>,
 }
 
 impl RetainStore {
@@ -28,6 +34,39 @@ impl RetainStore {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// When [`RetainStore::purge`] is next due.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.next_expiry
+    }
+
+    /// Removes every message expired at `now` (pruning emptied branches); returns how many.
+    pub fn purge(&mut self, now: Instant) -> usize {
+        fn walk(node: &mut Node, now: Instant, st: &mut (usize, usize, Option<Instant>)) {
+            if let Some(m) = node.msg.as_ref() {
+                if m.is_expired(now) {
+                    st.0 += 1;
+                    st.1 += m.size();
+                    node.msg = None;
+                } else if let Some(e) = m.expires {
+                    st.2 = Some(st.2.map_or(e, |n: Instant| n.min(e)));
+                }
+            }
+            node.children.retain(|_, c| {
+                walk(c, now, st);
+                c.msg.is_some() || !c.children.is_empty()
+            });
+        }
+        if self.next_expiry.is_none_or(|t| t > now) {
+            return 0;
+        }
+        let mut st = (0, 0, None);
+        walk(&mut self.root, now, &mut st);
+        self.count = self.count.saturating_sub(st.0);
+        self.bytes = self.bytes.saturating_sub(st.1);
+        self.next_expiry = st.2;
+        st.0
     }
 
     /// Stores `msg` as the retained message of its topic, or deletes the topic's retained
@@ -64,6 +103,9 @@ impl RetainStore {
             }
         }
         let topic = msg.topic.clone();
+        if let Some(e) = msg.expires.filter(|_| !msg.payload.is_empty()) {
+            self.next_expiry = Some(self.next_expiry.map_or(e, |n| n.min(e)));
+        }
         let mut st = (self.count, self.bytes as isize);
         walk(&mut self.root, Some(&topic), msg, &mut st);
         self.count = st.0;

@@ -164,13 +164,17 @@ pub struct Session {
     pub stalled: bool,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
-    /// Unique for the life of the process, so stale timers can be told apart after id reuse.
-    pub serial: u32,
+    /// Which attachment this is: renewed on every attach and detach, and unique for the life
+    /// of the process. Every timer for the session carries the epoch it was set in, so a
+    /// timer from an earlier attachment (or an earlier session in the same slot) is
+    /// recognised and ignored. [STYLE 19c]
+    pub epoch: u32,
     /// The connection's slab index (below 2^32) while connected; see [`Session::conn`].
     conn_ix: Option<u32>,
     pub expiry: Expiry,
-    /// (filter, options, MQTT 5 subscription identifier): 24 bytes each.
-    pub subs: Vec<(Box<str>, SubOptions, Option<NonZeroU32>)>,
+    /// (filter, options, MQTT 5 subscription identifier): 24 bytes each. Changed only by the
+    /// session table, which keeps the tree and the shared groups in step.
+    subs: Vec<(Box<str>, SubOptions, Option<NonZeroU32>)>,
     /// How many QoS 1/2 messages may be unacknowledged: the broker's limit, lowered by a 5.0
     /// client's Receive Maximum. [MQTT-3.3.4-7]
     window: u16,
@@ -180,13 +184,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, serial: u32, expiry: Expiry) -> Session {
+    pub fn new(client_id: Arc<str>, epoch: u32, expiry: Expiry) -> Session {
         Session {
             client_id,
             no_echo: false,
             stalled: false,
             username: None,
-            serial,
+            epoch,
             conn_ix: None,
             expiry,
             subs: Vec::new(),
@@ -253,8 +257,14 @@ impl Session {
         self.flow().find_inflight(pid, state)
     }
 
-    /// Adds a subscription. The first few grow the list one at a time: most sessions hold one
-    /// to three, and a vector's default growth would reserve room for four.
+    /// (filter, options, subscription identifier) of every subscription.
+    pub fn subs(&self) -> &[(Box<str>, SubOptions, Option<NonZeroU32>)] {
+        &self.subs
+    }
+
+    /// Adds a subscription to a session not yet in the table (one being restored); the
+    /// table indexes it on insert. The first few grow the list one at a time: most sessions
+    /// hold one to three, and a vector's default growth would reserve room for four.
     pub fn add_sub(&mut self, filter: &str, opts: SubOptions, id: Option<u32>) {
         if self.subs.len() < 4 {
             self.subs.reserve_exact(1);
@@ -265,6 +275,37 @@ impl Session {
 
     pub fn subscription(&self, filter: &str) -> Option<usize> {
         self.subs.iter().position(|(f, _, _)| &**f == filter)
+    }
+
+    /// Adds or updates the subscription to `filter`; whether it existed. For the table.
+    pub(super) fn set_sub(&mut self, filter: &str, opts: SubOptions, id: Option<u32>) -> bool {
+        match self.subscription(filter).and_then(|i| self.subs.get_mut(i)) {
+            Some(e) => {
+                e.1 = opts;
+                e.2 = id.and_then(NonZeroU32::new);
+                true
+            }
+            None => {
+                self.add_sub(filter, opts, id);
+                false
+            }
+        }
+    }
+
+    /// Removes the subscription to `filter`; whether it existed. For the table.
+    pub(super) fn remove_sub(&mut self, filter: &str) -> bool {
+        match self.subscription(filter) {
+            Some(i) => {
+                self.subs.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every subscription out. For the table.
+    pub(super) fn take_subs(&mut self) -> Vec<(Box<str>, SubOptions, Option<NonZeroU32>)> {
+        std::mem::take(&mut self.subs)
     }
 }
 

@@ -1,10 +1,12 @@
 //! The `$SYS` tree: Mosquitto's broker statistics topics, published retained every
 //! `sys_interval` seconds, each only when its value changed.
 //!
-//! Part of [`Broker`]. The caller passes in the time and what only the event loop knows (the
-//! process's resident memory, persistence counters).
+//! [`SysState::changed`] works on plain figures ([`Figures`]) and returns the topics and
+//! values to publish, so it is tested without a broker; [`Broker::publish_sys`] gathers the
+//! figures and publishes. The caller passes in the time and what only the event loop knows
+//! (the process's resident memory, persistence counters).
 
-use super::core::Broker;
+use super::core::{Broker, Stats};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -49,15 +51,26 @@ pub struct LoopFigures {
     pub persistence_bytes: u64,
 }
 
-impl Broker {
-    /// Publishes every `$SYS` value that changed since the last call.
-    pub fn publish_sys(&mut self, now: Instant, figures: LoopFigures) {
-        let started = *self.sys.started.get_or_insert(now);
-        let st = &self.stats;
-        let connected = self.conns.iter().filter(|(_, c)| c.connected).count() as u64;
-        let sessions = self.session_count() as u64;
-        let disconnected = sessions.saturating_sub(connected);
-        let (stored, stored_bytes) = self.stored();
+/// What the `$SYS` values are made of: plain numbers, gathered by [`Broker::publish_sys`].
+#[derive(Debug, Default, Clone)]
+pub struct Figures {
+    pub stats: Stats,
+    pub connected: u64,
+    pub sessions: u64,
+    pub stored: u64,
+    pub stored_bytes: u64,
+    pub retained: u64,
+    pub subscriptions: u64,
+    pub from_loop: LoopFigures,
+}
+
+impl SysState {
+    /// The `$SYS/broker/...` topics (without the prefix) whose value changed since the last
+    /// call, with their new values; remembers them as published.
+    pub fn changed(&mut self, f: &Figures, now: Instant) -> Vec<(String, String)> {
+        let started = *self.started.get_or_insert(now);
+        let st = &f.stats;
+        let disconnected = f.sessions.saturating_sub(f.connected);
         let mut values: Vec<(String, String)> = vec![
             (
                 "version".into(),
@@ -67,16 +80,16 @@ impl Broker {
                 "uptime".into(),
                 format!("{} seconds", now.duration_since(started).as_secs()),
             ),
-            ("clients/connected".into(), connected.to_string()),
-            ("clients/active".into(), connected.to_string()),
+            ("clients/connected".into(), f.connected.to_string()),
+            ("clients/active".into(), f.connected.to_string()),
             ("clients/disconnected".into(), disconnected.to_string()),
             ("clients/inactive".into(), disconnected.to_string()),
-            ("clients/total".into(), sessions.to_string()),
+            ("clients/total".into(), f.sessions.to_string()),
             ("clients/maximum".into(), st.clients_maximum.to_string()),
             ("clients/expired".into(), st.clients_expired.to_string()),
             ("messages/received".into(), st.messages_received.to_string()),
             ("messages/sent".into(), st.messages_sent.to_string()),
-            ("messages/stored".into(), stored.to_string()),
+            ("messages/stored".into(), f.stored.to_string()),
             (
                 "publish/messages/received".into(),
                 st.publish_received.to_string(),
@@ -88,28 +101,21 @@ impl Broker {
             ),
             ("bytes/received".into(), st.bytes_received.to_string()),
             ("bytes/sent".into(), st.bytes_sent.to_string()),
-            (
-                "retained messages/count".into(),
-                self.retained_count().to_string(),
-            ),
-            (
-                "subscriptions/count".into(),
-                self.subscription_count().to_string(),
-            ),
-            ("store/messages/count".into(), stored.to_string()),
-            ("store/messages/bytes".into(), stored_bytes.to_string()),
-            ("heap/current".into(), figures.heap_bytes.to_string()),
+            ("retained messages/count".into(), f.retained.to_string()),
+            ("subscriptions/count".into(), f.subscriptions.to_string()),
+            ("store/messages/count".into(), f.stored.to_string()),
+            ("store/messages/bytes".into(), f.stored_bytes.to_string()),
+            ("heap/current".into(), f.from_loop.heap_bytes.to_string()),
             (
                 "persistence/writes".into(),
-                figures.persistence_writes.to_string(),
+                f.from_loop.persistence_writes.to_string(),
             ),
             (
                 "persistence/bytes".into(),
-                figures.persistence_bytes.to_string(),
+                f.from_loop.persistence_bytes.to_string(),
             ),
         ];
         let interval = self
-            .sys
             .last_run
             .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
         let totals: [(&'static str, u64); 8] = [
@@ -123,8 +129,8 @@ impl Broker {
             ("connections", st.clients_total_connected),
         ];
         for (name, total) in totals {
-            let load = self.sys.loads.entry(name).or_default();
-            if self.sys.last_run.is_some() {
+            let load = self.loads.entry(name).or_default();
+            if self.last_run.is_some() {
                 load.update(total, interval);
             } else {
                 load.last = total;
@@ -133,18 +139,36 @@ impl Broker {
                 values.push((format!("load/{name}/{span}"), format!("{avg:.2}")));
             }
         }
-        self.sys.last_run = Some(now);
-        for (topic, value) in values {
-            if self.sys.published.get(&topic) == Some(&value) {
-                continue;
-            }
+        self.last_run = Some(now);
+        values.retain(|(topic, value)| self.published.get(topic) != Some(value));
+        for (topic, value) in &values {
+            self.published.insert(topic.clone(), value.clone());
+        }
+        values
+    }
+}
+
+impl Broker {
+    /// Publishes every `$SYS` value that changed since the last call.
+    pub fn publish_sys(&mut self, now: Instant, from_loop: LoopFigures) {
+        let (stored, stored_bytes) = self.stored();
+        let figures = Figures {
+            stats: self.stats.clone(),
+            connected: self.conns.iter().filter(|(_, c)| c.connected).count() as u64,
+            sessions: self.session_count() as u64,
+            stored,
+            stored_bytes,
+            retained: self.retained_count() as u64,
+            subscriptions: self.subscription_count() as u64,
+            from_loop,
+        };
+        for (topic, value) in self.sys.changed(&figures, now) {
             self.publish_internal(
                 &format!("$SYS/broker/{topic}"),
-                Bytes::from(value.clone().into_bytes()),
+                Bytes::from(value.into_bytes()),
                 true,
                 now,
             );
-            self.sys.published.insert(topic, value);
         }
     }
 
@@ -162,5 +186,34 @@ impl Broker {
                     .sum::<u64>();
         }
         (n, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Plain figures in, changed values out: a value is published once until it changes.
+    #[test]
+    fn only_changed_values_come_out() {
+        let mut st = SysState::default();
+        let t0 = Instant::now();
+        let mut f = Figures {
+            connected: 2,
+            sessions: 3,
+            ..Figures::default()
+        };
+        let first = st.changed(&f, t0);
+        let get = |v: &[(String, String)], k: &str| {
+            v.iter().find(|(t, _)| t == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(&first, "clients/disconnected").as_deref(), Some("1"));
+        assert_eq!(get(&first, "uptime").as_deref(), Some("0 seconds"));
+        f.connected = 3;
+        let next = st.changed(&f, t0 + Duration::from_secs(10));
+        assert_eq!(get(&next, "clients/connected").as_deref(), Some("3"));
+        assert_eq!(get(&next, "clients/total"), None, "unchanged");
+        assert_eq!(get(&next, "uptime").as_deref(), Some("10 seconds"));
     }
 }

@@ -900,9 +900,30 @@ fn timers_never_fire_early() {
     let t0 = Instant::now();
     let mut t = Timers::default();
     let at = |us: u64| t0 + Duration::from_micros(us);
-    t.push(at(30_000_500), Timer::BridgePing { conn: 1 });
-    t.push(at(5_000_700), Timer::BridgePing { conn: 2 });
-    t.push(at(40_000_001), Timer::BridgePing { conn: 3 });
+    t.push(
+        at(30_000_500),
+        Timer::BridgePing {
+            bridge: 1,
+            epoch: 1,
+        },
+        |_| true,
+    );
+    t.push(
+        at(5_000_700),
+        Timer::BridgePing {
+            bridge: 2,
+            epoch: 1,
+        },
+        |_| true,
+    );
+    t.push(
+        at(40_000_001),
+        Timer::BridgePing {
+            bridge: 3,
+            epoch: 1,
+        },
+        |_| true,
+    );
     for (us, conn) in [(5_000_700, 2), (30_000_500, 1), (40_000_001, 3)] {
         let next = t.next().unwrap();
         assert!(next >= at(us), "timer {conn} due early");
@@ -911,7 +932,13 @@ fn timers_never_fire_early() {
             t.pop_due(at(us).checked_sub(Duration::from_micros(1)).unwrap()),
             None
         );
-        assert_eq!(t.pop_due(next), Some(Timer::BridgePing { conn }));
+        assert_eq!(
+            t.pop_due(next),
+            Some(Timer::BridgePing {
+                bridge: conn,
+                epoch: 1
+            })
+        );
     }
     assert_eq!(t.next(), None);
 }
@@ -1114,7 +1141,7 @@ impl Sim {
                 // Only a subscriber still draining (socket full) or awaiting acknowledgements
                 // may hold a publisher back.
                 let progressing = self.b.congested.iter().any(|(sid, _)| {
-                    self.b.sessions.get(*sid).is_some_and(|ss| {
+                    self.b.table.get(*sid).is_some_and(|ss| {
                         ss.conn().is_some_and(|cc| {
                             self.socks
                                 .get(&cc)
@@ -1128,7 +1155,7 @@ impl Sim {
                 }
             }
         }
-        for (sid, s) in self.b.sessions.iter() {
+        for (sid, s) in self.b.table.iter() {
             let f = s.flow();
             let room = f
                 .queue
@@ -1308,3 +1335,5 @@ fn read_budget_revisits_without_an_event_and_lets_others_in() {
 fn effects_are_eight_bytes() {
     assert_eq!(std::mem::size_of::<Effect>(), 8);
 }
+
+mod issue13;

@@ -168,7 +168,10 @@ impl Properties {
             let id = u8::try_from(id).map_err(|_| DecodeError::Protocol("unknown property"))?;
             let mask = allowed(id).ok_or(DecodeError::Protocol("unknown property"))?;
             if mask & bit(owner) == 0 {
-                return Err(DecodeError::Protocol("property not allowed in this packet"));
+                // MQTT 5 §2.2.2.2: a property not defined for the packet makes it malformed.
+                return Err(DecodeError::Malformed(
+                    "property not allowed in this packet",
+                ));
             }
             match id {
                 PAYLOAD_FORMAT_INDICATOR => set(&mut p.payload_format_indicator, flag(r.u8()?)?)?,

@@ -1,0 +1,347 @@
+//! PUBLISH and its acknowledgements from clients (and from a bridge's remote side), and the
+//! messages the broker publishes itself (`$SYS`, wills): checks, retained store, routing, and
+//! the QoS 1/2 flows of the outbound in-flight window.
+//!
+//! Part of [`Broker`]; no I/O, time passed in. A wrong acknowledgement or a rule broken by
+//! the client closes only that connection.
+
+use super::core::{Broker, Close, Conn};
+use super::message::Message;
+use super::session::OutState;
+use crate::auth::acl::Access;
+use crate::protocol::{reason, topic, Ack, Packet, Publish, QoS, Will};
+use log::{debug, info};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
+        let Some(conn) = self.conns.get(id) else {
+            return;
+        };
+        let sid = conn.session();
+        let version = conn.version;
+        self.stats.publish_received += 1;
+        debug!(
+            "Received PUBLISH from {} (d{}, q{}, r{}, m{}, '{}', ... ({} bytes))",
+            conn.client_id,
+            u8::from(p.dup),
+            p.qos.as_u8(),
+            u8::from(p.retain),
+            p.pid,
+            p.topic,
+            p.payload.len()
+        );
+        let mut p = p;
+        let from_bridge = conn.bridge().is_some();
+        if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
+            return self.protocol_violation(id, "subscription identifier in PUBLISH");
+        }
+        if topic::too_deep(&p.topic) {
+            info!(
+                "Client {} published to a topic deeper than {} levels.",
+                self.display_of(id),
+                topic::MAX_LEVELS
+            );
+            if version.is_v5() {
+                self.send_disconnect(id, reason::TOPIC_NAME_INVALID);
+            }
+            return self.mark_closing(id, Close::ProtocolError);
+        }
+        if let Some(alias) = p.properties.topic_alias {
+            // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
+            let max = self.limits.max_topic_alias;
+            if alias == 0 || alias > max {
+                info!(
+                    "Client {} sent an invalid topic alias {alias}.",
+                    self.display_of(id)
+                );
+                self.send_disconnect(id, reason::TOPIC_ALIAS_INVALID);
+                return self.mark_closing(id, Close::ProtocolError);
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            let slot = usize::from(alias - 1);
+            let aliases = &mut conn.extra_mut().alias_in;
+            if aliases.len() <= slot {
+                aliases.resize(slot + 1, None);
+            }
+            if p.topic.is_empty() {
+                match aliases.get(slot).cloned().flatten() {
+                    Some(t) => p.topic = t,
+                    None => {
+                        return self.protocol_violation(id, "topic alias not set up");
+                    }
+                }
+            } else if let Some(e) = aliases.get_mut(slot) {
+                *e = Some(p.topic.clone());
+            }
+        }
+        if version.is_v5()
+            && p.qos == QoS::ExactlyOnce
+            && sid.and_then(|s| self.table.get(s)).is_some_and(|s| {
+                s.flow().inbound_qos2.len() >= self.limits.max_inflight
+                    && !s.flow().inbound_qos2.contains(p.pid)
+            })
+        {
+            // More unacknowledged QoS 2 than our Receive Maximum. [MQTT-3.3.4-9]
+            info!(
+                "Client {} exceeded the receive maximum.",
+                self.display_of(id)
+            );
+            self.send_disconnect(id, reason::RECEIVE_MAXIMUM_EXCEEDED);
+            return self.mark_closing(id, Close::ProtocolError);
+        }
+        let too_big =
+            self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
+        let retain_refused = p.retain && !self.limits.retain_available;
+        if retain_refused && version.is_v5() {
+            self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
+            return self.mark_closing(id, Close::ProtocolError);
+        }
+        let (cid, user) = self
+            .conns
+            .get(id)
+            .map(|c| (c.client_id.clone(), c.username.clone()))
+            .unwrap_or_default();
+        let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
+        let mut denied = false;
+        if let Some(r) = remap {
+            // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
+            match r.incoming(&p.topic) {
+                Some(t) => p.topic = Arc::from(t.as_str()),
+                None => denied = true,
+            }
+        } else {
+            denied = !self
+                .auth
+                .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
+        }
+        if denied {
+            debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
+        }
+        // Clients may not write to the broker's own $SYS tree.
+        let accepted = !too_big && !sys_write_forbidden(&p.topic) && !retain_refused && !denied;
+        if too_big {
+            info!(
+                "Dropped too large PUBLISH from {} ({} bytes).",
+                self.conns.get(id).map(|c| c.display_id()).unwrap_or(""),
+                p.payload.len()
+            );
+            self.stats.publish_dropped += 1;
+        }
+        let mut ack_reason = if too_big {
+            reason::PACKET_TOO_LARGE
+        } else if denied {
+            // 3.1.1 has no way to say no: the message is acknowledged and dropped.
+            reason::NOT_AUTHORIZED
+        } else {
+            reason::SUCCESS
+        };
+
+        let duplicate_qos2 = p.qos == QoS::ExactlyOnce
+            && sid
+                .and_then(|s| self.table.get(s))
+                .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
+        if accepted && !duplicate_qos2 {
+            let expires = p
+                .properties
+                .message_expiry_interval
+                .map(|s| now + Duration::from_secs(u64::from(s)));
+            let props = if p.properties.is_empty() {
+                None
+            } else {
+                let mut props = p.properties.clone();
+                props.topic_alias = None;
+                props.subscription_identifiers.clear();
+                Some(Box::new(props))
+            };
+            let msg = Rc::new(Message {
+                topic: p.topic.clone(),
+                payload: p.payload.clone(),
+                qos: p.qos,
+                retain: p.retain,
+                properties: props,
+                expires,
+            });
+            if p.retain {
+                self.retained.set(msg.clone());
+                self.changes += 1;
+            }
+            if !self.route(&msg, sid, now) {
+                ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
+            }
+        }
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => {
+                let mut ack = Ack::new(p.pid);
+                if version.is_v5() {
+                    ack.reason = ack_reason;
+                }
+                self.send(id, &Packet::PubAck(ack));
+            }
+            QoS::ExactlyOnce => {
+                if let Some(s) = sid.and_then(|s| self.table.get_mut(s)) {
+                    // A PUBREC with a failure code ends the flow [MQTT-4.3.3-4]: the sender
+                    // may reuse the id at once, so it is not kept.
+                    let refused = version.is_v5() && ack_reason >= 0x80;
+                    if !too_big && !refused && s.flow_mut().inbound_qos2.insert(p.pid) {
+                        if let Some(sid) = sid {
+                            self.touch(sid);
+                        }
+                    }
+                }
+                let mut ack = Ack::new(p.pid);
+                // 0x10 "no matching subscribers" is optional: Mosquitto, which routes a QoS 2
+                // message on PUBREL, never sends it in PUBREC, and neither do we.
+                if version.is_v5() && ack_reason != reason::NO_MATCHING_SUBSCRIBERS {
+                    ack.reason = ack_reason;
+                }
+                self.send(id, &Packet::PubRec(ack));
+            }
+        }
+    }
+
+    pub(super) fn handle_pubrel(&mut self, id: usize, pid: u16) {
+        let sid = self.conns.get(id).and_then(Conn::session);
+        let known = sid
+            .and_then(|s| self.table.get_mut(s))
+            .is_some_and(|s| s.release_qos2(pid));
+        if let (true, Some(sid)) = (known, sid) {
+            self.touch(sid);
+        }
+        let mut ack = Ack::new(pid);
+        if !known && self.conns.get(id).is_some_and(|c| c.version.is_v5()) {
+            ack.reason = reason::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        self.send(id, &Packet::PubComp(ack));
+    }
+
+    pub(super) fn handle_puback(&mut self, id: usize, pid: u16, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.table.get_mut(sid) else {
+            return;
+        };
+        match s.find_inflight(pid, OutState::AwaitAck) {
+            Some(i) => {
+                s.flow_mut().inflight.remove(i);
+                self.touch(sid);
+                self.fill_window(sid, now);
+            }
+            None if s.flow().inflight.iter().any(|f| f.pid == pid) => {
+                // A PUBACK for a QoS 2 message: Mosquitto closes on it, and so do we.
+                self.protocol_violation(id, "PUBACK for a QoS 2 message")
+            }
+            None => debug!(
+                "Received PUBACK from {} for unknown mid {pid}.",
+                s.client_id
+            ),
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, id: usize, a: Ack, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.table.get_mut(sid) else {
+            return;
+        };
+        let Some(i) = s.find_inflight(a.pid, OutState::AwaitRec) else {
+            // Already past PUBREC (a re-sent PUBREC): answer PUBREL again. [MQTT-4.3.3]
+            if s.find_inflight(a.pid, OutState::AwaitComp).is_some() {
+                self.send(id, &Packet::PubRel(Ack::new(a.pid)));
+            } else if s.find_inflight(a.pid, OutState::AwaitAck).is_some() {
+                self.protocol_violation(id, "PUBREC for a QoS 1 message");
+            }
+            return;
+        };
+        if a.reason >= 0x80 {
+            // 5.0: the receiver refused the message; the flow ends here. [MQTT-4.3.3-4]
+            s.flow_mut().inflight.remove(i);
+            self.fill_window(sid, now);
+            return;
+        }
+        if let Some(f) = s.flow_mut().inflight.get_mut(i) {
+            f.state = OutState::AwaitComp;
+        }
+        self.touch(sid);
+        self.send(id, &Packet::PubRel(Ack::new(a.pid)));
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, id: usize, pid: u16, now: Instant) {
+        let Some(sid) = self.session_of(id) else {
+            return;
+        };
+        let Some(s) = self.table.get_mut(sid) else {
+            return;
+        };
+        if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
+            s.flow_mut().inflight.remove(i);
+            self.touch(sid);
+            self.fill_window(sid, now);
+        } else if s.flow().inflight.iter().any(|f| f.pid == pid) {
+            // PUBCOMP before PUBREC, or for a QoS 1 message.
+            self.protocol_violation(id, "PUBCOMP out of order");
+        }
+    }
+
+    /// Publishes a message of the broker's own (`$SYS`, log lines) to subscribers.
+    pub fn publish_internal(
+        &mut self,
+        topic: &str,
+        payload: bytes::Bytes,
+        retain: bool,
+        now: Instant,
+    ) {
+        let msg = Rc::new(Message {
+            topic: Arc::from(topic),
+            payload,
+            qos: QoS::AtMostOnce,
+            retain,
+            properties: None,
+            expires: None,
+        });
+        if retain {
+            self.retained.set(msg.clone());
+        }
+        self.route(&msg, None, now);
+    }
+
+    pub(super) fn publish_will(&mut self, will: Will, now: Instant) {
+        let expires = will
+            .properties
+            .message_expiry_interval
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        let mut props = will.properties;
+        props.will_delay_interval = None;
+        let msg = Rc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: if props.is_empty() {
+                None
+            } else {
+                Some(Box::new(props))
+            },
+            expires,
+        });
+        if msg.retain && self.limits.retain_available {
+            self.retained.set(msg.clone());
+            self.changes += 1;
+        }
+        self.route(&msg, None, now);
+    }
+}
+
+/// Clients may not write into the broker's `$SYS` tree, except for the bridge state topics
+/// other brokers' bridges publish there (as Mosquitto allows).
+pub(super) fn sys_write_forbidden(topic: &str) -> bool {
+    topic.starts_with("$SYS") && !topic::matches("$SYS/broker/connection/+/state", topic)
+}
