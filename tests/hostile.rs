@@ -88,7 +88,7 @@ fn silent_and_half_open_connections_are_closed_after_the_connect_timeout() {
     half.send(&ConnectOpts::new("half").encode()[..5]);
     // A working client meanwhile.
     b.assert_healthy();
-    // The broker's connect timeout is 20 s.
+    // The broker's connect timeout is 10 s by default (`connect_timeout`).
     silent.expect_closed_within(Duration::from_secs(30));
     half.expect_closed_within(Duration::from_secs(10));
     b.assert_healthy();

@@ -86,7 +86,7 @@ impl Limits {
             auto_id_prefix: c.auto_id_prefix.clone(),
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
-            connect_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
             out_high_water: 256 * 1024,
             out_limit: 16 * 1024 * 1024,
             stall_timeout: Duration::from_secs(2),

@@ -1,6 +1,7 @@
 //! The broker applet: command line, configuration, and the single-threaded event loop with the
 //! state it owns (connections, sessions, subscription tree, retained store).
 
+mod admission;
 mod bridge;
 pub mod core;
 mod delivery;

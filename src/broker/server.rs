@@ -8,6 +8,7 @@
 //! polls without sleeping while effects are queued, and otherwise sleeps until the broker's
 //! next deadline, a socket event or a signal.
 
+use super::admission::{self, Admission, AdmissionLimits};
 use super::core::{fmt_addr, Broker, Close, Effect};
 use super::logging;
 use super::persist::Store;
@@ -292,6 +293,8 @@ struct Sock {
     /// Boxed and dropped when empty: an idle connection pays a pointer.
     #[allow(clippy::box_collection)]
     pending: Option<Box<BytesMut>>,
+    /// Accepted and not logged in yet: counted by [`Admission`], and held to its limits.
+    prelogin: bool,
 }
 
 /// Why [`Server::run`] returned.
@@ -317,6 +320,8 @@ pub struct Server {
     max_connections: i64,
     /// `set_tcp_nodelay`: TCP_NODELAY on accepted sockets.
     nodelay: bool,
+    /// Pre-login limits and failed-login back-off.
+    admission: Admission,
     /// The pass's effects and the output taken while flushing, kept between passes.
     effects: Vec<Effect>,
     output: Vec<Effect>,
@@ -439,6 +444,7 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
             nodelay: cfg.set_tcp_nodelay,
+            admission: Admission::new(AdmissionLimits::from_config(cfg)),
             effects: Vec::new(),
             output: Vec::new(),
         };
@@ -500,6 +506,7 @@ impl Server {
         let now = Instant::now();
         self.broker.limits = super::core::Limits::from_config(cfg);
         self.max_connections = cfg.max_connections;
+        self.admission.limits = AdmissionLimits::from_config(cfg);
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
@@ -775,6 +782,7 @@ impl Server {
                 connecting: true,
                 identity_done: true,
                 pending: None,
+                prelogin: false,
                 writing: true,
                 listener: None,
             },
@@ -824,6 +832,10 @@ impl Server {
                 );
                 continue;
             }
+            if let Err(why) = self.admission.admit(addr.ip(), now) {
+                info!("Client connection from {} denied: {why}.", fmt_addr(&addr));
+                continue;
+            }
             // On unless configured off: replies are batched per loop pass already.
             let _ = stream.set_nodelay(self.nodelay);
             let mut stream = match &l.tls {
@@ -832,6 +844,7 @@ impl Server {
                     Ok(t) => Transport::Tls(Box::new(t)),
                     Err(e) => {
                         error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                        self.admission.left(addr.ip());
                         continue;
                     }
                 },
@@ -850,6 +863,7 @@ impl Server {
                 error!("Unable to register connection: {e}.");
                 self.broker.peer_closed(id, true);
                 self.broker.finish(id, now);
+                self.admission.left(addr.ip());
                 continue;
             }
             l.open += 1;
@@ -860,6 +874,7 @@ impl Server {
                     connecting: false,
                     identity_done: !l.plan.spec.use_identity_as_username,
                     pending: None,
+                    prelogin: true,
                     writing: false,
                     listener: Some(l.id),
                 },
@@ -904,6 +919,23 @@ impl Server {
                             .set_tls_identity(id, sock.stream.peer_identity());
                     }
                     let data = self.scratch.get(..n).unwrap_or_default();
+                    if sock.prelogin {
+                        if let Err(why) = prelogin_check(
+                            sock.pending.as_deref().map_or(&[][..], |p| &p[..]),
+                            data,
+                            self.admission.limits.max_connect_size,
+                        ) {
+                            if let Some(c) = self.broker.conns.get(id) {
+                                info!(
+                                    "Client connection from {} refused before CONNECT: {why}.",
+                                    fmt_addr(&c.peer())
+                                );
+                            }
+                            sock.pending = None;
+                            self.broker.close_conn(id, Close::ProtocolError);
+                            break;
+                        }
+                    }
                     match sock.pending.as_deref_mut().filter(|p| !p.is_empty()) {
                         None => {
                             let used = self.broker.input(id, data, now);
@@ -937,6 +969,26 @@ impl Server {
                 Err(_) => {
                     self.broker.peer_closed(id, true);
                     break;
+                }
+            }
+        }
+        if sock.prelogin {
+            if let Some(c) = self.broker.conns.get(id) {
+                let ip = c.peer().ip();
+                if c.connected {
+                    sock.prelogin = false;
+                    self.admission.left(ip);
+                    self.admission.login_ok(ip);
+                } else if c.close == Some(Close::Refused) {
+                    sock.prelogin = false;
+                    self.admission.left(ip);
+                    if let Some(b) = self.admission.login_failed(ip, now) {
+                        info!(
+                            "Backing off {} for {} s after repeated failed logins.",
+                            ip,
+                            b.as_secs()
+                        );
+                    }
                 }
             }
         }
@@ -1042,6 +1094,11 @@ impl Server {
     fn close(&mut self, id: usize, now: Instant) {
         self.write(id, now);
         if let Some(mut sock) = self.socks.take(id) {
+            if sock.prelogin {
+                if let Some(c) = self.broker.conns.get(id) {
+                    self.admission.left(c.peer().ip());
+                }
+            }
             let _ = self.poll.registry().deregister(sock.stream.socket());
             let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
             if let Some(l) = sock
@@ -1053,6 +1110,18 @@ impl Server {
         }
         self.broker.finish(id, now);
     }
+}
+
+/// The admission check of a pre-login read: the first bytes of what is buffered followed by
+/// what was just read (the fixed header may span both).
+fn prelogin_check(pending: &[u8], data: &[u8], max: usize) -> Result<(), String> {
+    let mut head = [0u8; 5];
+    let mut n = 0;
+    for (dst, src) in head.iter_mut().zip(pending.iter().chain(data.iter())) {
+        *dst = *src;
+        n += 1;
+    }
+    admission::check_front(head.get(..n).unwrap_or_default(), max)
 }
 
 /// Resident memory of this process, from /proc (0 where there is none).

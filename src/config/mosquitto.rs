@@ -63,6 +63,26 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.max_packet_size = number(a, 0, 268_435_460)? as u32;
         Ok(())
     }),
+    ("connect_timeout", |s, a| {
+        s.cfg.connect_timeout = number(a, 1, 3600)? as u32;
+        Ok(())
+    }),
+    ("max_connect_size", |s, a| {
+        s.cfg.max_connect_size = number(a, 64, 268_435_460)? as u32;
+        Ok(())
+    }),
+    ("max_pending_connections", |s, a| {
+        s.cfg.max_pending_connections = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_pending_per_address", |s, a| {
+        s.cfg.max_pending_per_address = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("websockets_origin", |s, a| {
+        s.cfg.websockets_origins.push(one(a)?.to_owned());
+        Ok(())
+    }),
     ("max_inflight_messages", |s, a| {
         s.cfg.max_inflight_messages = number(a, 0, 65535)? as u16;
         Ok(())

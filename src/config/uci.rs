@@ -794,6 +794,42 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "queue QoS 0 messages for offline persistent clients",
             ),
             (
+                "connect_timeout",
+                set!(connect_timeout, |a: &Arg| a.number(1, 3600).map(|n| n as u32)),
+                "seconds a new connection has to send CONNECT, TLS and WebSocket set-up included (default 10)",
+            ),
+            (
+                "max_connect_size",
+                set!(max_connect_size, |a: &Arg| a
+                    .number(64, 268_435_460)
+                    .map(|n| n as u32)),
+                "largest CONNECT accepted, refused from its fixed header (default 8192)",
+            ),
+            (
+                "max_pending_connections",
+                set!(max_pending_connections, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "connections not logged in yet, all addresses, 0 for no limit (default 256)",
+            ),
+            (
+                "max_pending_per_address",
+                set!(max_pending_per_address, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "connections not logged in yet per source address, 0 for no limit (default 64)",
+            ),
+            (
+                "websockets_origin",
+                |l, _, a| {
+                    for o in a.value.items() {
+                        l.cfg.websockets_origins.push(o.to_owned());
+                    }
+                    Ok(())
+                },
+                "list: Origin headers a WebSocket upgrade may carry (default: any)",
+            ),
+            (
                 "upgrade_outgoing_qos",
                 set!(upgrade_outgoing_qos, |a: &Arg| a.boolean()),
                 "deliver at the subscription QoS",
