@@ -1020,3 +1020,37 @@ fn chromium_page_with_mqttjs_shows_message_from_mosquitto_pub() {
         report()
     );
 }
+
+/// `websockets_origin`: an upgrade whose `Origin` is not listed gets 403 and is closed; a
+/// listed one (compared ignoring case) is accepted and talks MQTT.
+#[test]
+fn origin_allow_list_refuses_other_web_pages() {
+    let broker = common::Broker::with_config(&format!(
+        "{WS_CONFIG}websockets_origin http://router.lan\nwebsockets_origin https://router.lan\n"
+    ));
+    let ws_port = broker.wait_ports(2)[1];
+    for extra in ["Origin: http://evil.example\r\n", ""] {
+        let mut s = Ws::tcp(ws_port);
+        s.write_all(upgrade_request(ws_port, extra).as_bytes())
+            .unwrap();
+        let (head, _) = read_http_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 403 "), "{extra:?}: {head:?}");
+        read_until_closed(&mut s, "refused origin");
+    }
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "Origin: HTTP://Router.LAN\r\n").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    s.write_all(&masked(
+        OP_BINARY,
+        true,
+        &ConnectOpts::new("origin-ok").encode(),
+    ))
+    .unwrap();
+    // One server frame holding CONNACK, accepted.
+    let mut got = [0u8; 6];
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, [0x82, 4, 0x20, 2, 0, 0]);
+}

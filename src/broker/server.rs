@@ -113,6 +113,12 @@ enum Transport {
 
 /// Plaintext bytes a WebSocket connection accepts before it says "would block".
 const WS_OUT_LIMIT: usize = 64 * 1024;
+/// Control replies (pongs) are queued only while the WebSocket's output is below this: a
+/// peer that pings and never reads gets no more than that held for it.
+const WS_CONTROL_LIMIT: usize = WS_OUT_LIMIT + 4096;
+/// Raw bytes one `WsStream::read` takes from the socket when they carry no MQTT data
+/// (pings, empty frames): the rest is read next pass, so a ping flood cannot hold the loop.
+const WS_RAW_BUDGET: usize = 64 * 1024;
 
 /// MQTT over WebSockets: the upgrade, then binary frames both ways (see `ws`).
 struct WsStream {
@@ -122,6 +128,12 @@ struct WsStream {
     raw_in: BytesMut,
     data: BytesMut,
     raw_out: BytesMut,
+    /// Largest frame accepted: `max_connect_size` before login, [`ws::MAX_FRAME`] after.
+    max_frame: usize,
+    /// `websockets_origin`: the `Origin`s an upgrade may come from; empty: any.
+    origins: std::rc::Rc<[String]>,
+    /// The last read stopped at [`WS_RAW_BUDGET`] with bytes left in the socket.
+    more: bool,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -129,7 +141,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl WsStream {
-    fn new(inner: Transport) -> WsStream {
+    fn new(inner: Transport, max_frame: usize, origins: std::rc::Rc<[String]>) -> WsStream {
         WsStream {
             inner,
             open: false,
@@ -137,11 +149,16 @@ impl WsStream {
             raw_in: BytesMut::new(),
             data: BytesMut::new(),
             raw_out: BytesMut::new(),
+            max_frame,
+            origins,
+            more: false,
         }
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
+        let mut raw_read = 0usize;
+        self.more = false;
         loop {
             if !self.data.is_empty() {
                 let n = buf.len().min(self.data.len());
@@ -154,14 +171,19 @@ impl WsStream {
             if self.closing {
                 return Ok(0);
             }
+            if raw_read >= WS_RAW_BUDGET {
+                self.more = true;
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
             let n = self.inner.read(&mut chunk)?;
+            raw_read += n;
             if n == 0 {
                 return Ok(0);
             }
             self.raw_in
                 .extend_from_slice(chunk.get(..n).unwrap_or_default());
             if !self.open {
-                match ws::handshake(&self.raw_in) {
+                match ws::handshake_with(&self.raw_in, &self.origins) {
                     Ok(None) => continue,
                     Ok(Some((used, resp))) => {
                         self.raw_in.advance(used);
@@ -169,15 +191,21 @@ impl WsStream {
                         self.open = true;
                     }
                     Err(e) => {
-                        self.raw_out.extend_from_slice(ws::bad_request());
+                        self.raw_out.extend_from_slice(match e {
+                            ws::WsError::Forbidden => ws::forbidden(),
+                            _ => ws::bad_request(),
+                        });
                         let _ = self.flush_pending();
                         return Err(invalid(e));
                     }
                 }
             }
             let mut ctl = ws::Control::default();
-            let decoded = ws::decode_frames(&mut self.raw_in, &mut self.data, &mut ctl);
-            self.raw_out.extend_from_slice(&ctl.reply);
+            let decoded =
+                ws::decode_frames_max(&mut self.raw_in, &mut self.data, &mut ctl, self.max_frame);
+            if ctl.closed || self.raw_out.len() + ctl.reply.len() <= WS_CONTROL_LIMIT {
+                self.raw_out.extend_from_slice(&ctl.reply);
+            }
             if let Err(e) = decoded {
                 if let ws::WsError::Protocol(code, _) = e {
                     self.raw_out.extend_from_slice(&ws::close_frame(code));
@@ -255,6 +283,11 @@ impl Transport {
         }
     }
 
+    /// A WebSocket read stopped at its raw budget with bytes still in the socket.
+    fn more(&self) -> bool {
+        matches!(self, Transport::Ws(w) if w.more)
+    }
+
     fn has_pending(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
@@ -322,6 +355,8 @@ pub struct Server {
     nodelay: bool,
     /// Pre-login limits and failed-login back-off.
     admission: Admission,
+    /// `websockets_origin`, shared by every WebSocket connection.
+    ws_origins: std::rc::Rc<[String]>,
     /// The pass's effects and the output taken while flushing, kept between passes.
     effects: Vec<Effect>,
     output: Vec<Effect>,
@@ -445,6 +480,7 @@ impl Server {
             max_connections: cfg.max_connections,
             nodelay: cfg.set_tcp_nodelay,
             admission: Admission::new(AdmissionLimits::from_config(cfg)),
+            ws_origins: cfg.websockets_origins.clone().into(),
             effects: Vec::new(),
             output: Vec::new(),
         };
@@ -507,6 +543,7 @@ impl Server {
         self.broker.limits = super::core::Limits::from_config(cfg);
         self.max_connections = cfg.max_connections;
         self.admission.limits = AdmissionLimits::from_config(cfg);
+        self.ws_origins = cfg.websockets_origins.clone().into();
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
@@ -850,7 +887,11 @@ impl Server {
                 },
             };
             if l.plan.spec.protocol == ListenerProtocol::WebSockets {
-                stream = Transport::Ws(Box::new(WsStream::new(stream)));
+                stream = Transport::Ws(Box::new(WsStream::new(
+                    stream,
+                    self.admission.limits.max_connect_size,
+                    self.ws_origins.clone(),
+                )));
             }
             let id = self
                 .broker
@@ -964,7 +1005,12 @@ impl Server {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if sock.stream.more() {
+                        self.broker.read_again(id);
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
                     self.broker.peer_closed(id, true);
@@ -977,6 +1023,9 @@ impl Server {
                 let ip = c.peer().ip();
                 if c.connected {
                     sock.prelogin = false;
+                    if let Transport::Ws(w) = &mut sock.stream {
+                        w.max_frame = ws::MAX_FRAME;
+                    }
                     self.admission.left(ip);
                     self.admission.login_ok(ip);
                 } else if c.close == Some(Close::Refused) {
