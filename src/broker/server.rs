@@ -116,6 +116,12 @@ const WS_OUT_LIMIT: usize = 64 * 1024;
 /// Control replies (pongs) are queued only while the WebSocket's output is below this: a
 /// peer that pings and never reads gets no more than that held for it.
 const WS_CONTROL_LIMIT: usize = WS_OUT_LIMIT + 4096;
+/// Pings a WebSocket peer may send before its CONNECT is accepted; more is a flood, closed
+/// with status 1008.
+const WS_PRELOGIN_PINGS: u32 = 16;
+/// Pings a logged-in WebSocket peer may send with no MQTT data in between. MQTT keeps the
+/// connection alive with PINGREQ, and browsers cannot send WebSocket pings at all.
+const WS_PINGS_WITHOUT_DATA: u32 = 1000;
 /// Raw bytes one `WsStream::read` takes from the socket when they carry no MQTT data
 /// (pings, empty frames): the rest is read next pass, so a ping flood cannot hold the loop.
 const WS_RAW_BUDGET: usize = 64 * 1024;
@@ -134,6 +140,9 @@ struct WsStream {
     origins: std::rc::Rc<[String]>,
     /// The last read stopped at [`WS_RAW_BUDGET`] with bytes left in the socket.
     more: bool,
+    /// Not logged in yet: [`WS_PRELOGIN_PINGS`] applies.
+    prelogin: bool,
+    pings: u32,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -152,6 +161,8 @@ impl WsStream {
             max_frame,
             origins,
             more: false,
+            prelogin: true,
+            pings: 0,
         }
     }
 
@@ -212,6 +223,20 @@ impl WsStream {
                 }
                 let _ = self.flush_pending();
                 return Err(invalid(e));
+            }
+            if !self.prelogin && !self.data.is_empty() {
+                self.pings = 0;
+            }
+            self.pings = self.pings.saturating_add(ctl.pings);
+            let cap = if self.prelogin {
+                WS_PRELOGIN_PINGS
+            } else {
+                WS_PINGS_WITHOUT_DATA
+            };
+            if self.pings > cap {
+                self.raw_out.extend_from_slice(&ws::close_frame(1008));
+                let _ = self.flush_pending();
+                return Err(invalid("WebSocket ping flood"));
             }
             self.closing = ctl.closed;
             match self.flush_pending() {
@@ -1025,6 +1050,8 @@ impl Server {
                     sock.prelogin = false;
                     if let Transport::Ws(w) = &mut sock.stream {
                         w.max_frame = ws::MAX_FRAME;
+                        w.prelogin = false;
+                        w.pings = 0;
                     }
                     self.admission.left(ip);
                     self.admission.login_ok(ip);

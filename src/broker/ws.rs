@@ -140,6 +140,8 @@ pub struct Control {
     /// Where the pong at the end of `reply` starts: a newer ping replaces it, so a ping
     /// flood costs one pong, not one per ping. [RFC 6455 5.5.3]
     pub pong_at: Option<usize>,
+    /// Pings seen.
+    pub pings: u32,
 }
 
 /// Reassembles client frames from `raw` (consumed as frames complete) into the MQTT byte
@@ -204,32 +206,48 @@ pub fn decode_frames_max(
         let Some(payload) = b.get(off..off + len) else {
             return Ok(());
         };
-        let unmasked: Vec<u8> = payload
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| x ^ mask.get(i % 4).copied().unwrap_or(0))
-            .collect();
+        let key = |i: usize| mask.get(i % 4).copied().unwrap_or(0);
+        if opcode == 0x1 {
+            return Err(WsError::Protocol(1003, "text frames carry no MQTT"));
+        }
+        if !matches!(opcode, 0x0 | 0x2 | 0x8 | 0x9 | 0xA) {
+            return Err(WsError::Protocol(1002, "unknown opcode"));
+        }
+        // Unmasked in place: no allocation per frame, whatever a peer sends.
+        let mut small = [0u8; 125];
+        if control {
+            for (i, (d, &x)) in small.iter_mut().zip(payload).enumerate() {
+                *d = x ^ key(i);
+            }
+        } else {
+            // Continuation and binary frames carry the stream.
+            let start = data.len();
+            data.extend_from_slice(payload);
+            if let Some(tail) = data.get_mut(start..) {
+                for (i, x) in tail.iter_mut().enumerate() {
+                    *x ^= key(i);
+                }
+            }
+        }
+        let body = small.get(..len).unwrap_or_default();
         raw.advance(off + len);
         match opcode {
-            // Continuation and binary frames carry the stream.
-            0x0 | 0x2 => data.extend_from_slice(&unmasked),
-            0x1 => return Err(WsError::Protocol(1003, "text frames carry no MQTT")),
             0x8 => {
                 ctl.closed = true;
                 // Echo the status code, as RFC 6455 5.5.1 asks.
-                let code = unmasked.get(..2).unwrap_or(&[0x03, 0xe8]);
+                let code = body.get(..2).unwrap_or(&[0x03, 0xe8]);
                 encode_frame(0x8, code, &mut ctl.reply);
                 return Ok(());
             }
             0x9 => {
+                ctl.pings = ctl.pings.saturating_add(1);
                 if let Some(at) = ctl.pong_at.filter(|&at| at <= ctl.reply.len()) {
                     ctl.reply.truncate(at);
                 }
                 ctl.pong_at = Some(ctl.reply.len());
-                encode_frame(0xA, &unmasked, &mut ctl.reply);
+                encode_frame(0xA, body, &mut ctl.reply);
             }
-            0xA => {}
-            _ => return Err(WsError::Protocol(1002, "unknown opcode")),
+            _ => {}
         }
     }
 }
