@@ -6,6 +6,7 @@ mod bridge;
 pub mod core;
 mod delivery;
 mod logging;
+pub mod memory;
 pub mod message;
 pub mod persist;
 mod process;

@@ -256,6 +256,8 @@ pub struct Config {
     pub max_pending_per_address: u32,
     /// `Origin` headers a WebSocket upgrade may carry; empty: any (and none).
     pub websockets_origins: Vec<String>,
+    /// Heap bytes above which new PUBLISHes are refused; 0: no limit.
+    pub memory_limit: u64,
 }
 
 impl Default for Config {
@@ -302,6 +304,7 @@ impl Default for Config {
             max_pending_connections: 256,
             max_pending_per_address: 64,
             websockets_origins: Vec::new(),
+            memory_limit: 0,
         }
     }
 }

@@ -79,6 +79,10 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.max_pending_per_address = number(a, 0, i64::from(u32::MAX))? as u32;
         Ok(())
     }),
+    ("memory_limit", |s, a| {
+        s.cfg.memory_limit = number(a, 0, i64::MAX)? as u64;
+        Ok(())
+    }),
     ("websockets_origin", |s, a| {
         s.cfg.websockets_origins.push(one(a)?.to_owned());
         Ok(())
@@ -391,7 +395,6 @@ const IGNORED: &[&str] = &[
     "include_dir",
     "log_facility",
     "max_inflight_bytes",
-    "memory_limit",
     "socket_domain",
     "websockets_headers_size",
     "websockets_log_level",

@@ -820,6 +820,11 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "connections not logged in yet per source address, 0 for no limit (default 64)",
             ),
             (
+                "memory_limit",
+                set!(memory_limit, |a: &Arg| a.number(0, i64::MAX).map(|n| n as u64)),
+                "heap bytes above which new PUBLISHes are refused (v5: 0x97), 0 for no limit",
+            ),
+            (
                 "websockets_origin",
                 |l, _, a| {
                     for o in a.value.items() {
