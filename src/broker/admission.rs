@@ -1,7 +1,9 @@
 //! Admission: what a connection may cost before it has logged in.
 //!
 //! The event loop asks here at accept time (pre-login sockets capped overall and per source
-//! address; addresses with a run of failed logins backed off) and on every read before
+//! address: at the cap the oldest pre-login socket in that scope is closed to make room, so
+//! silent sockets cannot lock newcomers out; addresses with a run of failed logins are backed
+//! off) and on every read before
 //! login (the first byte must be CONNECT, and its fixed header may announce at most
 //! `max_connect_size` bytes). Both checks run before any packet body is buffered, so an
 //! unauthenticated peer costs at most `max_connect_size` bytes of buffer plus a socket.
@@ -52,6 +54,15 @@ struct Failures {
     last: Instant,
     /// New connections from the address are refused until then.
     until: Option<Instant>,
+}
+
+/// Which pre-login socket must go to make room for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// The oldest of all (`max_pending_connections` reached).
+    Oldest,
+    /// The oldest from this address (`max_pending_per_address` reached).
+    OldestOf(IpAddr),
 }
 
 /// Pre-login sockets and failed logins, per source address.
@@ -108,14 +119,15 @@ impl Admission {
     }
 
     /// Pre-login sockets now open.
-    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending
     }
 
-    /// A new connection from `ip`: `Ok` counts it as pre-login (call [`Admission::left`]
-    /// once it logs in or closes); `Err` says why it is refused.
-    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), String> {
+    /// A new connection from `ip`: `Ok(None)` counts it as pre-login (call
+    /// [`Admission::left`] once it logs in or closes); `Ok(Some(e))`: a cap is reached, close
+    /// the socket `e` names (calling `left` for it) and ask again; `Err` says why it is
+    /// refused.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<Option<Evict>, String> {
         if let Some(f) = self.failures.get(&ip) {
             if let Some(until) = f.until.filter(|&u| u > now) {
                 return Err(format!(
@@ -126,22 +138,16 @@ impl Admission {
             }
         }
         let l = self.limits;
-        if l.max_pending > 0 && self.pending >= l.max_pending {
-            return Err(format!(
-                "max_pending_connections ({}) exceeded",
-                l.max_pending
-            ));
-        }
         let n = self.per_address.get(&ip).copied().unwrap_or(0);
         if l.max_pending_per_address > 0 && n as usize >= l.max_pending_per_address {
-            return Err(format!(
-                "max_pending_per_address ({}) exceeded",
-                l.max_pending_per_address
-            ));
+            return Ok(Some(Evict::OldestOf(ip)));
+        }
+        if l.max_pending > 0 && self.pending >= l.max_pending {
+            return Ok(Some(Evict::Oldest));
         }
         self.pending += 1;
         self.per_address.insert(ip, n.saturating_add(1));
-        Ok(())
+        Ok(None)
     }
 
     /// A pre-login socket from `ip` logged in or closed.
@@ -251,17 +257,14 @@ mod tests {
     fn pending_caps_overall_and_per_address() {
         let now = Instant::now();
         let mut a = adm(3, 2);
-        assert!(a.admit(ip(1), now).is_ok());
-        assert!(a.admit(ip(1), now).is_ok());
-        assert!(a.admit(ip(1), now).unwrap_err().contains("per_address"));
-        assert!(a.admit(ip(2), now).is_ok());
-        assert!(a
-            .admit(ip(3), now)
-            .unwrap_err()
-            .contains("max_pending_connections"));
+        assert_eq!(a.admit(ip(1), now), Ok(None));
+        assert_eq!(a.admit(ip(1), now), Ok(None));
+        assert_eq!(a.admit(ip(1), now), Ok(Some(Evict::OldestOf(ip(1)))));
+        assert_eq!(a.admit(ip(2), now), Ok(None));
+        assert_eq!(a.admit(ip(3), now), Ok(Some(Evict::Oldest)));
         a.left(ip(1));
         assert_eq!(a.pending(), 2);
-        assert!(a.admit(ip(3), now).is_ok());
+        assert_eq!(a.admit(ip(3), now), Ok(None));
         for i in 1..=3 {
             a.left(ip(i));
         }
@@ -270,7 +273,7 @@ mod tests {
         assert!(a.per_address.is_empty());
         let mut unlimited = adm(0, 0);
         for _ in 0..1000 {
-            assert!(unlimited.admit(ip(1), now).is_ok());
+            assert_eq!(unlimited.admit(ip(1), now), Ok(None));
         }
     }
 
@@ -280,13 +283,13 @@ mod tests {
         let mut a = adm(0, 0);
         for _ in 0..FREE_FAILURES {
             assert_eq!(a.login_failed(ip(1), t0), None);
-            assert!(a.admit(ip(1), t0).is_ok());
+            assert_eq!(a.admit(ip(1), t0), Ok(None));
         }
         assert_eq!(a.login_failed(ip(1), t0), Some(FIRST_BACKOFF));
         assert!(a.admit(ip(1), t0).unwrap_err().contains("backed off"));
-        assert!(a.admit(ip(2), t0).is_ok(), "other addresses unaffected");
+        assert_eq!(a.admit(ip(2), t0), Ok(None), "other addresses unaffected");
         let t1 = t0 + FIRST_BACKOFF;
-        assert!(a.admit(ip(1), t1).is_ok());
+        assert_eq!(a.admit(ip(1), t1), Ok(None));
         assert_eq!(a.login_failed(ip(1), t1), Some(FIRST_BACKOFF * 2));
         let mut last = Duration::ZERO;
         for _ in 0..40 {
@@ -294,7 +297,7 @@ mod tests {
         }
         assert_eq!(last, MAX_BACKOFF);
         a.login_ok(ip(1));
-        assert!(a.admit(ip(1), t1).is_ok());
+        assert_eq!(a.admit(ip(1), t1), Ok(None));
         // Failures long ago are forgotten.
         for _ in 0..FREE_FAILURES {
             a.login_failed(ip(3), t0);

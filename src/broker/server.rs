@@ -8,7 +8,7 @@
 //! polls without sleeping while effects are queued, and otherwise sleeps until the broker's
 //! next deadline, a socket event or a signal.
 
-use super::admission::{self, Admission, AdmissionLimits};
+use super::admission::{self, Admission, AdmissionLimits, Evict};
 use super::core::{fmt_addr, Broker, Close, Effect};
 use super::logging;
 use super::persist::Store;
@@ -353,6 +353,8 @@ struct Sock {
     pending: Option<Box<BytesMut>>,
     /// Accepted and not logged in yet: counted by [`Admission`], and held to its limits.
     prelogin: bool,
+    /// Accept order, naming this connection in [`Server::prelogin_order`].
+    seq: u64,
 }
 
 /// Why [`Server::run`] returned.
@@ -380,6 +382,11 @@ pub struct Server {
     nodelay: bool,
     /// Pre-login limits and failed-login back-off.
     admission: Admission,
+    /// Pre-login connections in accept order as (connection id, accept seq), oldest first:
+    /// whom to close when a pre-login cap is reached. Entries of connections that logged in
+    /// or closed are skipped and dropped lazily.
+    prelogin_order: std::collections::VecDeque<(usize, u64)>,
+    next_seq: u64,
     /// `websockets_origin`, shared by every WebSocket connection.
     ws_origins: std::rc::Rc<[String]>,
     /// The pass's effects and the output taken while flushing, kept between passes.
@@ -506,6 +513,8 @@ impl Server {
             nodelay: cfg.set_tcp_nodelay,
             admission: Admission::new(AdmissionLimits::from_config(cfg)),
             ws_origins: cfg.websockets_origins.clone().into(),
+            prelogin_order: Default::default(),
+            next_seq: 0,
             effects: Vec::new(),
             output: Vec::new(),
         };
@@ -845,6 +854,7 @@ impl Server {
                 identity_done: true,
                 pending: None,
                 prelogin: false,
+                seq: 0,
                 writing: true,
                 listener: None,
             },
@@ -894,10 +904,34 @@ impl Server {
                 );
                 continue;
             }
-            if let Err(why) = self.admission.admit(addr.ip(), now) {
+            // At most two evictions (per address, then overall) make room.
+            let mut admitted = Err(String::new());
+            for _ in 0..3 {
+                admitted = match self.admission.admit(addr.ip(), now) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(scope)) => {
+                        if self.evict_prelogin(scope, now) {
+                            continue;
+                        }
+                        Err("no pre-login connection to make room".to_owned())
+                    }
+                    Err(why) => Err(why),
+                };
+                break;
+            }
+            if let Err(why) = admitted {
                 info!("Client connection from {} denied: {why}.", fmt_addr(&addr));
                 continue;
             }
+            // The eviction borrowed `self`: find the listener anew.
+            let Some(l) = self
+                .listeners
+                .iter_mut()
+                .find(|b| b.sockets.iter().any(|(t, _, _)| *t == token))
+            else {
+                self.admission.left(addr.ip());
+                return;
+            };
             // On unless configured off: replies are batched per loop pass already.
             let _ = stream.set_nodelay(self.nodelay);
             let mut stream = match &l.tls {
@@ -941,11 +975,66 @@ impl Server {
                     identity_done: !l.plan.spec.use_identity_as_username,
                     pending: None,
                     prelogin: true,
+                    seq: self.next_seq,
                     writing: false,
                     listener: Some(l.id),
                 },
             );
+            self.prelogin_order.push_back((id, self.next_seq));
+            self.next_seq += 1;
+            if self.prelogin_order.len() > 2 * self.admission.pending() + 64 {
+                let socks = &self.socks;
+                self.prelogin_order
+                    .retain(|&(id, seq)| socks.get(id).is_some_and(|s| s.prelogin && s.seq == seq));
+            }
         }
+    }
+
+    /// Closes the oldest pre-login connection in `scope` to make room for a new one;
+    /// false when there is none.
+    fn evict_prelogin(&mut self, scope: Evict, now: Instant) -> bool {
+        let live = |socks: &Slab<Sock>, id: usize, seq: u64| {
+            socks.get(id).is_some_and(|s| s.prelogin && s.seq == seq)
+        };
+        // Stale entries at the front are dropped on the way.
+        while let Some(&(id, seq)) = self.prelogin_order.front() {
+            if live(&self.socks, id, seq) {
+                break;
+            }
+            self.prelogin_order.pop_front();
+        }
+        let victim = self.prelogin_order.iter().find_map(|&(id, seq)| {
+            if !live(&self.socks, id, seq) {
+                return None;
+            }
+            // One already closing has a `Close` effect queued: not a victim (its id must not
+            // be closed twice once reused).
+            let peer = self
+                .broker
+                .conns
+                .get(id)
+                .filter(|c| c.close.is_none())?
+                .peer();
+            match scope {
+                Evict::Oldest => Some((id, peer)),
+                Evict::OldestOf(want) => (peer.ip() == want).then_some((id, peer)),
+            }
+        });
+        let Some((id, peer)) = victim else {
+            return false;
+        };
+        if let Some(s) = self.socks.get_mut(id) {
+            s.prelogin = false;
+        }
+        self.admission.left(peer.ip());
+        info!(
+            "Client {} closed before CONNECT to make room: too many connections not logged in.",
+            fmt_addr(&peer)
+        );
+        // Closed here and now, without a queued `Close` effect: the id is free for the
+        // connection being accepted.
+        self.close(id, now);
+        true
     }
 
     /// Reads until the socket has nothing more (edge-triggered) or this pass's budget is
