@@ -95,7 +95,7 @@ fn failed_logins_back_off_per_address_and_a_good_login_still_works_later() {
     let pw = dir.join("pwfile");
     let h = hash_password(HashKind::Sha512Pbkdf2, NonZeroU32::new(101).unwrap(), b"pw").unwrap();
     std::fs::write(&pw, format!("alice:{h}\n")).unwrap();
-    let mut b = Broker::with_config(&format!(
+    let b = Broker::with_config(&format!(
         "allow_anonymous false\npassword_file {}\n",
         pw.display()
     ));
