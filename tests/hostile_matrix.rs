@@ -254,6 +254,17 @@ fn row_big_connect(b: &Broker) -> String {
 fn row_silent(b: &Broker) -> String {
     let start = Instant::now();
     let socks = connect_all(b.port, 1000);
+    // A client arriving in the middle of the flood, from the same address.
+    let newcomer = TcpStream::connect(("127.0.0.1", b.port))
+        .ok()
+        .and_then(|mut s| {
+            s.write_all(&ConnectOpts::new("newcomer").encode()).ok()?;
+            let mut buf = Vec::new();
+            match read_packet(&mut s, &mut buf, Instant::now() + SERVED_WITHIN) {
+                Some(Packet::ConnAck(a)) if a.code == 0 => Some(()),
+                _ => None,
+            }
+        });
     thread::sleep(ATTACK.saturating_sub(start.elapsed()));
     let mut closed = 0;
     for mut s in socks {
@@ -265,7 +276,14 @@ fn row_silent(b: &Broker) -> String {
             closed += 1;
         }
     }
-    format!("{closed}/1000 refused or closed")
+    format!(
+        "{closed}/1000 refused or closed; a newcomer during the flood {}",
+        if newcomer.is_some() {
+            "got in"
+        } else {
+            "did not get in"
+        }
+    )
 }
 
 /// Row 3: 20 sockets send a CONNECT one byte per second.
