@@ -814,6 +814,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admission_keys_defaults_ranges_and_lines() {
+        let (d, _) = parse_str("t.conf", "").unwrap();
+        assert_eq!(
+            (
+                d.connect_timeout,
+                d.max_connect_size,
+                d.max_pending_connections,
+                d.max_pending_per_address,
+                d.memory_limit
+            ),
+            (10, 8192, 256, 64, 0)
+        );
+        assert!(d.websockets_origins.is_empty());
+        let (c, w) = parse_str(
+            "t.conf",
+            "connect_timeout 3\nmax_connect_size 65536\nmax_pending_connections 0\n\
+             max_pending_per_address 8\nmemory_limit 33554432\n\
+             websockets_origin http://router.lan\nwebsockets_origin https://router.lan\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (
+                c.connect_timeout,
+                c.max_connect_size,
+                c.max_pending_connections,
+                c.max_pending_per_address,
+                c.memory_limit
+            ),
+            (3, 65536, 0, 8, 33_554_432)
+        );
+        assert_eq!(
+            c.websockets_origins,
+            ["http://router.lan", "https://router.lan"]
+        );
+        for bad in [
+            "connect_timeout 0",
+            "connect_timeout 3601",
+            "max_connect_size 10",
+            "max_pending_per_address -1",
+            "memory_limit lots",
+        ] {
+            let e = parse_str("t.conf", &format!("# x\n{bad}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn listeners_and_globals() {
         let (c, w) = parse_str(
             "t.conf",

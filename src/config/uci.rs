@@ -1282,6 +1282,31 @@ mod tests {
     }
 
     #[test]
+    fn admission_options() {
+        let (c, w) = parse_str(
+            "rmqtt",
+            "config mosquitto\n\toption connect_timeout '4'\n\toption max_connect_size '16384'\n\
+             \toption max_pending_connections '100'\n\toption max_pending_per_address '10'\n\
+             \toption memory_limit '8000000'\n\tlist websockets_origin 'http://a'\n\
+             \tlist websockets_origin 'http://b'\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (
+                c.connect_timeout,
+                c.max_connect_size,
+                c.max_pending_connections,
+                c.max_pending_per_address,
+                c.memory_limit
+            ),
+            (4, 16384, 100, 10, 8_000_000)
+        );
+        assert_eq!(c.websockets_origins, ["http://a", "http://b"]);
+        assert!(parse_str("rmqtt", "config mosquitto\n\toption connect_timeout '0'\n").is_err());
+    }
+
+    #[test]
     fn quoting() {
         let s = one(concat!(
             "config listener 'lan'\n",
