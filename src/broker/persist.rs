@@ -400,6 +400,7 @@ impl Store {
     /// Loads the snapshot into `broker`. A damaged file is reported, moved aside and what
     /// could be read is kept; a missing file is a fresh start.
     pub fn load(&mut self, broker: &mut Broker, now: Instant) {
+        remove_stale_temps(&self.path);
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -525,6 +526,40 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes temporary files a save interrupted by a crash left beside `path`
+/// (`NAME.<16 hex digits>.tmp`). Symlinks are removed, never followed.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let stale = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if stale {
+            match fs::remove_file(e.path()) {
+                Ok(()) => info!(
+                    "Removed {} left by an interrupted save.",
+                    e.path().display()
+                ),
+                Err(err) => warn!("Unable to remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 /// A new file beside `path` named `NAME.XXXXXXXXXXXXXXXX.tmp` (random hex), created
 /// exclusively, not through a symlink, mode 0600.
 fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
@@ -599,6 +634,35 @@ mod tests {
         let (a, _) = create_temp(&db).unwrap();
         let (b, _) = create_temp(&db).unwrap();
         assert_ne!(a, b);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let d = scratch_dir("stale");
+        let db = d.join("rmqtt.db");
+        for f in [
+            "rmqtt.db.0123456789abcdef.tmp",
+            "rmqtt.db.short.tmp",
+            "other.db.0123456789abcdef.tmp",
+            "rmqtt.db",
+        ] {
+            fs::write(d.join(f), b"x").unwrap();
+        }
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("rmqtt.db.fedcba9876543210.tmp")).unwrap();
+        remove_stale_temps(&db);
+        assert_eq!(
+            entries(&d),
+            [
+                "other.db.0123456789abcdef.tmp",
+                "rmqtt.db",
+                "rmqtt.db.short.tmp",
+                "victim"
+            ]
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
         let _ = fs::remove_dir_all(&d);
     }
 
