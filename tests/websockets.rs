@@ -1054,3 +1054,38 @@ fn origin_allow_list_refuses_other_web_pages() {
     s.read_exact(&mut got).unwrap();
     assert_eq!(got, [0x82, 4, 0x20, 2, 0, 0]);
 }
+
+/// Before CONNECT a WebSocket peer may ping a little; a flood of pings is closed with 1008
+/// and logged, and a frame larger than `max_connect_size` is refused from its header.
+#[test]
+fn pre_login_ping_flood_and_oversized_frame_are_closed() {
+    let (broker, ws_port) = ws_broker();
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    let flood: Vec<u8> = (0..40).flat_map(|_| masked(OP_PING, true, b"p")).collect();
+    let _ = s.write_all(&flood);
+    let rest = read_until_closed(&mut s, "ping flood");
+    // The close frame with status 1008 (policy violation) is among what came back.
+    assert!(
+        rest.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xf0]),
+        "{rest:02x?}"
+    );
+    broker.wait_log("WebSocket ping flood, disconnecting.");
+
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    // A binary frame header announcing 1 MB (default max_connect_size is 8192).
+    let _ = s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4]);
+    let rest = read_until_closed(&mut s, "oversized frame");
+    assert!(
+        rest.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xf1]),
+        "{rest:02x?}"
+    );
+    assert_round_trip(&broker, ws_port, "after-flood");
+}

@@ -1126,7 +1126,17 @@ impl Server {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // A WebSocket protocol violation or flood: say which.
+                        if let Some(c) = self.broker.conns.get(id) {
+                            info!(
+                                "Client {} from {}: {e}, disconnecting.",
+                                c.display_id(),
+                                fmt_addr(&c.peer())
+                            );
+                        }
+                    }
                     self.broker.peer_closed(id, true);
                     break;
                 }
