@@ -56,12 +56,28 @@ struct Failures {
     until: Option<Instant>,
 }
 
+/// What "one source address" means for the caps and the back-off: an IPv4 address (also
+/// when IPv4-mapped), or an IPv6 /64, which one host usually holds whole.
+pub fn scope(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let [a, b, c, d, ..] = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Which pre-login socket must go to make room for a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evict {
     /// The oldest of all (`max_pending_connections` reached).
     Oldest,
-    /// The oldest from this address (`max_pending_per_address` reached).
+    /// The oldest from this address, as [`scope`] gives it (`max_pending_per_address`
+    /// reached).
     OldestOf(IpAddr),
 }
 
@@ -128,6 +144,7 @@ impl Admission {
     /// the socket `e` names (calling `left` for it) and ask again; `Err` says why it is
     /// refused.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<Option<Evict>, String> {
+        let ip = scope(ip);
         if let Some(f) = self.failures.get(&ip) {
             if let Some(until) = f.until.filter(|&u| u > now) {
                 return Err(format!(
@@ -152,6 +169,7 @@ impl Admission {
 
     /// A pre-login socket from `ip` logged in or closed.
     pub fn left(&mut self, ip: IpAddr) {
+        let ip = scope(ip);
         self.pending = self.pending.saturating_sub(1);
         if let Some(n) = self.per_address.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -163,11 +181,13 @@ impl Admission {
 
     /// A login from `ip` succeeded: its failures are forgotten.
     pub fn login_ok(&mut self, ip: IpAddr) {
+        let ip = scope(ip);
         self.failures.remove(&ip);
     }
 
     /// A login from `ip` was refused. Returns the back-off it starts, if any.
     pub fn login_failed(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let ip = scope(ip);
         if !self.failures.contains_key(&ip) && self.failures.len() >= MAX_TRACKED {
             self.failures
                 .retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
@@ -303,6 +323,21 @@ mod tests {
             a.login_failed(ip(3), t0);
         }
         assert_eq!(a.login_failed(ip(3), t0 + FORGET_AFTER), None);
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_address() {
+        let now = Instant::now();
+        let mut a = adm(0, 2);
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, last));
+        assert_eq!(a.admit(v6(1), now), Ok(None));
+        assert_eq!(a.admit(v6(2), now), Ok(None));
+        assert_eq!(a.admit(v6(3), now), Ok(Some(Evict::OldestOf(scope(v6(9))))));
+        let other = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert_eq!(a.admit(other, now), Ok(None));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(scope(mapped), ip(1));
     }
 
     #[test]

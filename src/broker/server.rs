@@ -1017,7 +1017,9 @@ impl Server {
                 .peer();
             match scope {
                 Evict::Oldest => Some((id, peer)),
-                Evict::OldestOf(want) => (peer.ip() == want).then_some((id, peer)),
+                Evict::OldestOf(want) => {
+                    (admission::scope(peer.ip()) == want).then_some((id, peer))
+                }
             }
         });
         let Some((id, peer)) = victim else {
