@@ -539,7 +539,10 @@ fn kills_during_saves_never_damage_the_file_or_lose_saved_messages() {
         let (acked, seq) = worker.join().unwrap();
         next_seq = seq;
         acked_total += acked.len() as u64;
-        if dir.path.join("rmqtt.new").exists() {
+        let half_written = std::fs::read_dir(&dir.path).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp")))
+        });
+        if half_written {
             mid_save += 1;
         }
         for s in acked {

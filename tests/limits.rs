@@ -349,3 +349,76 @@ fn backpressure_fan_in_loses_and_duplicates_nothing_with_defaults() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `memory_limit` as Mosquitto documents it: once the broker's heap is above the limit, new
+/// PUBLISHes are refused (a 5.0 client gets PUBACK 0x97, quota exceeded), each refusal is
+/// logged, and what the broker already holds is still served.
+#[test]
+fn memory_limit_refuses_new_publishes_and_serves_what_is_held() {
+    use bytes::{Bytes, BytesMut};
+    use rmqtt::protocol::{Connect, Properties, Publish, QoS, Version};
+    let b = Broker::with_config("allow_anonymous true\nmemory_limit 4000000\n");
+    let encode = |p: Packet| {
+        let mut out = BytesMut::new();
+        p.encode(Version::V5, &mut out);
+        out.to_vec()
+    };
+    let mut c = b.raw();
+    c.send(&encode(Packet::Connect(Box::new(Connect {
+        version: Version::V5,
+        bridge: false,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: "mem-filler".into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }))));
+    // The v5 CONNACK, read by hand: 0x20, length, flags, reason, properties.
+    c.stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 2];
+    std::io::Read::read_exact(&mut c.stream, &mut head).unwrap();
+    let mut body = vec![0u8; usize::from(head[1])];
+    std::io::Read::read_exact(&mut c.stream, &mut body).unwrap();
+    assert_eq!((head[0], body[1]), (0x20, 0), "CONNACK {head:?} {body:?}");
+    let payload = Bytes::from(vec![b'm'; 256 * 1024]);
+    let mut refused_at = None;
+    // 4 MB of heap is reached within 16 retained 256 KB messages; bounded at 64.
+    for pid in 1..=64u16 {
+        c.send(&encode(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: format!("mem/{pid}").into(),
+            pid,
+            payload: payload.clone(),
+            properties: Properties::default(),
+        })));
+        // Read the v5 PUBACK by hand: 0x40, length, pid, reason.
+        let mut ack = [0u8; 5];
+        c.stream.set_read_timeout(Some(WAIT)).unwrap();
+        std::io::Read::read_exact(&mut c.stream, &mut ack[..4]).unwrap();
+        let reason = if ack[1] >= 3 {
+            std::io::Read::read_exact(&mut c.stream, &mut ack[4..5]).unwrap();
+            ack[4]
+        } else {
+            0
+        };
+        assert_eq!(ack[0], 0x40, "{ack:?}");
+        if reason == 0x97 {
+            refused_at = Some(pid);
+            break;
+        }
+        assert!(reason == 0 || reason == 0x10, "PUBACK reason {reason:#x}");
+    }
+    let refused_at = refused_at.expect("no PUBLISH refused over memory_limit");
+    assert!(refused_at > 1, "refused from the start");
+    b.wait_log("memory_limit (4000000 bytes) reached");
+    // What is held is still delivered: the retained messages stored before the limit.
+    let mut sub = b.client("mem-reader");
+    sub.subscribe(1, &[("mem/1", 0)]);
+    let p = sub.expect_publish();
+    assert_eq!(&p.topic[..], "mem/1");
+    assert_eq!(p.payload.len(), 256 * 1024);
+}

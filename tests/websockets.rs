@@ -1020,3 +1020,72 @@ fn chromium_page_with_mqttjs_shows_message_from_mosquitto_pub() {
         report()
     );
 }
+
+/// `websockets_origin`: an upgrade whose `Origin` is not listed gets 403 and is closed; a
+/// listed one (compared ignoring case) is accepted and talks MQTT.
+#[test]
+fn origin_allow_list_refuses_other_web_pages() {
+    let broker = common::Broker::with_config(&format!(
+        "{WS_CONFIG}websockets_origin http://router.lan\nwebsockets_origin https://router.lan\n"
+    ));
+    let ws_port = broker.wait_ports(2)[1];
+    for extra in ["Origin: http://evil.example\r\n", ""] {
+        let mut s = Ws::tcp(ws_port);
+        s.write_all(upgrade_request(ws_port, extra).as_bytes())
+            .unwrap();
+        let (head, _) = read_http_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 403 "), "{extra:?}: {head:?}");
+        read_until_closed(&mut s, "refused origin");
+    }
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "Origin: HTTP://Router.LAN\r\n").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    s.write_all(&masked(
+        OP_BINARY,
+        true,
+        &ConnectOpts::new("origin-ok").encode(),
+    ))
+    .unwrap();
+    // One server frame holding CONNACK, accepted.
+    let mut got = [0u8; 6];
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, [0x82, 4, 0x20, 2, 0, 0]);
+}
+
+/// Before CONNECT a WebSocket peer may ping a little; a flood of pings is closed with 1008
+/// and logged, and a frame larger than `max_connect_size` is refused from its header.
+#[test]
+fn pre_login_ping_flood_and_oversized_frame_are_closed() {
+    let (broker, ws_port) = ws_broker();
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    let flood: Vec<u8> = (0..40).flat_map(|_| masked(OP_PING, true, b"p")).collect();
+    let _ = s.write_all(&flood);
+    let rest = read_until_closed(&mut s, "ping flood");
+    // The close frame with status 1008 (policy violation) is among what came back.
+    assert!(
+        rest.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xf0]),
+        "{rest:02x?}"
+    );
+    broker.wait_log("WebSocket ping flood, disconnecting.");
+
+    let mut s = Ws::tcp(ws_port);
+    s.write_all(upgrade_request(ws_port, "").as_bytes())
+        .unwrap();
+    let (head, _) = read_http_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head:?}");
+    // A binary frame header announcing 1 MB (default max_connect_size is 8192).
+    let _ = s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4]);
+    let rest = read_until_closed(&mut s, "oversized frame");
+    assert!(
+        rest.windows(4).any(|w| w == [0x88, 0x02, 0x03, 0xf1]),
+        "{rest:02x?}"
+    );
+    assert_round_trip(&broker, ws_port, "after-flood");
+}

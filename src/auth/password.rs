@@ -21,6 +21,11 @@ pub const SALT_LEN: usize = 12;
 pub const HASH_LEN: usize = 64;
 /// PBKDF2 iterations `mosquitto_passwd` 2.0 uses unless `-I` says otherwise.
 pub const DEFAULT_ITERATIONS: u32 = 101;
+/// Most PBKDF2 iterations a password file may ask for. Every CONNECT with a username runs
+/// the hash on the broker's one thread: 10,000 rounds of HMAC-SHA512 are tens of
+/// milliseconds on a router's core, a million would be seconds per wrong password. Mosquitto
+/// 2.0 writes 101 and 2.1 writes 1,000.
+pub const MAX_ITERATIONS: u32 = 10_000;
 
 /// Which hash `hash_password` writes (`mosquitto_passwd -H`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,12 @@ impl Hash {
                 .ok()
                 .and_then(NonZeroU32::new)
                 .ok_or("bad iteration count in $7$ hash")?;
+            if iterations.get() > MAX_ITERATIONS {
+                return Err(
+                    "PBKDF2 iteration count above 10000 refused (each login would \
+                            stall the broker); re-hash with mosquitto_passwd -I 1000",
+                );
+            }
             let salt = base64_decode(salt).ok_or("bad base64 salt")?;
             let key = base64_decode(key).ok_or("bad base64 hash")?;
             if salt.is_empty() || key.len() != HASH_LEN {
@@ -378,6 +389,20 @@ mod tests {
     }
 
     #[test]
+    fn iteration_cap_is_inclusive_and_named_in_the_error() {
+        let at_cap = NonZeroU32::new(MAX_ITERATIONS).unwrap();
+        let line = format!(
+            "a:{}",
+            hash_password(HashKind::Sha512Pbkdf2, at_cap, b"pw").unwrap()
+        );
+        assert!(PasswordFile::parse(&line, "x").unwrap().check("a", b"pw"));
+        let over = line.replace("$7$10000$", "$7$10001$");
+        let e = PasswordFile::parse(&format!("# c\n{over}\n"), "pwfile").unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("pwfile", 2));
+        assert!(e.message.contains("iteration count"), "{}", e.message);
+    }
+
+    #[test]
     fn duplicate_user_keeps_first() {
         let a = format!(
             "a:{}",
@@ -405,6 +430,8 @@ mod tests {
             ("u:$6$Zm9v", 2),
             ("u:$7$101$Zm9v!$Zm9v", 2),
             ("u:$7$101$Zm9v$Zm9v$", 2),
+            ("u:$7$4294967295$Zm9v$Zm9v", 2),
+            ("u:$7$10001$Zm9v$Zm9v", 2),
         ];
         for (bad, line) in cases {
             let e = PasswordFile::parse(&format!("{good}\n{bad}\n"), "pwfile").unwrap_err();

@@ -16,16 +16,26 @@ use std::time::Instant;
 
 impl Broker {
     fn next_client_id(&mut self) -> String {
-        // xorshift64*: ids only need to be unlikely to collide, not secret.
-        let mut part = || {
-            let mut x = self.id_rng;
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            self.id_rng = x;
-            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        };
-        let (a, b) = (part(), part());
+        // An assigned id is the only credential of a persistent session: 128 bits from the
+        // OS (ring's SystemRandom, getrandom). The seeded xorshift64* stays only as the
+        // fallback should the OS refuse randomness.
+        let mut r = [0u8; 16];
+        let (a, b) =
+            if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut r).is_ok() {
+                let (hi, lo) = r.split_at(8);
+                let word = |h: &[u8]| h.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+                (word(hi), word(lo))
+            } else {
+                let mut part = || {
+                    let mut x = self.id_rng;
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    self.id_rng = x;
+                    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+                };
+                (part(), part())
+            };
         format!(
             "{}{:08X}-{:04X}-{:04X}-{:04X}-{:012X}",
             self.limits.auto_id_prefix,

@@ -58,6 +58,8 @@ pub struct Limits {
     /// How long a congested subscriber may hold its publishers back before it counts as
     /// stalled and its messages are queued (and dropped at the limit) instead.
     pub stall_timeout: Duration,
+    /// `memory_limit`: heap bytes above which new PUBLISHes are refused; 0: none.
+    pub memory_limit: usize,
 }
 
 impl Limits {
@@ -85,10 +87,11 @@ impl Limits {
             auto_id_prefix: c.auto_id_prefix.clone(),
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
-            connect_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
             out_high_water: 256 * 1024,
             out_limit: 16 * 1024 * 1024,
             stall_timeout: Duration::from_secs(2),
+            memory_limit: usize::try_from(c.memory_limit).unwrap_or(usize::MAX),
         }
     }
 

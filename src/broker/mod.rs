@@ -1,12 +1,14 @@
 //! The broker applet: command line, configuration, and the single-threaded event loop with the
 //! state it owns (connections, sessions, subscription tree, retained store).
 
+mod admission;
 mod bridge;
 mod conn;
 mod connect;
 pub mod core;
 mod delivery;
 mod logging;
+pub mod memory;
 pub mod message;
 pub mod persist;
 mod process;

@@ -404,6 +404,7 @@ impl Store {
     /// Loads the snapshot into `broker`. A damaged file is reported, moved aside and what
     /// could be read is kept; a missing file is a fresh start.
     pub fn load(&mut self, broker: &mut Broker, now: Instant) {
+        remove_stale_temps(&self.path);
         let data = match fs::read(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
@@ -505,14 +506,22 @@ impl Store {
 }
 
 /// Writes `data` to `path` so that a crash leaves either the old or the new file.
+///
+/// The temporary file sits beside `path` under a name with 64 random bits, and is created
+/// with `O_EXCL | O_NOFOLLOW` and mode 0600: a symlink or hard link planted in the
+/// directory is never written through, and queued payloads are not readable by other
+/// users whatever the umask. A save that fails removes its temporary file.
 fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("new");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+    let (tmp, mut f) = create_temp(path)?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    drop(f);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -521,10 +530,156 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Removes temporary files a save interrupted by a crash left beside `path`
+/// (`NAME.<16 hex digits>.tmp`). Symlinks are removed, never followed.
+fn remove_stale_temps(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let stale = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if stale {
+            match fs::remove_file(e.path()) {
+                Ok(()) => info!(
+                    "Removed {} left by an interrupted save.",
+                    e.path().display()
+                ),
+                Err(err) => warn!("Unable to remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
+/// A new file beside `path` named `NAME.XXXXXXXXXXXXXXXX.tmp` (random hex), created
+/// exclusively, not through a symlink, mode 0600.
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let rng = SystemRandom::new();
+    let name = path
+        .file_name()
+        .map_or_else(|| "rmqtt.db".into(), |n| n.to_string_lossy().into_owned());
+    let mut last = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+    for _ in 0..8 {
+        let mut r = [0u8; 8];
+        rng.fill(&mut r)
+            .map_err(|_| std::io::Error::other("no randomness for a temporary file name"))?;
+        let tmp = path.with_file_name(format!("{name}.{:016x}.tmp", u64::from_be_bytes(r)));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::broker::core::Limits;
+
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rmqtt-persist-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn entries(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn snapshot_is_private_and_temp_names_are_unpredictable() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let d = scratch_dir("mode");
+        let db = d.join("rmqtt.db");
+        // Planted where the old code wrote: a symlink to a file that must stay untouched.
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("rmqtt.new")).unwrap();
+        // A hard link to the live file must not be truncated either.
+        fs::write(&db, b"old").unwrap();
+        fs::hard_link(&db, d.join("link")).unwrap();
+        write_atomically(&db, b"new contents").unwrap();
+        assert_eq!(fs::read(&db).unwrap(), b"new contents");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(fs::read(d.join("link")).unwrap(), b"old");
+        let meta = fs::metadata(&db).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.nlink(), 1);
+        assert_eq!(entries(&d), ["link", "rmqtt.db", "rmqtt.new", "victim"]);
+        let (a, _) = create_temp(&db).unwrap();
+        let (b, _) = create_temp(&db).unwrap();
+        assert_ne!(a, b);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let d = scratch_dir("stale");
+        let db = d.join("rmqtt.db");
+        for f in [
+            "rmqtt.db.0123456789abcdef.tmp",
+            "rmqtt.db.short.tmp",
+            "other.db.0123456789abcdef.tmp",
+            "rmqtt.db",
+        ] {
+            fs::write(d.join(f), b"x").unwrap();
+        }
+        let victim = d.join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("rmqtt.db.fedcba9876543210.tmp")).unwrap();
+        remove_stale_temps(&db);
+        assert_eq!(
+            entries(&d),
+            [
+                "other.db.0123456789abcdef.tmp",
+                "rmqtt.db",
+                "rmqtt.db.short.tmp",
+                "victim"
+            ]
+        );
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn failed_save_leaves_no_temp_file() {
+        let d = scratch_dir("fail");
+        // Renaming a file over a non-empty directory fails after the data was written.
+        let db = d.join("rmqtt.db");
+        fs::create_dir_all(db.join("occupied")).unwrap();
+        assert!(write_atomically(&db, b"data").is_err());
+        assert_eq!(entries(&d), ["rmqtt.db"]);
+        let _ = fs::remove_dir_all(&d);
+    }
 
     #[test]
     fn crc_reference_value() {

@@ -98,6 +98,7 @@ impl Broker {
         let too_big =
             self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
         let retain_refused = p.retain && !self.limits.retain_available;
+        let over_memory = !too_big && super::memory::over_limit(self.limits.memory_limit);
         if retain_refused && version.is_v5() {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
@@ -124,7 +125,19 @@ impl Broker {
             debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
         }
         // Clients may not write to the broker's own $SYS tree.
-        let accepted = !too_big && !sys_write_forbidden(&p.topic) && !retain_refused && !denied;
+        let accepted = !too_big
+            && !over_memory
+            && !sys_write_forbidden(&p.topic)
+            && !retain_refused
+            && !denied;
+        if over_memory {
+            info!(
+                "Refused PUBLISH from {}: memory_limit ({} bytes) reached.",
+                self.conns.get(id).map(|c| c.display_id()).unwrap_or(""),
+                self.limits.memory_limit
+            );
+            self.stats.publish_dropped += 1;
+        }
         if too_big {
             info!(
                 "Dropped too large PUBLISH from {} ({} bytes).",
@@ -135,6 +148,8 @@ impl Broker {
         }
         let mut ack_reason = if too_big {
             reason::PACKET_TOO_LARGE
+        } else if over_memory {
+            reason::QUOTA_EXCEEDED
         } else if denied {
             // 3.1.1 has no way to say no: the message is acknowledged and dropped.
             reason::NOT_AUTHORIZED

@@ -8,6 +8,7 @@
 //! polls without sleeping while effects are queued, and otherwise sleeps until the broker's
 //! next deadline, a socket event or a signal.
 
+use super::admission::{self, Admission, AdmissionLimits, Evict};
 use super::core::{fmt_addr, Broker, Close, Effect};
 use super::logging;
 use super::persist::Store;
@@ -112,6 +113,18 @@ enum Transport {
 
 /// Plaintext bytes a WebSocket connection accepts before it says "would block".
 const WS_OUT_LIMIT: usize = 64 * 1024;
+/// Control replies (pongs) are queued only while the WebSocket's output is below this: a
+/// peer that pings and never reads gets no more than that held for it.
+const WS_CONTROL_LIMIT: usize = WS_OUT_LIMIT + 4096;
+/// Pings a WebSocket peer may send before its CONNECT is accepted; more is a flood, closed
+/// with status 1008.
+const WS_PRELOGIN_PINGS: u32 = 16;
+/// Pings a logged-in WebSocket peer may send with no MQTT data in between. MQTT keeps the
+/// connection alive with PINGREQ, and browsers cannot send WebSocket pings at all.
+const WS_PINGS_WITHOUT_DATA: u32 = 1000;
+/// Raw bytes one `WsStream::read` takes from the socket when they carry no MQTT data
+/// (pings, empty frames): the rest is read next pass, so a ping flood cannot hold the loop.
+const WS_RAW_BUDGET: usize = 64 * 1024;
 
 /// MQTT over WebSockets: the upgrade, then binary frames both ways (see `ws`).
 struct WsStream {
@@ -121,6 +134,15 @@ struct WsStream {
     raw_in: BytesMut,
     data: BytesMut,
     raw_out: BytesMut,
+    /// Largest frame accepted: `max_connect_size` before login, [`ws::MAX_FRAME`] after.
+    max_frame: usize,
+    /// `websockets_origin`: the `Origin`s an upgrade may come from; empty: any.
+    origins: std::rc::Rc<[String]>,
+    /// The last read stopped at [`WS_RAW_BUDGET`] with bytes left in the socket.
+    more: bool,
+    /// Not logged in yet: [`WS_PRELOGIN_PINGS`] applies.
+    prelogin: bool,
+    pings: u32,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -128,7 +150,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl WsStream {
-    fn new(inner: Transport) -> WsStream {
+    fn new(inner: Transport, max_frame: usize, origins: std::rc::Rc<[String]>) -> WsStream {
         WsStream {
             inner,
             open: false,
@@ -136,11 +158,18 @@ impl WsStream {
             raw_in: BytesMut::new(),
             data: BytesMut::new(),
             raw_out: BytesMut::new(),
+            max_frame,
+            origins,
+            more: false,
+            prelogin: true,
+            pings: 0,
         }
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
+        let mut raw_read = 0usize;
+        self.more = false;
         loop {
             if !self.data.is_empty() {
                 let n = buf.len().min(self.data.len());
@@ -153,14 +182,19 @@ impl WsStream {
             if self.closing {
                 return Ok(0);
             }
+            if raw_read >= WS_RAW_BUDGET {
+                self.more = true;
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
             let n = self.inner.read(&mut chunk)?;
+            raw_read += n;
             if n == 0 {
                 return Ok(0);
             }
             self.raw_in
                 .extend_from_slice(chunk.get(..n).unwrap_or_default());
             if !self.open {
-                match ws::handshake(&self.raw_in) {
+                match ws::handshake_with(&self.raw_in, &self.origins) {
                     Ok(None) => continue,
                     Ok(Some((used, resp))) => {
                         self.raw_in.advance(used);
@@ -168,21 +202,41 @@ impl WsStream {
                         self.open = true;
                     }
                     Err(e) => {
-                        self.raw_out.extend_from_slice(ws::bad_request());
+                        self.raw_out.extend_from_slice(match e {
+                            ws::WsError::Forbidden => ws::forbidden(),
+                            _ => ws::bad_request(),
+                        });
                         let _ = self.flush_pending();
                         return Err(invalid(e));
                     }
                 }
             }
             let mut ctl = ws::Control::default();
-            let decoded = ws::decode_frames(&mut self.raw_in, &mut self.data, &mut ctl);
-            self.raw_out.extend_from_slice(&ctl.reply);
+            let decoded =
+                ws::decode_frames_max(&mut self.raw_in, &mut self.data, &mut ctl, self.max_frame);
+            if ctl.closed || self.raw_out.len() + ctl.reply.len() <= WS_CONTROL_LIMIT {
+                self.raw_out.extend_from_slice(&ctl.reply);
+            }
             if let Err(e) = decoded {
                 if let ws::WsError::Protocol(code, _) = e {
                     self.raw_out.extend_from_slice(&ws::close_frame(code));
                 }
                 let _ = self.flush_pending();
                 return Err(invalid(e));
+            }
+            if !self.prelogin && !self.data.is_empty() {
+                self.pings = 0;
+            }
+            self.pings = self.pings.saturating_add(ctl.pings);
+            let cap = if self.prelogin {
+                WS_PRELOGIN_PINGS
+            } else {
+                WS_PINGS_WITHOUT_DATA
+            };
+            if self.pings > cap {
+                self.raw_out.extend_from_slice(&ws::close_frame(1008));
+                let _ = self.flush_pending();
+                return Err(invalid("WebSocket ping flood"));
             }
             self.closing = ctl.closed;
             match self.flush_pending() {
@@ -254,6 +308,11 @@ impl Transport {
         }
     }
 
+    /// A WebSocket read stopped at its raw budget with bytes still in the socket.
+    fn more(&self) -> bool {
+        matches!(self, Transport::Ws(w) if w.more)
+    }
+
     fn has_pending(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
@@ -292,6 +351,10 @@ struct Sock {
     /// Boxed and dropped when empty: an idle connection pays a pointer.
     #[allow(clippy::box_collection)]
     pending: Option<Box<BytesMut>>,
+    /// Accepted and not logged in yet: counted by [`Admission`], and held to its limits.
+    prelogin: bool,
+    /// Accept order, naming this connection in [`Server::prelogin_order`].
+    seq: u64,
 }
 
 /// Why [`Server::run`] returned.
@@ -317,6 +380,15 @@ pub struct Server {
     max_connections: i64,
     /// `set_tcp_nodelay`: TCP_NODELAY on accepted sockets.
     nodelay: bool,
+    /// Pre-login limits and failed-login back-off.
+    admission: Admission,
+    /// Pre-login connections in accept order as (connection id, accept seq), oldest first:
+    /// whom to close when a pre-login cap is reached. Entries of connections that logged in
+    /// or closed are skipped and dropped lazily.
+    prelogin_order: std::collections::VecDeque<(usize, u64)>,
+    next_seq: u64,
+    /// `websockets_origin`, shared by every WebSocket connection.
+    ws_origins: std::rc::Rc<[String]>,
     /// The pass's effects and the output taken while flushing, kept between passes.
     effects: Vec<Effect>,
     output: Vec<Effect>,
@@ -439,6 +511,10 @@ impl Server {
             scratch: vec![0; READ_CHUNK],
             max_connections: cfg.max_connections,
             nodelay: cfg.set_tcp_nodelay,
+            admission: Admission::new(AdmissionLimits::from_config(cfg)),
+            ws_origins: cfg.websockets_origins.clone().into(),
+            prelogin_order: Default::default(),
+            next_seq: 0,
             effects: Vec::new(),
             output: Vec::new(),
         };
@@ -500,6 +576,8 @@ impl Server {
         let now = Instant::now();
         self.broker.limits = super::core::Limits::from_config(cfg);
         self.max_connections = cfg.max_connections;
+        self.admission.limits = AdmissionLimits::from_config(cfg);
+        self.ws_origins = cfg.websockets_origins.clone().into();
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
@@ -775,6 +853,8 @@ impl Server {
                 connecting: true,
                 identity_done: true,
                 pending: None,
+                prelogin: false,
+                seq: 0,
                 writing: true,
                 listener: None,
             },
@@ -824,6 +904,34 @@ impl Server {
                 );
                 continue;
             }
+            // At most two evictions (per address, then overall) make room.
+            let mut admitted = Err(String::new());
+            for _ in 0..3 {
+                admitted = match self.admission.admit(addr.ip(), now) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(scope)) => {
+                        if self.evict_prelogin(scope, now) {
+                            continue;
+                        }
+                        Err("no pre-login connection to make room".to_owned())
+                    }
+                    Err(why) => Err(why),
+                };
+                break;
+            }
+            if let Err(why) = admitted {
+                info!("Client connection from {} denied: {why}.", fmt_addr(&addr));
+                continue;
+            }
+            // The eviction borrowed `self`: find the listener anew.
+            let Some(l) = self
+                .listeners
+                .iter_mut()
+                .find(|b| b.sockets.iter().any(|(t, _, _)| *t == token))
+            else {
+                self.admission.left(addr.ip());
+                return;
+            };
             // On unless configured off: replies are batched per loop pass already.
             let _ = stream.set_nodelay(self.nodelay);
             let mut stream = match &l.tls {
@@ -832,12 +940,17 @@ impl Server {
                     Ok(t) => Transport::Tls(Box::new(t)),
                     Err(e) => {
                         error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                        self.admission.left(addr.ip());
                         continue;
                     }
                 },
             };
             if l.plan.spec.protocol == ListenerProtocol::WebSockets {
-                stream = Transport::Ws(Box::new(WsStream::new(stream)));
+                stream = Transport::Ws(Box::new(WsStream::new(
+                    stream,
+                    self.admission.limits.max_connect_size,
+                    self.ws_origins.clone(),
+                )));
             }
             let id = self
                 .broker
@@ -850,6 +963,7 @@ impl Server {
                 error!("Unable to register connection: {e}.");
                 self.broker.peer_closed(id, true);
                 self.broker.finish(id, now);
+                self.admission.left(addr.ip());
                 continue;
             }
             l.open += 1;
@@ -860,11 +974,69 @@ impl Server {
                     connecting: false,
                     identity_done: !l.plan.spec.use_identity_as_username,
                     pending: None,
+                    prelogin: true,
+                    seq: self.next_seq,
                     writing: false,
                     listener: Some(l.id),
                 },
             );
+            self.prelogin_order.push_back((id, self.next_seq));
+            self.next_seq += 1;
+            if self.prelogin_order.len() > 2 * self.admission.pending() + 64 {
+                let socks = &self.socks;
+                self.prelogin_order
+                    .retain(|&(id, seq)| socks.get(id).is_some_and(|s| s.prelogin && s.seq == seq));
+            }
         }
+    }
+
+    /// Closes the oldest pre-login connection in `scope` to make room for a new one;
+    /// false when there is none.
+    fn evict_prelogin(&mut self, scope: Evict, now: Instant) -> bool {
+        let live = |socks: &Slab<Sock>, id: usize, seq: u64| {
+            socks.get(id).is_some_and(|s| s.prelogin && s.seq == seq)
+        };
+        // Stale entries at the front are dropped on the way.
+        while let Some(&(id, seq)) = self.prelogin_order.front() {
+            if live(&self.socks, id, seq) {
+                break;
+            }
+            self.prelogin_order.pop_front();
+        }
+        let victim = self.prelogin_order.iter().find_map(|&(id, seq)| {
+            if !live(&self.socks, id, seq) {
+                return None;
+            }
+            // One already closing has a `Close` effect queued: not a victim (its id must not
+            // be closed twice once reused).
+            let peer = self
+                .broker
+                .conns
+                .get(id)
+                .filter(|c| c.close.is_none())?
+                .peer();
+            match scope {
+                Evict::Oldest => Some((id, peer)),
+                Evict::OldestOf(want) => {
+                    (admission::scope(peer.ip()) == want).then_some((id, peer))
+                }
+            }
+        });
+        let Some((id, peer)) = victim else {
+            return false;
+        };
+        if let Some(s) = self.socks.get_mut(id) {
+            s.prelogin = false;
+        }
+        self.admission.left(peer.ip());
+        info!(
+            "Client {} closed before CONNECT to make room: too many connections not logged in.",
+            fmt_addr(&peer)
+        );
+        // Closed here and now, without a queued `Close` effect: the id is free for the
+        // connection being accepted.
+        self.close(id, now);
+        true
     }
 
     /// Reads until the socket has nothing more (edge-triggered) or this pass's budget is
@@ -904,6 +1076,23 @@ impl Server {
                             .set_tls_identity(id, sock.stream.peer_identity());
                     }
                     let data = self.scratch.get(..n).unwrap_or_default();
+                    if sock.prelogin {
+                        if let Err(why) = prelogin_check(
+                            sock.pending.as_deref().map_or(&[][..], |p| &p[..]),
+                            data,
+                            self.admission.limits.max_connect_size,
+                        ) {
+                            if let Some(c) = self.broker.conns.get(id) {
+                                info!(
+                                    "Client connection from {} refused before CONNECT: {why}.",
+                                    fmt_addr(&c.peer())
+                                );
+                            }
+                            sock.pending = None;
+                            self.broker.close_conn(id, Close::ProtocolError);
+                            break;
+                        }
+                    }
                     match sock.pending.as_deref_mut().filter(|p| !p.is_empty()) {
                         None => {
                             let used = self.broker.input(id, data, now);
@@ -932,11 +1121,51 @@ impl Server {
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if sock.stream.more() {
+                        self.broker.read_again(id);
+                    }
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        // A WebSocket protocol violation or flood: say which.
+                        if let Some(c) = self.broker.conns.get(id) {
+                            info!(
+                                "Client {} from {}: {e}, disconnecting.",
+                                c.display_id(),
+                                fmt_addr(&c.peer())
+                            );
+                        }
+                    }
                     self.broker.peer_closed(id, true);
                     break;
+                }
+            }
+        }
+        if sock.prelogin {
+            if let Some(c) = self.broker.conns.get(id) {
+                let ip = c.peer().ip();
+                if c.connected {
+                    sock.prelogin = false;
+                    if let Transport::Ws(w) = &mut sock.stream {
+                        w.max_frame = ws::MAX_FRAME;
+                        w.prelogin = false;
+                        w.pings = 0;
+                    }
+                    self.admission.left(ip);
+                    self.admission.login_ok(ip);
+                } else if c.close == Some(Close::Refused) {
+                    sock.prelogin = false;
+                    self.admission.left(ip);
+                    if let Some(b) = self.admission.login_failed(ip, now) {
+                        info!(
+                            "Backing off {} for {} s after repeated failed logins.",
+                            ip,
+                            b.as_secs()
+                        );
+                    }
                 }
             }
         }
@@ -1042,6 +1271,11 @@ impl Server {
     fn close(&mut self, id: usize, now: Instant) {
         self.write(id, now);
         if let Some(mut sock) = self.socks.take(id) {
+            if sock.prelogin {
+                if let Some(c) = self.broker.conns.get(id) {
+                    self.admission.left(c.peer().ip());
+                }
+            }
             let _ = self.poll.registry().deregister(sock.stream.socket());
             let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
             if let Some(l) = sock
@@ -1053,6 +1287,18 @@ impl Server {
         }
         self.broker.finish(id, now);
     }
+}
+
+/// The admission check of a pre-login read: the first bytes of what is buffered followed by
+/// what was just read (the fixed header may span both).
+fn prelogin_check(pending: &[u8], data: &[u8], max: usize) -> Result<(), String> {
+    let mut head = [0u8; 5];
+    let mut n = 0;
+    for (dst, src) in head.iter_mut().zip(pending.iter().chain(data.iter())) {
+        *dst = *src;
+        n += 1;
+    }
+    admission::check_front(head.get(..n).unwrap_or_default(), max)
 }
 
 /// Resident memory of this process, from /proc (0 where there is none).

@@ -1,5 +1,6 @@
 //! Signal handling: handlers only record the signal and wake the event loop through a
-//! self-pipe; the loop acts on it. The one place in rmqtt with `unsafe` code.
+//! self-pipe; the loop acts on it. With `memory` (the counting allocator), the only places in
+//! rmqtt with `unsafe` code.
 #![allow(unsafe_code)]
 
 use std::io::{self, Read};

@@ -10,7 +10,8 @@ use bytes::{Buf, BufMut, BytesMut};
 
 /// Largest upgrade request accepted (Mosquitto's `websockets_headers_size` default is 4096).
 pub const MAX_HEADERS: usize = 4096;
-/// Largest frame payload accepted from a client.
+/// Largest frame payload accepted from a client once it has logged in. Before that the
+/// event loop passes `max_connect_size` to [`decode_frames_max`].
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -21,6 +22,8 @@ pub enum WsError {
     BadRequest(&'static str),
     /// A frame broke the protocol: close with this status code.
     Protocol(u16, &'static str),
+    /// The upgrade came from a web page whose `Origin` is not in `websockets_origin`.
+    Forbidden,
 }
 
 impl std::fmt::Display for WsError {
@@ -28,6 +31,7 @@ impl std::fmt::Display for WsError {
         match self {
             WsError::BadRequest(w) => write!(f, "bad WebSocket upgrade request: {w}"),
             WsError::Protocol(code, w) => write!(f, "WebSocket protocol error {code}: {w}"),
+            WsError::Forbidden => write!(f, "WebSocket upgrade from an Origin not allowed"),
         }
     }
 }
@@ -48,6 +52,14 @@ fn has_token(value: &str, token: &str) -> bool {
 /// Answers an upgrade request at the front of `buf`. `Ok(None)`: headers not complete yet.
 /// `Ok(Some((used, response)))`: the `101 Switching Protocols` response to send.
 pub fn handshake(buf: &[u8]) -> Result<Option<(usize, Vec<u8>)>, WsError> {
+    handshake_with(buf, &[])
+}
+
+/// [`handshake`] with an `Origin` allow-list: when `origins` is not empty, the request must
+/// carry an `Origin` header equal (ignoring ASCII case) to one of them. Browsers always send
+/// one, so this keeps web pages from other sites off the broker; clients that are not
+/// browsers may send none and are then refused too.
+pub fn handshake_with(buf: &[u8], origins: &[String]) -> Result<Option<(usize, Vec<u8>)>, WsError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > MAX_HEADERS {
             return Err(WsError::BadRequest("headers too large"));
@@ -80,6 +92,12 @@ pub fn handshake(buf: &[u8]) -> Result<Option<(usize, Vec<u8>)>, WsError> {
         return Err(WsError::BadRequest("unsupported Sec-WebSocket-Version"));
     }
     let key = header(&lines, "sec-websocket-key").ok_or(WsError::BadRequest("no key"))?;
+    if !origins.is_empty()
+        && !header(&lines, "origin")
+            .is_some_and(|o| origins.iter().any(|a| a.eq_ignore_ascii_case(o)))
+    {
+        return Err(WsError::Forbidden);
+    }
     // Browsers offer "mqtt"; older clients "mqttv3.1". Without the header we still talk MQTT.
     let protocol = match header(&lines, "sec-websocket-protocol") {
         Some(v) if has_token(v, "mqtt") => Some("mqtt"),
@@ -107,6 +125,11 @@ pub fn bad_request() -> &'static [u8] {
     b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 }
 
+/// The answer to an upgrade from an `Origin` not allowed.
+pub fn forbidden() -> &'static [u8] {
+    b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+}
+
 /// What a run of frames asked for besides data.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Control {
@@ -114,6 +137,11 @@ pub struct Control {
     pub reply: Vec<u8>,
     /// The peer closed the WebSocket.
     pub closed: bool,
+    /// Where the pong at the end of `reply` starts: a newer ping replaces it, so a ping
+    /// flood costs one pong, not one per ping. [RFC 6455 5.5.3]
+    pub pong_at: Option<usize>,
+    /// Pings seen.
+    pub pings: u32,
 }
 
 /// Reassembles client frames from `raw` (consumed as frames complete) into the MQTT byte
@@ -122,6 +150,16 @@ pub fn decode_frames(
     raw: &mut BytesMut,
     data: &mut BytesMut,
     ctl: &mut Control,
+) -> Result<(), WsError> {
+    decode_frames_max(raw, data, ctl, MAX_FRAME)
+}
+
+/// [`decode_frames`] with frames larger than `max_frame` refused from their header.
+pub fn decode_frames_max(
+    raw: &mut BytesMut,
+    data: &mut BytesMut,
+    ctl: &mut Control,
+    max_frame: usize,
 ) -> Result<(), WsError> {
     loop {
         let b = raw.as_ref();
@@ -155,7 +193,7 @@ pub fn decode_frames(
         if control && (len > 125 || !fin) {
             return Err(WsError::Protocol(1002, "bad control frame"));
         }
-        if len > MAX_FRAME {
+        if len > max_frame {
             return Err(WsError::Protocol(1009, "frame too large"));
         }
         let Some(mask) = b
@@ -168,26 +206,48 @@ pub fn decode_frames(
         let Some(payload) = b.get(off..off + len) else {
             return Ok(());
         };
-        let unmasked: Vec<u8> = payload
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| x ^ mask.get(i % 4).copied().unwrap_or(0))
-            .collect();
+        let key = |i: usize| mask.get(i % 4).copied().unwrap_or(0);
+        if opcode == 0x1 {
+            return Err(WsError::Protocol(1003, "text frames carry no MQTT"));
+        }
+        if !matches!(opcode, 0x0 | 0x2 | 0x8 | 0x9 | 0xA) {
+            return Err(WsError::Protocol(1002, "unknown opcode"));
+        }
+        // Unmasked in place: no allocation per frame, whatever a peer sends.
+        let mut small = [0u8; 125];
+        if control {
+            for (i, (d, &x)) in small.iter_mut().zip(payload).enumerate() {
+                *d = x ^ key(i);
+            }
+        } else {
+            // Continuation and binary frames carry the stream.
+            let start = data.len();
+            data.extend_from_slice(payload);
+            if let Some(tail) = data.get_mut(start..) {
+                for (i, x) in tail.iter_mut().enumerate() {
+                    *x ^= key(i);
+                }
+            }
+        }
+        let body = small.get(..len).unwrap_or_default();
         raw.advance(off + len);
         match opcode {
-            // Continuation and binary frames carry the stream.
-            0x0 | 0x2 => data.extend_from_slice(&unmasked),
-            0x1 => return Err(WsError::Protocol(1003, "text frames carry no MQTT")),
             0x8 => {
                 ctl.closed = true;
                 // Echo the status code, as RFC 6455 5.5.1 asks.
-                let code = unmasked.get(..2).unwrap_or(&[0x03, 0xe8]);
+                let code = body.get(..2).unwrap_or(&[0x03, 0xe8]);
                 encode_frame(0x8, code, &mut ctl.reply);
                 return Ok(());
             }
-            0x9 => encode_frame(0xA, &unmasked, &mut ctl.reply),
-            0xA => {}
-            _ => return Err(WsError::Protocol(1002, "unknown opcode")),
+            0x9 => {
+                ctl.pings = ctl.pings.saturating_add(1);
+                if let Some(at) = ctl.pong_at.filter(|&at| at <= ctl.reply.len()) {
+                    ctl.reply.truncate(at);
+                }
+                ctl.pong_at = Some(ctl.reply.len());
+                encode_frame(0xA, body, &mut ctl.reply);
+            }
+            _ => {}
         }
     }
 }
@@ -295,6 +355,58 @@ mod tests {
         let mut ctl = Control::default();
         decode_frames(&mut close, &mut data, &mut ctl).unwrap();
         assert!(ctl.closed);
+    }
+
+    #[test]
+    fn ping_flood_costs_one_pong_and_frames_are_capped() {
+        let mut raw = BytesMut::new();
+        for i in 0..1000u16 {
+            raw.extend_from_slice(&masked(0x9, true, &i.to_be_bytes()));
+        }
+        let (mut data, mut ctl) = (BytesMut::new(), Control::default());
+        decode_frames(&mut raw, &mut data, &mut ctl).unwrap();
+        let mut pong = Vec::new();
+        encode_frame(0xA, &999u16.to_be_bytes(), &mut pong);
+        assert_eq!(ctl.reply, pong, "only the most recent ping is answered");
+        let big = masked(0x2, true, &[0; 200]);
+        let mut raw = BytesMut::from(&big[..4]);
+        let r = decode_frames_max(&mut raw, &mut data, &mut Control::default(), 100);
+        assert_eq!(r, Err(WsError::Protocol(1009, "frame too large")));
+        let mut raw = BytesMut::from(&big[..]);
+        assert!(decode_frames_max(&mut raw, &mut data, &mut Control::default(), 200).is_ok());
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let req = |origin: &str| {
+            format!(
+                "GET /mqtt HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+            )
+        };
+        let allowed = ["http://router.lan".to_owned()];
+        assert!(handshake_with(req("").as_bytes(), &[]).unwrap().is_some());
+        assert!(
+            handshake_with(req("Origin: http://evil.example\r\n").as_bytes(), &[])
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            handshake_with(req("Origin: HTTP://Router.lan\r\n").as_bytes(), &allowed)
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            "",
+            "Origin: http://evil.example\r\n",
+            "Origin: http://router.lan.evil\r\n",
+        ] {
+            assert_eq!(
+                handshake_with(req(bad).as_bytes(), &allowed),
+                Err(WsError::Forbidden),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

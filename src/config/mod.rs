@@ -244,6 +244,20 @@ pub struct Config {
     /// batches what it writes per pass of its loop, so Nagle's algorithm would only add
     /// delay. `set_tcp_nodelay false` turns Nagle back on.
     pub set_tcp_nodelay: bool,
+    /// Seconds a new connection has to send CONNECT (TLS handshake and WebSocket upgrade
+    /// included). Mosquitto has no such key and no such limit.
+    pub connect_timeout: u32,
+    /// Largest CONNECT accepted, and the most a connection may announce before it has sent
+    /// one: refused as soon as the fixed header says more, before the body is buffered.
+    pub max_connect_size: u32,
+    /// Connections that have not completed CONNECT yet, over all addresses; 0: no limit.
+    pub max_pending_connections: u32,
+    /// Connections that have not completed CONNECT yet, per source address; 0: no limit.
+    pub max_pending_per_address: u32,
+    /// `Origin` headers a WebSocket upgrade may carry; empty: any (and none).
+    pub websockets_origins: Vec<String>,
+    /// Heap bytes above which new PUBLISHes are refused; 0: no limit.
+    pub memory_limit: u64,
 }
 
 impl Default for Config {
@@ -285,6 +299,12 @@ impl Default for Config {
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
             set_tcp_nodelay: true,
+            connect_timeout: 10,
+            max_connect_size: 8192,
+            max_pending_connections: 256,
+            max_pending_per_address: 64,
+            websockets_origins: Vec::new(),
+            memory_limit: 0,
         }
     }
 }

@@ -63,6 +63,30 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.max_packet_size = number(a, 0, 268_435_460)? as u32;
         Ok(())
     }),
+    ("connect_timeout", |s, a| {
+        s.cfg.connect_timeout = number(a, 1, 3600)? as u32;
+        Ok(())
+    }),
+    ("max_connect_size", |s, a| {
+        s.cfg.max_connect_size = number(a, 64, 268_435_460)? as u32;
+        Ok(())
+    }),
+    ("max_pending_connections", |s, a| {
+        s.cfg.max_pending_connections = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_pending_per_address", |s, a| {
+        s.cfg.max_pending_per_address = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("memory_limit", |s, a| {
+        s.cfg.memory_limit = number(a, 0, i64::MAX)? as u64;
+        Ok(())
+    }),
+    ("websockets_origin", |s, a| {
+        s.cfg.websockets_origins.push(one(a)?.to_owned());
+        Ok(())
+    }),
     ("max_inflight_messages", |s, a| {
         s.cfg.max_inflight_messages = number(a, 0, 65535)? as u16;
         Ok(())
@@ -371,7 +395,6 @@ const IGNORED: &[&str] = &[
     "include_dir",
     "log_facility",
     "max_inflight_bytes",
-    "memory_limit",
     "socket_domain",
     "websockets_headers_size",
     "websockets_log_level",
@@ -789,6 +812,54 @@ fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_keys_defaults_ranges_and_lines() {
+        let (d, _) = parse_str("t.conf", "").unwrap();
+        assert_eq!(
+            (
+                d.connect_timeout,
+                d.max_connect_size,
+                d.max_pending_connections,
+                d.max_pending_per_address,
+                d.memory_limit
+            ),
+            (10, 8192, 256, 64, 0)
+        );
+        assert!(d.websockets_origins.is_empty());
+        let (c, w) = parse_str(
+            "t.conf",
+            "connect_timeout 3\nmax_connect_size 65536\nmax_pending_connections 0\n\
+             max_pending_per_address 8\nmemory_limit 33554432\n\
+             websockets_origin http://router.lan\nwebsockets_origin https://router.lan\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (
+                c.connect_timeout,
+                c.max_connect_size,
+                c.max_pending_connections,
+                c.max_pending_per_address,
+                c.memory_limit
+            ),
+            (3, 65536, 0, 8, 33_554_432)
+        );
+        assert_eq!(
+            c.websockets_origins,
+            ["http://router.lan", "https://router.lan"]
+        );
+        for bad in [
+            "connect_timeout 0",
+            "connect_timeout 3601",
+            "max_connect_size 10",
+            "max_pending_per_address -1",
+            "memory_limit lots",
+        ] {
+            let e = parse_str("t.conf", &format!("# x\n{bad}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn listeners_and_globals() {

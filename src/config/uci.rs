@@ -794,6 +794,47 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "queue QoS 0 messages for offline persistent clients",
             ),
             (
+                "connect_timeout",
+                set!(connect_timeout, |a: &Arg| a.number(1, 3600).map(|n| n as u32)),
+                "seconds a new connection has to send CONNECT, TLS and WebSocket set-up included (default 10)",
+            ),
+            (
+                "max_connect_size",
+                set!(max_connect_size, |a: &Arg| a
+                    .number(64, 268_435_460)
+                    .map(|n| n as u32)),
+                "largest CONNECT accepted, refused from its fixed header (default 8192)",
+            ),
+            (
+                "max_pending_connections",
+                set!(max_pending_connections, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "connections not logged in yet, all addresses, 0 for no limit (default 256)",
+            ),
+            (
+                "max_pending_per_address",
+                set!(max_pending_per_address, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "connections not logged in yet per source address, 0 for no limit (default 64)",
+            ),
+            (
+                "memory_limit",
+                set!(memory_limit, |a: &Arg| a.number(0, i64::MAX).map(|n| n as u64)),
+                "heap bytes above which new PUBLISHes are refused (v5: 0x97), 0 for no limit",
+            ),
+            (
+                "websockets_origin",
+                |l, _, a| {
+                    for o in a.value.items() {
+                        l.cfg.websockets_origins.push(o.to_owned());
+                    }
+                    Ok(())
+                },
+                "list: Origin headers a WebSocket upgrade may carry (default: any)",
+            ),
+            (
                 "upgrade_outgoing_qos",
                 set!(upgrade_outgoing_qos, |a: &Arg| a.boolean()),
                 "deliver at the subscription QoS",
@@ -1238,6 +1279,31 @@ mod tests {
             Some(Value::Single(v)) => v.clone(),
             other => panic!("{name}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn admission_options() {
+        let (c, w) = parse_str(
+            "rmqtt",
+            "config mosquitto\n\toption connect_timeout '4'\n\toption max_connect_size '16384'\n\
+             \toption max_pending_connections '100'\n\toption max_pending_per_address '10'\n\
+             \toption memory_limit '8000000'\n\tlist websockets_origin 'http://a'\n\
+             \tlist websockets_origin 'http://b'\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (
+                c.connect_timeout,
+                c.max_connect_size,
+                c.max_pending_connections,
+                c.max_pending_per_address,
+                c.memory_limit
+            ),
+            (4, 16384, 100, 10, 8_000_000)
+        );
+        assert_eq!(c.websockets_origins, ["http://a", "http://b"]);
+        assert!(parse_str("rmqtt", "config mosquitto\n\toption connect_timeout '0'\n").is_err());
     }
 
     #[test]
