@@ -9,6 +9,7 @@ mod output;
 mod props;
 mod pub_app;
 mod session;
+mod signals;
 mod sub_app;
 
 /// rmqtt_pub: a drop-in replacement for mosquitto_pub.

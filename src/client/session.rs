@@ -33,6 +33,24 @@ pub enum ClientError {
     KeepaliveTimeout,
     /// TLS set-up or handshake failed (untrusted certificate, bad files...).
     Tls(String),
+    /// The broker sent DISCONNECT (a take-over, a shutdown...).
+    BrokerDisconnect,
+    /// SIGINT or SIGTERM arrived: the applet disconnects and exits 0.
+    Stopped,
+}
+
+impl ClientError {
+    /// Errors after which libmosquitto's `loop_forever` reconnects: the connection went away,
+    /// as opposed to a broker that speaks bad MQTT or refuses us.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Closed
+                | ClientError::Io(_)
+                | ClientError::KeepaliveTimeout
+                | ClientError::BrokerDisconnect
+        )
+    }
 }
 
 impl From<io::Error> for ClientError {
@@ -92,6 +110,8 @@ pub struct Session {
     last_in: Instant,
     ping_outstanding: bool,
     last_mid: u16,
+    /// The client id CONNECT carried, reused when reconnecting.
+    connect_id: String,
 }
 
 fn random_alnum(n: usize) -> String {
@@ -132,6 +152,19 @@ impl Session {
     /// Opens the TCP connection, sends CONNECT and waits for CONNACK. Success means the broker
     /// accepted the connection.
     pub fn connect(cfg: &Config) -> Result<(Session, ConnAck), ClientError> {
+        Session::connect_as(cfg, client_id(cfg))
+    }
+
+    /// A new connection for the same client, after this one was lost: same client id (a random
+    /// MQTT 3.1 id too) and packet ids going on from where this one stopped, as libmosquitto's
+    /// reconnect does.
+    pub fn reconnect(&self, cfg: &Config) -> Result<(Session, ConnAck), ClientError> {
+        let (mut s, ack) = Session::connect_as(cfg, self.connect_id.clone())?;
+        s.last_mid = self.last_mid;
+        Ok((s, ack))
+    }
+
+    fn connect_as(cfg: &Config, id: String) -> Result<(Session, ConnAck), ClientError> {
         let host = cfg.host.as_deref().unwrap_or("localhost");
         let tls = cfg.tls.requested() || cfg.tls.insecure;
         let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
@@ -177,7 +210,6 @@ impl Session {
         } else {
             Stream::Plain(stream)
         };
-        let id = client_id(cfg);
         let mut s = Session {
             stream,
             version: cfg.version,
@@ -194,6 +226,7 @@ impl Session {
             last_in: Instant::now(),
             ping_outstanding: false,
             last_mid: 0,
+            connect_id: id.clone(),
         };
         let will = cfg.will_topic.as_ref().map(|t| Will {
             topic: t.as_str().into(),
@@ -355,8 +388,17 @@ impl Session {
     }
 
     pub fn disconnect(&mut self, props: &protocol::Properties) -> Result<(), ClientError> {
+        self.disconnect_with(0, props)
+    }
+
+    /// DISCONNECT with a reason code (MQTT 5; 3.x DISCONNECT has none).
+    pub fn disconnect_with(
+        &mut self,
+        reason: u8,
+        props: &protocol::Properties,
+    ) -> Result<(), ClientError> {
         let d = Disconnect {
-            reason: 0,
+            reason,
             properties: props.clone(),
         };
         self.send(&Packet::Disconnect(d))?;
@@ -368,6 +410,9 @@ impl Session {
     /// PINGRESPs. `Ok(None)`: `deadline` passed first.
     pub fn recv(&mut self, deadline: Option<Instant>) -> Result<Option<Packet>, ClientError> {
         loop {
+            if super::signals::stop_requested() {
+                return Err(ClientError::Stopped);
+            }
             match protocol::decode(&self.inbuf, self.version, MAX_PACKET) {
                 Ok(Some((packet, used))) => {
                     self.inbuf.drain(..used);
@@ -489,7 +534,11 @@ pub fn report_connect_error(
             )],
             1,
         ),
-        ClientError::KeepaliveTimeout => (vec!["Error: The connection was lost.".into()], 1),
+        ClientError::KeepaliveTimeout | ClientError::BrokerDisconnect => {
+            (vec!["Error: The connection was lost.".into()], 1)
+        }
+        // Interrupted while connecting: nothing to say, as mosquitto says nothing.
+        ClientError::Stopped => (Vec::new(), 0),
         // mosquitto's MOSQ_ERR_TLS (8); the detail follows on its own line.
         ClientError::Tls(why) => (
             vec!["Error: A TLS error occurred.".into(), format!("TLS: {why}")],
