@@ -931,6 +931,11 @@ impl Broker {
     /// Encodes `p` onto `id`'s output.
     pub fn send(&mut self, id: usize, p: &Packet) {
         if let Some(c) = self.conns.get_mut(id) {
+            if c.connected {
+                super::packet_log::sending(c.display_id(), p);
+            } else {
+                super::packet_log::sending(&c.peer_ip.to_string(), p);
+            }
             p.encode(c.version, c.out_mut());
             self.stats.messages_sent += 1;
             self.mark_dirty(id);
@@ -978,6 +983,11 @@ impl Broker {
         let connected = self.conns.get(id).is_some_and(|c| c.connected);
         if let Some(idx) = self.conns.get(id).and_then(Conn::bridge) {
             return self.handle_bridge_packet(id, idx, connected, p, now);
+        }
+        if connected {
+            if let Some(c) = self.conns.get(id) {
+                super::packet_log::received(c.display_id(), &p);
+            }
         }
         match p {
             Packet::Connect(c) if !connected => self.handle_connect(id, *c, now),
@@ -1140,11 +1150,8 @@ impl Broker {
         }
         if let Err(code) = verdict {
             if self.limits.connection_messages {
-                info!(
-                    "Client {} from {} disconnected, not authorised.",
-                    client_id,
-                    fmt_addr(&conn.peer())
-                );
+                // Mosquitto's words: the id is not taken before the login is accepted.
+                info!("Client <unknown> disconnected, not authorised.");
             }
             return self.refuse(id, code, version);
         }
@@ -1247,12 +1254,13 @@ impl Broker {
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
                 fmt_addr(&peer),
                 key,
-                version.level(),
+                super::packet_log::protocol_number(version),
                 u8::from(c.clean_start),
                 c.keep_alive,
                 user
             );
         }
+        super::packet_log::will(self.conns.get(id).and_then(|c| c.will.as_deref()));
 
         let mut props = Properties::default();
         if version.is_v5() {
@@ -1279,7 +1287,6 @@ impl Broker {
                 properties: props,
             }),
         );
-        debug!("Sending CONNACK to {key} (session present {session_present})");
         self.arm_sweep(id);
         if session_present {
             self.resume_session(sid, now);
@@ -1640,6 +1647,7 @@ impl Broker {
                 }
             }
             if let Some(c) = self.conns.get(id) {
+                super::packet_log::filter(filter, Some(opts.qos.as_u8()));
                 debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
             }
             codes.push(opts.qos.as_u8());
@@ -1706,6 +1714,7 @@ impl Broker {
                 }
             }
             if let Some(c) = self.conns.get(id) {
+                super::packet_log::filter(filter, None);
                 debug!(target: "unsubscribe", "{} {}", c.client_id, filter);
             }
             codes.push(if existed {

@@ -263,10 +263,12 @@ impl Log for Logger {
                         }
                     }
                 }
+                // The payload is the line as written elsewhere, timestamp included when
+                // `log_timestamp` is on (Mosquitto's log__vprintf does the same).
                 Sink::Topic => TOPIC_QUEUE.with(|q| {
                     let mut q = q.borrow_mut();
                     if q.len() < 1000 {
-                        q.push((t, msg.clone()));
+                        q.push((t, line.trim_end_matches('\n').to_owned()));
                     }
                 }),
             }

@@ -6,6 +6,7 @@ pub mod core;
 mod delivery;
 mod logging;
 pub mod message;
+mod packet_log;
 pub mod persist;
 mod process;
 pub mod retain;
