@@ -75,6 +75,8 @@ impl TlsOptions {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: Option<String>,
+    /// `--unix PATH`: connect over a Unix domain socket instead of TCP.
+    pub unix: Option<String>,
     pub port: Option<u16>,
     pub bind_address: Option<String>,
     pub username: Option<String>,
@@ -140,6 +142,7 @@ impl Default for Config {
             debug: false,
             quiet: false,
             nodelay: false,
+            unix: None,
             max_inflight: 20,
             will_topic: None,
             will_payload: None,
@@ -364,6 +367,14 @@ pub static COMMON: &[Opt] = &[
                 ));
             }
             c.max_inflight = m.min(i64::from(u16::MAX)) as u32;
+            Ok(())
+        },
+    ),
+    arg(
+        &["--unix"],
+        "Error: --unix argument given but no socket path specified.\n\n",
+        |c, v| {
+            c.unix = Some(v.to_owned());
             Ok(())
         },
     ),

@@ -101,7 +101,7 @@ fn print_usage() {
         "rmqtt_pub is a simple mqtt client that will publish a message on a single topic and exit.
 rmqtt_pub version {v} running on rmqtt {v}.
 
-Usage: rmqtt_pub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL}}
+Usage: rmqtt_pub {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}}
                  {{-f file | -l | -n | -m message}}
                  [-c] [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time] [-x session-expiry]
                  [--nodelay]
@@ -156,6 +156,8 @@ Usage: rmqtt_pub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L
  --quiet : don't print error messages.
  --repeat : if publish mode is -f, -m, or -s, then repeat the publish N times.
  --repeat-delay : if using --repeat, wait time seconds between publishes. Defaults to 0.
+ --unix : connect to a broker through a unix domain socket instead of a TCP socket,
+          e.g. /tmp/mosquitto.sock
  --will-payload : payload for the client Will, which is sent by the broker in case of
                   unexpected disconnection. If not given and will-topic is set, a zero
                   length message will be sent.

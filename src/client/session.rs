@@ -11,7 +11,8 @@ use crate::protocol::{
 };
 use bytes::{Bytes, BytesMut};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// Largest packet the clients accept from a broker (the MQTT maximum).
@@ -68,24 +69,35 @@ pub fn strerror(e: &io::Error) -> String {
     }
 }
 
-/// Plain TCP, or TLS when any TLS option was given.
+/// Plain TCP, TLS when any TLS option was given, or a Unix domain socket (`--unix`).
 enum Stream {
     Plain(TcpStream),
     Tls(Box<crate::tls::BlockingTls>),
+    Unix(UnixStream),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.tcp(),
+            Stream::Plain(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.tcp().set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
         }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(s) => s.tcp().shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(t) => t.read(buf),
+            Stream::Unix(s) => s.read(buf),
         }
     }
 
@@ -93,8 +105,60 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.write_all(buf),
             Stream::Tls(t) => t.write_all(buf),
+            Stream::Unix(s) => s.write_all(buf),
         }
     }
+}
+
+/// The byte stream to the broker: `--unix PATH`, or TCP (with TLS when asked) to `-h`/`-p`.
+fn open_stream(cfg: &Config) -> Result<Stream, ClientError> {
+    if let Some(path) = &cfg.unix {
+        return Ok(Stream::Unix(UnixStream::connect(path)?));
+    }
+    let host = cfg.host.as_deref().unwrap_or("localhost");
+    let tls = cfg.tls.requested() || cfg.tls.insecure;
+    let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|_| ClientError::Lookup)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ClientError::Lookup);
+    }
+    let mut last_err = io::Error::other("no address");
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect(a) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    let stream = stream.ok_or(ClientError::Io(last_err))?;
+    if cfg.nodelay {
+        stream.set_nodelay(true)?;
+    }
+    if !tls {
+        return Ok(Stream::Plain(stream));
+    }
+    fn path(p: &Option<String>) -> Option<&std::path::Path> {
+        p.as_deref().map(std::path::Path::new)
+    }
+    let tls = crate::tls::ClientTls::new(
+        path(&cfg.tls.cafile),
+        path(&cfg.tls.capath),
+        path(&cfg.tls.certfile),
+        path(&cfg.tls.keyfile),
+        cfg.tls.insecure,
+        cfg.tls.tls_version.as_deref(),
+    )
+    .map_err(ClientError::Tls)?;
+    Ok(Stream::Tls(Box::new(
+        tls.connect_blocking(stream, host)
+            .map_err(ClientError::Tls)?,
+    )))
 }
 
 pub struct Session {
@@ -165,51 +229,7 @@ impl Session {
     }
 
     fn connect_as(cfg: &Config, id: String) -> Result<(Session, ConnAck), ClientError> {
-        let host = cfg.host.as_deref().unwrap_or("localhost");
-        let tls = cfg.tls.requested() || cfg.tls.insecure;
-        let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|_| ClientError::Lookup)?
-            .collect();
-        if addrs.is_empty() {
-            return Err(ClientError::Lookup);
-        }
-        let mut last_err = io::Error::other("no address");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect(a) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        let stream = stream.ok_or(ClientError::Io(last_err))?;
-        if cfg.nodelay {
-            stream.set_nodelay(true)?;
-        }
-        let stream = if tls {
-            fn path(p: &Option<String>) -> Option<&std::path::Path> {
-                p.as_deref().map(std::path::Path::new)
-            }
-            let tls = crate::tls::ClientTls::new(
-                path(&cfg.tls.cafile),
-                path(&cfg.tls.capath),
-                path(&cfg.tls.certfile),
-                path(&cfg.tls.keyfile),
-                cfg.tls.insecure,
-                cfg.tls.tls_version.as_deref(),
-            )
-            .map_err(ClientError::Tls)?;
-            Stream::Tls(Box::new(
-                tls.connect_blocking(stream, host)
-                    .map_err(ClientError::Tls)?,
-            ))
-        } else {
-            Stream::Plain(stream)
-        };
+        let stream = open_stream(cfg)?;
         let mut s = Session {
             stream,
             version: cfg.version,
@@ -402,7 +422,7 @@ impl Session {
             properties: props.clone(),
         };
         self.send(&Packet::Disconnect(d))?;
-        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Write);
+        self.stream.shutdown_write();
         Ok(())
     }
 
@@ -459,7 +479,7 @@ impl Session {
                 w.saturating_duration_since(now)
                     .max(Duration::from_millis(1))
             });
-            self.stream.tcp().set_read_timeout(timeout)?;
+            self.stream.set_read_timeout(timeout)?;
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ClientError::Closed),

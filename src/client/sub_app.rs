@@ -147,7 +147,7 @@ fn print_usage() {
         "rmqtt_sub is a simple mqtt client that will subscribe to a set of topics and print all messages it receives.
 rmqtt_sub version {v} running on rmqtt {v}.
 
-Usage: rmqtt_sub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}}
+Usage: rmqtt_sub {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}}
                  [-c] [-k keepalive] [-q qos] [-x session-expiry-interval]
                  [-C msg_count] [-E] [-R] [--retained-only] [--remove-retained] [-T filter_out] [-U topic ...]
                  [-F format]
@@ -207,6 +207,8 @@ Usage: rmqtt_sub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L
                    first non-retained message is received.
  --remove-retained : send a message to the server to clear any received retained messages
                      Use -T to filter out messages you do not want to be cleared.
+ --unix : connect to a broker through a unix domain socket instead of a TCP socket,
+          e.g. /tmp/mosquitto.sock
  --will-payload : payload for the client Will, which is sent by the broker in case of
                   unexpected disconnection. If not given and will-topic is set, a zero
                   length message will be sent.
