@@ -3,7 +3,7 @@
 //! with a `listener 0 /path/to.sock`; stdout (`-d` lines included), stderr and exit codes must
 //! be the same, also for a socket that does not exist and a missing argument.
 //!
-//! (rmqtt's broker does not listen on Unix sockets yet; these tests cover the clients.)
+//! Then rmqtt's own Unix listener, served to both clients.
 //!
 //! Skipped, with a message, when Mosquitto or its clients are missing (fails instead when
 //! `RMQTT_REQUIRE_INTEROP` is set).
@@ -133,4 +133,59 @@ fn pub_and_sub_over_a_unix_socket_match_mosquitto() {
             );
         }
     }
+}
+
+/// rmqtt's own `listener 0 /path/to.sock`: mosquitto_sub --unix and rmqtt_sub --unix receive
+/// what mosquitto_pub --unix publishes; the peer counts as local for `allow_anonymous local`;
+/// a stale socket file from an earlier run is replaced.
+#[test]
+fn broker_unix_listener_serves_both_clients() {
+    let Some(_tools) = tools_or_skip("unix_listener", &["mosquitto_sub", "mosquitto_pub"]) else {
+        return;
+    };
+    let dir = TempDir::new("unix-listener");
+    let bin = bin_dir(dir.path());
+    let sock = dir.path().join("rmqtt.sock");
+    let sock_s = sock.to_str().unwrap().to_owned();
+    // A stale socket left behind by a killed broker.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let broker = common_interop::start_rmqtt(&format!(
+        "allow_anonymous local\nlog_type all\nlistener 0 {sock_s}\n"
+    ));
+    assert!(
+        broker
+            .log()
+            .contains(&format!("Opening unix listen socket on path {sock_s}.")),
+        "{}",
+        broker.log()
+    );
+    for rmqtt in [false, true] {
+        let id = format!("ux-{rmqtt}");
+        let mut sub = Running::spawn(Command::new(prog(&bin, rmqtt, "sub")).args([
+            "--unix", &sock_s, "-t", "ux/#", "-C", "1", "-v", "-i", &id, "-q", "1",
+        ]));
+        let deadline = Instant::now() + STEP;
+        while !broker.log().contains(&format!("Sending SUBACK to {id}")) {
+            assert!(Instant::now() < deadline, "no SUBACK:\n{}", broker.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let publ = run(
+            Command::new("mosquitto_pub").args(["--unix", &sock_s, "-t", "ux/1", "-m", "local"]),
+            None,
+            STEP,
+        );
+        assert_eq!(publ.code(), Some(0), "{publ:?}");
+        let status = sub.wait_exit("subscriber");
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(sub.lines, vec!["ux/1 local".to_owned()], "rmqtt={rmqtt}");
+    }
+    // A Unix-socket peer is shown (and judged, for `allow_anonymous local`) as 127.0.0.1.
+    assert!(
+        broker
+            .log()
+            .contains("New connection from 127.0.0.1:0 on port 0."),
+        "{}",
+        broker.log()
+    );
 }

@@ -4,6 +4,7 @@
 mod bridge;
 pub mod core;
 mod delivery;
+mod listen;
 mod logging;
 pub mod message;
 mod packet_log;

@@ -6,6 +6,7 @@
 //! The loop sleeps until the broker's next deadline, a socket event or a signal.
 
 use super::core::{fmt_addr, Broker, Close};
+use super::listen::{Accepted, ListenSock};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
@@ -85,7 +86,7 @@ struct Bound {
     id: u16,
     plan: Planned,
     /// (token, socket, port it got)
-    sockets: Vec<(usize, TcpListener, u16)>,
+    sockets: Vec<(usize, ListenSock, u16)>,
     tls: Option<ServerTls>,
     anonymous: Anonymous,
     open: i64,
@@ -94,7 +95,7 @@ struct Bound {
 /// A listener's sockets, bound but not yet registered.
 pub struct Opened {
     plan: Planned,
-    sockets: Vec<(TcpListener, u16)>,
+    sockets: Vec<(ListenSock, u16)>,
 }
 
 /// A connection's byte stream: plain TCP, TLS over it, or WebSockets over either.
@@ -102,6 +103,7 @@ enum Transport {
     Plain(TcpStream),
     Tls(Box<ServerStream>),
     Ws(Box<WsStream>),
+    Unix(mio::net::UnixStream),
 }
 
 /// Plaintext bytes a WebSocket connection accepts before it says "would block".
@@ -228,6 +230,7 @@ impl Transport {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(t) => t.read(buf),
             Transport::Ws(w) => w.read(buf),
+            Transport::Unix(s) => s.read(buf),
         }
     }
 
@@ -236,13 +239,14 @@ impl Transport {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(t) => t.write(buf),
             Transport::Ws(w) => w.write(buf),
+            Transport::Unix(s) => s.write(buf),
         }
     }
 
     /// Sends bytes the transport itself still holds (TLS records).
     fn flush_pending(&mut self) -> io::Result<()> {
         match self {
-            Transport::Plain(_) => Ok(()),
+            Transport::Plain(_) | Transport::Unix(_) => Ok(()),
             Transport::Tls(t) => t.flush_pending(),
             Transport::Ws(w) => w.flush_pending(),
         }
@@ -250,23 +254,48 @@ impl Transport {
 
     fn has_pending(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Unix(_) => false,
             Transport::Tls(t) => t.has_pending(),
             Transport::Ws(w) => w.has_pending(),
         }
     }
 
-    fn socket(&mut self) -> &mut TcpStream {
+    /// The TCP socket underneath; `None` for a Unix socket.
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(t) => Some(t.socket()),
+            Transport::Ws(w) => w.inner.socket(),
+            Transport::Unix(_) => None,
+        }
+    }
+
+    /// What the poll registers.
+    fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.socket(),
-            Transport::Ws(w) => w.inner.socket(),
+            Transport::Ws(w) => w.inner.source(),
+            Transport::Unix(s) => s,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            Transport::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            other => {
+                if let Some(s) = other.socket() {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
         }
     }
 
     fn peer_identity(&self) -> Option<String> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Unix(_) => None,
             Transport::Tls(t) => t.peer_identity(),
             Transport::Ws(w) => w.inner.peer_identity(),
         }
@@ -344,6 +373,15 @@ pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<Opened>, String> {
 /// Binds the sockets of one listener, logging each as Mosquitto does.
 fn bind_one(p: Planned) -> Result<Opened, String> {
     let l = &p.spec;
+    if let Some(path) = l.unix_path() {
+        info!("Opening unix listen socket on path {}.", path.display());
+        let s = ListenSock::bind_unix(path)
+            .map_err(|e| format!("Error: {e} (unix socket {})", path.display()))?;
+        return Ok(Opened {
+            plan: p,
+            sockets: vec![(s, 0)],
+        });
+    }
     let addrs: Vec<SocketAddr> = if p.local {
         vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), l.port),
@@ -369,7 +407,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             Ok(s) => {
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening {family} listen socket on port {port}.");
-                sockets.push((s, port));
+                sockets.push((ListenSock::Tcp(s), port));
             }
             Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
                 // No IPv6 on this host: fall back to IPv4 for "all addresses".
@@ -378,7 +416,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                     .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening ipv4 listen socket on port {port}.");
-                sockets.push((s, port));
+                sockets.push((ListenSock::Tcp(s), port));
             }
             Err(e) if p.local && addr.is_ipv6() && !sockets.is_empty() => {
                 warn!("Not listening on {addr}: {e}.");
@@ -457,7 +495,7 @@ impl Server {
             self.next_token += 1;
             self.poll
                 .registry()
-                .register(&mut socket, Token(token), Interest::READABLE)
+                .register(socket.source(), Token(token), Interest::READABLE)
                 .map_err(|e| e.to_string())?;
             sockets.push((token, socket, port));
         }
@@ -581,8 +619,9 @@ impl Server {
         };
         let mut b = self.listeners.remove(i);
         for (_, socket, port) in &mut b.sockets {
-            let _ = self.poll.registry().deregister(socket);
-            info!("Closing listen socket on port {port}.");
+            let _ = self.poll.registry().deregister(socket.source());
+            info!("Closing listen socket on {}.", socket.describe(*port));
+            socket.remove_file();
         }
         let conns: Vec<usize> = self
             .socks
@@ -728,7 +767,7 @@ impl Server {
             return;
         };
         if let Err(e) = self.poll.registry().register(
-            stream.socket(),
+            stream.source(),
             Token(id),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -792,17 +831,26 @@ impl Server {
                 );
                 continue;
             }
-            // Replies are batched per loop pass already; Nagle would only add latency.
-            let _ = stream.set_nodelay(true);
-            let mut stream = match &l.tls {
-                None => Transport::Plain(stream),
-                Some(tls) => match tls.accept(stream) {
-                    Ok(t) => Transport::Tls(Box::new(t)),
-                    Err(e) => {
-                        error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
-                        continue;
+            let mut stream = match stream {
+                Accepted::Unix(s) if l.tls.is_none() => Transport::Unix(s),
+                Accepted::Unix(_) => {
+                    error!("TLS is not offered on unix socket listeners.");
+                    continue;
+                }
+                Accepted::Tcp(stream) => {
+                    // Replies are batched per loop pass already; Nagle would only add latency.
+                    let _ = stream.set_nodelay(true);
+                    match &l.tls {
+                        None => Transport::Plain(stream),
+                        Some(tls) => match tls.accept(stream) {
+                            Ok(t) => Transport::Tls(Box::new(t)),
+                            Err(e) => {
+                                error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                                continue;
+                            }
+                        },
                     }
-                },
+                }
             };
             if l.plan.spec.protocol == ListenerProtocol::WebSockets {
                 stream = Transport::Ws(Box::new(WsStream::new(stream)));
@@ -813,7 +861,7 @@ impl Server {
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(stream.socket(), Token(id), Interest::READABLE)
+                    .register(stream.source(), Token(id), Interest::READABLE)
             {
                 error!("Unable to register connection: {e}.");
                 self.broker.peer_closed(id, true);
@@ -905,8 +953,7 @@ impl Server {
         let Some(conn) = self.broker.conns.get_mut(id) else {
             return;
         };
-        if sock.connecting {
-            let s = sock.stream.socket();
+        if let Some(s) = sock.stream.socket().filter(|_| sock.connecting) {
             match (s.take_error(), s.peer_addr()) {
                 (Ok(None), Ok(_)) => sock.connecting = false,
                 (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -955,7 +1002,7 @@ impl Server {
             if self
                 .poll
                 .registry()
-                .reregister(sock.stream.socket(), Token(id), interest)
+                .reregister(sock.stream.source(), Token(id), interest)
                 .is_ok()
             {
                 sock.writing = want;
@@ -978,8 +1025,8 @@ impl Server {
             for id in closing {
                 self.write(id, now);
                 if let Some(mut sock) = self.socks.take(id) {
-                    let _ = self.poll.registry().deregister(sock.stream.socket());
-                    let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
+                    let _ = self.poll.registry().deregister(sock.stream.source());
+                    sock.stream.shutdown();
                     if let Some(l) = sock
                         .listener
                         .and_then(|i| self.listeners.iter_mut().find(|b| b.id == i))

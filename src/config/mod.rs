@@ -46,6 +46,15 @@ impl Listener {
             ..Listener::default()
         }
     }
+
+    /// `listener 0 /path/to.sock`: a Unix domain socket, as in Mosquitto 2.0. (Port 0 with an
+    /// IP address is an ephemeral TCP port, which the tests use.)
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.bind
+            .as_deref()
+            .filter(|b| self.port == 0 && b.contains('/'))
+            .map(std::path::Path::new)
+    }
 }
 
 /// Who may connect without a username (`allow_anonymous true|false|local`).
