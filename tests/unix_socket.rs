@@ -189,3 +189,41 @@ fn broker_unix_listener_serves_both_clients() {
         broker.log()
     );
 }
+
+/// The same listener from UCI (`option port '0'` and a path as `bind_address`), the way the
+/// OpenWrt package's /etc/config/rmqtt would say it.
+#[test]
+fn uci_unix_listener() {
+    let dir = TempDir::new("unix-uci");
+    let bin = bin_dir(dir.path());
+    let sock = dir.path().join("uci.sock");
+    let sock_s = sock.to_str().unwrap().to_owned();
+    let uci = dir.path().join("rmqtt");
+    std::fs::write(
+        &uci,
+        format!(
+            "config mosquitto\n\toption allow_anonymous '1'\n\n\
+             config listener\n\toption port '0'\n\toption bind_address '{sock_s}'\n"
+        ),
+    )
+    .unwrap();
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+        .arg("-u")
+        .arg(&uci)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + STEP;
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no socket from the UCI listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = run(
+        Command::new(prog(&bin, true, "sub")).args(["--unix", &sock_s, "-t", "t", "-E"]),
+        None,
+        STEP,
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+}
