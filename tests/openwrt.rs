@@ -334,7 +334,7 @@ fn ipk_layout_and_opkg_style_install() {
         assert!(entry(&data, conf).starts_with("-rw-------"), "{conf}");
     }
     assert!(entry(&data, "./lib/upgrade/keep.d/rmqtt").starts_with("-rw-r--r--"));
-    for applet in ["rmqtt_pub", "rmqtt_sub", "rmqtt_passwd"] {
+    for applet in ["rmqtt_pub", "rmqtt_sub", "rmqtt_rr", "rmqtt_passwd"] {
         let l = entry(&data, &format!("./usr/bin/{applet}"));
         assert!(l.starts_with('l') && l.ends_with("-> rmqtt"), "{l}");
     }

@@ -23,7 +23,7 @@ fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
 }
 
 /// Options only rmqtt_pub takes.
-static PUB_OPTS: &[Opt] = &[
+pub(super) static PUB_OPTS: &[Opt] = &[
     Opt {
         names: &["-f", "--file"],
         arg_missing: Some("Error: -f argument given but no file specified.\n\n"),
@@ -344,7 +344,7 @@ impl Publisher<'_> {
     }
 }
 
-fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
+pub(super) fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
     Ok(Some(match &cfg.pub_mode {
         PubMode::Message(m) => Bytes::from(m.clone()),
         PubMode::Null => Bytes::new(),

@@ -25,7 +25,7 @@ fn set(c: &mut Config, f: fn(&mut Config)) -> Result<(), OptError> {
 }
 
 /// Options only rmqtt_sub takes.
-static SUB_OPTS: &[Opt] = &[
+pub(super) static SUB_OPTS: &[Opt] = &[
     Opt {
         names: &["-C"],
         arg_missing: Some("Error: -C argument given but no count specified.\n\n"),
