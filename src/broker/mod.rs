@@ -43,7 +43,8 @@ const USAGE: &str =
  --test-config : check the configuration file, print the effective settings and exit.
  --version : print the version and exit.
 
-See https://github.com/ for more information.";
+The configuration file follows mosquitto.conf(5): https://mosquitto.org/man/mosquitto-conf-5.html
+(what rmqtt does differently is in its README).";
 
 fn usage_error(msg: &str) -> i32 {
     eprintln!("Error: {msg}");
@@ -142,7 +143,7 @@ pub fn main(args: Vec<String>) -> i32 {
                 }
             }
         }
-        println!("{cfg:#?}");
+        print!("{}", config::summary::summary(&cfg));
         return 0;
     }
     let verbose = m.opt_present("v");
