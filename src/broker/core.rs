@@ -45,6 +45,7 @@ pub struct Limits {
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    pub use_username_as_clientid: bool,
     pub persistent_client_expiration: Option<Duration>,
     pub connection_messages: bool,
     /// How long a new connection may take to send CONNECT.
@@ -81,6 +82,7 @@ impl Limits {
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
             auto_id_prefix: c.auto_id_prefix.clone(),
+            use_username_as_clientid: c.use_username_as_clientid,
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
             connect_timeout: Duration::from_secs(20),
@@ -1169,6 +1171,21 @@ impl Broker {
             Some(identity) => identity.as_deref().map(Arc::from),
             None => c.username.as_deref().map(Arc::from),
         };
+        if self.limits.use_username_as_clientid {
+            // Mosquitto's use_username_as_clientid: the login names the session.
+            match conn.username.clone() {
+                Some(u) => {
+                    conn.client_id = u;
+                    assigned = false;
+                }
+                None => {
+                    if self.limits.connection_messages {
+                        info!("Client <unknown> disconnected, not authorised.");
+                    }
+                    return self.refuse(id, reason::NOT_AUTHORIZED, version);
+                }
+            }
+        }
         conn.will = c.will.map(Box::new);
         if let Some(max) = c.properties.topic_alias_maximum.filter(|&m| m > 0) {
             conn.extra_mut().alias_out_max = max;

@@ -250,6 +250,8 @@ pub struct Config {
     pub upgrade_outgoing_qos: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// The username replaces the client id; clients without one are refused.
+    pub use_username_as_clientid: bool,
 }
 
 impl Default for Config {
@@ -290,6 +292,7 @@ impl Default for Config {
             upgrade_outgoing_qos: false,
             allow_zero_length_clientid: true,
             auto_id_prefix: "auto-".to_owned(),
+            use_username_as_clientid: false,
         }
     }
 }

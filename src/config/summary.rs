@@ -209,6 +209,10 @@ pub fn summary(cfg: &Config) -> String {
             cfg.allow_zero_length_clientid.to_string(),
         ),
         ("auto_id_prefix", cfg.auto_id_prefix.clone()),
+        (
+            "use_username_as_clientid",
+            cfg.use_username_as_clientid.to_string(),
+        ),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "{k}: {v}");
