@@ -10,7 +10,7 @@ else
 CARGO ?= cargo
 PORT ?= 1883
 
-.PHONY: all build release nossl test test-unit deps run fmt lint clean bench
+.PHONY: all build release nossl install test test-unit deps run fmt lint clean bench
 
 all: build
 
@@ -19,6 +19,15 @@ build:
 
 release: build
 	@ls -l target/release/rmqtt
+
+# Installs the release binary as $(PREFIX)/bin/rmqtt (DESTDIR for staging) with the applet
+# names as symbolic links to it: rmqtt_pub, rmqtt_sub, rmqtt_rr, rmqtt_passwd.
+PREFIX ?= /usr/local
+APPLETS := rmqtt_pub rmqtt_sub rmqtt_rr rmqtt_passwd
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 target/release/rmqtt $(DESTDIR)$(PREFIX)/bin/rmqtt
+	for a in $(APPLETS); do ln -sf rmqtt $(DESTDIR)$(PREFIX)/bin/$$a; done
 
 # The router variant without TLS.
 nossl:

@@ -33,7 +33,7 @@ mkdir -p "$data/usr/bin" "$data/etc/init.d" "$data/etc/config" "$data/etc/rmqtt"
     "$data/usr/share/doc/rmqtt" "$data/lib/upgrade/keep.d" "$ctrl"
 
 install -m 0755 "$binary" "$data/usr/bin/rmqtt"
-for applet in rmqtt_pub rmqtt_sub rmqtt_passwd; do
+for applet in rmqtt_pub rmqtt_sub rmqtt_rr rmqtt_passwd; do
     ln -s rmqtt "$data/usr/bin/$applet"
 done
 install -m 0755 "$top/files/etc/init.d/rmqtt" "$data/etc/init.d/rmqtt"
@@ -58,7 +58,7 @@ Section: net
 Architecture: $arch
 Installed-Size: $installed_size
 Description: Small MQTT 3.1/3.1.1/5.0 broker with mosquitto-compatible clients.
- One static binary: rmqtt (broker), rmqtt_pub, rmqtt_sub, rmqtt_passwd. Reads
+ One static binary: rmqtt (broker), rmqtt_pub, rmqtt_sub, rmqtt_rr, rmqtt_passwd. Reads
  /etc/config/rmqtt (mosquitto's UCI names) or a mosquitto.conf.
 EOF
 

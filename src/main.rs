@@ -1,5 +1,5 @@
 //! rmqtt: one multicall binary. The name it is started under picks the applet: `rmqtt` (the
-//! broker), `rmqtt_pub`, `rmqtt_sub`; `rmqtt pub ...` and `rmqtt sub ...` work too.
+//! broker), `rmqtt_pub`, `rmqtt_sub`, `rmqtt_rr`, `rmqtt_passwd`; `rmqtt pub ...` and the like work too.
 #![deny(unsafe_code)]
 
 use rmqtt::{broker, client, passwd};
@@ -19,16 +19,18 @@ fn run(name: &str, args: Vec<String>) -> i32 {
         "rmqtt" | "mosquitto" => match args.get(1).map(String::as_str) {
             Some("pub") => run("rmqtt_pub", args.into_iter().skip(1).collect()),
             Some("sub") => run("rmqtt_sub", args.into_iter().skip(1).collect()),
+            Some("rr") => run("rmqtt_rr", args.into_iter().skip(1).collect()),
             Some("passwd") => run("rmqtt_passwd", args.into_iter().skip(1).collect()),
             Some("broker") => broker::main(args.into_iter().skip(1).collect()),
             _ => broker::main(args),
         },
         "rmqtt_pub" | "mosquitto_pub" => client::pub_main(args),
         "rmqtt_sub" | "mosquitto_sub" => client::sub_main(args),
+        "rmqtt_rr" | "mosquitto_rr" => client::rr_main(args),
         "rmqtt_passwd" | "mosquitto_passwd" => passwd::main(args),
         other => {
             eprintln!(
-                "rmqtt: unknown applet name '{other}' (expected rmqtt, rmqtt_pub, rmqtt_sub or rmqtt_passwd)"
+                "rmqtt: unknown applet name '{other}' (expected rmqtt, rmqtt_pub, rmqtt_sub, rmqtt_rr or rmqtt_passwd)"
             );
             1
         }

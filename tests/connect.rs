@@ -17,7 +17,7 @@ fn mqtt311_connect_is_accepted_with_code_0() {
     let line = b.wait_log("as c311 (");
     assert!(
         line.contains(": New client connected from 127.0.0.1:")
-            && line.ends_with("as c311 (p4, c1, k60)."),
+            && line.ends_with("as c311 (p2, c1, k60)."),
         "{line}"
     );
     c.sync();
@@ -40,7 +40,7 @@ fn mqtt31_mqisdp_connect_is_accepted() {
     c.send(&ConnectOpts::v31("c31").keepalive(30).encode());
     assert_eq!(c.expect_connack().code, 0);
     let line = b.wait_log("as c31 (");
-    assert!(line.ends_with("as c31 (p3, c1, k30)."), "{line}");
+    assert!(line.ends_with("as c31 (p1, c1, k30)."), "{line}");
     c.subscribe(1, &[("v31/t", 1)]);
     let p = c.publish_q1_to_self(2, "v31/t", b"x");
     assert_eq!(p.qos.as_u8(), 1);

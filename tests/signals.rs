@@ -172,7 +172,7 @@ fn log_dest_file_writes_mosquitto_style_lines() {
         .find(|l| l.contains("New client connected from 127.0.0.1:"))
         .unwrap_or_else(|| panic!("no connection line in {text}"));
     assert!(
-        connected.ends_with(" as file-logger (p4, c1, k60)."),
+        connected.ends_with(" as file-logger (p2, c1, k60)."),
         "{connected}"
     );
     assert!(

@@ -10,7 +10,7 @@ use super::core::{fmt_addr, sys_write_forbidden, Broker, Close};
 use super::session::{Expiry, OutState, Session};
 use crate::auth::acl::Access;
 use crate::protocol::{reason, topic, ConnAck, Connect, Packet, Properties, Version};
-use log::{debug, info};
+use log::info;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,11 +147,8 @@ impl Broker {
         }
         if let Err(code) = verdict {
             if self.limits.connection_messages {
-                info!(
-                    "Client {} from {} disconnected, not authorised.",
-                    client_id,
-                    fmt_addr(&conn.peer())
-                );
+                // Mosquitto's words: the id is not taken before the login is accepted.
+                info!("Client <unknown> disconnected, not authorised.");
             }
             return self.refuse(id, code, version);
         }
@@ -172,7 +169,8 @@ impl Broker {
 
         let mut props = Properties::default();
         if version.is_v5() {
-            if assigned {
+            // An id the login replaces (use_username_as_clientid) is not the client's.
+            if assigned && !self.limits.use_username_as_clientid {
                 props.assigned_client_identifier = Some(client_id.clone());
             }
             props.server_keep_alive = server_keep_alive;
@@ -211,6 +209,18 @@ impl Broker {
             Some(identity) => identity.as_deref().map(Arc::from),
             None => c.username.as_deref().map(Arc::from),
         };
+        if self.limits.use_username_as_clientid {
+            // Mosquitto's use_username_as_clientid: the login names the session.
+            match conn.username.clone() {
+                Some(u) => conn.client_id = u,
+                None => {
+                    if self.limits.connection_messages {
+                        info!("Client <unknown> disconnected, not authorised.");
+                    }
+                    return self.refuse(id, reason::NOT_AUTHORIZED, version);
+                }
+            }
+        }
         conn.will = c.will.map(Box::new);
         if let Some(max) = c.properties.topic_alias_maximum.filter(|&m| m > 0) {
             conn.extra_mut().alias_out_max = max;
@@ -303,12 +313,13 @@ impl Broker {
                 "New client connected from {} as {} (p{}, c{}, k{}{}).",
                 fmt_addr(&peer),
                 key,
-                version.level(),
+                super::packet_log::protocol_number(version),
                 u8::from(c.clean_start),
                 c.keep_alive,
                 user
             );
         }
+        super::packet_log::will(self.conns.get(id).and_then(|c| c.will.as_deref()));
         // 3.1 has no session present flag: the byte is reserved there and stays 0.
         let flag = session_present && version != Version::V31;
         self.send(
@@ -318,7 +329,6 @@ impl Broker {
                 ..connack
             }),
         );
-        debug!("Sending CONNACK to {key} (session present {flag})");
         self.arm_sweep(id);
         if session_present {
             self.resume_session(sid, now);

@@ -47,6 +47,7 @@ pub struct Limits {
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    pub use_username_as_clientid: bool,
     pub persistent_client_expiration: Option<Duration>,
     pub connection_messages: bool,
     /// How long a new connection may take to send CONNECT.
@@ -85,6 +86,7 @@ impl Limits {
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
             auto_id_prefix: c.auto_id_prefix.clone(),
+            use_username_as_clientid: c.use_username_as_clientid,
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
             connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
@@ -459,6 +461,11 @@ impl Broker {
     /// Encodes `p` onto `id`'s output.
     pub fn send(&mut self, id: usize, p: &Packet) {
         if let Some(c) = self.conns.get_mut(id) {
+            if c.connected {
+                super::packet_log::sending(c.display_id(), p);
+            } else {
+                super::packet_log::sending(&c.peer().ip().to_string(), p);
+            }
             p.encode(c.version, c.out_mut());
             self.stats.messages_sent += 1;
             self.mark_dirty(id);
@@ -506,6 +513,11 @@ impl Broker {
         let connected = self.conns.get(id).is_some_and(|c| c.connected);
         if let Some(idx) = self.conns.get(id).and_then(Conn::bridge) {
             return self.handle_bridge_packet(id, idx, connected, p, now);
+        }
+        if connected {
+            if let Some(c) = self.conns.get(id) {
+                super::packet_log::received(c.display_id(), &p);
+            }
         }
         match p {
             Packet::Connect(c) if !connected => self.handle_connect(id, *c, now),

@@ -11,7 +11,7 @@ use super::message::Message;
 use super::session::{Inflight, OutState, Pending, Session};
 use crate::auth::acl::Access;
 use crate::protocol::{Ack, Packet, Properties, PublishView, QoS};
-use log::{debug, warn};
+use log::warn;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -66,6 +66,11 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     if c.version.is_v5() && view.encoded_len(c.version) > c.max_packet_out() {
         return false;
     }
+    super::packet_log::sending_publish(
+        c.display_id(),
+        &view,
+        remapped.as_deref().unwrap_or(&d.msg.topic),
+    );
     view.encode(c.version, c.out_mut());
     if let Some(a) = new_alias {
         c.extra_mut().alias_out.insert(d.msg.topic.clone(), a);
@@ -222,11 +227,15 @@ impl Broker {
 
     fn drop_message(&mut self, sid: usize) {
         self.stats.publish_dropped += 1;
-        if let Some(s) = self.table.get(sid) {
-            debug!(
-                "Outgoing messages are being dropped for client {}.",
-                s.client_id
-            );
+        // Once per episode, at notice, as Mosquitto logs it.
+        if let Some(s) = self.table.get_mut(sid) {
+            if !s.flow().dropping {
+                s.flow_mut().dropping = true;
+                log::info!(
+                    "Outgoing messages are being dropped for client {}.",
+                    s.client_id
+                );
+            }
         }
     }
 

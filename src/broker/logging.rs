@@ -5,6 +5,11 @@
 //! Log types are Mosquitto's (error, warning, notice, information, debug, subscribe,
 //! unsubscribe, websockets): the level comes from the `log` macro, the finer type from its
 //! target (`info!(target: "notice", ...)`). A failing destination never takes the broker down.
+//!
+//! Syslog is one RFC 3164 datagram (`<PRI>rmqtt[PID]: message`) to `/dev/log`, written here
+//! rather than with the `syslog` crate: the crate (7.0, with `time` and `hostname`) made the
+//! stripped x86_64 release binary 46,544 bytes larger (1,949,784 -> 1,996,328) for the same
+//! datagram; logd, rsyslog and journald all take this form.
 
 use crate::config::{Config, LogDest};
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -263,10 +268,12 @@ impl Log for Logger {
                         }
                     }
                 }
+                // The payload is the line as written elsewhere, timestamp included when
+                // `log_timestamp` is on (Mosquitto's log__vprintf does the same).
                 Sink::Topic => TOPIC_QUEUE.with(|q| {
                     let mut q = q.borrow_mut();
                     if q.len() < 1000 {
-                        q.push((t, msg.clone()));
+                        q.push((t, line.trim_end_matches('\n').to_owned()));
                     }
                 }),
             }

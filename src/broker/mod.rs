@@ -7,9 +7,11 @@ mod conn;
 mod connect;
 pub mod core;
 mod delivery;
+mod listen;
 mod logging;
 pub mod memory;
 pub mod message;
+mod packet_log;
 pub mod persist;
 mod process;
 mod publish;
@@ -49,7 +51,8 @@ const USAGE: &str =
  --test-config : check the configuration file, print the effective settings and exit.
  --version : print the version and exit.
 
-See https://github.com/ for more information.";
+The configuration file follows mosquitto.conf(5): https://mosquitto.org/man/mosquitto-conf-5.html
+(what rmqtt does differently is in its README).";
 
 fn usage_error(msg: &str) -> i32 {
     eprintln!("Error: {msg}");
@@ -148,7 +151,7 @@ pub fn main(args: Vec<String>) -> i32 {
                 }
             }
         }
-        println!("{cfg:#?}");
+        print!("{}", config::summary::summary(&cfg));
         return 0;
     }
     let verbose = m.opt_present("v");

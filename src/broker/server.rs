@@ -10,6 +10,7 @@
 
 use super::admission::{self, Admission, AdmissionLimits, Evict};
 use super::core::{fmt_addr, Broker, Close, Effect};
+use super::listen::{Accepted, ListenSock};
 use super::logging;
 use super::persist::Store;
 use super::signals::{self, Signals};
@@ -92,7 +93,7 @@ struct Bound {
     id: u16,
     plan: Planned,
     /// (token, socket, port it got)
-    sockets: Vec<(usize, TcpListener, u16)>,
+    sockets: Vec<(usize, ListenSock, u16)>,
     tls: Option<ServerTls>,
     anonymous: Anonymous,
     open: i64,
@@ -101,7 +102,7 @@ struct Bound {
 /// A listener's sockets, bound but not yet registered.
 pub struct Opened {
     plan: Planned,
-    sockets: Vec<(TcpListener, u16)>,
+    sockets: Vec<(ListenSock, u16)>,
 }
 
 /// A connection's byte stream: plain TCP, TLS over it, or WebSockets over either.
@@ -109,6 +110,7 @@ enum Transport {
     Plain(TcpStream),
     Tls(Box<ServerStream>),
     Ws(Box<WsStream>),
+    Unix(mio::net::UnixStream),
 }
 
 /// Plaintext bytes a WebSocket connection accepts before it says "would block".
@@ -288,6 +290,7 @@ impl Transport {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(t) => t.read(buf),
             Transport::Ws(w) => w.read(buf),
+            Transport::Unix(s) => s.read(buf),
         }
     }
 
@@ -296,13 +299,14 @@ impl Transport {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(t) => t.write(buf),
             Transport::Ws(w) => w.write(buf),
+            Transport::Unix(s) => s.write(buf),
         }
     }
 
     /// Sends bytes the transport itself still holds (TLS records).
     fn flush_pending(&mut self) -> io::Result<()> {
         match self {
-            Transport::Plain(_) => Ok(()),
+            Transport::Plain(_) | Transport::Unix(_) => Ok(()),
             Transport::Tls(t) => t.flush_pending(),
             Transport::Ws(w) => w.flush_pending(),
         }
@@ -315,23 +319,48 @@ impl Transport {
 
     fn has_pending(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Unix(_) => false,
             Transport::Tls(t) => t.has_pending(),
             Transport::Ws(w) => w.has_pending(),
         }
     }
 
-    fn socket(&mut self) -> &mut TcpStream {
+    /// The TCP socket underneath; `None` for a Unix socket.
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(t) => Some(t.socket()),
+            Transport::Ws(w) => w.inner.socket(),
+            Transport::Unix(_) => None,
+        }
+    }
+
+    /// What the poll registers.
+    fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Transport::Plain(s) => s,
             Transport::Tls(t) => t.socket(),
-            Transport::Ws(w) => w.inner.socket(),
+            Transport::Ws(w) => w.inner.source(),
+            Transport::Unix(s) => s,
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            Transport::Unix(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            other => {
+                if let Some(s) = other.socket() {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
         }
     }
 
     fn peer_identity(&self) -> Option<String> {
         match self {
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Unix(_) => None,
             Transport::Tls(t) => t.peer_identity(),
             Transport::Ws(w) => w.inner.peer_identity(),
         }
@@ -427,6 +456,15 @@ pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<Opened>, String> {
 /// Binds the sockets of one listener, logging each as Mosquitto does.
 fn bind_one(p: Planned) -> Result<Opened, String> {
     let l = &p.spec;
+    if let Some(path) = l.unix_path() {
+        info!("Opening unix listen socket on path {}.", path.display());
+        let s = ListenSock::bind_unix(path)
+            .map_err(|e| format!("Error: {e} (unix socket {})", path.display()))?;
+        return Ok(Opened {
+            plan: p,
+            sockets: vec![(s, 0)],
+        });
+    }
     let addrs: Vec<SocketAddr> = if p.local {
         vec![
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), l.port),
@@ -452,7 +490,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             Ok(s) => {
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening {family} listen socket on port {port}.");
-                sockets.push((s, port));
+                sockets.push((ListenSock::Tcp(s), port));
             }
             Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() => {
                 // No IPv6 on this host: fall back to IPv4 for "all addresses".
@@ -461,7 +499,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                     .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening ipv4 listen socket on port {port}.");
-                sockets.push((s, port));
+                sockets.push((ListenSock::Tcp(s), port));
             }
             Err(e) if p.local && addr.is_ipv6() && !sockets.is_empty() => {
                 warn!("Not listening on {addr}: {e}.");
@@ -547,7 +585,7 @@ impl Server {
             self.next_token += 1;
             self.poll
                 .registry()
-                .register(&mut socket, Token(token), Interest::READABLE)
+                .register(socket.source(), Token(token), Interest::READABLE)
                 .map_err(|e| e.to_string())?;
             sockets.push((token, socket, port));
         }
@@ -673,8 +711,9 @@ impl Server {
         };
         let mut b = self.listeners.remove(i);
         for (_, socket, port) in &mut b.sockets {
-            let _ = self.poll.registry().deregister(socket);
-            info!("Closing listen socket on port {port}.");
+            let _ = self.poll.registry().deregister(socket.source());
+            info!("Closing listen socket on {}.", socket.describe(*port));
+            socket.remove_file();
         }
         let conns: Vec<usize> = self
             .socks
@@ -838,7 +877,7 @@ impl Server {
             return;
         };
         if let Err(e) = self.poll.registry().register(
-            stream.socket(),
+            stream.source(),
             Token(id),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -932,18 +971,28 @@ impl Server {
                 self.admission.left(addr.ip());
                 return;
             };
-            // On unless configured off: replies are batched per loop pass already.
-            let _ = stream.set_nodelay(self.nodelay);
-            let mut stream = match &l.tls {
-                None => Transport::Plain(stream),
-                Some(tls) => match tls.accept(stream) {
-                    Ok(t) => Transport::Tls(Box::new(t)),
-                    Err(e) => {
-                        error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
-                        self.admission.left(addr.ip());
-                        continue;
+            let mut stream = match stream {
+                Accepted::Unix(s) if l.tls.is_none() => Transport::Unix(s),
+                Accepted::Unix(_) => {
+                    error!("TLS is not offered on unix socket listeners.");
+                    self.admission.left(addr.ip());
+                    continue;
+                }
+                Accepted::Tcp(stream) => {
+                    // On unless configured off: replies are batched per loop pass already.
+                    let _ = stream.set_nodelay(self.nodelay);
+                    match &l.tls {
+                        None => Transport::Plain(stream),
+                        Some(tls) => match tls.accept(stream) {
+                            Ok(t) => Transport::Tls(Box::new(t)),
+                            Err(e) => {
+                                error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                                self.admission.left(addr.ip());
+                                continue;
+                            }
+                        },
                     }
-                },
+                }
             };
             if l.plan.spec.protocol == ListenerProtocol::WebSockets {
                 stream = Transport::Ws(Box::new(WsStream::new(
@@ -958,7 +1007,7 @@ impl Server {
             if let Err(e) =
                 self.poll
                     .registry()
-                    .register(stream.socket(), Token(id), Interest::READABLE)
+                    .register(stream.source(), Token(id), Interest::READABLE)
             {
                 error!("Unable to register connection: {e}.");
                 self.broker.peer_closed(id, true);
@@ -1187,8 +1236,7 @@ impl Server {
         let Some(conn) = self.broker.conns.get_mut(id) else {
             return;
         };
-        if sock.connecting {
-            let s = sock.stream.socket();
+        if let Some(s) = sock.stream.socket().filter(|_| sock.connecting) {
             match (s.take_error(), s.peer_addr()) {
                 (Ok(None), Ok(_)) => sock.connecting = false,
                 (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -1237,7 +1285,7 @@ impl Server {
             if self
                 .poll
                 .registry()
-                .reregister(sock.stream.socket(), Token(id), interest)
+                .reregister(sock.stream.source(), Token(id), interest)
                 .is_ok()
             {
                 sock.writing = want;
@@ -1276,8 +1324,8 @@ impl Server {
                     self.admission.left(c.peer().ip());
                 }
             }
-            let _ = self.poll.registry().deregister(sock.stream.socket());
-            let _ = sock.stream.socket().shutdown(std::net::Shutdown::Both);
+            let _ = self.poll.registry().deregister(sock.stream.source());
+            sock.stream.shutdown();
             if let Some(l) = sock
                 .listener
                 .and_then(|i| self.listeners.iter_mut().find(|b| b.id == i))

@@ -110,6 +110,8 @@ pub struct Flow {
     pub inbound_qos2: PidSet,
     /// The packet id handed out last (0: none yet).
     last_pid: u16,
+    /// Messages are being dropped (queue full) and that was logged; cleared when one is queued.
+    pub dropping: bool,
 }
 
 /// What [`Session::flow`] shows for a session that never had one.
@@ -119,6 +121,7 @@ const NO_FLOW: &Flow = &Flow {
     queued_bytes: 0,
     inbound_qos2: PidSet(Vec::new()),
     last_pid: 0,
+    dropping: false,
 };
 
 impl Flow {
@@ -138,6 +141,7 @@ impl Flow {
     pub fn push_pending(&mut self, p: Pending) {
         self.queued_bytes += p.msg.size();
         self.queue.push_back(p);
+        self.dropping = false;
     }
 
     pub fn pop_pending(&mut self) -> Option<Pending> {

@@ -52,6 +52,7 @@ impl Broker {
                 return;
             };
             if let Some(c) = self.conns.get(id) {
+                super::packet_log::filter(filter, Some(opts.qos.as_u8()));
                 debug!(target: "subscribe", "{} {} {}", c.client_id, opts.qos.as_u8(), filter);
             }
             codes.push(opts.qos.as_u8());
@@ -101,6 +102,7 @@ impl Broker {
         for filter in &u.filters {
             let existed = self.table.unsubscribe(sid, filter);
             if let Some(c) = self.conns.get(id) {
+                super::packet_log::filter(filter, None);
                 debug!(target: "unsubscribe", "{} {}", c.client_id, filter);
             }
             codes.push(if existed {

@@ -8,12 +8,19 @@ mod options;
 mod output;
 mod props;
 mod pub_app;
+mod rr_app;
 mod session;
+mod signals;
 mod sub_app;
 
 /// rmqtt_pub: a drop-in replacement for mosquitto_pub.
 pub fn pub_main(args: Vec<String>) -> i32 {
     pub_app::main(args)
+}
+
+/// rmqtt_rr: a drop-in replacement for mosquitto_rr (MQTT 5 request / response).
+pub fn rr_main(args: Vec<String>) -> i32 {
+    rr_app::main(args)
 }
 
 /// rmqtt_sub: a drop-in replacement for mosquitto_sub.

@@ -14,6 +14,8 @@ use crate::protocol::Version;
 pub enum Applet {
     Pub,
     Sub,
+    /// rmqtt_rr: one topic to publish to, like pub.
+    Rr,
 }
 
 impl Applet {
@@ -22,6 +24,7 @@ impl Applet {
         match self {
             Applet::Pub => "mosquitto_pub",
             Applet::Sub => "mosquitto_sub",
+            Applet::Rr => "mosquitto_rr",
         }
     }
 
@@ -30,6 +33,7 @@ impl Applet {
         match self {
             Applet::Pub => "rmqtt_pub --help",
             Applet::Sub => "rmqtt_sub --help",
+            Applet::Rr => "rmqtt_rr --help",
         }
     }
 }
@@ -75,6 +79,10 @@ impl TlsOptions {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: Option<String>,
+    /// `--unix PATH`: connect over a Unix domain socket instead of TCP.
+    pub unix: Option<String>,
+    /// rmqtt_rr `-e`: where the response is awaited.
+    pub response_topic: Option<String>,
     pub port: Option<u16>,
     pub bind_address: Option<String>,
     pub username: Option<String>,
@@ -140,6 +148,8 @@ impl Default for Config {
             debug: false,
             quiet: false,
             nodelay: false,
+            unix: None,
+            response_topic: None,
             max_inflight: 20,
             will_topic: None,
             will_payload: None,
@@ -209,6 +219,7 @@ pub fn atoi(s: &str) -> i64 {
 
 /// One option: its spellings, and what to do with it. `arg_missing` is mosquitto's message
 /// when the option's argument is missing; `None` for flags.
+#[derive(Clone, Copy)]
 pub struct Opt {
     pub names: &'static [&'static str],
     pub arg_missing: Option<&'static str>,
@@ -364,6 +375,14 @@ pub static COMMON: &[Opt] = &[
                 ));
             }
             c.max_inflight = m.min(i64::from(u16::MAX)) as u32;
+            Ok(())
+        },
+    ),
+    arg(
+        &["--unix"],
+        "Error: --unix argument given but no socket path specified.\n\n",
+        |c, v| {
+            c.unix = Some(v.to_owned());
             Ok(())
         },
     ),
@@ -603,7 +622,7 @@ impl Config {
 /// filters.
 fn add_topic(c: &mut Config, applet: Applet, topic: &str, _what: &str) -> Result<(), OptError> {
     match applet {
-        Applet::Pub => {
+        Applet::Pub | Applet::Rr => {
             if !valid_topic_name(topic) {
                 return Err(bad(format!(
                     "Error: Invalid publish topic '{topic}', does it contain '+' or '#'?\n"
@@ -742,6 +761,10 @@ pub fn load_or_exit(
 
 pub fn load(applet: Applet, own: &[Opt], args: &[String]) -> Result<Config, OptError> {
     let mut cfg = Config::default();
+    if applet == Applet::Rr {
+        // mosquitto_rr speaks MQTT 5 unless told otherwise: request/response is a v5 feature.
+        cfg.version = Version::V5;
+    }
     if let Some(path) = defaults_path(applet) {
         if let Ok(text) = std::fs::read(&path) {
             let text = String::from_utf8_lossy(&text);

@@ -4,6 +4,7 @@
 
 use super::options::{self, atoi, Applet, Config, Opt, OptError, PubMode};
 use super::session::{report_connect_error, ClientError, Session};
+use super::signals;
 use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
 }
 
 /// Options only rmqtt_pub takes.
-static PUB_OPTS: &[Opt] = &[
+pub(super) static PUB_OPTS: &[Opt] = &[
     Opt {
         names: &["-f", "--file"],
         arg_missing: Some("Error: -f argument given but no file specified.\n\n"),
@@ -100,7 +101,7 @@ fn print_usage() {
         "rmqtt_pub is a simple mqtt client that will publish a message on a single topic and exit.
 rmqtt_pub version {v} running on rmqtt {v}.
 
-Usage: rmqtt_pub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL}}
+Usage: rmqtt_pub {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}}
                  {{-f file | -l | -n | -m message}}
                  [-c] [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time] [-x session-expiry]
                  [--nodelay]
@@ -155,6 +156,8 @@ Usage: rmqtt_pub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L
  --quiet : don't print error messages.
  --repeat : if publish mode is -f, -m, or -s, then repeat the publish N times.
  --repeat-delay : if using --repeat, wait time seconds between publishes. Defaults to 0.
+ --unix : connect to a broker through a unix domain socket instead of a TCP socket,
+          e.g. /tmp/mosquitto.sock
  --will-payload : payload for the client Will, which is sent by the broker in case of
                   unexpected disconnection. If not given and will-topic is set, a zero
                   length message will be sent.
@@ -191,17 +194,25 @@ enum Waiting {
     PubComp,
 }
 
-struct Publisher {
+/// libmosquitto's default reconnect delay (no backoff unless the client asks for one).
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+struct Publisher<'a> {
+    cfg: &'a Config,
     s: Session,
+    /// False while the connection is lost and not yet made again.
+    connected: bool,
     topic: String,
     qos: QoS,
     retain: bool,
     props: Properties,
-    inflight: HashMap<u16, Waiting>,
+    /// Our unacknowledged QoS 1/2 messages, kept whole so that they can be sent again after a
+    /// reconnect.
+    inflight: HashMap<u16, (Waiting, Publish)>,
     quiet: bool,
 }
 
-impl Publisher {
+impl Publisher<'_> {
     fn publish(&mut self, payload: Bytes) -> Result<(), ClientError> {
         let mid = self.s.next_mid();
         let p = Publish {
@@ -217,14 +228,64 @@ impl Publisher {
                 Properties::default()
             },
         };
-        self.s.send_publish(p, mid)?;
         match self.qos {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => {
-                self.inflight.insert(mid, Waiting::PubAck);
+                self.inflight.insert(mid, (Waiting::PubAck, p.clone()));
             }
             QoS::ExactlyOnce => {
-                self.inflight.insert(mid, Waiting::PubRec);
+                self.inflight.insert(mid, (Waiting::PubRec, p.clone()));
+            }
+        }
+        self.s.send_publish(p, mid)
+    }
+
+    /// Publishes; a lost connection is made again (the message goes out again then if it is
+    /// QoS 1 or 2; a QoS 0 message is lost, as with libmosquitto).
+    fn publish_or_reconnect(&mut self, payload: Bytes) -> Result<(), ClientError> {
+        match self.publish(payload) {
+            Err(e) if e.is_connection_lost() => self.reconnect(),
+            r => r,
+        }
+    }
+
+    /// [`Publisher::step`], connecting again when the connection is lost.
+    fn step_or_reconnect(&mut self, deadline: Option<Instant>) -> Result<Option<()>, ClientError> {
+        match self.step(deadline) {
+            Err(e) if e.is_connection_lost() => self.reconnect().map(Some),
+            r => r,
+        }
+    }
+
+    /// As libmosquitto's `loop_forever`: wait a second, connect again every second until it
+    /// works, silently; then send our unacknowledged messages again (PUBLISH with DUP set, or
+    /// PUBREL where PUBREC had come).
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.connected = false;
+        loop {
+            if signals::sleep(RECONNECT_DELAY) {
+                return Err(ClientError::Stopped);
+            }
+            match self.s.reconnect(self.cfg) {
+                Ok((s, _)) => {
+                    self.s = s;
+                    self.connected = true;
+                    break;
+                }
+                Err(e) if e.is_connection_lost() || matches!(e, ClientError::Lookup) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut mids: Vec<u16> = self.inflight.keys().copied().collect();
+        mids.sort_unstable();
+        for mid in mids {
+            let Some((waiting, p)) = self.inflight.get(&mid).cloned() else {
+                continue;
+            };
+            if waiting == Waiting::PubComp {
+                self.s.send(&Packet::PubRel(Ack::new(mid)))?;
+            } else {
+                self.s.send_publish(Publish { dup: true, ..p }, mid)?;
             }
         }
         Ok(())
@@ -258,7 +319,9 @@ impl Publisher {
                         self.failed(a.pid, a.reason);
                     }
                 } else {
-                    self.inflight.insert(a.pid, Waiting::PubComp);
+                    if let Some(entry) = self.inflight.get_mut(&a.pid) {
+                        entry.0 = Waiting::PubComp;
+                    }
                     self.s.send(&Packet::PubRel(Ack::new(a.pid)))?;
                 }
             }
@@ -267,12 +330,7 @@ impl Publisher {
             }
             Packet::Publish(p) => self.s.ack_incoming(&p)?,
             Packet::PubRel(a) => self.s.send(&Packet::PubComp(Ack::new(a.pid)))?,
-            Packet::Disconnect(d) => {
-                return Err(ClientError::Protocol(format!(
-                    "broker disconnected: {}",
-                    reason::reason_string(d.reason)
-                )))
-            }
+            Packet::Disconnect(_) => return Err(ClientError::BrokerDisconnect),
             _ => {}
         }
         Ok(Some(()))
@@ -280,13 +338,13 @@ impl Publisher {
 
     fn drain(&mut self) -> Result<(), ClientError> {
         while !self.inflight.is_empty() {
-            self.step(None)?;
+            self.step_or_reconnect(None)?;
         }
         Ok(())
     }
 }
 
-fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
+pub(super) fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
     Ok(Some(match &cfg.pub_mode {
         PubMode::Message(m) => Bytes::from(m.clone()),
         PubMode::Null => Bytes::new(),
@@ -339,15 +397,15 @@ fn stdin_lines() -> mpsc::Receiver<Bytes> {
     rx
 }
 
-fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), ClientError> {
+fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<(), ClientError> {
     match message {
         Some(m) => {
             for n in 0..cfg.repeat_count {
                 if n > 0 && !cfg.repeat_delay.is_zero() {
                     let until = Instant::now() + cfg.repeat_delay;
-                    while p.step(Some(until))?.is_some() {}
+                    while p.step_or_reconnect(Some(until))?.is_some() {}
                 }
-                p.publish(m.clone())?;
+                p.publish_or_reconnect(m.clone())?;
                 p.drain()?;
             }
         }
@@ -356,6 +414,9 @@ fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), Cl
             let max = cfg.max_inflight as usize;
             let mut eof = false;
             loop {
+                if signals::stop_requested() {
+                    return Err(ClientError::Stopped);
+                }
                 if !eof && p.inflight.len() < max {
                     let wait = if p.inflight.is_empty() {
                         Duration::from_millis(100)
@@ -364,7 +425,7 @@ fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), Cl
                     };
                     match rx.recv_timeout(wait) {
                         Ok(line) => {
-                            p.publish(line)?;
+                            p.publish_or_reconnect(line)?;
                             continue;
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -379,7 +440,7 @@ fn run(cfg: &Config, p: &mut Publisher, message: Option<Bytes>) -> Result<(), Cl
                 } else {
                     Some(Instant::now() + Duration::from_millis(5))
                 };
-                p.step(deadline)?;
+                p.step_or_reconnect(deadline)?;
             }
         }
     }
@@ -404,12 +465,15 @@ pub fn main(args: Vec<String>) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    signals::install();
     let s = match Session::connect(&cfg) {
         Ok((s, _)) => s,
         Err(e) => return report_connect_error(&e, cfg.version, cfg.quiet, true),
     };
     let mut p = Publisher {
+        cfg: &cfg,
         s,
+        connected: true,
         topic: cfg.topics.first().cloned().unwrap_or_default(),
         qos: QoS::from_u8(cfg.qos).unwrap_or_default(),
         retain: cfg.retain,
@@ -419,6 +483,13 @@ pub fn main(args: Vec<String>) -> i32 {
     };
     match run(&cfg, &mut p, message) {
         Ok(()) => 0,
+        // mosquitto_pub's SIGINT: a plain DISCONNECT (the will is discarded), exit 0.
+        Err(ClientError::Stopped) => {
+            if p.connected {
+                let _ = p.s.disconnect(&cfg.props.disconnect);
+            }
+            0
+        }
         Err(e) => report_connect_error(&e, cfg.version, cfg.quiet, false),
     }
 }

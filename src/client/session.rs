@@ -11,7 +11,8 @@ use crate::protocol::{
 };
 use bytes::{Bytes, BytesMut};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 /// Largest packet the clients accept from a broker (the MQTT maximum).
@@ -33,6 +34,24 @@ pub enum ClientError {
     KeepaliveTimeout,
     /// TLS set-up or handshake failed (untrusted certificate, bad files...).
     Tls(String),
+    /// The broker sent DISCONNECT (a take-over, a shutdown...).
+    BrokerDisconnect,
+    /// SIGINT or SIGTERM arrived: the applet disconnects and exits 0.
+    Stopped,
+}
+
+impl ClientError {
+    /// Errors after which libmosquitto's `loop_forever` reconnects: the connection went away,
+    /// as opposed to a broker that speaks bad MQTT or refuses us.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Closed
+                | ClientError::Io(_)
+                | ClientError::KeepaliveTimeout
+                | ClientError::BrokerDisconnect
+        )
+    }
 }
 
 impl From<io::Error> for ClientError {
@@ -50,24 +69,35 @@ pub fn strerror(e: &io::Error) -> String {
     }
 }
 
-/// Plain TCP, or TLS when any TLS option was given.
+/// Plain TCP, TLS when any TLS option was given, or a Unix domain socket (`--unix`).
 enum Stream {
     Plain(TcpStream),
     Tls(Box<crate::tls::BlockingTls>),
+    Unix(UnixStream),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.tcp(),
+            Stream::Plain(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.tcp().set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
         }
+    }
+
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown(Shutdown::Write),
+            Stream::Tls(s) => s.tcp().shutdown(Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(Shutdown::Write),
+        };
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(t) => t.read(buf),
+            Stream::Unix(s) => s.read(buf),
         }
     }
 
@@ -75,8 +105,60 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.write_all(buf),
             Stream::Tls(t) => t.write_all(buf),
+            Stream::Unix(s) => s.write_all(buf),
         }
     }
+}
+
+/// The byte stream to the broker: `--unix PATH`, or TCP (with TLS when asked) to `-h`/`-p`.
+fn open_stream(cfg: &Config) -> Result<Stream, ClientError> {
+    if let Some(path) = &cfg.unix {
+        return Ok(Stream::Unix(UnixStream::connect(path)?));
+    }
+    let host = cfg.host.as_deref().unwrap_or("localhost");
+    let tls = cfg.tls.requested() || cfg.tls.insecure;
+    let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|_| ClientError::Lookup)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ClientError::Lookup);
+    }
+    let mut last_err = io::Error::other("no address");
+    let mut stream = None;
+    for a in addrs {
+        match TcpStream::connect(a) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    let stream = stream.ok_or(ClientError::Io(last_err))?;
+    if cfg.nodelay {
+        stream.set_nodelay(true)?;
+    }
+    if !tls {
+        return Ok(Stream::Plain(stream));
+    }
+    fn path(p: &Option<String>) -> Option<&std::path::Path> {
+        p.as_deref().map(std::path::Path::new)
+    }
+    let tls = crate::tls::ClientTls::new(
+        path(&cfg.tls.cafile),
+        path(&cfg.tls.capath),
+        path(&cfg.tls.certfile),
+        path(&cfg.tls.keyfile),
+        cfg.tls.insecure,
+        cfg.tls.tls_version.as_deref(),
+    )
+    .map_err(ClientError::Tls)?;
+    Ok(Stream::Tls(Box::new(
+        tls.connect_blocking(stream, host)
+            .map_err(ClientError::Tls)?,
+    )))
 }
 
 pub struct Session {
@@ -92,6 +174,8 @@ pub struct Session {
     last_in: Instant,
     ping_outstanding: bool,
     last_mid: u16,
+    /// The client id CONNECT carried, reused when reconnecting.
+    connect_id: String,
 }
 
 fn random_alnum(n: usize) -> String {
@@ -132,52 +216,20 @@ impl Session {
     /// Opens the TCP connection, sends CONNECT and waits for CONNACK. Success means the broker
     /// accepted the connection.
     pub fn connect(cfg: &Config) -> Result<(Session, ConnAck), ClientError> {
-        let host = cfg.host.as_deref().unwrap_or("localhost");
-        let tls = cfg.tls.requested() || cfg.tls.insecure;
-        let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|_| ClientError::Lookup)?
-            .collect();
-        if addrs.is_empty() {
-            return Err(ClientError::Lookup);
-        }
-        let mut last_err = io::Error::other("no address");
-        let mut stream = None;
-        for a in addrs {
-            match TcpStream::connect(a) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        let stream = stream.ok_or(ClientError::Io(last_err))?;
-        if cfg.nodelay {
-            stream.set_nodelay(true)?;
-        }
-        let stream = if tls {
-            fn path(p: &Option<String>) -> Option<&std::path::Path> {
-                p.as_deref().map(std::path::Path::new)
-            }
-            let tls = crate::tls::ClientTls::new(
-                path(&cfg.tls.cafile),
-                path(&cfg.tls.capath),
-                path(&cfg.tls.certfile),
-                path(&cfg.tls.keyfile),
-                cfg.tls.insecure,
-                cfg.tls.tls_version.as_deref(),
-            )
-            .map_err(ClientError::Tls)?;
-            Stream::Tls(Box::new(
-                tls.connect_blocking(stream, host)
-                    .map_err(ClientError::Tls)?,
-            ))
-        } else {
-            Stream::Plain(stream)
-        };
-        let id = client_id(cfg);
+        Session::connect_as(cfg, client_id(cfg))
+    }
+
+    /// A new connection for the same client, after this one was lost: same client id (a random
+    /// MQTT 3.1 id too) and packet ids going on from where this one stopped, as libmosquitto's
+    /// reconnect does.
+    pub fn reconnect(&self, cfg: &Config) -> Result<(Session, ConnAck), ClientError> {
+        let (mut s, ack) = Session::connect_as(cfg, self.connect_id.clone())?;
+        s.last_mid = self.last_mid;
+        Ok((s, ack))
+    }
+
+    fn connect_as(cfg: &Config, id: String) -> Result<(Session, ConnAck), ClientError> {
+        let stream = open_stream(cfg)?;
         let mut s = Session {
             stream,
             version: cfg.version,
@@ -194,6 +246,7 @@ impl Session {
             last_in: Instant::now(),
             ping_outstanding: false,
             last_mid: 0,
+            connect_id: id.clone(),
         };
         let will = cfg.will_topic.as_ref().map(|t| Will {
             topic: t.as_str().into(),
@@ -355,12 +408,21 @@ impl Session {
     }
 
     pub fn disconnect(&mut self, props: &protocol::Properties) -> Result<(), ClientError> {
+        self.disconnect_with(0, props)
+    }
+
+    /// DISCONNECT with a reason code (MQTT 5; 3.x DISCONNECT has none).
+    pub fn disconnect_with(
+        &mut self,
+        reason: u8,
+        props: &protocol::Properties,
+    ) -> Result<(), ClientError> {
         let d = Disconnect {
-            reason: 0,
+            reason,
             properties: props.clone(),
         };
         self.send(&Packet::Disconnect(d))?;
-        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Write);
+        self.stream.shutdown_write();
         Ok(())
     }
 
@@ -368,6 +430,9 @@ impl Session {
     /// PINGRESPs. `Ok(None)`: `deadline` passed first.
     pub fn recv(&mut self, deadline: Option<Instant>) -> Result<Option<Packet>, ClientError> {
         loop {
+            if super::signals::stop_requested() {
+                return Err(ClientError::Stopped);
+            }
             match protocol::decode(&self.inbuf, self.version, MAX_PACKET) {
                 Ok(Some((packet, used))) => {
                     self.inbuf.drain(..used);
@@ -414,7 +479,7 @@ impl Session {
                 w.saturating_duration_since(now)
                     .max(Duration::from_millis(1))
             });
-            self.stream.tcp().set_read_timeout(timeout)?;
+            self.stream.set_read_timeout(timeout)?;
             let mut chunk = [0u8; 8192];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ClientError::Closed),
@@ -489,7 +554,11 @@ pub fn report_connect_error(
             )],
             1,
         ),
-        ClientError::KeepaliveTimeout => (vec!["Error: The connection was lost.".into()], 1),
+        ClientError::KeepaliveTimeout | ClientError::BrokerDisconnect => {
+            (vec!["Error: The connection was lost.".into()], 1)
+        }
+        // Interrupted while connecting: nothing to say, as mosquitto says nothing.
+        ClientError::Stopped => (Vec::new(), 0),
         // mosquitto's MOSQ_ERR_TLS (8); the detail follows on its own line.
         ClientError::Tls(why) => (
             vec!["Error: A TLS error occurred.".into(), format!("TLS: {why}")],

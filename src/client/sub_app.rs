@@ -4,6 +4,7 @@
 use super::options::{self, atoi, Applet, Config, Opt, OptError};
 use super::output::{self, Style};
 use super::session::{report_connect_error, ClientError, Session};
+use super::signals;
 use crate::protocol::topic::{matches, valid_topic_filter};
 use crate::protocol::{
     reason, Ack, Packet, Publish, QoS, SubOptions, Subscribe, Unsubscribe, Version,
@@ -15,13 +16,16 @@ use std::time::{Duration, Instant};
 /// Exit code when `-W` expires: mosquitto's `MOSQ_ERR_TIMEOUT`.
 const EXIT_TIMEOUT: i32 = 27;
 
+/// libmosquitto's default reconnect delay (no backoff unless the client asks for one).
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
 fn set(c: &mut Config, f: fn(&mut Config)) -> Result<(), OptError> {
     f(c);
     Ok(())
 }
 
 /// Options only rmqtt_sub takes.
-static SUB_OPTS: &[Opt] = &[
+pub(super) static SUB_OPTS: &[Opt] = &[
     Opt {
         names: &["-C"],
         arg_missing: Some("Error: -C argument given but no count specified.\n\n"),
@@ -143,7 +147,7 @@ fn print_usage() {
         "rmqtt_sub is a simple mqtt client that will subscribe to a set of topics and print all messages it receives.
 rmqtt_sub version {v} running on rmqtt {v}.
 
-Usage: rmqtt_sub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}}
+Usage: rmqtt_sub {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}}
                  [-c] [-k keepalive] [-q qos] [-x session-expiry-interval]
                  [-C msg_count] [-E] [-R] [--retained-only] [--remove-retained] [-T filter_out] [-U topic ...]
                  [-F format]
@@ -203,6 +207,8 @@ Usage: rmqtt_sub {{[-h host] [-p port] [-u username] [-P password] -t topic | -L
                    first non-retained message is received.
  --remove-retained : send a message to the server to clear any received retained messages
                      Use -T to filter out messages you do not want to be cleared.
+ --unix : connect to a broker through a unix domain socket instead of a TCP socket,
+          e.g. /tmp/mosquitto.sock
  --will-payload : payload for the client Will, which is sent by the broker in case of
                   unexpected disconnection. If not given and will-topic is set, a zero
                   length message will be sent.
@@ -381,10 +387,7 @@ impl Subscriber<'_> {
                 self.s.send(&Packet::PubRel(Ack::new(a.pid)))?;
                 Ok(Flow::Continue)
             }
-            Packet::Disconnect(d) => Err(ClientError::Protocol(format!(
-                "broker disconnected: {}",
-                reason::reason_string(d.reason)
-            ))),
+            Packet::Disconnect(_) => Err(ClientError::BrokerDisconnect),
             _ => Ok(Flow::Continue),
         }
     }
@@ -401,6 +404,7 @@ pub fn main(args: Vec<String>) -> i32 {
     }
     let deadline =
         (cfg.timeout > 0).then(|| Instant::now() + Duration::from_secs(u64::from(cfg.timeout)));
+    signals::install();
     let s = match Session::connect(&cfg) {
         Ok((s, _)) => s,
         Err(e) => return report_connect_error(&e, cfg.version, cfg.quiet, false),
@@ -413,27 +417,87 @@ pub fn main(args: Vec<String>) -> i32 {
         msg_count: 0,
         last_mid: 0,
     };
-    let result = (|| -> Result<i32, ClientError> {
-        sub.subscribe()?;
+    loop {
+        match sub.run(deadline) {
+            Ok(code) => return code,
+            Err(ClientError::Stopped) => return sub.stop(),
+            Err(e) if e.is_connection_lost() => {
+                if let Some(code) = sub.reconnect(deadline) {
+                    return code;
+                }
+            }
+            Err(e) => return report_connect_error(&e, cfg.version, cfg.quiet, false),
+        }
+    }
+}
+
+impl Subscriber<'_> {
+    /// Subscribes and handles packets until the applet is done (`Ok`) or the connection fails.
+    fn run(&mut self, deadline: Option<Instant>) -> Result<i32, ClientError> {
+        self.subscribe()?;
         loop {
-            match sub.s.recv(deadline)? {
+            match self.s.recv(deadline)? {
                 Some(p) => {
-                    if let Flow::Done(code) = sub.handle(p)? {
+                    if let Flow::Done(code) = self.handle(p)? {
                         return Ok(code);
                     }
                 }
-                None => {
-                    if !cfg.quiet {
-                        eprintln!("Timed out");
-                    }
-                    sub.s.disconnect(&cfg.props.disconnect)?;
-                    return Ok(EXIT_TIMEOUT);
+                None => return self.timed_out(true),
+            }
+        }
+    }
+
+    fn timed_out(&mut self, connected: bool) -> Result<i32, ClientError> {
+        if !self.cfg.quiet {
+            eprintln!("Timed out");
+        }
+        if connected {
+            self.s.disconnect(&self.cfg.props.disconnect)?;
+        }
+        Ok(EXIT_TIMEOUT)
+    }
+
+    /// SIGINT / SIGTERM while connected: mosquitto_sub's handler sends DISCONNECT with reason
+    /// "disconnect with will message" (which an MQTT 5 broker honours by publishing the will;
+    /// a 3.x DISCONNECT carries no reason, so there the will is discarded) and exits 0.
+    fn stop(&mut self) -> i32 {
+        let _ = self
+            .s
+            .disconnect_with(reason::DISCONNECT_WITH_WILL, &self.cfg.props.disconnect);
+        0
+    }
+
+    /// The connection was lost: as libmosquitto's `loop_forever`, wait a second and connect
+    /// again, every second, silently, until it works; then `run` subscribes again. `Some`: the
+    /// applet ends with this exit code instead (a signal, `-W`, or a refused CONNECT).
+    fn reconnect(&mut self, deadline: Option<Instant>) -> Option<i32> {
+        loop {
+            let wait = match deadline {
+                Some(d) => RECONNECT_DELAY.min(d.saturating_duration_since(Instant::now())),
+                None => RECONNECT_DELAY,
+            };
+            if signals::sleep(wait) {
+                return Some(0);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Some(self.timed_out(false).unwrap_or(EXIT_TIMEOUT));
+            }
+            match self.s.reconnect(self.cfg) {
+                Ok((s, _)) => {
+                    self.s = s;
+                    return None;
+                }
+                Err(ClientError::Stopped) => return Some(0),
+                Err(e) if e.is_connection_lost() || matches!(e, ClientError::Lookup) => {}
+                Err(e) => {
+                    return Some(report_connect_error(
+                        &e,
+                        self.cfg.version,
+                        self.cfg.quiet,
+                        false,
+                    ))
                 }
             }
         }
-    })();
-    match result {
-        Ok(code) => code,
-        Err(e) => report_connect_error(&e, cfg.version, cfg.quiet, false),
     }
 }

@@ -3,6 +3,7 @@
 //! Mosquitto-style files are read by [`mosquitto`]. Every error names the file and line.
 
 pub mod mosquitto;
+pub mod summary;
 pub mod uci;
 
 use std::fmt;
@@ -45,6 +46,15 @@ impl Listener {
             max_connections: -1,
             ..Listener::default()
         }
+    }
+
+    /// `listener 0 /path/to.sock`: a Unix domain socket, as in Mosquitto 2.0. (Port 0 with an
+    /// IP address is an ephemeral TCP port, which the tests use.)
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.bind
+            .as_deref()
+            .filter(|b| self.port == 0 && b.contains('/'))
+            .map(std::path::Path::new)
     }
 }
 
@@ -258,6 +268,8 @@ pub struct Config {
     pub websockets_origins: Vec<String>,
     /// Heap bytes above which new PUBLISHes are refused; 0: no limit.
     pub memory_limit: u64,
+    /// The username replaces the client id; clients without one are refused.
+    pub use_username_as_clientid: bool,
 }
 
 impl Default for Config {
@@ -305,6 +317,7 @@ impl Default for Config {
             max_pending_per_address: 64,
             websockets_origins: Vec::new(),
             memory_limit: 0,
+            use_username_as_clientid: false,
         }
     }
 }

@@ -188,6 +188,10 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.upgrade_outgoing_qos = boolean(a)?;
         Ok(())
     }),
+    ("use_username_as_clientid", |s, a| {
+        s.cfg.use_username_as_clientid = boolean(a)?;
+        Ok(())
+    }),
     ("allow_zero_length_clientid", |s, a| {
         s.cfg.allow_zero_length_clientid = boolean(a)?;
         Ok(())
@@ -414,7 +418,6 @@ const REFUSED: &[&str] = &[
     "crlfile",
     "dhparamfile",
     "use_subject_as_username",
-    "use_username_as_clientid",
     "bridge_psk",
     "bridge_identity",
     "bridge_alpn",

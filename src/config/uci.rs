@@ -1052,8 +1052,8 @@ pub const SECTIONS: &[SectionSpec] = &[
             ),
             (
                 "use_username_as_clientid",
-                refused,
-                "not supported: refused",
+                set!(use_username_as_clientid, |a: &Arg| a.boolean()),
+                "the username is the client id; clients without one are refused",
             ),
             (
                 "use_subject_as_username",
@@ -1773,11 +1773,6 @@ config bridge
                 "config listener\n option use_subject_as_username 1\n",
                 2,
                 "listener.use_subject_as_username",
-            ),
-            (
-                "config listener\n option use_username_as_clientid 1\n",
-                2,
-                "listener.use_username_as_clientid",
             ),
             (
                 "config listener\n\n option auth_plugin /p.so\n",
