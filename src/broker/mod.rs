@@ -6,6 +6,7 @@ mod conn;
 mod connect;
 pub mod core;
 mod delivery;
+pub mod journal;
 mod logging;
 pub mod message;
 pub mod persist;
