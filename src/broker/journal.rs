@@ -340,6 +340,17 @@ fn apply(
     Ok(())
 }
 
+/// What [`Journal::recover`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovered {
+    /// No journal of the snapshot's generation: a new one is to be started.
+    None,
+    /// A journal read whole: (records, bytes); appending to it continues it.
+    Whole(usize, u64),
+    /// A damaged journal, moved aside: what was read of it is only in memory.
+    Damaged,
+}
+
 /// What the journal last wrote about one session.
 #[derive(Default)]
 struct Seen {
@@ -396,7 +407,7 @@ impl Journal {
     /// Reads the journal continuing `img` and applies it. A journal of another generation
     /// is older than the snapshot (a crash between the snapshot's rename and the new
     /// journal's) and is ignored; a damaged one is moved aside and reported.
-    pub fn recover(&mut self, img: Image, now: Instant) -> (Image, u64) {
+    pub fn recover(&mut self, img: Image, now: Instant) -> (Image, u64, Recovered) {
         self.gen = img.gen;
         let data = match fs::read(&self.path) {
             Ok(d) => d,
@@ -404,22 +415,26 @@ impl Journal {
                 if e.kind() != io::ErrorKind::NotFound {
                     error!("Error: unable to read journal {}: {e}", self.path.display());
                 }
-                return replay(img, &[], now).split_top();
+                let (img, top, _) = replay(img, &[], now);
+                return (img, top, Recovered::None);
             }
         };
         let Some(rd) = read(&data) else {
             self.set_aside("no valid header");
-            return replay(img, &[], now).split_top();
+            let (img, top, _) = replay(img, &[], now);
+            return (img, top, Recovered::Damaged);
         };
         if rd.gen != img.gen {
-            return replay(img, &[], now).split_top();
+            let (img, top, _) = replay(img, &[], now);
+            return (img, top, Recovered::None);
         }
         let n = rd.records.len();
         let (out, top, bad) = replay(img, &rd.records, now);
         if let Some(why) = rd.damage.or(bad) {
             self.set_aside(&format!("{why}; {n} records replayed before it"));
+            return (out, top, Recovered::Damaged);
         }
-        (out, top)
+        (out, top, Recovered::Whole(n, data.len() as u64))
     }
 
     fn set_aside(&self, why: &str) {
@@ -451,9 +466,16 @@ impl Journal {
         }
     }
 
-    /// Begins generation `gen` after a snapshot of `broker` of `base` bytes was written:
-    /// an empty journal, and what it knows is what the snapshot holds.
-    pub fn start(&mut self, broker: &mut Broker, gen: u64, base: u64) -> io::Result<()> {
+    /// Begins generation `gen` after a snapshot of `broker` of `base` bytes: an empty
+    /// journal, and what it knows is what `broker` holds. With `resume` (the size of a
+    /// journal of that generation read whole), appends to that journal instead.
+    pub fn start(
+        &mut self,
+        broker: &mut Broker,
+        gen: u64,
+        base: u64,
+        resume: Option<u64>,
+    ) -> io::Result<()> {
         self.seen.clear();
         self.buf.clear();
         if let Some(j) = &mut broker.jlog {
@@ -487,6 +509,13 @@ impl Journal {
             }
             self.seen.insert(s.client_id.clone(), seen);
         }
+        self.gen = gen;
+        self.base = base;
+        if let Some(size) = resume {
+            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+            self.size = size;
+            return Ok(());
+        }
         let tmp = self.path.with_extension("journal-new");
         let h = header(gen);
         {
@@ -497,9 +526,7 @@ impl Journal {
         fs::rename(&tmp, &self.path)?;
         sync_dir(&self.path);
         self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
-        self.gen = gen;
         self.size = h.len() as u64;
-        self.base = base;
         self.bytes += h.len() as u64;
         Ok(())
     }
@@ -642,15 +669,5 @@ fn sync_dir(path: &Path) {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-    }
-}
-
-trait SplitTop {
-    fn split_top(self) -> (Image, u64);
-}
-
-impl SplitTop for (Image, u64, Option<String>) {
-    fn split_top(self) -> (Image, u64) {
-        (self.0, self.1)
     }
 }

@@ -13,7 +13,7 @@
 //! Decoding never panics on file contents.
 
 use super::core::Broker;
-use super::journal::Journal;
+use super::journal::{Journal, Recovered};
 use super::message::Message;
 use super::session::{Expiry, Inflight, OutState, Pending, Session};
 use crate::config::Config;
@@ -513,7 +513,8 @@ impl Store {
         let (img, damaged) = self.read_snapshot(&from, now);
         match &mut self.journal {
             Some(j) => {
-                let (img, top) = j.recover(img, now);
+                let gen = img.gen;
+                let (img, top, found) = j.recover(img, now);
                 let (r, s) = (img.retained.len(), img.sessions.len());
                 if r + s > 0 {
                     info!(
@@ -524,8 +525,22 @@ impl Store {
                 }
                 broker.enable_journal(top);
                 broker.restore(img, now);
-                self.compact(broker, now);
                 self.saved_changes = broker.changes;
+                let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
+                // What was read of a damaged file lives only in memory (and a snapshot
+                // from flash is not beside the journal): a fresh snapshot keeps it.
+                let compact = found == Recovered::Damaged || damaged || from != self.jsnap;
+                let started = match found {
+                    _ if compact => Ok(()),
+                    Recovered::Whole(_, size) => j.start(broker, gen, base, Some(size)),
+                    _ => j.start(broker, gen, base, None),
+                };
+                if let Err(e) = started {
+                    warn!("Unable to start journal {}: {e}", j.path().display());
+                }
+                if compact {
+                    self.compact(broker, now);
+                }
                 if self.split() && damaged {
                     self.saved_changes = broker.changes.wrapping_sub(1);
                     self.maybe_save(broker, now, true);
@@ -609,7 +624,7 @@ impl Store {
         }
         self.writes += 1;
         self.bytes += data.len() as u64;
-        if let Err(e) = j.start(broker, gen, data.len() as u64) {
+        if let Err(e) = j.start(broker, gen, data.len() as u64, None) {
             warn!("Unable to start journal {}: {e}", j.path().display());
         }
         if self.jsnap == self.path {
@@ -624,13 +639,9 @@ impl Store {
     }
 
     /// When an interval save is due; `None` while nothing changed (an idle broker never
-    /// wakes up to save), when saving goes by change count, or when the journal keeps the
-    /// one snapshot.
+    /// wakes up to save), or when saving goes by change count.
     pub fn next_deadline(&self, changes: u64) -> Option<Instant> {
-        if changes == self.saved_changes
-            || self.every_changes.is_some()
-            || self.interval.is_zero()
-            || (self.journal.is_some() && !self.split())
+        if changes == self.saved_changes || self.every_changes.is_some() || self.interval.is_zero()
         {
             return None;
         }
@@ -649,9 +660,6 @@ impl Store {
             if force || j.wants_compaction() {
                 self.compact(broker, now);
             }
-            if !self.split() {
-                return;
-            }
         }
         let changes = broker.changes;
         if changes == self.saved_changes {
@@ -663,6 +671,11 @@ impl Store {
                 None => !self.interval.is_zero() && now >= self.last_save + self.interval,
             };
         if !due {
+            return;
+        }
+        if self.journal.is_some() && !self.split() {
+            // The snapshot beside the journal is the one the policy asks for.
+            self.compact(broker, now);
             return;
         }
         let gen = self.journal.as_ref().map_or(0, Journal::gen);

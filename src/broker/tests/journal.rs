@@ -73,7 +73,7 @@ fn every_pass_recovers_to_the_live_state_and_a_torn_tail_to_a_pass() {
     let mut h = Harness::new();
     h.b.enable_journal(0);
     let mut j = Journal::new(path.clone());
-    j.start(&mut h.b, 1, 0).unwrap();
+    j.start(&mut h.b, 1, 0, None).unwrap();
     // (file size, state) after each pass.
     let mut passes: Vec<(u64, String)> = vec![(j.size, live(&h.b, h.now))];
     macro_rules! pass {
@@ -175,7 +175,7 @@ fn recovery_stops_at_a_bad_record_and_sets_the_journal_aside() {
     let mut h = Harness::new();
     h.b.enable_journal(0);
     let mut j = Journal::new(path.clone());
-    j.start(&mut h.b, 5, 0).unwrap();
+    j.start(&mut h.b, 5, 0, None).unwrap();
     let p = h.client("pub", true);
     h.send(p, &publish("r/1", "a", QoS::AtMostOnce, 0, true));
     j.flush(&mut h.b, h.now).unwrap();
@@ -189,7 +189,7 @@ fn recovery_stops_at_a_bad_record_and_sets_the_journal_aside() {
         gen: 5,
         ..Image::default()
     };
-    let (img, _) = Journal::new(path.clone()).recover(img, h.now);
+    let (img, _, _) = Journal::new(path.clone()).recover(img, h.now);
     assert_eq!(
         img.retained.len(),
         1,
@@ -199,6 +199,6 @@ fn recovery_stops_at_a_bad_record_and_sets_the_journal_aside() {
     assert!(path.with_file_name("rmqtt.db.journal.bad-1").exists());
     // Another generation (the snapshot is newer than the journal): not replayed.
     std::fs::write(&path, &data[..good]).unwrap();
-    let (img, _) = Journal::new(path.clone()).recover(Image::default(), h.now);
+    let (img, _, _) = Journal::new(path.clone()).recover(Image::default(), h.now);
     assert!(img.retained.is_empty());
 }
