@@ -256,6 +256,36 @@ const KILLS_PER_ITERATION: u64 = 2;
 
 #[test]
 fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
+    traffic_survives_kill9("autosave_on_changes", conf);
+}
+
+/// `persistence true` and nothing else: the journal, synced before every acknowledgement.
+#[test]
+fn journal_alone_keeps_acknowledged_messages_across_kill9() {
+    traffic_survives_kill9("journal", |dir| {
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.display()
+        )
+    });
+}
+
+/// The OpenWrt placement: the journal in its own directory (RAM there), the snapshot
+/// elsewhere, written only by the autosave policy.
+#[test]
+fn journal_in_its_own_directory_keeps_acknowledged_messages_across_kill9() {
+    traffic_survives_kill9("journal apart", |dir| {
+        std::fs::create_dir_all(dir.join("flash")).unwrap();
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/flash/\n\
+             journal_location {}/ram/\n",
+            dir.display(),
+            dir.display()
+        )
+    });
+}
+
+fn traffic_survives_kill9(label: &str, conf: impl Fn(&Path) -> String) {
     let mut t = Tally::default();
     let mut failures = Vec::new();
     for iter in 0..ITERATIONS {
@@ -355,6 +385,16 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
                 .copied()
                 .collect();
             let dups = subscriber.got[q].values().filter(|n| **n > 1).count() as u64;
+            let invented: Vec<u64> = subscriber.got[q]
+                .keys()
+                .filter(|s| **s >= publisher.next_seq)
+                .copied()
+                .collect();
+            if !invented.is_empty() {
+                failures.push(format!(
+                    "iteration {iter}: QoS {q} never sent: {invented:?}"
+                ));
+            }
             t.acked[q] += acked[q].len() as u64;
             t.delivered[q] += subscriber.got[q].len() as u64;
             t.lost[q] += lost.len() as u64;
@@ -371,7 +411,7 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
         }
     }
     println!(
-        "crash during traffic: {} iterations, {} kills ({} messages acknowledged before the last kill \
+        "crash during traffic ({label}): {} iterations, {} kills ({} messages acknowledged before the last kill \
          of each iteration), acked QoS1 {} QoS2 {}, delivered QoS1 {} QoS2 {}, lost QoS1 {} QoS2 {}, duplicated QoS1 {} (allowed) QoS2 {}",
         t.iterations,
         t.kills,
