@@ -657,11 +657,7 @@ fn run_state_ops(c: &mut Client, st: &mut StateOps) -> Result<(), String> {
                 Some(Packet::SubAck(a)) if a.pid == pid => break,
                 Some(Packet::UnsubAck(a)) if a.pid == pid => break,
                 Some(Packet::PubAck(a)) if a.pid == pid => break,
-                Some(Packet::Publish(p)) => {
-                    if p.pid != 0 {
-                        c.try_send(&puback(p.pid))?;
-                    }
-                }
+                Some(Packet::Publish(p)) if p.pid != 0 => c.try_send(&puback(p.pid))?,
                 _ => {}
             }
         }
