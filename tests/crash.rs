@@ -256,6 +256,36 @@ const KILLS_PER_ITERATION: u64 = 2;
 
 #[test]
 fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
+    traffic_survives_kill9("autosave_on_changes", conf);
+}
+
+/// `persistence true` and nothing else: the journal, synced before every acknowledgement.
+#[test]
+fn journal_alone_keeps_acknowledged_messages_across_kill9() {
+    traffic_survives_kill9("journal", |dir| {
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.display()
+        )
+    });
+}
+
+/// The OpenWrt placement: the journal in its own directory (RAM there), the snapshot
+/// elsewhere, written only by the autosave policy.
+#[test]
+fn journal_in_its_own_directory_keeps_acknowledged_messages_across_kill9() {
+    traffic_survives_kill9("journal apart", |dir| {
+        std::fs::create_dir_all(dir.join("flash")).unwrap();
+        format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/flash/\n\
+             journal_location {}/ram/\n",
+            dir.display(),
+            dir.display()
+        )
+    });
+}
+
+fn traffic_survives_kill9(label: &str, conf: impl Fn(&Path) -> String) {
     let mut t = Tally::default();
     let mut failures = Vec::new();
     for iter in 0..ITERATIONS {
@@ -355,6 +385,16 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
                 .copied()
                 .collect();
             let dups = subscriber.got[q].values().filter(|n| **n > 1).count() as u64;
+            let invented: Vec<u64> = subscriber.got[q]
+                .keys()
+                .filter(|s| **s >= publisher.next_seq)
+                .copied()
+                .collect();
+            if !invented.is_empty() {
+                failures.push(format!(
+                    "iteration {iter}: QoS {q} never sent: {invented:?}"
+                ));
+            }
             t.acked[q] += acked[q].len() as u64;
             t.delivered[q] += subscriber.got[q].len() as u64;
             t.lost[q] += lost.len() as u64;
@@ -371,7 +411,7 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill9_during_traffic() {
         }
     }
     println!(
-        "crash during traffic: {} iterations, {} kills ({} messages acknowledged before the last kill \
+        "crash during traffic ({label}): {} iterations, {} kills ({} messages acknowledged before the last kill \
          of each iteration), acked QoS1 {} QoS2 {}, delivered QoS1 {} QoS2 {}, lost QoS1 {} QoS2 {}, duplicated QoS1 {} (allowed) QoS2 {}",
         t.iterations,
         t.kills,
@@ -559,4 +599,195 @@ fn kills_during_saves_never_damage_the_file_or_lose_saved_messages() {
          messages acknowledged, {mid_save} kills left a half-written temporary file, \
          0 damaged files, 0 lost"
     );
+}
+
+/// What the state client had acknowledged, and the one operation it had sent and not yet
+/// seen acknowledged when the broker was killed (it may or may not have taken effect).
+#[derive(Default, Clone)]
+struct StateOps {
+    /// Filters `s/N` subscribed (SUBACK seen) and not unsubscribed (UNSUBACK seen).
+    subs: BTreeSet<u64>,
+    /// Topic `r/K` → the acknowledged retained payload (`None`: cleared).
+    retained: BTreeMap<u64, Option<u64>>,
+    pending: Option<StateOp>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum StateOp {
+    Sub(u64),
+    Unsub(u64),
+    Retain(u64, Option<u64>),
+}
+
+const STATE_OPS: u64 = 400;
+const RETAINED_TOPICS: u64 = 4;
+
+/// Subscribes, unsubscribes and sets or clears retained messages one at a time, each waiting
+/// for its acknowledgement, until the connection fails or `STATE_OPS` are done.
+fn run_state_ops(c: &mut Client, st: &mut StateOps) -> Result<(), String> {
+    for n in 1..=STATE_OPS {
+        let pid = (n % 60_000 + 1) as u16;
+        let op = match n % 5 {
+            0 if st.subs.len() > 2 => {
+                let f = st.subs.iter().next().copied().unwrap_or(0);
+                StateOp::Unsub(f)
+            }
+            1 | 3 => StateOp::Retain(n % RETAINED_TOPICS, (n % 7 != 0).then_some(n)),
+            _ => StateOp::Sub(n),
+        };
+        st.pending = Some(op);
+        match op {
+            StateOp::Sub(f) => c.try_send(&subscribe(pid, &[(&format!("s/{f}"), 1)]))?,
+            StateOp::Unsub(f) => c.try_send(&unsubscribe(pid, &[&format!("s/{f}")]))?,
+            StateOp::Retain(t, v) => {
+                let payload = v.map(|v| v.to_string()).unwrap_or_default();
+                c.try_send(&publish(
+                    &format!("r/{t}"),
+                    payload.as_bytes(),
+                    1,
+                    true,
+                    false,
+                    pid,
+                ))?
+            }
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if Instant::now() > deadline {
+                return Err("no acknowledgement".into());
+            }
+            match c.try_packet(Duration::from_millis(50))? {
+                Some(Packet::SubAck(a)) if a.pid == pid => break,
+                Some(Packet::UnsubAck(a)) if a.pid == pid => break,
+                Some(Packet::PubAck(a)) if a.pid == pid => break,
+                Some(Packet::Publish(p)) if p.pid != 0 => c.try_send(&puback(p.pid))?,
+                _ => {}
+            }
+        }
+        st.pending = None;
+        match op {
+            StateOp::Sub(f) => {
+                st.subs.insert(f);
+            }
+            StateOp::Unsub(f) => {
+                st.subs.remove(&f);
+            }
+            StateOp::Retain(t, v) => {
+                st.retained.insert(t, v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Subscriptions and retained messages after `kill -9` at a random moment are as
+/// acknowledged: each acknowledged subscribe, unsubscribe, retained set and clear is there,
+/// and nothing else, except that the one operation in flight at the kill may or may not be.
+#[test]
+fn subscriptions_and_retained_are_as_acknowledged_after_kill9() {
+    let mut failures = Vec::new();
+    let mut done = 0u64;
+    for iter in 0..8u64 {
+        let mut rng = Rng::new(0x5EED + iter);
+        let dir = TempDir::new("crash-state");
+        let config = format!(
+            "allow_anonymous true\npersistence true\npersistence_location {}/\n",
+            dir.path.display()
+        );
+        let mut broker = Broker::with_config(&config);
+        let port = broker.port;
+        let (mut c, _) = connect_persistent(port, "state");
+        let worker = thread::spawn(move || {
+            let mut st = StateOps::default();
+            let r = run_state_ops(&mut c, &mut st);
+            (st, r)
+        });
+        thread::sleep(Duration::from_millis(rng.range(20, 300)));
+        broker.kill9();
+        let (st, _) = worker.join().unwrap();
+        done += st.subs.len() as u64 + st.retained.len() as u64;
+        let broker = restart(port, &config);
+        broker.wait_log(" running");
+
+        // Retained: what was acknowledged last per topic, or the operation in flight.
+        let mut check = Client::try_connect(port, &ConnectOpts::new("check"))
+            .unwrap()
+            .0;
+        check.subscribe(1, &[("r/#", 0)]);
+        let mut got: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+        // The retained messages follow the SUBACK; a PINGRESP comes after them.
+        check.send(&PINGREQ);
+        loop {
+            match check.expect_packet() {
+                Packet::Publish(p) => {
+                    let t: u64 = p.topic.trim_start_matches("r/").parse().unwrap();
+                    let v: u64 = String::from_utf8_lossy(&p.payload).parse().unwrap();
+                    got.insert(t, Some(v));
+                }
+                Packet::PingResp => break,
+                p => panic!("iteration {iter}: unexpected {p:?}"),
+            }
+        }
+        for t in 0..RETAINED_TOPICS {
+            let have = got.get(&t).copied().flatten();
+            let acked = st.retained.get(&t).copied().flatten();
+            let in_flight = match st.pending {
+                Some(StateOp::Retain(pt, v)) if pt == t => Some(v),
+                _ => None,
+            };
+            if have != acked && in_flight != Some(have) {
+                failures.push(format!(
+                    "iteration {iter}: r/{t} is {have:?}, acknowledged {acked:?}, in flight {in_flight:?}"
+                ));
+            }
+        }
+
+        // Subscriptions: a message to every filter ever used reaches exactly the live ones.
+        let (mut c, present) = connect_persistent(port, "state");
+        assert!(
+            present || st.subs.is_empty(),
+            "iteration {iter}: session lost"
+        );
+        c.subscribe(60_001u32 as u16, &[("end", 1)]);
+        let top = st.subs.iter().max().copied().unwrap_or(0) + 6;
+        for f in 1..=top {
+            check.publish_q1((f % 60_000 + 1) as u16, &format!("s/{f}"), b"x");
+        }
+        check.publish_q1(60_002u32 as u16, "end", b"end");
+        let mut reached = BTreeSet::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "iteration {iter}: no end marker");
+            if let Some(Packet::Publish(p)) = c.try_packet(Duration::from_millis(50)).unwrap() {
+                if p.pid != 0 {
+                    c.send(&puback(p.pid));
+                }
+                if &*p.topic == "end" {
+                    break;
+                }
+                if let Ok(f) = p.topic.trim_start_matches("s/").parse::<u64>() {
+                    reached.insert(f);
+                }
+            }
+        }
+        let mut want = st.subs.clone();
+        match st.pending {
+            Some(StateOp::Sub(f)) => {
+                reached.remove(&f);
+                want.remove(&f);
+            }
+            Some(StateOp::Unsub(f)) => {
+                reached.remove(&f);
+                want.remove(&f);
+            }
+            _ => {}
+        }
+        if reached != want {
+            failures.push(format!(
+                "iteration {iter}: subscriptions {reached:?}, acknowledged {want:?}"
+            ));
+        }
+    }
+    println!("state across kill -9: 8 iterations, {done} acknowledged subscriptions and retained topics checked");
+    assert!(failures.is_empty(), "{failures:#?}");
 }

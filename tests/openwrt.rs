@@ -136,10 +136,18 @@ fn shipped_config_files_load_cleanly() {
     assert_eq!(cfg.listeners[0].port, 1883);
     assert_eq!(cfg.allow_anonymous, Some(rmqtt::config::Anonymous::Local));
     assert!(cfg.persistence);
+    // The journal in RAM (a crash loses nothing, no flash writes for it), the snapshot on
+    // flash (written every autosave_interval and at shutdown).
+    assert!(cfg.persistence_journal);
+    let jloc = cfg.journal_location.unwrap();
+    assert!(
+        jloc.starts_with("/tmp"),
+        "the journal must default to RAM: {jloc:?}"
+    );
     let loc = cfg.persistence_location.unwrap();
     assert!(
-        loc.starts_with("/tmp"),
-        "persistence must default to RAM: {loc:?}"
+        loc.starts_with("/etc"),
+        "the snapshot goes to flash: {loc:?}"
     );
 
     // The commented-out examples are valid too, once uncommented.

@@ -231,6 +231,8 @@ pub struct Broker {
     pub(super) id_rng: u64,
     pub stats: Stats,
     pub(super) sys: super::sys::SysState,
+    /// What changed since the journal's last pass; `None` without a journal.
+    pub(super) jlog: Option<Box<super::journal::Changes>>,
 }
 
 impl Broker {
@@ -256,6 +258,7 @@ impl Broker {
             id_rng: seed | 1,
             stats: Stats::default(),
             sys: super::sys::SysState::default(),
+            jlog: None,
         }
     }
 
@@ -282,6 +285,9 @@ impl Broker {
             .is_some_and(|s| s.expiry != Expiry::OnDisconnect)
         {
             self.changes += 1;
+        }
+        if let Some(j) = &mut self.jlog {
+            j.dirty.push(sid);
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::core::{Broker, Conn, Effect};
 use super::message::Message;
-use super::session::{Inflight, OutState, Pending, Session};
+use super::session::{Expiry, Inflight, OutState, Pending, Session};
 use crate::auth::acl::Access;
 use crate::protocol::{Ack, Packet, Properties, PublishView, QoS};
 use log::warn;
@@ -171,10 +171,19 @@ impl Broker {
     }
 
     /// Delivers to session `sid`: now if it can, else into its queue (bounded).
-    pub(super) fn deliver(&mut self, sid: usize, d: Pending, now: Instant) {
+    pub(super) fn deliver(&mut self, sid: usize, mut d: Pending, now: Instant) {
         let Some(s) = self.table.get_mut(sid) else {
             return;
         };
+        if d.qos != QoS::AtMostOnce || self.limits.queue_qos0 {
+            if let Some(j) = self
+                .jlog
+                .as_mut()
+                .filter(|_| s.expiry != Expiry::OnDisconnect)
+            {
+                d.jid = j.next_jid();
+            }
+        }
         // A connection already gone counts as none: the message waits in the session.
         match s.conn().filter(|c| self.conns.get(*c).is_some()) {
             Some(cid) => {
@@ -395,6 +404,7 @@ impl Broker {
                 retain: rap && msg.retain,
                 sub_ids,
                 share: None,
+                jid: 0,
             };
             self.deliver(best.session, d, now);
         }
@@ -428,6 +438,7 @@ impl Broker {
                 retain: opts.retain_as_published && msg.retain,
                 sub_ids: id.into_iter().collect(),
                 share: Some(key),
+                jid: 0,
             };
             self.deliver(sid, d, now);
         }
@@ -446,6 +457,10 @@ impl Broker {
             return;
         }
         let mut moved = Vec::new();
+        self.touch(sid);
+        let Some(s) = self.table.get_mut(sid) else {
+            return;
+        };
         // PUBREC already received: the member has the message; it stays.
         s.flow_mut().inflight.retain(|f| {
             if f.d.share.is_some() && f.state != OutState::AwaitComp {

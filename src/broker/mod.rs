@@ -7,6 +7,7 @@ mod conn;
 mod connect;
 pub mod core;
 mod delivery;
+pub mod journal;
 mod listen;
 mod logging;
 pub mod memory;
@@ -217,6 +218,16 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
         "persistence_file",
         &old.persistence_file,
         &mut new.persistence_file,
+    );
+    keep(
+        "persistence_journal",
+        &old.persistence_journal,
+        &mut new.persistence_journal,
+    );
+    keep(
+        "journal_location",
+        &old.journal_location,
+        &mut new.journal_location,
     );
     keep("user", &old.user, &mut new.user);
     keep("pid_file", &old.pid_file, &mut new.pid_file);

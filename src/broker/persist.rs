@@ -13,12 +13,13 @@
 //! Decoding never panics on file contents.
 
 use super::core::Broker;
+use super::journal::{Journal, Recovered};
 use super::message::Message;
 use super::session::{Expiry, Inflight, OutState, Pending, Session};
 use crate::config::Config;
 use crate::protocol::codec::{put_string, Reader};
 use crate::protocol::properties::Owner;
-use crate::protocol::{Properties, QoS, SubOptions};
+use crate::protocol::{DecodeError, Properties, QoS, SubOptions};
 use bytes::{BufMut, Bytes, BytesMut};
 use log::{error, info, warn};
 use std::collections::HashMap;
@@ -30,10 +31,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const MAGIC: &[u8; 8] = b"RMQTTDB\x01";
+/// Version 2 adds the journal generation and an entry id per queued message; version 1
+/// files are still read.
+const MAGIC: &[u8; 8] = b"RMQTTDB\x02";
+const MAGIC_V1: &[u8; 8] = b"RMQTTDB\x01";
 const REC_MESSAGE: u8 = 1;
 const REC_RETAINED: u8 = 2;
 const REC_SESSION: u8 = 3;
+/// The journal generation this snapshot starts (version 2).
+const REC_GEN: u8 = 4;
 const REC_END: u8 = 0xff;
 
 /// CRC-32 (IEEE 802.3), bitwise: snapshots are small and saved rarely.
@@ -49,7 +55,8 @@ pub fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-fn put_record(out: &mut BytesMut, kind: u8, body: &[u8]) {
+/// Frames one record: kind, body length, body, and a CRC-32 over all three.
+pub(super) fn put_record(out: &mut BytesMut, kind: u8, body: &[u8]) {
     let start = out.len();
     out.put_u8(kind);
     out.put_u32(body.len() as u32);
@@ -66,6 +73,12 @@ fn secs_left(at: Option<Instant>, now: Instant) -> u32 {
 
 fn put_pending(b: &mut BytesMut, p: &Pending, ids: &HashMap<*const Message, u32>) {
     b.put_u32(ids.get(&Rc::as_ptr(&p.msg)).copied().unwrap_or(0));
+    b.put_u64(p.jid);
+    put_delivery(b, p);
+}
+
+/// How one message goes to one session (QoS, retain, subscription ids, shared group).
+pub(super) fn put_delivery(b: &mut BytesMut, p: &Pending) {
     b.put_u8(p.qos.as_u8());
     b.put_u8(u8::from(p.retain));
     b.put_u16(p.sub_ids.len().min(255) as u16);
@@ -75,21 +88,70 @@ fn put_pending(b: &mut BytesMut, p: &Pending, ids: &HashMap<*const Message, u32>
     put_string(b, p.share.as_deref().unwrap_or(""));
 }
 
-/// The whole persistent state of `broker` as snapshot bytes.
-pub fn encode(broker: &Broker, now: Instant) -> Vec<u8> {
+/// A message: topic, payload, QoS, retain, seconds left to live (0: no expiry), properties.
+pub(super) fn put_message(b: &mut BytesMut, m: &Message, now: Instant) {
+    put_string(b, &m.topic);
+    b.put_u32(m.payload.len() as u32);
+    b.put_slice(&m.payload);
+    b.put_u8(m.qos.as_u8());
+    b.put_u8(u8::from(m.retain));
+    b.put_u32(secs_left(m.expires, now));
+    match &m.properties {
+        Some(p) => p.encode(b),
+        None => b.put_u8(0),
+    }
+}
+
+/// A session without its messages: client id, user name, expiry, subscriptions (and, in a
+/// snapshot, the counts and entries that follow).
+pub(super) fn put_session_head(b: &mut BytesMut, s: &Session) {
+    put_string(b, &s.client_id);
+    put_string(b, s.username.as_deref().unwrap_or(""));
+    b.put_u8(u8::from(s.username.is_some()));
+    match s.expiry {
+        Expiry::Never => {
+            b.put_u8(0);
+            b.put_u32(0);
+        }
+        Expiry::After(n) => {
+            b.put_u8(1);
+            b.put_u32(n);
+        }
+        Expiry::OnDisconnect => {
+            b.put_u8(2);
+            b.put_u32(0);
+        }
+    }
+    b.put_u32(s.subs().len() as u32);
+    for (f, o, id) in s.subs() {
+        put_string(b, f);
+        b.put_u8(o.to_byte());
+        b.put_u32(id.map_or(0, NonZeroU32::get));
+    }
+}
+
+/// The whole persistent state of `broker` as snapshot bytes, starting journal generation
+/// `gen` (0 without a journal).
+pub fn encode(broker: &Broker, now: Instant, gen: u64) -> Vec<u8> {
     let sessions: Vec<&Session> = broker
         .sessions_iter()
         .filter(|s| s.expiry != Expiry::OnDisconnect)
         .collect();
-    encode_state(&broker.retained_messages(), &sessions, now)
+    encode_state(&broker.retained_messages(), &sessions, now, gen)
 }
 
 /// Snapshot bytes of plain data: the retained messages and the sessions to save.
-pub fn encode_state(retained: &[Rc<Message>], sessions: &[&Session], now: Instant) -> Vec<u8> {
+pub fn encode_state(
+    retained: &[Rc<Message>],
+    sessions: &[&Session],
+    now: Instant,
+    gen: u64,
+) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(4096);
     out.put_slice(MAGIC);
+    put_record(&mut out, REC_GEN, &gen.to_be_bytes());
     let mut ids: HashMap<*const Message, u32> = HashMap::new();
-    let mut records = 0u32;
+    let mut records = 1u32;
     let mut add_msg = |out: &mut BytesMut, m: &Rc<Message>, records: &mut u32| {
         let key = Rc::as_ptr(m);
         if ids.contains_key(&key) {
@@ -99,16 +161,7 @@ pub fn encode_state(retained: &[Rc<Message>], sessions: &[&Session], now: Instan
         ids.insert(key, id);
         let mut b = BytesMut::new();
         b.put_u32(id);
-        put_string(&mut b, &m.topic);
-        b.put_u32(m.payload.len() as u32);
-        b.put_slice(&m.payload);
-        b.put_u8(m.qos.as_u8());
-        b.put_u8(u8::from(m.retain));
-        b.put_u32(secs_left(m.expires, now));
-        match &m.properties {
-            Some(p) => p.encode(&mut b),
-            None => b.put_u8(0),
-        }
+        put_message(&mut b, m, now);
         put_record(out, REC_MESSAGE, &b);
         *records += 1;
     };
@@ -131,29 +184,7 @@ pub fn encode_state(retained: &[Rc<Message>], sessions: &[&Session], now: Instan
     }
     for s in sessions {
         let mut b = BytesMut::new();
-        put_string(&mut b, &s.client_id);
-        put_string(&mut b, s.username.as_deref().unwrap_or(""));
-        b.put_u8(u8::from(s.username.is_some()));
-        match s.expiry {
-            Expiry::Never => {
-                b.put_u8(0);
-                b.put_u32(0);
-            }
-            Expiry::After(n) => {
-                b.put_u8(1);
-                b.put_u32(n);
-            }
-            Expiry::OnDisconnect => {
-                b.put_u8(2);
-                b.put_u32(0);
-            }
-        }
-        b.put_u32(s.subs().len() as u32);
-        for (f, o, id) in s.subs() {
-            put_string(&mut b, f);
-            b.put_u8(o.to_byte());
-            b.put_u32(id.map_or(0, NonZeroU32::get));
-        }
+        put_session_head(&mut b, s);
         b.put_u32(s.flow().inflight.len() as u32);
         for f in &s.flow().inflight {
             b.put_u16(f.pid);
@@ -186,18 +217,39 @@ pub fn encode_state(retained: &[Rc<Message>], sessions: &[&Session], now: Instan
 pub struct Image {
     pub retained: Vec<Rc<Message>>,
     pub sessions: Vec<Session>,
+    /// The journal generation that continues this snapshot (0: none).
+    pub gen: u64,
 }
 
 fn qos(v: u8) -> Result<QoS, &'static str> {
     QoS::from_u8(v).ok_or("bad QoS")
 }
 
+pub(super) fn get_u64(r: &mut Reader<'_>) -> Result<u64, DecodeError> {
+    Ok((u64::from(r.u32()?) << 32) | u64::from(r.u32()?))
+}
+
 fn get_pending(
     r: &mut Reader<'_>,
     msgs: &HashMap<u32, Rc<Message>>,
+    v1: bool,
 ) -> Result<Option<Pending>, &'static str> {
     let e = |_| "truncated entry";
     let id = r.u32().map_err(e)?;
+    let jid = if v1 { 0 } else { get_u64(r).map_err(e)? };
+    Ok(get_delivery(r, Some(jid))?.and_then(|f| msgs.get(&id).map(|m| f(m.clone()))))
+}
+
+/// Reads what [`put_delivery`] wrote; `jid` is the entry id to give it. The result takes the
+/// message.
+pub(super) type MakePending = Box<dyn FnOnce(Rc<Message>) -> Pending>;
+
+pub(super) fn get_delivery(
+    r: &mut Reader<'_>,
+    jid: Option<u64>,
+) -> Result<Option<MakePending>, &'static str> {
+    let e = |_| "truncated entry";
+    let jid = jid.unwrap_or(0);
     let q = qos(r.u8().map_err(e)?)?;
     let retain = r.u8().map_err(e)? != 0;
     let n = r.u16().map_err(e)?;
@@ -205,19 +257,22 @@ fn get_pending(
     for _ in 0..n {
         sub_ids.push(r.u32().map_err(e)?);
     }
-    let share = r.string().map_err(e)?;
-    Ok(msgs.get(&id).map(|m| Pending {
-        msg: m.clone(),
+    let share: Option<Rc<str>> = Some(r.string().map_err(e)?)
+        .filter(|s| !s.is_empty())
+        .map(Rc::from);
+    Ok(Some(Box::new(move |msg| Pending {
+        msg,
         qos: q,
         retain,
         sub_ids,
-        share: (!share.is_empty()).then(|| Rc::from(share)),
-    }))
+        share,
+        jid,
+    })))
 }
 
-fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Session, &'static str> {
+/// Reads what [`put_session_head`] wrote.
+pub(super) fn decode_session_head(r: &mut Reader<'_>) -> Result<Session, &'static str> {
     let e = |_| "truncated session";
-    let mut r = Reader::new(body);
     let client_id: Arc<str> = Arc::from(r.string().map_err(e)?);
     let username = r.string().map_err(e)?.to_owned();
     let has_user = r.u8().map_err(e)? != 0;
@@ -240,6 +295,17 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
         };
         s.add_sub(f, opts, (id != 0).then_some(id));
     }
+    Ok(s)
+}
+
+fn decode_session(
+    body: &[u8],
+    msgs: &HashMap<u32, Rc<Message>>,
+    v1: bool,
+) -> Result<Session, &'static str> {
+    let e = |_| "truncated session";
+    let mut r = Reader::new(body);
+    let mut s = decode_session_head(&mut r)?;
     for _ in 0..r.u32().map_err(e)? {
         let pid = r.u16().map_err(e)?;
         let state = match r.u8().map_err(e)? {
@@ -247,12 +313,12 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
             1 => OutState::AwaitRec,
             _ => OutState::AwaitComp,
         };
-        if let Some(d) = get_pending(&mut r, msgs)? {
+        if let Some(d) = get_pending(&mut r, msgs, v1)? {
             s.flow_mut().inflight.push_back(Inflight { pid, d, state });
         }
     }
     for _ in 0..r.u32().map_err(e)? {
-        if let Some(p) = get_pending(&mut r, msgs)? {
+        if let Some(p) = get_pending(&mut r, msgs, v1)? {
             s.push_pending(p);
         }
     }
@@ -263,34 +329,40 @@ fn decode_session(body: &[u8], msgs: &HashMap<u32, Rc<Message>>) -> Result<Sessi
 }
 
 fn decode_message(body: &[u8], now: Instant) -> Result<(u32, Message), &'static str> {
-    let e = |_| "truncated message";
     let mut r = Reader::new(body);
-    let id = r.u32().map_err(e)?;
+    let id = r.u32().map_err(|_| "truncated message")?;
+    Ok((id, get_message(&mut r, now)?))
+}
+
+/// Reads what [`put_message`] wrote.
+pub(super) fn get_message(r: &mut Reader<'_>, now: Instant) -> Result<Message, &'static str> {
+    let e = |_| "truncated message";
     let topic = r.string().map_err(e)?;
     let len = r.u32().map_err(e)? as usize;
     let payload = Bytes::copy_from_slice(r.take(len).map_err(e)?);
     let q = qos(r.u8().map_err(e)?)?;
     let retain = r.u8().map_err(e)? != 0;
     let left = r.u32().map_err(e)?;
-    let props = Properties::decode(&mut r, Owner::Publish).map_err(|_| "bad properties")?;
-    Ok((
-        id,
-        Message {
-            topic: Arc::from(topic),
-            payload,
-            qos: q,
-            retain,
-            properties: (!props.is_empty()).then(|| Box::new(props)),
-            expires: (left > 0).then(|| now + Duration::from_secs(u64::from(left))),
-        },
-    ))
+    let props = Properties::decode(r, Owner::Publish).map_err(|_| "bad properties")?;
+    Ok(Message {
+        topic: Arc::from(topic),
+        payload,
+        qos: q,
+        retain,
+        properties: (!props.is_empty()).then(|| Box::new(props)),
+        expires: (left > 0).then(|| now + Duration::from_secs(u64::from(left))),
+    })
 }
 
 /// Reads a snapshot. Returns what could be read, and a description of the damage if the
 /// file is not whole.
 pub fn decode(data: &[u8], now: Instant) -> (Image, Option<String>) {
     let mut img = Image::default();
-    let Some(rest) = data.strip_prefix(MAGIC.as_slice()) else {
+    let v1 = data.starts_with(MAGIC_V1);
+    let Some(rest) = data
+        .strip_prefix(MAGIC.as_slice())
+        .or_else(|| data.strip_prefix(MAGIC_V1.as_slice()))
+    else {
         let what = if data.starts_with(b"RMQTTDB") {
             "unknown format version"
         } else {
@@ -334,7 +406,8 @@ pub fn decode(data: &[u8], now: Instant) -> (Image, Option<String>) {
                     img.retained.push(m.clone());
                 }
             }
-            REC_SESSION => match decode_session(body, &msgs) {
+            REC_GEN => img.gen = get_u64(&mut Reader::new(body)).unwrap_or(0),
+            REC_SESSION => match decode_session(body, &msgs, v1) {
                 Ok(s) => img.sessions.push(s),
                 Err(e) => return (img, Some(format!("record {}: {e}", count + 1))),
             },
@@ -354,7 +427,7 @@ pub fn decode(data: &[u8], now: Instant) -> (Image, Option<String>) {
     }
 }
 
-/// The snapshot file and the policy for writing it.
+/// The snapshot file, the journal, and the policy for writing them.
 pub struct Store {
     path: PathBuf,
     interval: Duration,
@@ -364,6 +437,10 @@ pub struct Store {
     last_save: Instant,
     pub writes: u64,
     pub bytes: u64,
+    journal: Option<Journal>,
+    /// The snapshot a compaction writes, beside the journal: `path` itself when they share
+    /// a directory; else (a journal in RAM) `path` is written only by the autosave policy.
+    jsnap: PathBuf,
 }
 
 impl Store {
@@ -376,8 +453,10 @@ impl Store {
             .persistence_location
             .clone()
             .unwrap_or_else(|| PathBuf::from("."));
+        let jdir = cfg.journal_location.clone().unwrap_or_else(|| dir.clone());
+        let file = &cfg.persistence_file;
         Some(Store {
-            path: dir.join(&cfg.persistence_file),
+            path: dir.join(file),
             interval: Duration::from_secs(u64::from(cfg.autosave_interval)),
             every_changes: cfg
                 .autosave_on_changes
@@ -386,6 +465,10 @@ impl Store {
             last_save: now,
             writes: 0,
             bytes: 0,
+            journal: cfg
+                .persistence_journal
+                .then(|| Journal::new(jdir.join(format!("{file}.journal")))),
+            jsnap: jdir.join(file),
         })
     }
 
@@ -401,63 +484,165 @@ impl Store {
         &self.path
     }
 
-    /// Loads the snapshot into `broker`. A damaged file is reported, moved aside and what
-    /// could be read is kept; a missing file is a fresh start.
+    /// The journal and the snapshot beside it are in another directory than the snapshot
+    /// the autosave policy writes (a journal in RAM, a snapshot on flash).
+    fn split(&self) -> bool {
+        self.journal.is_some() && self.jsnap != self.path
+    }
+
+    /// Loads the snapshot (and replays the journal) into `broker`. A damaged file is
+    /// reported, moved aside and what could be read is kept; a missing file is a fresh
+    /// start. With a journal, a fresh snapshot and an empty journal are written at once.
     pub fn load(&mut self, broker: &mut Broker, now: Instant) {
         remove_stale_temps(&self.path);
-        let data = match fs::read(&self.path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                error!(
-                    "Error: unable to read persistence file {}: {e}",
-                    self.path.display()
-                );
-                return;
-            }
-        };
-        let (img, damage) = decode(&data, now);
-        let damaged = damage.is_some();
-        let (r, s) = (img.retained.len(), img.sessions.len());
-        if let Some(why) = damage {
-            let stamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let aside = self
-                .path
-                .with_file_name(format!("{}.corrupt-{stamp}", self.file_name()));
-            match fs::rename(&self.path, &aside) {
-                Ok(()) => error!(
-                    "Error: persistence file {} is damaged ({why}); moved to {}; recovered {r} retained messages and {s} sessions.",
-                    self.path.display(),
-                    aside.display()
-                ),
-                Err(e) => error!(
-                    "Error: persistence file {} is damaged ({why}) and could not be moved aside: {e}",
-                    self.path.display()
-                ),
-            }
-        } else {
-            info!(
-                "Restored {r} retained messages and {s} sessions from {}.",
-                self.path.display()
-            );
+        if self.split() {
+            remove_stale_temps(&self.jsnap);
         }
-        broker.restore(img, now);
-        self.saved_changes = broker.changes;
-        if damaged {
-            // What was recovered lives only in memory and in the file moved aside: write it
-            // out now, so the next start finds it.
-            self.saved_changes = broker.changes.wrapping_sub(1);
-            self.maybe_save(broker, now, true);
+        if let Some(j) = &self.journal {
+            remove_stale_temps(j.path());
+        }
+        // After a crash the journal's side is the newer; after a reboot (RAM emptied)
+        // only the autosaved snapshot is left.
+        let from = match &self.journal {
+            Some(j) if self.split() && (self.jsnap.exists() || j.path().exists()) => {
+                self.jsnap.clone()
+            }
+            _ => self.path.clone(),
+        };
+        if let Some(dir) = self.jsnap.parent().filter(|_| self.split()) {
+            if let Err(e) = fs::create_dir_all(dir) {
+                error!(
+                    "Error: unable to create journal directory {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        let (img, damaged) = self.read_snapshot(&from, now);
+        match &mut self.journal {
+            Some(j) => {
+                let gen = img.gen;
+                let (img, top, found) = j.recover(img, now);
+                let (r, s) = (img.retained.len(), img.sessions.len());
+                if r + s > 0 {
+                    info!(
+                        "Restored {r} retained messages and {s} sessions from {} and {}.",
+                        from.display(),
+                        j.path().display()
+                    );
+                }
+                broker.enable_journal(top);
+                broker.restore(img, now);
+                self.saved_changes = broker.changes;
+                let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
+                // What was read of a damaged file lives only in memory (and a snapshot
+                // from flash is not beside the journal): a fresh snapshot keeps it.
+                let compact = found == Recovered::Damaged || damaged || from != self.jsnap;
+                let started = match found {
+                    _ if compact => Ok(()),
+                    Recovered::Whole(_, size) => j.start(broker, gen, base, Some(size)),
+                    _ => j.start(broker, gen, base, None),
+                };
+                if let Err(e) = started {
+                    warn!("Unable to start journal {}: {e}", j.path().display());
+                }
+                if compact {
+                    self.compact(broker, now);
+                }
+                if self.split() && damaged {
+                    self.saved_changes = broker.changes.wrapping_sub(1);
+                    self.maybe_save(broker, now, true);
+                }
+            }
+            None => {
+                let (r, s) = (img.retained.len(), img.sessions.len());
+                if !damaged && r + s > 0 {
+                    info!(
+                        "Restored {r} retained messages and {s} sessions from {}.",
+                        from.display()
+                    );
+                }
+                broker.restore(img, now);
+                self.saved_changes = broker.changes;
+                if damaged {
+                    // What was recovered lives only in memory and in the file moved aside:
+                    // write it out now, so the next start finds it.
+                    self.saved_changes = broker.changes.wrapping_sub(1);
+                    self.maybe_save(broker, now, true);
+                }
+            }
         }
     }
 
-    fn file_name(&self) -> String {
-        self.path
+    /// Reads and decodes a snapshot; a damaged one is moved aside. Whether it was damaged.
+    fn read_snapshot(&self, path: &Path, now: Instant) -> (Image, bool) {
+        let data = match fs::read(path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Image::default(), false),
+            Err(e) => {
+                error!(
+                    "Error: unable to read persistence file {}: {e}",
+                    path.display()
+                );
+                return (Image::default(), false);
+            }
+        };
+        let (img, damage) = decode(&data, now);
+        let Some(why) = damage else {
+            return (img, false);
+        };
+        let (r, s) = (img.retained.len(), img.sessions.len());
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let name = path
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "rmqtt.db".to_owned())
+            .unwrap_or_else(|| "rmqtt.db".to_owned());
+        let aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+        match fs::rename(path, &aside) {
+            Ok(()) => error!(
+                "Error: persistence file {} is damaged ({why}); moved to {}; recovered {r} retained messages and {s} sessions.",
+                path.display(),
+                aside.display()
+            ),
+            Err(e) => error!(
+                "Error: persistence file {} is damaged ({why}) and could not be moved aside: {e}",
+                path.display()
+            ),
+        }
+        (img, true)
+    }
+
+    /// A fresh snapshot beside the journal (crash-safe, as every snapshot) and a new,
+    /// empty journal of the next generation. A crash between the two leaves the new
+    /// snapshot and the old journal, which is then ignored (its generation is older).
+    fn compact(&mut self, broker: &mut Broker, now: Instant) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let gen = j.gen().wrapping_add(1);
+        let data = encode(broker, now, gen);
+        if let Err(e) = write_atomically(&self.jsnap, &data) {
+            warn!(
+                "Unable to save persistence file {}: {e}",
+                self.jsnap.display()
+            );
+            return;
+        }
+        self.writes += 1;
+        self.bytes += data.len() as u64;
+        if let Err(e) = j.start(broker, gen, data.len() as u64, None) {
+            warn!("Unable to start journal {}: {e}", j.path().display());
+        }
+        if self.jsnap == self.path {
+            self.saved_changes = broker.changes;
+            self.last_save = now;
+        }
+    }
+
+    /// Bytes written by the journal (snapshots are counted in `bytes`).
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.bytes)
     }
 
     /// When an interval save is due; `None` while nothing changed (an idle broker never
@@ -470,9 +655,19 @@ impl Store {
         Some(self.last_save + self.interval)
     }
 
-    /// Saves if the policy says so (or `force`, for shutdown and SIGUSR1) and something
-    /// changed since the last save.
-    pub fn maybe_save(&mut self, broker: &Broker, now: Instant, force: bool) {
+    /// Once per loop pass, before its acknowledgements go out: the journal's records are
+    /// written and synced (and compacted when it has outgrown the state, or on `force`);
+    /// then the snapshot is saved if the policy says so (or `force`, for shutdown and
+    /// SIGUSR1) and something changed since the last save.
+    pub fn maybe_save(&mut self, broker: &mut Broker, now: Instant, force: bool) {
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.flush(broker, now) {
+                warn!("Unable to write journal {}: {e}", j.path().display());
+            }
+            if force || j.wants_compaction() {
+                self.compact(broker, now);
+            }
+        }
         let changes = broker.changes;
         if changes == self.saved_changes {
             return;
@@ -485,7 +680,13 @@ impl Store {
         if !due {
             return;
         }
-        let data = encode(broker, now);
+        if self.journal.is_some() && !self.split() {
+            // The snapshot beside the journal is the one the policy asks for.
+            self.compact(broker, now);
+            return;
+        }
+        let gen = self.journal.as_ref().map_or(0, Journal::gen);
+        let data = encode(broker, now, gen);
         match write_atomically(&self.path, &data) {
             Ok(()) => {
                 self.writes += 1;
@@ -566,7 +767,7 @@ fn remove_stale_temps(path: &Path) {
 
 /// A new file beside `path` named `NAME.XXXXXXXXXXXXXXXX.tmp` (random hex), created
 /// exclusively, not through a symlink, mode 0600.
-fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
+pub(super) fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
     use ring::rand::{SecureRandom, SystemRandom};
     use std::os::unix::fs::OpenOptionsExt;
     let rng = SystemRandom::new();
@@ -692,7 +893,7 @@ mod tests {
         let now = Instant::now();
         b.publish_internal("r/1", Bytes::from_static(b"one"), true, now);
         b.publish_internal("r/2", Bytes::from_static(b"two"), true, now);
-        let data = encode(&b, now);
+        let data = encode(&b, now, 0);
         let (img, damage) = decode(&data, now);
         assert!(damage.is_none());
         assert_eq!(img.retained.len(), 2);
@@ -708,7 +909,7 @@ mod tests {
             assert!(img.retained.len() <= 2);
         }
         let mut v2 = data.clone();
-        v2[7] = 2;
+        v2[7] = 3;
         assert_eq!(
             decode(&v2, now).1.as_deref(),
             Some("unknown format version")

@@ -183,8 +183,7 @@ impl Broker {
                 expires,
             });
             if p.retain {
-                self.retained.set(msg.clone());
-                self.changes += 1;
+                self.set_retained(msg.clone());
             }
             if !self.route(&msg, sid, now) {
                 ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
@@ -279,6 +278,7 @@ impl Broker {
         if a.reason >= 0x80 {
             // 5.0: the receiver refused the message; the flow ends here. [MQTT-4.3.3-4]
             s.flow_mut().inflight.remove(i);
+            self.touch(sid);
             self.fill_window(sid, now);
             return;
         }
@@ -348,8 +348,7 @@ impl Broker {
             expires,
         });
         if msg.retain && self.limits.retain_available {
-            self.retained.set(msg.clone());
-            self.changes += 1;
+            self.set_retained(msg.clone());
         }
         self.route(&msg, None, now);
     }

@@ -751,7 +751,7 @@ impl Server {
             }
             // Before the acknowledgements of this pass go out (autosave_on_changes).
             if let Some(st) = &mut self.store {
-                st.maybe_save(&self.broker, now, false);
+                st.maybe_save(&mut self.broker, now, false);
             }
             self.pass(now);
             // Zero while the broker has effects queued: the loop never sleeps with work
@@ -786,7 +786,7 @@ impl Server {
                         if got & signals::SAVE != 0 {
                             if let Some(st) = &mut self.store {
                                 info!("Saving in-memory database to {}.", st.path().display());
-                                st.maybe_save(&self.broker, now, true);
+                                st.maybe_save(&mut self.broker, now, true);
                             }
                         }
                         if got & signals::RELOAD != 0 {
@@ -834,7 +834,7 @@ impl Server {
         self.flush(&effects, now);
         if let Some(st) = &mut self.store {
             info!("Saving in-memory database to {}.", st.path().display());
-            st.maybe_save(&self.broker, now, true);
+            st.maybe_save(&mut self.broker, now, true);
         }
         info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
     }

@@ -33,6 +33,8 @@ pub struct Pending {
     /// The shared subscription (`group/filter`) it came through, so it can go to another
     /// member if this one leaves without acknowledging it.
     pub share: Option<Rc<str>>,
+    /// Entry id in the journal: unique for the life of the state, 0 when not journaled.
+    pub jid: u64,
 }
 
 /// A QoS 1/2 message sent (or to be re-sent on reconnect) and not yet acknowledged.
@@ -112,6 +114,9 @@ pub struct Flow {
     last_pid: u16,
     /// Messages are being dropped (queue full) and that was logged; cleared when one is queued.
     pub dropping: bool,
+    /// Journaled entries that entered (`Some`) or left (`None`) the queue since the journal
+    /// last looked; emptied on every journal pass.
+    pub jlog: Vec<(u64, Option<Pending>)>,
 }
 
 /// What [`Session::flow`] shows for a session that never had one.
@@ -122,6 +127,7 @@ const NO_FLOW: &Flow = &Flow {
     inbound_qos2: PidSet(Vec::new()),
     last_pid: 0,
     dropping: false,
+    jlog: Vec::new(),
 };
 
 impl Flow {
@@ -140,6 +146,9 @@ impl Flow {
 
     pub fn push_pending(&mut self, p: Pending) {
         self.queued_bytes += p.msg.size();
+        if p.jid != 0 {
+            self.jlog.push((p.jid, Some(p.clone())));
+        }
         self.queue.push_back(p);
         self.dropping = false;
     }
@@ -147,6 +156,9 @@ impl Flow {
     pub fn pop_pending(&mut self) -> Option<Pending> {
         let p = self.queue.pop_front()?;
         self.queued_bytes = self.queued_bytes.saturating_sub(p.msg.size());
+        if p.jid != 0 {
+            self.jlog.push((p.jid, None));
+        }
         Some(p)
     }
 
@@ -238,6 +250,11 @@ impl Session {
     /// The message flow, empty if the session never had one.
     pub fn flow(&self) -> &Flow {
         self.flow.as_deref().unwrap_or(NO_FLOW)
+    }
+
+    /// The message flow, if the session has one.
+    pub fn flow_opt_mut(&mut self) -> Option<&mut Flow> {
+        self.flow.as_deref_mut()
     }
 
     /// The message flow, made now if the session had none.
@@ -336,6 +353,7 @@ mod tests {
             retain: false,
             sub_ids: Vec::new(),
             share: None,
+            jid: 0,
         }
     }
 

@@ -65,6 +65,10 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    pub fn ids(&self) -> Vec<usize> {
+        self.sessions.ids()
+    }
+
     pub fn id_of(&self, client_id: &str) -> Option<usize> {
         self.by_client_id.get(client_id).copied()
     }
@@ -378,8 +382,11 @@ impl Broker {
 
     pub(super) fn remove_session(&mut self, sid: usize) {
         self.touch(sid);
-        if self.table.remove(sid).is_none() {
+        let Some(s) = self.table.remove(sid) else {
             return;
+        };
+        if let Some(j) = &mut self.jlog {
+            j.removed.push(s.client_id);
         }
         if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
             self.congested.swap_remove(p);

@@ -75,6 +75,7 @@ impl Broker {
                     retain: true,
                     sub_ids: sub_id.into_iter().collect(),
                     share: None,
+                    jid: 0,
                 }));
             }
         }

@@ -803,7 +803,7 @@ fn snapshot_round_trip_restores_sessions_and_retained() {
     h.drop_conn(s);
     h.send(p, &publish("t/b", "queued", QoS::ExactlyOnce, 2, false));
     h.send(p, &publish("r", "kept", QoS::AtMostOnce, 0, true));
-    let data = super::persist::encode(&h.b, h.now);
+    let data = super::persist::encode(&h.b, h.now, 0);
 
     let mut h2 = Harness::new();
     let (img, damage) = super::persist::decode(&data, h2.now);
@@ -1337,3 +1337,6 @@ fn effects_are_eight_bytes() {
 }
 
 mod issue13;
+
+#[cfg(test)]
+mod journal;

@@ -240,6 +240,11 @@ pub struct Config {
     pub persistence_file: String,
     pub autosave_interval: u32,
     pub autosave_on_changes: bool,
+    /// Append every change to a journal, synced before acknowledgements (crash-safe).
+    pub persistence_journal: bool,
+    /// Where the journal (and the snapshot compaction writes) lives; default: beside the
+    /// snapshot.
+    pub journal_location: Option<PathBuf>,
     pub log_dest: Vec<LogDest>,
     pub log_types: Vec<String>,
     pub log_timestamp: bool,
@@ -300,6 +305,8 @@ impl Default for Config {
             persistence_file: "rmqtt.db".to_owned(),
             autosave_interval: 1800,
             autosave_on_changes: false,
+            persistence_journal: true,
+            journal_location: None,
             log_dest: Vec::new(),
             log_types: Vec::new(),
             log_timestamp: true,

@@ -143,6 +143,14 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.autosave_on_changes = boolean(a)?;
         Ok(())
     }),
+    ("persistence_journal", |s, a| {
+        s.cfg.persistence_journal = boolean(a)?;
+        Ok(())
+    }),
+    ("journal_location", |s, a| {
+        s.cfg.journal_location = Some(path(a)?);
+        Ok(())
+    }),
     ("log_dest", key_log_dest),
     ("log_type", |s, a| {
         let t = one(a)?;

@@ -190,6 +190,8 @@ pub fn summary(cfg: &Config) -> String {
         ("persistence", cfg.persistence.to_string()),
         ("persistence_location", opt_path(&cfg.persistence_location)),
         ("persistence_file", cfg.persistence_file.clone()),
+        ("persistence_journal", cfg.persistence_journal.to_string()),
+        ("journal_location", opt_path(&cfg.journal_location)),
         ("autosave_interval", cfg.autosave_interval.to_string()),
         ("autosave_on_changes", cfg.autosave_on_changes.to_string()),
         ("log_dest", or_default(log_dest)),

@@ -953,6 +953,16 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "autosave_interval counts changes instead of seconds",
             ),
             (
+                "journal",
+                set!(persistence_journal, |a: &Arg| a.boolean()),
+                "append every change to a journal synced before acknowledgements (default 1: crash-safe)",
+            ),
+            (
+                "journal_location",
+                set!(journal_location, some_path),
+                "directory of the journal (default: location); in RAM it survives a crash, not a reboot",
+            ),
+            (
                 "client_expiration",
                 set!(persistent_client_expiration, duration),
                 "forget persistent clients idle this long (1h, 2d, 3w, 4m, 1y)",

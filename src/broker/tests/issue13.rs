@@ -270,7 +270,7 @@ fn bridge_subscriptions_follow_the_configuration_after_restore() {
     let mut h = Harness::new();
     h.b.add_bridges(&[bridge(&["a/#", "b/#"])], h.now);
     assert_eq!(h.b.subscription_count(), 2);
-    let data = super::super::persist::encode(&h.b, h.now);
+    let data = super::super::persist::encode(&h.b, h.now, 0);
     let mut h2 = Harness::new();
     let (img, _) = super::super::persist::decode(&data, h2.now);
     h2.b.restore(img, h2.now);

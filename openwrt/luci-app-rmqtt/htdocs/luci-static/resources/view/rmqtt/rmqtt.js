@@ -183,9 +183,15 @@ return view.extend({
 		o.default = '1';
 
 		s = m.section(form.NamedSection, 'persistence', 'persistence', _('Persistence'),
-			_('Keep retained messages and sessions across restarts. A location on flash survives reboots but wears the flash; /tmp is RAM.'));
+			_('Keep retained messages and sessions across restarts. Every change goes to a journal (in RAM, /tmp, by default: a crash loses nothing, the flash is not written); a snapshot goes to the directory (on flash: survives reboots) every autosave interval and at shutdown.'));
 		o = s.option(form.Flag, 'persistence', _('Enable'));
 		o = s.option(form.Value, 'location', _('Directory'));
+		o.placeholder = '/etc/rmqtt/';
+		o = s.option(form.Flag, 'journal', _('Journal'),
+			_('Sync every change before it is acknowledged (crash-safe).'));
+		o.default = '1';
+		o = s.option(form.Value, 'journal_location', _('Journal directory'),
+			_('RAM (/tmp) survives a crash, not a reboot; the same directory as the snapshot survives both and writes each change to it.'));
 		o.placeholder = '/tmp/rmqtt/';
 		o = s.option(form.Value, 'file', _('File name'));
 		o.placeholder = 'rmqtt.db';
