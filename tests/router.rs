@@ -717,26 +717,11 @@ impl ProcdState {
         match cmd.spawn() {
             Ok(mut child) => {
                 let pid = child.id();
-                for stream in [
-                    child
-                        .stdout
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                    child
-                        .stderr
-                        .take()
-                        .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    let log = log.clone();
-                    thread::spawn(move || {
-                        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                            log.lock().unwrap().push(format!("rmqtt[{pid}]: {line}"));
-                        }
-                    });
-                }
+                let sink = log.clone();
+                each_line(&mut child, move |line| {
+                    sink.lock().unwrap().push(format!("rmqtt[{pid}]: {line}"));
+                    true
+                });
                 log.lock()
                     .unwrap()
                     .push(format!("procd: Started instance {service}::{name}[{pid}]"));
@@ -1288,6 +1273,31 @@ impl Router {
     }
 }
 
+/// Hands every line the child prints, on stdout and on stderr, to `sink` from a reader thread
+/// per stream; a stream's thread stops when `sink` returns false.
+fn each_line(child: &mut Child, sink: impl Fn(String) -> bool + Clone + Send + 'static) {
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let sink = sink.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if !sink(line) {
+                    break;
+                }
+            }
+        });
+    }
+}
+
 /// A subscriber whose output lines arrive on a channel.
 struct Sub {
     child: Child,
@@ -1303,28 +1313,7 @@ impl Sub {
             .spawn()
             .unwrap();
         let (tx, rx) = mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for l in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        each_line(&mut child, move |l| tx.send(l).is_ok());
         Sub {
             child,
             lines: rx,
