@@ -10,6 +10,7 @@
 use super::message::Message;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Default)]
@@ -121,6 +122,26 @@ impl RetainStore {
             }
         }
         walk(&self.root, out);
+    }
+
+    /// The topic of every retained message, for a snapshot written in slices.
+    pub fn topics(&self, out: &mut Vec<Arc<str>>) {
+        fn walk(node: &Node, out: &mut Vec<Arc<str>>) {
+            out.extend(node.msg.iter().map(|m| m.topic.clone()));
+            for c in node.children.values() {
+                walk(c, out);
+            }
+        }
+        walk(&self.root, out);
+    }
+
+    /// The retained message of exactly `topic`.
+    pub fn get(&self, topic: &str) -> Option<&Rc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.msg.as_ref()
     }
 
     /// Every retained message whose topic matches `filter`.

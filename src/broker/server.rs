@@ -754,10 +754,15 @@ impl Server {
                 st.maybe_save(&mut self.broker, now, false);
             }
             self.pass(now);
+            if let Some(st) = &mut self.store {
+                st.step(&self.broker, now);
+            }
             // Zero while the broker has effects queued: the loop never sleeps with work
             // pending (a resumed publisher's bytes are already in the kernel and bring no
             // new edge-triggered event).
+            let busy = self.store.as_ref().is_some_and(|st| st.busy());
             let timeout = [
+                busy.then_some(Duration::ZERO),
                 self.broker.poll_delay(now),
                 self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store
@@ -786,7 +791,7 @@ impl Server {
                         if got & signals::SAVE != 0 {
                             if let Some(st) = &mut self.store {
                                 info!("Saving in-memory database to {}.", st.path().display());
-                                st.maybe_save(&mut self.broker, now, true);
+                                st.save_now(&mut self.broker, now);
                             }
                         }
                         if got & signals::RELOAD != 0 {
