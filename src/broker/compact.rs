@@ -1,6 +1,7 @@
 //! Compaction in slices: a new snapshot written a bounded number of bytes per loop pass, so
-//! clients are served while it runs, with memory bounded by the list of what is to be
-//! written (a topic or client id per item), never a second copy of the state.
+//! clients are served while it runs. Its memory is a cursor in the retained store (the last
+//! topic written), the list of persistent sessions' client ids, and a reference to each
+//! message shared by several sessions; never a second copy of the state.
 //!
 //! How the result stays exact (see [`super::persist::Store`] for the files):
 //! - at the pass a compaction starts (point P, right after that pass's journal records were
@@ -21,11 +22,13 @@
 //! behind is removed at the next start.
 
 use super::core::Broker;
+use super::message::Message;
 use super::persist::{create_temp, SnapWriter};
 use super::session::Expiry;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,7 +41,11 @@ pub struct Job {
     tmp: PathBuf,
     file: File,
     w: SnapWriter,
-    topics: std::vec::IntoIter<Arc<str>>,
+    /// The retained store is walked in topic order: the last topic taken, and whether the
+    /// walk is over.
+    topic: Option<Arc<str>>,
+    topics_done: bool,
+    batch: Vec<Rc<Message>>,
     clients: std::vec::IntoIter<Arc<str>>,
     /// Bytes in the temporary file.
     pub written: u64,
@@ -51,9 +58,6 @@ impl Job {
     /// file beside `target`.
     pub fn new(target: &Path, broker: &Broker, gen: u64) -> io::Result<Job> {
         let (tmp, file) = create_temp(target)?;
-        let mut topics = Vec::with_capacity(broker.retained.count());
-        broker.retained.topics(&mut topics);
-        topics.retain(|t| !t.starts_with("$SYS"));
         let clients: Vec<Arc<str>> = broker
             .sessions_iter()
             .filter(|s| s.expiry != Expiry::OnDisconnect)
@@ -64,7 +68,9 @@ impl Job {
             tmp,
             file,
             w: SnapWriter::new(gen),
-            topics: topics.into_iter(),
+            topic: None,
+            topics_done: false,
+            batch: Vec::new(),
             clients: clients.into_iter(),
             written: 0,
             flushed: 0,
@@ -73,16 +79,24 @@ impl Job {
 
     /// Whether every item was written (only [`Job::finish`] is left).
     pub fn done(&self) -> bool {
-        self.topics.len() == 0 && self.clients.len() == 0
+        self.topics_done && self.clients.len() == 0
     }
 
     /// Encodes items as they are now until about `budget` bytes are ready, and writes them.
     /// An item that is gone since the job started is skipped (the journal has its removal).
     pub fn step(&mut self, broker: &Broker, now: Instant, budget: usize) -> io::Result<()> {
         while self.w.out.len() < budget {
-            if let Some(t) = self.topics.next() {
-                if let Some(m) = broker.retained.get(&t) {
-                    self.w.retained(m, now);
+            if !self.topics_done {
+                self.batch.clear();
+                broker
+                    .retained
+                    .after(self.topic.as_deref(), 8, &mut self.batch);
+                self.topics_done = self.batch.is_empty();
+                for m in self.batch.drain(..) {
+                    if !m.topic.starts_with("$SYS") {
+                        self.w.retained(&m, now);
+                    }
+                    self.topic = Some(m.topic.clone());
                 }
                 continue;
             }
