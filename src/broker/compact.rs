@@ -22,18 +22,21 @@
 //! behind is removed at the next start.
 
 use super::core::Broker;
-use super::message::Message;
 use super::persist::{create_temp, SnapWriter};
 use super::session::Expiry;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Bytes of snapshot encoded per loop pass: about 20 µs of work on a desktop CPU.
+/// Bytes of snapshot encoded per loop pass.
 pub const SLICE: usize = 16 * 1024;
+
+/// How long a written snapshot is left to the kernel's writeback before it is synced and
+/// put in place: by then the sync finds its data on disk and the file system's metadata
+/// committed (ext4 commits every 5 s), and costs the loop little.
+pub const SETTLE: Duration = Duration::from_secs(6);
 
 /// A snapshot being written.
 pub struct Job {
@@ -45,12 +48,15 @@ pub struct Job {
     /// walk is over.
     topic: Option<Arc<str>>,
     topics_done: bool,
-    batch: Vec<Rc<Message>>,
     clients: std::vec::IntoIter<Arc<str>>,
     /// Bytes in the temporary file.
     pub written: u64,
     /// Writeback of the file was started up to here.
     flushed: u64,
+    /// The end record is written: the file waits to be synced and put in place.
+    pub ended: bool,
+    /// How far [`Job::finish_step`] got.
+    stage: u8,
 }
 
 impl Job {
@@ -70,10 +76,11 @@ impl Job {
             w: SnapWriter::new(gen),
             topic: None,
             topics_done: false,
-            batch: Vec::new(),
             clients: clients.into_iter(),
             written: 0,
             flushed: 0,
+            ended: false,
+            stage: 0,
         })
     }
 
@@ -87,17 +94,18 @@ impl Job {
     pub fn step(&mut self, broker: &Broker, now: Instant, budget: usize) -> io::Result<()> {
         while self.w.out.len() < budget {
             if !self.topics_done {
-                self.batch.clear();
+                let (w, topic) = (&mut self.w, &mut self.topic);
+                let mut n = 0;
                 broker
                     .retained
-                    .after(self.topic.as_deref(), 8, &mut self.batch);
-                self.topics_done = self.batch.is_empty();
-                for m in self.batch.drain(..) {
-                    if !m.topic.starts_with("$SYS") {
-                        self.w.retained(&m, now);
-                    }
-                    self.topic = Some(m.topic.clone());
-                }
+                    .after(topic.clone().as_deref(), 8, &mut |m| {
+                        n += 1;
+                        if !m.topic.starts_with("$SYS") {
+                            w.retained(m, now);
+                        }
+                        *topic = Some(m.topic.clone());
+                    });
+                self.topics_done = n == 0;
                 continue;
             }
             let Some(c) = self.clients.next() else {
@@ -126,32 +134,71 @@ impl Job {
         Ok(())
     }
 
-    /// Writes whatever is left and the end record, syncs the file and renames it over the
-    /// target (then syncs the directory). Returns the snapshot's size.
-    pub fn finish(mut self, broker: &Broker, now: Instant) -> io::Result<u64> {
+    /// Writes whatever is left and the end record, and starts writing the file back: the
+    /// kernel writes it while the loop goes on, and [`Job::finish`] has little to wait for.
+    pub fn end(&mut self, broker: &Broker, now: Instant) -> io::Result<()> {
         while !self.done() {
             self.step(broker, now, usize::MAX)?;
         }
-        self.w.finish();
-        let r = self
-            .write_out()
-            .and_then(|()| self.file.sync_all())
-            .and_then(|()| fs::rename(&self.tmp, &self.target));
-        if let Err(e) = r {
-            let _ = fs::remove_file(&self.tmp);
-            return Err(e);
+        if !self.ended {
+            self.w.finish();
+            self.write_out()?;
+            start_writeback(&self.file, self.flushed, self.written - self.flushed);
+            self.flushed = self.written;
+            self.ended = true;
         }
-        if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        Ok(())
+    }
+
+    /// The end of a compaction, one blocking call per pass so that no pass waits for more
+    /// than one: sync the file (step 0), rename it over the target (1), sync the directory
+    /// (2). The target's old file is kept open and returned by step 1, so the rename does
+    /// not free its blocks ([`Freeing`] does, a slice per pass). True once in place.
+    pub fn finish_step(
+        &mut self,
+        broker: &Broker,
+        now: Instant,
+    ) -> io::Result<(bool, Option<File>)> {
+        self.end(broker, now)?;
+        let mut old = None;
+        match self.stage {
+            0 => self.file.sync_all()?,
+            1 => {
+                old = fs::OpenOptions::new().write(true).open(&self.target).ok();
+                fs::rename(&self.tmp, &self.target)?;
+            }
+            _ => {
+                if let Some(dir) = self.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if let Ok(d) = File::open(dir) {
+                        let _ = d.sync_all();
+                    }
+                }
             }
         }
-        Ok(self.written)
+        self.stage += 1;
+        Ok((self.stage > 2, old))
     }
 
     /// Gives up: the temporary file is removed.
     pub fn abort(self) {
         let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// Bytes of a replaced file freed per pass.
+const FREE_SLICE: u64 = 1024 * 1024;
+
+/// Files replaced by a compaction are kept open and truncated a slice per pass: freeing the
+/// blocks of a large file at once (as a rename over it would) costs tens of milliseconds.
+/// Shortens the first of `files` by a slice; an emptied file is closed.
+pub fn free_slice(files: &mut Vec<File>) {
+    let Some(f) = files.first() else {
+        return;
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let short = len.saturating_sub(FREE_SLICE);
+    if short == 0 || f.set_len(short).is_err() {
+        files.remove(0);
     }
 }
 

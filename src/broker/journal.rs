@@ -371,6 +371,8 @@ pub struct Journal {
     next: PathBuf,
     /// Records go to `next`: a compaction started and its snapshot is not in place yet.
     pub chained: bool,
+    /// The file was created and its directory entry is not synced yet.
+    dir_unsynced: bool,
     file: Option<File>,
     gen: u64,
     buf: BytesMut,
@@ -396,6 +398,7 @@ impl Journal {
             path,
             next: PathBuf::from(next),
             chained: false,
+            dir_unsynced: false,
             file: None,
             gen: 0,
             buf: BytesMut::new(),
@@ -506,7 +509,7 @@ impl Journal {
             return Ok(());
         }
         let path = self.path.clone();
-        self.create(&path, gen)?;
+        self.create(&path, gen, true)?;
         self.chained = false;
         if let Err(e) = fs::remove_file(&self.next) {
             if e.kind() != io::ErrorKind::NotFound {
@@ -520,7 +523,7 @@ impl Journal {
     /// what it knows is what `broker` holds now. Called right after [`Journal::flush`].
     pub fn start_next(&mut self, broker: &mut Broker, gen: u64) -> io::Result<()> {
         let next = self.next.clone();
-        self.create(&next, gen)?;
+        self.create(&next, gen, false)?;
         self.reset(broker);
         self.gen = gen;
         self.chained = true;
@@ -528,12 +531,19 @@ impl Journal {
     }
 
     /// The compaction's snapshot (of `base` bytes) is in place: `.next` becomes the journal.
-    pub fn promote(&mut self, base: u64) -> io::Result<()> {
+    /// In two steps, a pass each: the rename ([`Journal::promote`] returns the old
+    /// journal, still open, for [`super::compact::Freeing`]), then the directory's sync
+    /// ([`Journal::promoted`]).
+    pub fn promote(&mut self) -> io::Result<Option<File>> {
+        let old = OpenOptions::new().write(true).open(&self.path).ok();
         fs::rename(&self.next, &self.path)?;
+        Ok(old)
+    }
+
+    pub fn promoted(&mut self, base: u64) {
         sync_dir(&self.path);
         self.chained = false;
         self.base = base;
-        Ok(())
     }
 
     /// Forgets what was written: from now on it knows what `broker` holds.
@@ -574,18 +584,25 @@ impl Journal {
     }
 
     /// A new journal file with only its header at `at` (crash-safe: a temporary file
-    /// renamed into place), opened for appending.
-    fn create(&mut self, at: &Path, gen: u64) -> io::Result<()> {
+    /// renamed into place), opened for appending. Unless `durable`, the file and its
+    /// directory are synced by the first [`Journal::flush`] instead (nothing in the file
+    /// needs to survive a crash before that: a torn `.next` holds no acknowledged record).
+    fn create(&mut self, at: &Path, gen: u64, durable: bool) -> io::Result<()> {
         let h = header(gen);
         // Exclusive, not through a symlink, mode 0600, removed if it cannot be put in place.
         let (tmp, mut f) = super::persist::create_temp(at)?;
-        let written = f.write_all(&h).and_then(|()| f.sync_all());
+        let written = f
+            .write_all(&h)
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
         drop(f);
         if let Err(e) = written.and_then(|()| fs::rename(&tmp, at)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        sync_dir(at);
+        if durable {
+            sync_dir(at);
+        }
+        self.dir_unsynced = !durable;
         self.file = Some(OpenOptions::new().append(true).open(at)?);
         self.size = h.len() as u64;
         self.bytes += h.len() as u64;
@@ -616,6 +633,10 @@ impl Journal {
             return Err(io::Error::other("journal not open"));
         };
         let r = f.write_all(&self.buf).and_then(|()| f.sync_data());
+        if r.is_ok() && self.dir_unsynced {
+            sync_dir(if self.chained { &self.next } else { &self.path });
+            self.dir_unsynced = false;
+        }
         self.size += self.buf.len() as u64;
         self.bytes += self.buf.len() as u64;
         self.writes += 1;

@@ -503,6 +503,15 @@ pub struct Store {
     job: Option<Job>,
     /// Snapshot bytes a compaction writes per pass.
     pub slice: usize,
+    /// A compaction's snapshot is put in place this long after it was written.
+    pub settle: Duration,
+    /// When the written snapshot of the compaction in progress is to be put in place.
+    settle_at: Option<Instant>,
+    /// The snapshot is in place; the journal's rename (0) or its directory's sync (1) is
+    /// next; with the snapshot's size.
+    promoting: Option<(u8, u64)>,
+    /// Files replaced by compactions, freed a slice per pass.
+    freeing: Vec<File>,
 }
 
 impl Store {
@@ -533,6 +542,10 @@ impl Store {
             jsnap: jdir.join(file),
             job: None,
             slice: compact::SLICE,
+            settle: compact::SETTLE,
+            settle_at: None,
+            promoting: None,
+            freeing: Vec::new(),
         })
     }
 
@@ -691,6 +704,8 @@ impl Store {
         if let Some(job) = self.job.take() {
             job.abort();
         }
+        self.promoting = None;
+        self.settle_at = None;
         let gen = j.gen().wrapping_add(1);
         let data = encode(broker, now, gen);
         if let Err(e) = write_atomically(&self.jsnap, &data) {
@@ -718,7 +733,7 @@ impl Store {
         let Some(j) = &mut self.journal else {
             return;
         };
-        if self.job.is_some() || j.chained {
+        if self.job.is_some() || self.promoting.is_some() || j.chained {
             return;
         }
         let gen = j.gen().wrapping_add(1);
@@ -747,13 +762,20 @@ impl Store {
     /// Once per loop pass, after its output was written: the next slice of a compaction
     /// in progress. Its end comes in [`Store::maybe_save`], after a journal flush.
     pub fn step(&mut self, broker: &Broker, now: Instant) {
+        compact::free_slice(&mut self.freeing);
         let Some(job) = &mut self.job else {
             return;
         };
-        if job.done() {
+        if job.ended {
             return;
         }
-        if let Err(e) = job.step(broker, now, self.slice) {
+        let r = if job.done() {
+            self.settle_at = Some(now + self.settle);
+            job.end(broker, now)
+        } else {
+            job.step(broker, now, self.slice)
+        };
+        if let Err(e) = r {
             warn!(
                 "Unable to save persistence file {}: {e}",
                 self.jsnap.display()
@@ -764,31 +786,66 @@ impl Store {
         }
     }
 
-    /// Whether a compaction is in progress (the loop does not sleep meanwhile).
+    /// Whether a compaction has slices left to write (the loop does not sleep meanwhile).
     pub fn busy(&self) -> bool {
-        self.job.is_some()
+        self.job.as_ref().is_some_and(|j| !j.ended)
+            || self.promoting.is_some()
+            || !self.freeing.is_empty()
     }
 
-    /// Puts a finished compaction's snapshot in place and its journal after it. A failure
-    /// falls back to [`Store::compact`].
+    /// Whether a compaction is in progress, its snapshot or journal not in place yet.
+    pub fn compacting(&self) -> bool {
+        self.job.is_some() || self.promoting.is_some()
+    }
+
+    /// Puts a finished compaction's snapshot in place and its journal after it, one
+    /// blocking call per pass (see [`Job::finish_step`] and [`Journal::promote`]). A
+    /// failure falls back to [`Store::compact`].
     fn finish_compaction(&mut self, broker: &mut Broker, now: Instant) {
-        let Some(job) = self.job.take() else {
+        if let Some((stage, size)) = self.promoting {
+            let Some(j) = &mut self.journal else {
+                self.promoting = None;
+                return;
+            };
+            if stage == 1 {
+                j.promoted(size);
+                self.promoting = None;
+                return;
+            }
+            match j.promote() {
+                Ok(old) => {
+                    self.freeing.extend(old);
+                    self.promoting = Some((1, size));
+                }
+                Err(e) => {
+                    warn!("Unable to rename journal {}: {e}", j.next_path().display());
+                    self.compact(broker, now);
+                }
+            }
+            return;
+        }
+        let Some(job) = &mut self.job else {
             return;
         };
-        let done = job.finish(broker, now).and_then(|size| {
-            self.writes += 1;
-            self.bytes += size;
-            match &mut self.journal {
-                Some(j) => j.promote(size),
-                None => Ok(()),
+        match job.finish_step(broker, now) {
+            Ok((done, old)) => {
+                self.freeing.extend(old);
+                if done {
+                    let size = job.written;
+                    self.job = None;
+                    self.settle_at = None;
+                    self.writes += 1;
+                    self.bytes += size;
+                    self.promoting = Some((0, size));
+                }
             }
-        });
-        if let Err(e) = done {
-            warn!(
-                "Unable to save persistence file {}: {e}",
-                self.jsnap.display()
-            );
-            self.compact(broker, now);
+            Err(e) => {
+                warn!(
+                    "Unable to save persistence file {}: {e}",
+                    self.jsnap.display()
+                );
+                self.compact(broker, now);
+            }
         }
     }
 
@@ -800,11 +857,13 @@ impl Store {
     /// When an interval save is due; `None` while nothing changed (an idle broker never
     /// wakes up to save), or when saving goes by change count.
     pub fn next_deadline(&self, changes: u64) -> Option<Instant> {
+        let settle = self.settle_at.filter(|_| self.job.is_some());
         if changes == self.saved_changes || self.every_changes.is_some() || self.interval.is_zero()
         {
-            return None;
+            return settle;
         }
-        Some(self.last_save + self.interval)
+        let save = self.last_save + self.interval;
+        Some(settle.map_or(save, |t| t.min(save)))
     }
 
     /// Once per loop pass, before its acknowledgements go out: the journal's records are
@@ -819,7 +878,10 @@ impl Store {
             let wants = j.wants_compaction();
             if force {
                 self.compact(broker, now);
-            } else if self.job.as_ref().is_some_and(Job::done) {
+            } else if self.promoting.is_some()
+                || (self.job.as_ref().is_some_and(|j| j.ended)
+                    && self.settle_at.is_none_or(|t| now >= t))
+            {
                 self.finish_compaction(broker, now);
             } else if wants {
                 self.begin_compaction(broker, now);

@@ -128,13 +128,17 @@ impl RetainStore {
     /// Up to `n` retained messages in topic order (level by level), from the first, or from
     /// the one after topic `after` (which may be gone since): a snapshot written in slices
     /// walks the store with no list of its own, whatever changes between slices.
-    pub fn after(&self, after: Option<&str>, n: usize, out: &mut Vec<Rc<Message>>) {
+    pub fn after(&self, after: Option<&str>, n: usize, out: &mut dyn FnMut(&Rc<Message>)) {
+        type Out<'a> = (usize, &'a mut dyn FnMut(&Rc<Message>));
         /// Pre-order: the node's message, then its children in key order. True once full.
-        fn full(node: &Node, n: usize, out: &mut Vec<Rc<Message>>) -> bool {
-            if out.len() >= n {
+        fn full(node: &Node, n: usize, out: &mut Out<'_>) -> bool {
+            if out.0 >= n {
                 return true;
             }
-            out.extend(node.msg.iter().cloned());
+            if let Some(m) = &node.msg {
+                out.0 += 1;
+                (out.1)(m);
+            }
             for c in node.children.values() {
                 if full(c, n, out) {
                     return true;
@@ -142,7 +146,7 @@ impl RetainStore {
             }
             false
         }
-        fn resume(node: &Node, rest: Option<&str>, n: usize, out: &mut Vec<Rc<Message>>) -> bool {
+        fn resume(node: &Node, rest: Option<&str>, n: usize, out: &mut Out<'_>) -> bool {
             let Some(t) = rest else {
                 // The node of `after` itself: its message was taken, its children follow.
                 for c in node.children.values() {
@@ -171,9 +175,10 @@ impl RetainStore {
             }
             false
         }
+        let mut out: Out<'_> = (0, out);
         match after {
-            None => full(&self.root, n, out),
-            Some(t) => resume(&self.root, Some(t), n, out),
+            None => full(&self.root, n, &mut out),
+            Some(t) => resume(&self.root, Some(t), n, &mut out),
         };
     }
 
@@ -260,7 +265,7 @@ mod tests {
             let (mut seen, mut cursor) = (Vec::<String>::new(), None::<String>);
             for round in 0..100 {
                 let mut out = Vec::new();
-                s.after(cursor.as_deref(), batch, &mut out);
+                s.after(cursor.as_deref(), batch, &mut |m| out.push(m.clone()));
                 if out.is_empty() {
                     break;
                 }
