@@ -11,7 +11,9 @@
 //! - recovery is the snapshot plus the journal of the same generation, replayed up to the
 //!   first record that is torn or fails its CRC; such a journal is moved aside
 //!   (`<file>.bad-<n>`) and reported, never silently dropped;
-//! - reading never panics on file contents (a journal is input).
+//! - reading never panics on file contents (a journal is input);
+//! - compaction does not stall the loop: [`super::compact`] writes the new snapshot in
+//!   slices while this journal goes on in `<file>.next`.
 //!
 //! A message's place in a session is an entry with an id (`jid`) unique for the life of the
 //! state; records name entries by id, so replay needs none of the broker's routing logic.
