@@ -12,6 +12,7 @@ mod listen;
 mod logging;
 pub mod memory;
 pub mod message;
+pub mod mosquitto_db;
 mod packet_log;
 pub mod persist;
 mod process;
