@@ -246,6 +246,30 @@ fn mosquitto_db_is_converted_in_place() {
     let mosquitto = common_interop::find_tool("mosquitto").unwrap();
     let dir = TempDir::new("migrate-in-place");
     let original = mosquitto_writes(&mosquitto, dir.path());
+    // --test-config says what the start will convert.
+    let conf = dir.path().join("rmqtt.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "persistence true\npersistence_location {}/\npersistence_file mosquitto.db\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+            .args(["--test-config", "-c"])
+            .arg(&conf),
+        None,
+        Duration::from_secs(30),
+    );
+    out.assert_success("rmqtt --test-config");
+    let want = format!(
+        "mosquitto_migration: {}/mosquitto.db: 2 retained messages, 4 sessions with 3 subscriptions, 7 queued and 3 in-flight messages, 1 incoming QoS 2 messages; converted at start, the original kept as {}/mosquitto.db.mosquitto\n",
+        dir.path().display(),
+        dir.path().display()
+    );
+    assert!(out.stdout.ends_with(&want), "{}", out.stdout);
     let log = rmqtt_serves(dir.path(), "persistence_file mosquitto.db\n");
     assert!(
         log.contains(&format!(

@@ -552,6 +552,44 @@ pub fn convert(db: &Db<'_>, wall_now: u64, now: Instant) -> Migrated {
     out
 }
 
+/// For `--test-config`: what the start would convert, as one `name: value` line; `None`
+/// when persistence is off or there is no Mosquitto file to convert.
+pub fn preview(cfg: &crate::config::Config) -> Option<String> {
+    if !cfg.persistence {
+        return None;
+    }
+    let dir = cfg
+        .persistence_location
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("."));
+    let ours = dir.join(&cfg.persistence_file);
+    let (path, beside) = match std::fs::symlink_metadata(&ours) {
+        Ok(_) => (ours, false),
+        Err(_) => (dir.join(DEFAULT_FILE), true),
+    };
+    let data = std::fs::read(&path).ok()?;
+    if !is_mosquitto_db(&data) {
+        return None;
+    }
+    let what = match parse(&data) {
+        Ok((db, damage)) => {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let counts = convert(&db, wall, Instant::now()).counts;
+            let damage = damage.map_or(String::new(), |d| format!(" (damaged: {d})"));
+            let after = if beside {
+                "left in place".to_owned()
+            } else {
+                format!("kept as {}", aside_name(&path).display())
+            };
+            format!("{counts}{damage}; converted at start, the original {after}")
+        }
+        Err(why) => format!("a {why}; not converted"),
+    };
+    Some(format!("mosquitto_migration: {}: {what}\n", path.display()))
+}
+
 /// Publishes the incoming QoS 2 messages of a converted file, once its sessions are
 /// restored: retained ones replace the retained message of their topic, as on PUBREL.
 pub(super) fn publish_incoming(b: &mut super::core::Broker, msgs: Vec<Rc<Message>>, now: Instant) {
