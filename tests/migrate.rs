@@ -298,7 +298,8 @@ fn mosquitto_db_beside_rmqtt_db_is_converted_and_left_alone() {
     let mosquitto = common_interop::find_tool("mosquitto").unwrap();
     let dir = TempDir::new("migrate-beside");
     let original = mosquitto_writes(&mosquitto, dir.path());
-    let log = rmqtt_serves(dir.path(), "");
+    // Without the journal this time (the in-place test has it, the default).
+    let log = rmqtt_serves(dir.path(), "persistence_journal false\n");
     assert!(log.contains("It is left in place; rmqtt saves to"), "{log}");
     assert_eq!(
         std::fs::read(dir.path().join("mosquitto.db")).unwrap(),
