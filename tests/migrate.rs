@@ -232,7 +232,29 @@ fn rmqtt_serves(dir: &Path, extra: &str) -> String {
     lines.sort_unstable();
     assert_eq!(lines, ["r/1 one", "r/2 two"]);
     r.terminate();
-    r.log()
+    let log = r.log();
+
+    // The next start reads rmqtt's own snapshot: nothing is converted again.
+    let again = start_rmqtt(&format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/\n{extra}",
+        dir.display()
+    ));
+    let out = run(
+        Command::new("mosquitto_sub").args([
+            "-p",
+            &again.port.to_string(),
+            "-t",
+            "r/#",
+            "-v",
+            "-C",
+            "2",
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    out.assert_success("mosquitto_sub r/# after a restart");
+    assert!(!again.log().contains("Converted"), "{}", again.log());
+    log
 }
 
 #[test]
