@@ -42,7 +42,9 @@ VARIANTS = {
     "journal": "",
     "journal-off": "persistence_journal false\n",
     "snapshot": "persistence_journal false\nautosave_on_changes true\nautosave_interval 1\n",
-    "mosquitto": "autosave_on_changes true\nautosave_interval 1\n",
+    # Started as root, Mosquitto would drop to the user "mosquitto", which cannot write the
+    # scratch directory.
+    "mosquitto": "autosave_on_changes true\nautosave_interval 1\nuser root\n",
 }
 
 # --- a minimal MQTT 3.1.1 client over a raw socket -------------------------------------
