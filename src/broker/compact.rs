@@ -38,6 +38,9 @@ pub const SLICE: usize = 16 * 1024;
 /// committed (ext4 commits every 5 s), and costs the loop little.
 pub const SETTLE: Duration = Duration::from_secs(6);
 
+/// A snapshot smaller than this is synced and put in place without waiting.
+pub const SETTLE_FROM: u64 = 1024 * 1024;
+
 /// A snapshot being written.
 pub struct Job {
     target: PathBuf,

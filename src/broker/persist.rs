@@ -786,7 +786,13 @@ impl Store {
             return;
         }
         let r = if job.done() {
-            self.settle_at = Some(now + self.settle);
+            // A small snapshot is synced at once: its sync costs little.
+            let settle = if job.written < compact::SETTLE_FROM {
+                Duration::ZERO
+            } else {
+                self.settle
+            };
+            self.settle_at = Some(now + settle);
             job.end(broker, now)
         } else {
             job.step(broker, now, self.slice)
