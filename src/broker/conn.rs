@@ -41,19 +41,29 @@ impl Close {
     }
 }
 
-/// The largest drained output buffer kept as the spare.
+/// What drained output buffers kept as spares may hold in all, and how many there may be.
 const SPARE_MAX: usize = 64 * 1024;
+const SPARES: usize = 16;
 
 thread_local! {
-    /// One drained output buffer, kept for the next connection that has something to send.
-    /// Idle connections hold no output buffer, so without it a busy loop allocates one and
-    /// grows it from nothing (a reallocation per doubling) for every batch it writes. One per
-    /// broker thread, at most [`SPARE_MAX`] bytes.
-    static SPARE: std::cell::Cell<Option<Box<BytesMut>>> = const { std::cell::Cell::new(None) };
+    /// Drained output buffers, kept for the next connections that have something to send,
+    /// with their total capacity. Idle connections hold no output buffer, so without them a
+    /// busy loop allocates a buffer and grows it from nothing (a reallocation per doubling)
+    /// for every batch it writes. Per broker thread, at most [`SPARE_MAX`] bytes in all.
+    static SPARE: std::cell::RefCell<(Vec<Box<BytesMut>>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
 }
 
 fn take_spare() -> Box<BytesMut> {
-    SPARE.with(|s| s.take()).unwrap_or_default()
+    SPARE
+        .with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            let (list, total) = &mut *s;
+            let b = list.pop()?;
+            *total = total.saturating_sub(b.capacity());
+            Some(b)
+        })
+        .unwrap_or_default()
 }
 
 fn give_spare(mut b: Box<BytesMut>) {
@@ -62,9 +72,15 @@ fn give_spare(mut b: Box<BytesMut>) {
     // to the front) when the whole allocation is over the limit, so that it is seen and
     // dropped; a smaller one is reclaimed by its next write.
     let _ = b.try_reclaim(SPARE_MAX + 1);
-    if b.capacity() <= SPARE_MAX {
-        SPARE.with(|s| s.set(Some(b)));
-    }
+    SPARE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            let (list, total) = &mut *s;
+            if list.len() < SPARES && *total + b.capacity() <= SPARE_MAX {
+                *total += b.capacity();
+                list.push(b);
+            }
+        }
+    });
 }
 
 /// [`Conn::session_ix`] of a connection without a session.
