@@ -50,6 +50,8 @@ thread_local! {
     /// with their total capacity. Idle connections hold no output buffer, so without them a
     /// busy loop allocates a buffer and grows it from nothing (a reallocation per doubling)
     /// for every batch it writes. Per broker thread, at most [`SPARE_MAX`] bytes in all.
+    /// Boxed as `Conn::out` holds them: a buffer moves between the two without a new box.
+    #[allow(clippy::vec_box)]
     static SPARE: std::cell::RefCell<(Vec<Box<BytesMut>>, usize)> =
         const { std::cell::RefCell::new((Vec::new(), 0)) };
 }
