@@ -617,6 +617,16 @@ impl Server {
         self.max_connections = cfg.max_connections;
         self.admission.limits = AdmissionLimits::from_config(cfg);
         self.ws_origins = cfg.websockets_origins.clone().into();
+        if self.nodelay != cfg.set_tcp_nodelay {
+            // New connections take it from `self.nodelay`; open ones are set here. Outgoing
+            // (bridge) sockets keep what their dial set.
+            self.nodelay = cfg.set_tcp_nodelay;
+            for (_, sock) in self.socks.iter_mut().filter(|(_, s)| s.listener.is_some()) {
+                if let Some(s) = sock.stream.socket() {
+                    let _ = s.set_nodelay(self.nodelay);
+                }
+            }
+        }
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
