@@ -929,6 +929,20 @@ impl Store {
         self.save_snapshot(broker, now);
     }
 
+    /// Group commit in the middle of a pass: the journal records of what the reads just
+    /// made changed, written and synced before their acknowledgements are flushed. Without
+    /// a journal, what [`Store::maybe_save`] does (`autosave_on_changes`).
+    pub fn commit(&mut self, broker: &mut Broker, now: Instant) {
+        match &mut self.journal {
+            Some(j) => {
+                if let Err(e) = j.flush(broker, now) {
+                    warn!("Unable to write journal {}: {e}", j.path().display());
+                }
+            }
+            None => self.maybe_save(broker, now, false),
+        }
+    }
+
     /// SIGUSR1: with a journal, a compaction starts (in slices) and, when the autosaved
     /// snapshot is elsewhere (on flash), that one is saved at once; without, a snapshot.
     pub fn save_now(&mut self, broker: &mut Broker, now: Instant) {

@@ -829,13 +829,23 @@ impl Server {
     fn pass(&mut self, now: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
         self.broker.take_effects(&mut effects);
+        let mut read = false;
         for e in &effects {
             match *e {
                 // Events may have come and gone while it was paused or over budget, a
                 // closed read side among them: read until WouldBlock.
-                Effect::Resume(id) | Effect::Read(id) => self.read(id as usize, now, true),
+                Effect::Resume(id) | Effect::Read(id) => {
+                    self.read(id as usize, now, true);
+                    read = true;
+                }
                 Effect::Dial(idx) => self.connect_bridge(idx as usize, now),
                 Effect::Write(_) | Effect::Close(_) => {}
+            }
+        }
+        // What those reads acknowledge is durable before the acknowledgements go out.
+        if read {
+            if let Some(st) = &mut self.store {
+                st.commit(&mut self.broker, now);
             }
         }
         self.flush(&effects, now);
