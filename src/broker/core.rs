@@ -24,7 +24,7 @@ use super::subs::Subscriber;
 pub(super) use super::timers::{id32, timer_live, Timer, Timers};
 use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ResourceBudget};
 use crate::protocol::{decode, reason, Connect, DecodeError, Disconnect, Packet, Properties};
 use log::info;
 use std::rc::Rc;
@@ -61,6 +61,9 @@ pub struct Limits {
     pub stall_timeout: Duration,
     /// `memory_limit`: heap bytes above which new PUBLISHes are refused; 0: none.
     pub memory_limit: usize,
+    /// Every client-growable resource after login, with its cap (0: none); `out_limit` is
+    /// its `max_output_bytes`.
+    pub budget: ResourceBudget,
 }
 
 impl Limits {
@@ -69,6 +72,10 @@ impl Limits {
             268_435_460
         } else {
             c.max_packet_size as usize
+        };
+        let out_limit = match usize::try_from(c.budget.max_output_bytes) {
+            Ok(0) | Err(_) => usize::MAX,
+            Ok(n) => n,
         };
         Limits {
             max_packet,
@@ -90,11 +97,17 @@ impl Limits {
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
             connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
-            out_high_water: 256 * 1024,
-            out_limit: 16 * 1024 * 1024,
+            out_high_water: (256 * 1024).min(out_limit / 2).max(1),
+            out_limit,
             stall_timeout: Duration::from_secs(2),
             memory_limit: usize::try_from(c.memory_limit).unwrap_or(usize::MAX),
+            budget: c.budget,
         }
+    }
+
+    /// Whether `n` things already held reach `cap` (0: no cap).
+    pub(super) fn at_cap(n: usize, cap: u64) -> bool {
+        cap != 0 && n as u64 >= cap
     }
 
     /// Queue length above which a connected subscriber holds back its publishers.
@@ -211,6 +224,9 @@ pub struct Broker {
     /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
     pub(super) table: SessionTable,
     pub(super) retained: RetainStore,
+    /// The retained store's caps were reached and that was logged; cleared when a retained
+    /// message is stored again.
+    pub(super) retained_full: bool,
     pub(super) timers: Timers,
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
     /// while no connection has a deadline.
@@ -245,6 +261,7 @@ impl Broker {
             conns: Slab::default(),
             table: SessionTable::default(),
             retained: RetainStore::default(),
+            retained_full: false,
             timers: Timers::default(),
             sweep_at: None,
             effects: Vec::new(),

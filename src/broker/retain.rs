@@ -112,6 +112,29 @@ impl RetainStore {
         self.bytes = st.1.max(0) as usize;
     }
 
+    /// The retained message of `topic`, if any.
+    pub fn get(&self, topic: &str) -> Option<&Rc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.msg.as_ref()
+    }
+
+    /// Whether storing a message of `size` bytes ([`Message::size`]) on `topic` keeps the
+    /// store within `max_count` topics and `max_bytes` (0: no cap). Replacing a topic's
+    /// message with one no larger is always admitted, so a full store still takes updates.
+    pub fn admits(&self, topic: &str, size: usize, max_count: u64, max_bytes: u64) -> bool {
+        let old = self.get(topic).map(|m| m.size());
+        if old.is_some_and(|o| size <= o) {
+            return true;
+        }
+        let count = self.count + usize::from(old.is_none());
+        let bytes = (self.bytes + size).saturating_sub(old.unwrap_or(0));
+        (max_count == 0 || count as u64 <= max_count)
+            && (max_bytes == 0 || bytes as u64 <= max_bytes)
+    }
+
     /// Every retained message, for persistence.
     pub fn all(&self, out: &mut Vec<Rc<Message>>) {
         fn walk(node: &Node, out: &mut Vec<Rc<Message>>) {
@@ -208,6 +231,26 @@ mod tests {
         assert!(s.root.children.is_empty(), "empty branches are pruned");
         s.set(msg("x", ""));
         assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn caps_on_count_and_bytes() {
+        let mut s = RetainStore::default();
+        s.set(msg("a", "1234"));
+        s.set(msg("b", "1234"));
+        assert_eq!((s.count(), s.bytes()), (2, 10));
+        assert!(!s.admits("c", 2, 2, 0), "a third topic over a count of 2");
+        assert!(s.admits("c", 2, 3, 0));
+        assert!(s.admits("a", 5, 2, 0), "replacing keeps the count");
+        assert!(
+            !s.admits("a", 9, 0, 12),
+            "replacing with more bytes than fit"
+        );
+        assert!(s.admits("a", 7, 0, 12));
+        assert!(s.admits("a", 1, 1, 1), "a smaller replacement always fits");
+        assert!(s.admits("z/y", 100, 0, 0), "0: no cap");
+        assert_eq!(s.get("a").map(|m| m.payload.len()), Some(4));
+        assert!(s.get("a/b").is_none() && s.get("").is_none());
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub struct SessionTable {
     sessions: Slab<Session>,
     by_client_id: HashMap<Arc<str>, usize>,
     tree: SubTree,
-    shared: Vec<SharedGroup>,
+    /// The shared groups, by slot; `shared_by_key` finds one by `group/filter`, and
+    /// `shared_tree` holds each group's filter with the slot in place of a session, so a
+    /// publish finds the groups it matches by walking the tree, not by testing every group.
+    shared: Slab<SharedGroup>,
+    shared_by_key: HashMap<Rc<str>, usize>,
+    shared_tree: SubTree,
 }
 
 impl SessionTable {
@@ -163,6 +168,17 @@ impl SessionTable {
         !self.shared.is_empty()
     }
 
+    /// How many shared groups exist.
+    pub fn shared_group_count(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether the `$share/{group}/{filter}` group exists.
+    pub fn has_shared_group(&self, group: &str, filter: &str) -> bool {
+        self.shared_by_key
+            .contains_key(format!("{group}/{filter}").as_str())
+    }
+
     /// For each shared group whose filter matches `topic` (only the group `only`, if given),
     /// the next member in round-robin order that `may` have it, connected members first.
     pub fn pick_shared(
@@ -172,9 +188,21 @@ impl SessionTable {
         exclude: Option<usize>,
         may: &dyn Fn(&Session) -> bool,
     ) -> Vec<(Member, Rc<str>)> {
+        let mut slots = Vec::new();
+        match only {
+            Some(k) => slots.extend(self.shared_by_key.get(k).copied()),
+            None => {
+                let mut found = Vec::new();
+                self.shared_tree.matches(topic, &mut found);
+                slots.extend(found.iter().map(|s| s.session));
+            }
+        }
         let mut picks = Vec::new();
-        for g in &mut self.shared {
-            if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, topic) {
+        for slot in slots {
+            let Some(g) = self.shared.get_mut(slot) else {
+                continue;
+            };
+            if only.is_some() && !topic::matches(&g.filter, topic) {
                 continue;
             }
             if let Some(m) = pick_member(g, &self.sessions, exclude, may) {
@@ -221,19 +249,28 @@ impl SessionTable {
         id: Option<u32>,
     ) {
         let key: Rc<str> = Rc::from(format!("{group}/{filter}"));
-        let i = match self.shared.iter().position(|g| g.key == key) {
-            Some(i) => i,
+        let slot = match self.shared_by_key.get(&key) {
+            Some(&slot) => slot,
             None => {
-                self.shared.push(SharedGroup {
-                    key,
+                let slot = self.shared.insert(SharedGroup {
+                    key: key.clone(),
                     filter: Box::from(filter),
                     members: Vec::new(),
                     next: 0,
                 });
-                self.shared.len() - 1
+                self.shared_by_key.insert(key, slot);
+                self.shared_tree.subscribe(
+                    filter,
+                    Subscriber {
+                        session: slot,
+                        opts: SubOptions::default(),
+                        id: None,
+                    },
+                );
+                slot
             }
         };
-        let Some(g) = self.shared.get_mut(i) else {
+        let Some(g) = self.shared.get_mut(slot) else {
             return;
         };
         match g.members.iter_mut().find(|m| m.0 == sid) {
@@ -244,15 +281,17 @@ impl SessionTable {
 
     fn shared_unsubscribe(&mut self, group: &str, filter: &str, sid: usize) {
         let key = format!("{group}/{filter}");
-        let Some(i) = self.shared.iter().position(|g| *g.key == *key) else {
+        let Some(&slot) = self.shared_by_key.get(key.as_str()) else {
             return;
         };
-        let Some(g) = self.shared.get_mut(i) else {
+        let Some(g) = self.shared.get_mut(slot) else {
             return;
         };
         g.members.retain(|m| m.0 != sid);
         if g.members.is_empty() {
-            self.shared.swap_remove(i);
+            self.shared.remove(slot);
+            self.shared_by_key.remove(key.as_str());
+            self.shared_tree.unsubscribe(filter, slot);
         }
     }
 }

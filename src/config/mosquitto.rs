@@ -83,6 +83,34 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.memory_limit = number(a, 0, i64::MAX)? as u64;
         Ok(())
     }),
+    ("max_subscriptions", |s, a| {
+        s.cfg.budget.max_subscriptions = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_shared_groups", |s, a| {
+        s.cfg.budget.max_shared_groups = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_retained_messages", |s, a| {
+        s.cfg.budget.max_retained_messages = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_retained_bytes", |s, a| {
+        s.cfg.budget.max_retained_bytes = number(a, 0, i64::MAX)? as u64;
+        Ok(())
+    }),
+    ("max_sessions", |s, a| {
+        s.cfg.budget.max_sessions = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
+    ("max_output_bytes", |s, a| {
+        s.cfg.budget.max_output_bytes = number(a, 0, i64::MAX)? as u64;
+        Ok(())
+    }),
+    ("max_outgoing_topic_alias", |s, a| {
+        s.cfg.budget.max_outgoing_topic_alias = number(a, 0, 65535)? as u16;
+        Ok(())
+    }),
     ("websockets_origin", |s, a| {
         s.cfg.websockets_origins.push(one(a)?.to_owned());
         Ok(())
@@ -823,6 +851,50 @@ fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_budget_keys_defaults_ranges_and_lines() {
+        let (d, _) = parse_str("t.conf", "").unwrap();
+        assert_eq!(d.budget, crate::config::ResourceBudget::default());
+        assert_eq!(
+            (
+                d.budget.max_subscriptions,
+                d.budget.max_sessions,
+                d.budget.max_output_bytes
+            ),
+            (1000, 1024, 1 << 20)
+        );
+        let (c, w) = parse_str(
+            "t.conf",
+            "max_subscriptions 0\nmax_shared_groups 7\nmax_retained_messages 8\n\
+             max_retained_bytes 9\nmax_sessions 10\nmax_output_bytes 11\n\
+             max_outgoing_topic_alias 12\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let b = c.budget;
+        assert_eq!(
+            (
+                b.max_subscriptions,
+                b.max_shared_groups,
+                b.max_retained_messages,
+                b.max_retained_bytes,
+                b.max_sessions,
+                b.max_output_bytes,
+                b.max_outgoing_topic_alias
+            ),
+            (0, 7, 8, 9, 10, 11, 12)
+        );
+        for bad in [
+            "max_subscriptions -1",
+            "max_shared_groups x",
+            "max_retained_bytes",
+            "max_outgoing_topic_alias 65536",
+        ] {
+            let e = parse_str("t.conf", &format!("# c\n{bad}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn admission_keys_defaults_ranges_and_lines() {

@@ -411,9 +411,9 @@ pub struct SectionSpec {
 }
 
 macro_rules! set {
-    ($field:ident, $conv:expr) => {
+    ($($field:ident).+, $conv:expr) => {
         |l: &mut Loader, _: &mut Listener, a: &Arg| {
-            l.cfg.$field = $conv(a)?;
+            l.cfg.$($field).+ = $conv(a)?;
             Ok(())
         }
     };
@@ -823,6 +823,55 @@ pub const SECTIONS: &[SectionSpec] = &[
                 "memory_limit",
                 set!(memory_limit, |a: &Arg| a.number(0, i64::MAX).map(|n| n as u64)),
                 "heap bytes above which new PUBLISHes are refused (v5: 0x97), 0 for no limit",
+            ),
+            (
+                "max_subscriptions",
+                set!(budget.max_subscriptions, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "subscriptions per session, 0 for no limit (default 1000; over it SUBACK 0x97/0x80)",
+            ),
+            (
+                "max_shared_groups",
+                set!(budget.max_shared_groups, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "$share groups over all sessions, 0 for no limit (default 1000)",
+            ),
+            (
+                "max_retained_messages",
+                set!(budget.max_retained_messages, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "topics in the retained store, 0 for no limit (default 10000)",
+            ),
+            (
+                "max_retained_bytes",
+                set!(budget.max_retained_bytes, |a: &Arg| a
+                    .number(0, i64::MAX)
+                    .map(|n| n as u64)),
+                "bytes in the retained store, 0 for no limit (default 4194304)",
+            ),
+            (
+                "max_sessions",
+                set!(budget.max_sessions, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "sessions, offline persistent ones included, 0 for no limit (default 1024)",
+            ),
+            (
+                "max_output_bytes",
+                set!(budget.max_output_bytes, |a: &Arg| a
+                    .number(0, i64::MAX)
+                    .map(|n| n as u64)),
+                "bytes queued for one connection's socket; QoS 0 dropped over it (default 1048576)",
+            ),
+            (
+                "max_outgoing_topic_alias",
+                set!(budget.max_outgoing_topic_alias, |a: &Arg| a
+                    .number(0, 65535)
+                    .map(|n| n as u16)),
+                "topic aliases the broker sets up towards a 5.0 client (default 10)",
             ),
             (
                 "websockets_origin",
@@ -1289,6 +1338,34 @@ mod tests {
             Some(Value::Single(v)) => v.clone(),
             other => panic!("{name}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn resource_budget_options() {
+        let (c, w) = parse_str(
+            "rmqtt",
+            "config mosquitto\n\toption max_subscriptions '50'\n\toption max_shared_groups '5'\n\
+             \toption max_retained_messages '600'\n\toption max_retained_bytes '70000'\n\
+             \toption max_sessions '80'\n\toption max_output_bytes '90000'\n\
+             \toption max_outgoing_topic_alias '0'\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let b = c.budget;
+        assert_eq!(
+            (
+                b.max_subscriptions,
+                b.max_shared_groups,
+                b.max_retained_messages,
+                b.max_retained_bytes,
+                b.max_sessions,
+                b.max_output_bytes,
+                b.max_outgoing_topic_alias
+            ),
+            (50, 5, 600, 70_000, 80, 90_000, 0)
+        );
+        let e = parse_str("rmqtt", "config mosquitto\n\n\toption max_sessions '-1'\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]
