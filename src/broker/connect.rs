@@ -357,10 +357,9 @@ impl Broker {
     }
 
     /// Whether a session for `key` fits in `max_sessions`. At the cap, a new client id takes
-    /// the place of the offline session that left longest ago (the lowest epoch: epochs are
-    /// drawn in order on every attach and detach), so offline sessions left by a flood of
-    /// client ids cannot lock out a newcomer; only when every session is connected is the
-    /// newcomer refused.
+    /// the place of the offline session that left longest ago, so offline sessions left by a
+    /// flood of client ids cannot lock out a newcomer; only when every session is connected
+    /// is the newcomer refused.
     fn make_room_for_session(&mut self, key: &str, now: Instant) -> bool {
         let cap = u64::from(self.limits.budget.max_sessions);
         if self.table.id_of(key).is_some() || !Limits::at_cap(self.table.len(), cap) {
@@ -368,10 +367,8 @@ impl Broker {
         }
         let victim = self
             .table
-            .iter()
-            .filter(|(_, s)| s.conn().is_none())
-            .min_by_key(|(_, s)| s.epoch)
-            .map(|(sid, s)| (sid, s.client_id.clone()));
+            .oldest_offline()
+            .and_then(|sid| Some((sid, self.table.get(sid)?.client_id.clone())));
         let Some((sid, old)) = victim else {
             return false;
         };

@@ -49,6 +49,8 @@ pub struct SessionTable {
     shared: Slab<SharedGroup>,
     shared_by_key: HashMap<Rc<str>, usize>,
     shared_tree: SubTree,
+    /// Sessions with a connection; the rest of `len` are offline.
+    attached: usize,
 }
 
 impl SessionTable {
@@ -68,6 +70,21 @@ impl SessionTable {
 
     pub fn len(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions without a connection.
+    pub fn offline(&self) -> usize {
+        self.sessions.len().saturating_sub(self.attached)
+    }
+
+    /// The offline session that left longest ago: the lowest epoch, since epochs are drawn
+    /// in order on every attach and detach. O(sessions); only called at a cap.
+    pub fn oldest_offline(&self) -> Option<usize> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.conn().is_none())
+            .min_by_key(|(_, s)| s.epoch)
+            .map(|(sid, _)| sid)
     }
 
     pub fn ids(&self) -> Vec<usize> {
@@ -98,6 +115,9 @@ impl SessionTable {
     pub fn remove(&mut self, sid: usize) -> Option<Session> {
         self.unsubscribe_all(sid);
         let s = self.sessions.remove(sid)?;
+        if s.conn().is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
         if self.by_client_id.get(&s.client_id) == Some(&sid) {
             self.by_client_id.remove(&s.client_id);
         }
@@ -107,6 +127,9 @@ impl SessionTable {
     /// Connection `conn` now holds the session, in attachment `epoch`.
     pub fn attach(&mut self, sid: usize, conn: usize, epoch: u32) {
         if let Some(s) = self.sessions.get_mut(sid) {
+            if s.conn().is_none() {
+                self.attached += 1;
+            }
             s.set_conn(Some(conn));
             s.epoch = epoch;
         }
@@ -117,7 +140,11 @@ impl SessionTable {
     pub fn detach(&mut self, sid: usize, epoch: u32) -> Option<usize> {
         let s = self.sessions.get_mut(sid)?;
         s.epoch = epoch;
-        s.take_conn()
+        let conn = s.take_conn();
+        if conn.is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
+        conn
     }
 
     /// Adds or updates a subscription; `Some(existed)`, or `None` without such a session.
@@ -383,6 +410,7 @@ impl Broker {
             (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
         };
         let epoch = s.epoch;
+        let keep = !matches!(expiry, Some(d) if d.is_zero());
         match expiry {
             Some(d) if d.is_zero() => self.end_session(sid, now),
             Some(d) => self.push_timer(
@@ -397,6 +425,17 @@ impl Broker {
         if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
             self.congested.swap_remove(p);
             self.resume_if_clear();
+        }
+        let cap = u64::from(self.limits.budget.max_offline_sessions);
+        if keep && super::core::Limits::at_cap(self.table.offline().saturating_sub(1), cap) {
+            if let Some(old) = self.table.oldest_offline() {
+                let id = self.table.get(old).map(|s| s.client_id.clone());
+                log::info!(
+                    "Offline session of {} discarded: max_offline_sessions ({cap}) reached.",
+                    id.as_deref().unwrap_or("")
+                );
+                self.end_session(old, now);
+            }
         }
     }
 

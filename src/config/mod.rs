@@ -302,6 +302,9 @@ pub struct ResourceBudget {
     /// client id takes the place of the offline session that left longest ago; when none is
     /// offline, CONNACK refuses it (5.0: 0x97 Quota exceeded; 3.1.1: 3 Server unavailable).
     pub max_sessions: u32,
+    /// `max_offline_sessions`: persistent sessions kept without a connection. Over it, the one
+    /// that left longest ago is discarded (logged), as if it had expired.
+    pub max_offline_sessions: u32,
     /// `max_output_bytes`: encoded packets queued for one connection's socket. Over it, QoS 0
     /// messages to it are dropped (logged once, as Mosquitto does); QoS 1/2 wait in the
     /// session's queue within `max_queued_messages`.
@@ -318,7 +321,8 @@ impl Default for ResourceBudget {
             max_shared_groups: 1000,
             max_retained_messages: 10_000,
             max_retained_bytes: 4 << 20,
-            max_sessions: 1024,
+            max_sessions: 16_384,
+            max_offline_sessions: 1000,
             max_output_bytes: 1 << 20,
             max_outgoing_topic_alias: 10,
         }

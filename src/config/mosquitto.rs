@@ -103,6 +103,10 @@ const KEYS: &[(&str, Handler)] = &[
         s.cfg.budget.max_sessions = number(a, 0, i64::from(u32::MAX))? as u32;
         Ok(())
     }),
+    ("max_offline_sessions", |s, a| {
+        s.cfg.budget.max_offline_sessions = number(a, 0, i64::from(u32::MAX))? as u32;
+        Ok(())
+    }),
     ("max_output_bytes", |s, a| {
         s.cfg.budget.max_output_bytes = number(a, 0, i64::MAX)? as u64;
         Ok(())
@@ -860,15 +864,16 @@ mod tests {
             (
                 d.budget.max_subscriptions,
                 d.budget.max_sessions,
+                d.budget.max_offline_sessions,
                 d.budget.max_output_bytes
             ),
-            (1000, 1024, 1 << 20)
+            (1000, 16_384, 1000, 1 << 20)
         );
         let (c, w) = parse_str(
             "t.conf",
             "max_subscriptions 0\nmax_shared_groups 7\nmax_retained_messages 8\n\
              max_retained_bytes 9\nmax_sessions 10\nmax_output_bytes 11\n\
-             max_outgoing_topic_alias 12\n",
+             max_outgoing_topic_alias 12\nmax_offline_sessions 13\n",
         )
         .unwrap();
         assert!(w.is_empty(), "{w:?}");
@@ -885,6 +890,7 @@ mod tests {
             ),
             (0, 7, 8, 9, 10, 11, 12)
         );
+        assert_eq!(b.max_offline_sessions, 13);
         for bad in [
             "max_subscriptions -1",
             "max_shared_groups x",

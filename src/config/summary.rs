@@ -244,6 +244,10 @@ pub fn summary(cfg: &Config) -> String {
             cfg.budget.max_retained_bytes.to_string(),
         ),
         ("max_sessions", cfg.budget.max_sessions.to_string()),
+        (
+            "max_offline_sessions",
+            cfg.budget.max_offline_sessions.to_string(),
+        ),
         ("max_output_bytes", cfg.budget.max_output_bytes.to_string()),
         (
             "max_outgoing_topic_alias",

@@ -857,7 +857,14 @@ pub const SECTIONS: &[SectionSpec] = &[
                 set!(budget.max_sessions, |a: &Arg| a
                     .number(0, i64::from(u32::MAX))
                     .map(|n| n as u32)),
-                "sessions, offline persistent ones included, 0 for no limit (default 1024)",
+                "sessions, offline persistent ones included, 0 for no limit (default 16384)",
+            ),
+            (
+                "max_offline_sessions",
+                set!(budget.max_offline_sessions, |a: &Arg| a
+                    .number(0, i64::from(u32::MAX))
+                    .map(|n| n as u32)),
+                "persistent sessions kept offline; the oldest is discarded over it (default 1000)",
             ),
             (
                 "max_output_bytes",
@@ -1347,7 +1354,7 @@ mod tests {
             "config mosquitto\n\toption max_subscriptions '50'\n\toption max_shared_groups '5'\n\
              \toption max_retained_messages '600'\n\toption max_retained_bytes '70000'\n\
              \toption max_sessions '80'\n\toption max_output_bytes '90000'\n\
-             \toption max_outgoing_topic_alias '0'\n",
+             \toption max_outgoing_topic_alias '0'\n\toption max_offline_sessions '3'\n",
         )
         .unwrap();
         assert!(w.is_empty(), "{w:?}");
@@ -1364,6 +1371,7 @@ mod tests {
             ),
             (50, 5, 600, 70_000, 80, 90_000, 0)
         );
+        assert_eq!(b.max_offline_sessions, 3);
         let e = parse_str("rmqtt", "config mosquitto\n\n\toption max_sessions '-1'\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
     }

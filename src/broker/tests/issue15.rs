@@ -144,6 +144,7 @@ fn retained_store_capped_by_count_and_bytes() {
 #[test]
 fn sessions_capped_offline_ones_make_room_connected_ones_refuse() {
     let mut h = Harness::with(budget(|b| b.max_sessions = 2));
+    assert_eq!(Limits::default().budget.max_offline_sessions, 1000);
     let a = h.client("a", false);
     h.drop_conn(a);
     let b = h.client("b", false);
@@ -231,4 +232,31 @@ fn outgoing_topic_aliases_capped_below_what_the_client_offers() {
         .collect();
     assert_eq!(aliases, vec![Some(1), Some(2), None, Some(1), None]);
     assert_eq!(h.b.conns.get(s).map(|c| c.alias_out_max()), Some(2));
+}
+
+#[test]
+fn offline_sessions_capped_oldest_discarded() {
+    let mut h = Harness::with(budget(|b| b.max_offline_sessions = 2));
+    for id in ["a", "b", "c"] {
+        let c = h.client(id, false);
+        h.sub(c, &[("t", QoS::AtLeastOnce)]);
+        h.drop_conn(c);
+    }
+    // "a" left first: it went when "c" made three.
+    assert!(h.b.session_id("a").is_none());
+    assert!(h.b.session_id("b").is_some() && h.b.session_id("c").is_some());
+    assert_eq!((h.b.session_count(), h.b.table.offline()), (2, 2));
+    // Connected sessions do not count: "b" back, "d" offline, nothing discarded.
+    let (b, present, _) = h.client_v("b", false, Version::V311);
+    assert!(present);
+    let d = h.client("d", false);
+    h.drop_conn(d);
+    assert_eq!((h.b.session_count(), h.b.table.offline()), (3, 2));
+    // A clean session is not kept, so it discards nothing.
+    let e = h.client("e", true);
+    h.drop_conn(e);
+    assert_eq!(h.b.session_count(), 3);
+    h.drop_conn(b);
+    assert!(h.b.session_id("c").is_none(), "c was the oldest offline");
+    assert_eq!(h.b.table.offline(), 2);
 }
