@@ -386,3 +386,37 @@ fn unreadable_auth_files_refuse_to_start() {
         "{out:?}"
     );
 }
+
+/// `--test-config` never prints a secret: bridge passwords (mosquitto.conf `remote_password`,
+/// UCI `option password`) show only that one is set, in stdout and stderr alike.
+#[test]
+fn test_config_never_prints_bridge_passwords() {
+    let dir = TempDir::new("secrets");
+    let conf = dir.path().join("bridge.conf");
+    std::fs::write(
+        &conf,
+        "listener 1883\nallow_anonymous true\nconnection up\naddress 192.0.2.1:1883\n\
+         topic # both 0\nremote_username bob\nremote_password s3cret-conf-pw\n",
+    )
+    .unwrap();
+    let uci = dir.path().join("rmqtt");
+    std::fs::write(
+        &uci,
+        "config mosquitto\n\toption allow_anonymous '1'\n\nconfig listener\n\toption port '1883'\n\n\
+         config bridge\n\toption connection 'up'\n\toption address '192.0.2.1:1883'\n\
+         \tlist topic '# both 0'\n\toption remote_username 'bob'\n\toption password 's3cret-uci-pw'\n",
+    )
+    .unwrap();
+    for (f, secret) in [(&conf, "s3cret-conf-pw"), (&uci, "s3cret-uci-pw")] {
+        let out = test_config(f);
+        out.assert_success(&format!("--test-config {}", f.display()));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(!all.contains(secret), "{} printed its secret:\n{all}", f.display());
+        assert!(
+            out.stdout.contains("remote_password: (set, not shown)"),
+            "{}:\n{}",
+            f.display(),
+            out.stdout
+        );
+    }
+}
