@@ -95,6 +95,18 @@ impl Broker {
             );
             return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
         }
+        // Mosquitto's clientid_prefixes: checked on the id the client ends up with, an
+        // assigned one included, before the login.
+        if let Some(prefix) = &self.limits.clientid_prefixes {
+            if !client_id.starts_with(prefix.as_str()) {
+                info!(
+                    "Client {client_id} from {} refused: client id does not start with \
+                     clientid_prefixes ({prefix}).",
+                    self.peer_of(id)
+                );
+                return self.refuse(id, reason::NOT_AUTHORIZED, version);
+            }
+        }
         if c.properties.authentication_method.is_some() {
             // Enhanced authentication is not offered. [MQTT-4.12.0-1]
             info!(

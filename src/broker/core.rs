@@ -47,6 +47,8 @@ pub struct Limits {
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// `clientid_prefixes`: the prefix every client id must have.
+    pub clientid_prefixes: Option<String>,
     pub use_username_as_clientid: bool,
     pub persistent_client_expiration: Option<Duration>,
     pub connection_messages: bool,
@@ -93,6 +95,7 @@ impl Limits {
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
             auto_id_prefix: c.auto_id_prefix.clone(),
+            clientid_prefixes: c.clientid_prefixes.clone(),
             use_username_as_clientid: c.use_username_as_clientid,
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,

@@ -275,6 +275,9 @@ pub struct Config {
     pub memory_limit: u64,
     /// The username replaces the client id; clients without one are refused.
     pub use_username_as_clientid: bool,
+    /// `clientid_prefixes`: only client ids starting with this may connect (assigned ids
+    /// included, as in Mosquitto); others get CONNACK "not authorised".
+    pub clientid_prefixes: Option<String>,
     /// What clients may grow after login; see [`ResourceBudget`].
     pub budget: ResourceBudget,
 }
@@ -377,6 +380,7 @@ impl Default for Config {
             websockets_origins: Vec::new(),
             memory_limit: 0,
             use_username_as_clientid: false,
+            clientid_prefixes: None,
             budget: ResourceBudget::default(),
         }
     }

@@ -39,12 +39,31 @@ const KEYS: &[(&str, Handler)] = &[
         Ok(())
     }),
     ("password_file", |s, a| {
+        per_listener_auth_refused(s, "password_file")?;
         s.cfg.password_file = Some(path(a)?);
         Ok(())
     }),
     ("acl_file", |s, a| {
+        per_listener_auth_refused(s, "acl_file")?;
         s.cfg.acl_file = Some(path(a)?);
         Ok(())
+    }),
+    ("clientid_prefixes", |s, a| {
+        s.cfg.clientid_prefixes = Some(one(a)?.to_owned());
+        Ok(())
+    }),
+    ("check_retain_source", |_, a| {
+        // Mosquitto's default is true: a retained message is not sent once its publisher has
+        // lost write access. rmqtt does not keep a retained message's publisher.
+        if boolean(a)? {
+            Err(
+                "true is not supported by rmqtt (retained messages do not record their \
+                 publisher); set it to false"
+                    .to_owned(),
+            )
+        } else {
+            Ok(())
+        }
     }),
     ("pid_file", |s, a| {
         s.cfg.pid_file = Some(path(a)?);
@@ -434,7 +453,6 @@ const BRIDGE_KEYS: &[(&str, Handler)] = &[
 /// what: accepted with a warning.
 const IGNORED: &[&str] = &[
     "autosave_on_changes",
-    "check_retain_source",
     "http_dir",
     "include_dir",
     "log_facility",
@@ -447,7 +465,6 @@ const IGNORED: &[&str] = &[
 /// Mosquitto keys that would weaken security if silently ignored: refused.
 const REFUSED: &[&str] = &[
     "auth_plugin",
-    "clientid_prefixes",
     "mount_point",
     "plugin",
     "plugin_opt",
@@ -661,6 +678,19 @@ fn key_bind_address(s: &mut State, a: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// With `per_listener_settings true`, Mosquitto scopes a `password_file` or `acl_file` inside
+/// a listener block to that listener. rmqtt has one password file and one ACL for all
+/// listeners, so rather than widen one listener's rules to every listener, it refuses.
+fn per_listener_auth_refused(s: &State, key: &str) -> Result<(), String> {
+    if s.cfg.per_listener_settings && s.current.is_some() {
+        return Err(format!(
+            "one listener's own {key} (per_listener_settings true) is not supported by \
+             rmqtt; set it before the first listener, with per_listener_settings false"
+        ));
+    }
+    Ok(())
+}
+
 fn key_protocol(s: &mut State, a: &[&str]) -> Result<(), String> {
     let p = match one(a)? {
         "mqtt" => ListenerProtocol::Mqtt,
@@ -855,6 +885,33 @@ fn include_dir(st: &mut State, args: &[&str]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clientid_prefixes_check_retain_source_and_per_listener_auth() {
+        let (c, _) = parse_str(
+            "t.conf",
+            "clientid_prefixes sec-\ncheck_retain_source false\n",
+        )
+        .unwrap();
+        assert_eq!(c.clientid_prefixes.as_deref(), Some("sec-"));
+        let e = parse_str("t.conf", "\ncheck_retain_source true\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        // Global auth files are fine with per_listener_settings; a listener's own are refused.
+        let (c, _) = parse_str(
+            "t.conf",
+            "per_listener_settings true\npassword_file /p\nlistener 1883\nallow_anonymous true\n",
+        )
+        .unwrap();
+        assert_eq!(c.password_file.as_deref(), Some(std::path::Path::new("/p")));
+        let e = parse_str(
+            "t.conf",
+            "per_listener_settings true\nlistener 1883\nacl_file /a\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let (c, _) = parse_str("t.conf", "listener 1883\nacl_file /a\n").unwrap();
+        assert_eq!(c.acl_file.as_deref(), Some(std::path::Path::new("/a")));
+    }
 
     #[test]
     fn resource_budget_keys_defaults_ranges_and_lines() {

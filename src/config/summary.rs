@@ -227,6 +227,7 @@ pub fn summary(cfg: &Config) -> String {
             cfg.max_pending_per_address.to_string(),
         ),
         ("memory_limit", cfg.memory_limit.to_string()),
+        ("clientid_prefixes", opt_str(&cfg.clientid_prefixes)),
         (
             "max_subscriptions",
             cfg.budget.max_subscriptions.to_string(),

@@ -972,8 +972,8 @@ pub const SECTIONS: &[SectionSpec] = &[
             ),
             (
                 "clientid_prefixes",
-                refused,
-                "not supported: refused (it limits who may connect)",
+                set!(clientid_prefixes, |a: &Arg| owned(a).map(Some)),
+                "only client ids starting with this may connect (CONNACK not authorised)",
             ),
             ("psk_file", refused, "not supported (TLS-PSK): refused"),
         ],
@@ -1838,11 +1838,6 @@ config bridge
                 "config mosquitto\n option psk_file /x\n",
                 2,
                 "mosquitto.psk_file",
-            ),
-            (
-                "config mosquitto\n option clientid_prefixes sec-\n",
-                2,
-                "mosquitto.clientid_prefixes",
             ),
             (
                 "config listener\n option port 1\n option ciphers HIGH\n",

@@ -260,3 +260,25 @@ fn offline_sessions_capped_oldest_discarded() {
     assert!(h.b.session_id("c").is_none(), "c was the oldest offline");
     assert_eq!(h.b.table.offline(), 2);
 }
+
+#[test]
+fn clientid_prefixes_refuse_other_ids_as_not_authorised() {
+    let mut h = Harness::with(Limits {
+        clientid_prefixes: Some("sec-".into()),
+        ..Limits::default()
+    });
+    h.client("sec-sensor", true);
+    for (id, v, want) in [
+        ("sensor", Version::V311, reason::V3_NOT_AUTHORIZED),
+        ("se", Version::V5, reason::NOT_AUTHORIZED),
+        // An assigned id carries auto_id_prefix ("auto-"), so it is refused too, as in
+        // Mosquitto.
+        ("", Version::V5, reason::NOT_AUTHORIZED),
+    ] {
+        let c = h.open();
+        h.send(c, &connect_packet(id, true, 60, v));
+        assert_eq!(connack_code(&h.recv(c)), Some(want), "{id:?}");
+        assert!(h.closing(c));
+    }
+    assert_eq!(h.b.session_count(), 1);
+}
