@@ -209,7 +209,9 @@ pub fn encode_state(
     let mut b = BytesMut::new();
     b.put_u32(records);
     put_record(&mut out, REC_END, &b);
-    out.to_vec()
+    // The buffer becomes the vector in place: `to_vec` made a second copy of the whole
+    // snapshot (with a full retained store, 4 MiB more at the peak of every save).
+    Vec::from(out)
 }
 
 /// What a snapshot holds, ready to be put into a broker.
