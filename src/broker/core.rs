@@ -24,7 +24,7 @@ use super::subs::Subscriber;
 pub(super) use super::timers::{id32, timer_live, Timer, Timers};
 use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ResourceBudget};
 use crate::protocol::{
     decode, decode_publish, kind, reason, short_ack, Ack, Connect, DecodeError, Disconnect, Packet,
     Properties,
@@ -50,6 +50,8 @@ pub struct Limits {
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// `clientid_prefixes`: the prefix every client id must have.
+    pub clientid_prefixes: Option<String>,
     pub use_username_as_clientid: bool,
     pub persistent_client_expiration: Option<Duration>,
     pub connection_messages: bool,
@@ -64,6 +66,9 @@ pub struct Limits {
     pub stall_timeout: Duration,
     /// `memory_limit`: heap bytes above which new PUBLISHes are refused; 0: none.
     pub memory_limit: usize,
+    /// Every client-growable resource after login, with its cap (0: none); `out_limit` is
+    /// its `max_output_bytes`.
+    pub budget: ResourceBudget,
 }
 
 impl Limits {
@@ -72,6 +77,10 @@ impl Limits {
             268_435_460
         } else {
             c.max_packet_size as usize
+        };
+        let out_limit = match usize::try_from(c.budget.max_output_bytes) {
+            Ok(0) | Err(_) => usize::MAX,
+            Ok(n) => n,
         };
         Limits {
             max_packet,
@@ -89,15 +98,22 @@ impl Limits {
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
             auto_id_prefix: c.auto_id_prefix.clone(),
+            clientid_prefixes: c.clientid_prefixes.clone(),
             use_username_as_clientid: c.use_username_as_clientid,
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
             connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
-            out_high_water: 256 * 1024,
-            out_limit: 16 * 1024 * 1024,
+            out_high_water: (256 * 1024).min(out_limit / 2).max(1),
+            out_limit,
             stall_timeout: Duration::from_secs(2),
             memory_limit: usize::try_from(c.memory_limit).unwrap_or(usize::MAX),
+            budget: c.budget,
         }
+    }
+
+    /// Whether `n` things already held reach `cap` (0: no cap).
+    pub(super) fn at_cap(n: usize, cap: u64) -> bool {
+        cap != 0 && n as u64 >= cap
     }
 
     /// Queue length above which a connected subscriber holds back its publishers.
@@ -214,6 +230,9 @@ pub struct Broker {
     /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
     pub(super) table: SessionTable,
     pub(super) retained: RetainStore,
+    /// The retained store's caps were reached and that was logged; cleared when a retained
+    /// message is stored again.
+    pub(super) retained_full: bool,
     pub(super) timers: Timers,
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
     /// while no connection has a deadline.
@@ -250,6 +269,7 @@ impl Broker {
             conns: Slab::default(),
             table: SessionTable::default(),
             retained: RetainStore::default(),
+            retained_full: false,
             timers: Timers::default(),
             sweep_at: None,
             effects: Vec::new(),

@@ -190,8 +190,11 @@ impl Broker {
                 let out_len = self.conns.get(cid).map_or(0, |c| c.out().len());
                 if d.qos == QoS::AtMostOnce {
                     if out_len >= self.limits.out_limit {
-                        self.stats.publish_dropped += 1;
-                        return;
+                        // max_output_bytes: QoS 0 is dropped, logged once per episode.
+                        return self.drop_message(sid);
+                    }
+                    if let Some(f) = s.flow_opt_mut().filter(|f| f.dropping) {
+                        f.dropping = false;
                     }
                     self.transmit(sid, cid, d, now);
                 } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {

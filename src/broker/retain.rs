@@ -20,11 +20,21 @@ struct Node {
     msg: Option<Rc<Message>>,
 }
 
+/// What a purge removed: count, bytes, the next expiry left, and the `$SYS` part.
+type Purged = (usize, usize, Option<Instant>, (usize, usize));
+
+fn is_sys(topic: &str) -> bool {
+    topic.starts_with("$SYS/")
+}
+
 #[derive(Default)]
 pub struct RetainStore {
     root: Node,
     count: usize,
     bytes: usize,
+    /// How much of `count` and `bytes` is the broker's own `$SYS` tree, which the caps of
+    /// [`RetainStore::admits`] leave out.
+    sys: (usize, usize),
     /// No stored message expires before this (it may be earlier than the earliest left).
     next_expiry: Option<Instant>,
 }
@@ -45,11 +55,15 @@ impl RetainStore {
 
     /// Removes every message expired at `now` (pruning emptied branches); returns how many.
     pub fn purge(&mut self, now: Instant) -> usize {
-        fn walk(node: &mut Node, now: Instant, st: &mut (usize, usize, Option<Instant>)) {
+        fn walk(node: &mut Node, now: Instant, st: &mut Purged) {
             if let Some(m) = node.msg.as_ref() {
                 if m.is_expired(now) {
                     st.0 += 1;
                     st.1 += m.size();
+                    if is_sys(&m.topic) {
+                        st.3 .0 += 1;
+                        st.3 .1 += m.size();
+                    }
                     node.msg = None;
                 } else if let Some(e) = m.expires {
                     st.2 = Some(st.2.map_or(e, |n: Instant| n.min(e)));
@@ -63,10 +77,12 @@ impl RetainStore {
         if self.next_expiry.is_none_or(|t| t > now) {
             return 0;
         }
-        let mut st = (0, 0, None);
+        let mut st = (0, 0, None, (0, 0));
         walk(&mut self.root, now, &mut st);
         self.count = self.count.saturating_sub(st.0);
         self.bytes = self.bytes.saturating_sub(st.1);
+        self.sys.0 = self.sys.0.saturating_sub(st.3 .0);
+        self.sys.1 = self.sys.1.saturating_sub(st.3 .1);
         self.next_expiry = st.2;
         st.0
     }
@@ -110,8 +126,37 @@ impl RetainStore {
         }
         let mut st = (self.count, self.bytes as isize);
         walk(&mut self.root, Some(&topic), msg, &mut st);
+        if is_sys(&topic) {
+            let dc = st.0 as isize - self.count as isize;
+            let db = st.1 - self.bytes as isize;
+            self.sys.0 = (self.sys.0 as isize + dc).max(0) as usize;
+            self.sys.1 = (self.sys.1 as isize + db).max(0) as usize;
+        }
         self.count = st.0;
         self.bytes = st.1.max(0) as usize;
+    }
+
+    /// The retained message of `topic`, if any.
+    pub fn get(&self, topic: &str) -> Option<&Rc<Message>> {
+        let mut node = &self.root;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.msg.as_ref()
+    }
+
+    /// Whether storing a message of `size` bytes ([`Message::size`]) on `topic` keeps the
+    /// store within `max_count` topics and `max_bytes` (0: no cap). Replacing a topic's
+    /// message with one no larger is always admitted, so a full store still takes updates.
+    pub fn admits(&self, topic: &str, size: usize, max_count: u64, max_bytes: u64) -> bool {
+        let old = self.get(topic).map(|m| m.size());
+        if old.is_some_and(|o| size <= o) {
+            return true;
+        }
+        let count = self.count.saturating_sub(self.sys.0) + usize::from(old.is_none());
+        let bytes = (self.bytes.saturating_sub(self.sys.1) + size).saturating_sub(old.unwrap_or(0));
+        (max_count == 0 || count as u64 <= max_count)
+            && (max_bytes == 0 || bytes as u64 <= max_bytes)
     }
 
     /// Every retained message, for persistence.
@@ -307,6 +352,31 @@ mod tests {
         assert!(s.root.children.is_empty(), "empty branches are pruned");
         s.set(msg("x", ""));
         assert_eq!(s.count(), 0);
+    }
+
+    #[test]
+    fn caps_on_count_and_bytes() {
+        let mut s = RetainStore::default();
+        s.set(msg("a", "1234"));
+        s.set(msg("b", "1234"));
+        assert_eq!((s.count(), s.bytes()), (2, 10));
+        assert!(!s.admits("c", 2, 2, 0), "a third topic over a count of 2");
+        assert!(s.admits("c", 2, 3, 0));
+        assert!(s.admits("a", 5, 2, 0), "replacing keeps the count");
+        assert!(
+            !s.admits("a", 9, 0, 12),
+            "replacing with more bytes than fit"
+        );
+        assert!(s.admits("a", 7, 0, 12));
+        assert!(s.admits("a", 1, 1, 1), "a smaller replacement always fits");
+        assert!(s.admits("z/y", 100, 0, 0), "0: no cap");
+        assert_eq!(s.get("a").map(|m| m.payload.len()), Some(4));
+        assert!(s.get("a/b").is_none() && s.get("").is_none());
+        // The broker's own $SYS tree is not counted against the caps.
+        s.set(msg("$SYS/broker/uptime", "1234567890"));
+        assert!(!s.admits("c", 2, 2, 0) && s.admits("a", 7, 0, 12));
+        s.set(msg("$SYS/broker/uptime", ""));
+        assert_eq!((s.count(), s.bytes(), s.sys), (2, 10, (0, 0)));
     }
 
     #[test]

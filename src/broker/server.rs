@@ -421,6 +421,8 @@ pub struct Server {
     ws_origins: std::rc::Rc<[String]>,
     /// The pass's effects and the output taken while flushing, kept between passes.
     effects: Vec<Effect>,
+    /// Connections to read in this pass, each once; kept to reuse its allocation.
+    reads: Vec<u32>,
     output: Vec<Effect>,
 }
 
@@ -555,6 +557,7 @@ impl Server {
             prelogin_order: Default::default(),
             next_seq: 0,
             effects: Vec::new(),
+            reads: Vec::new(),
             output: Vec::new(),
         };
         for o in bound {
@@ -829,25 +832,32 @@ impl Server {
     fn pass(&mut self, now: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
         self.broker.take_effects(&mut effects);
-        let mut read = false;
+        // A connection is read at most once a pass, however many Resume/Read effects name
+        // it: a publisher resumed on behalf of several congested subscribers would otherwise
+        // get one read budget per effect, and everyone else would wait for it.
+        let mut reads = std::mem::take(&mut self.reads);
+        reads.clear();
         for e in &effects {
             match *e {
-                // Events may have come and gone while it was paused or over budget, a
-                // closed read side among them: read until WouldBlock.
-                Effect::Resume(id) | Effect::Read(id) => {
-                    self.read(id as usize, now, true);
-                    read = true;
-                }
+                Effect::Resume(id) | Effect::Read(id) => reads.push(id),
                 Effect::Dial(idx) => self.connect_bridge(idx as usize, now),
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
+        reads.sort_unstable();
+        reads.dedup();
+        for &id in &reads {
+            // Events may have come and gone while it was paused or over budget, a closed
+            // read side among them: read until WouldBlock.
+            self.read(id as usize, now, true);
+        }
         // What those reads acknowledge is durable before the acknowledgements go out.
-        if read {
+        if !reads.is_empty() {
             if let Some(st) = &mut self.store {
                 st.commit(&mut self.broker, now);
             }
         }
+        self.reads = reads;
         self.flush(&effects, now);
         self.effects = effects;
     }

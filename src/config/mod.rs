@@ -276,6 +276,61 @@ pub struct Config {
     pub memory_limit: u64,
     /// The username replaces the client id; clients without one are refused.
     pub use_username_as_clientid: bool,
+    /// `clientid_prefixes`: only client ids starting with this may connect (assigned ids
+    /// included, as in Mosquitto); others get CONNACK "not authorised".
+    pub clientid_prefixes: Option<String>,
+    /// What clients may grow after login; see [`ResourceBudget`].
+    pub budget: ResourceBudget,
+}
+
+/// Every resource a logged-in client can grow, with its cap, in one place (issue 15). The
+/// defaults are sized for a 64 MB router; 0 means no limit. Pre-login caps are the
+/// `connect_timeout` .. `max_pending_per_address` keys of [`Config`], the heap as a whole is
+/// `memory_limit`, and the queue per session is Mosquitto's `max_queued_messages` /
+/// `max_queued_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceBudget {
+    /// `max_subscriptions`: subscriptions per session (shared ones included). Over it the
+    /// filter's SUBACK code is a failure (5.0: 0x97 Quota exceeded; 3.1.1: 0x80).
+    pub max_subscriptions: u32,
+    /// `max_shared_groups`: distinct `$share/{group}/{filter}` groups, all sessions. Over it:
+    /// SUBACK 0x97 / 0x80 for a filter that would open a new group.
+    pub max_shared_groups: u32,
+    /// `max_retained_messages`: topics in the retained store. A retained PUBLISH to a new
+    /// topic over it is refused (5.0: PUBACK/PUBREC 0x97; 3.1.1 and QoS 0: delivered, not
+    /// retained) and logged. Replacing or clearing a topic is always allowed.
+    pub max_retained_messages: u32,
+    /// `max_retained_bytes`: topic and payload bytes in the retained store, as above.
+    pub max_retained_bytes: u64,
+    /// `max_sessions`: sessions, connected and offline persistent ones. At the cap a new
+    /// client id takes the place of the offline session that left longest ago; when none is
+    /// offline, CONNACK refuses it (5.0: 0x97 Quota exceeded; 3.1.1: 3 Server unavailable).
+    pub max_sessions: u32,
+    /// `max_offline_sessions`: persistent sessions kept without a connection. Over it, the one
+    /// that left longest ago is discarded (logged), as if it had expired.
+    pub max_offline_sessions: u32,
+    /// `max_output_bytes`: encoded packets queued for one connection's socket. Over it, QoS 0
+    /// messages to it are dropped (logged once, as Mosquitto does); QoS 1/2 wait in the
+    /// session's queue within `max_queued_messages`.
+    pub max_output_bytes: u64,
+    /// `max_outgoing_topic_alias`: topic aliases the broker sets up towards a 5.0 client, at
+    /// most the client's own Topic Alias Maximum.
+    pub max_outgoing_topic_alias: u16,
+}
+
+impl Default for ResourceBudget {
+    fn default() -> ResourceBudget {
+        ResourceBudget {
+            max_subscriptions: 1000,
+            max_shared_groups: 1000,
+            max_retained_messages: 10_000,
+            max_retained_bytes: 4 << 20,
+            max_sessions: 16_384,
+            max_offline_sessions: 1000,
+            max_output_bytes: 1 << 20,
+            max_outgoing_topic_alias: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -326,6 +381,8 @@ impl Default for Config {
             websockets_origins: Vec::new(),
             memory_limit: 0,
             use_username_as_clientid: false,
+            clientid_prefixes: None,
+            budget: ResourceBudget::default(),
         }
     }
 }

@@ -227,6 +227,33 @@ pub fn summary(cfg: &Config) -> String {
             cfg.max_pending_per_address.to_string(),
         ),
         ("memory_limit", cfg.memory_limit.to_string()),
+        ("clientid_prefixes", opt_str(&cfg.clientid_prefixes)),
+        (
+            "max_subscriptions",
+            cfg.budget.max_subscriptions.to_string(),
+        ),
+        (
+            "max_shared_groups",
+            cfg.budget.max_shared_groups.to_string(),
+        ),
+        (
+            "max_retained_messages",
+            cfg.budget.max_retained_messages.to_string(),
+        ),
+        (
+            "max_retained_bytes",
+            cfg.budget.max_retained_bytes.to_string(),
+        ),
+        ("max_sessions", cfg.budget.max_sessions.to_string()),
+        (
+            "max_offline_sessions",
+            cfg.budget.max_offline_sessions.to_string(),
+        ),
+        ("max_output_bytes", cfg.budget.max_output_bytes.to_string()),
+        (
+            "max_outgoing_topic_alias",
+            cfg.budget.max_outgoing_topic_alias.to_string(),
+        ),
         (
             "websockets_origin",
             if cfg.websockets_origins.is_empty() {
