@@ -37,6 +37,8 @@ pub struct Listener {
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
     pub tls_version: Option<String>,
+    /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
 }
 
 impl Listener {
@@ -162,6 +164,15 @@ pub struct Bridge {
     /// Lowest TLS version (`tlsv1.2`, `tlsv1.3`); `None`: rustls' default (1.2 and 1.3).
     pub tls_version: Option<String>,
     pub max_packet_size: u32,
+    /// `bridge_outgoing_retain false`: the retain flag is cleared on everything sent.
+    pub outgoing_retain: bool,
+    /// `notifications_local_only`: the connection state is published locally only, with no
+    /// will and no copy on the remote.
+    pub notifications_local_only: bool,
+    /// `bridge_attempt_unsubscribe`: UNSUBSCRIBE the remote topics of `out` rules on connect.
+    pub attempt_unsubscribe: bool,
+    /// `bridge_bind_address`: the local address the connection comes from.
+    pub bind_address: Option<String>,
 }
 
 impl Bridge {
@@ -190,6 +201,10 @@ impl Bridge {
             insecure: false,
             tls_version: None,
             max_packet_size: 0,
+            outgoing_retain: true,
+            notifications_local_only: false,
+            attempt_unsubscribe: true,
+            bind_address: None,
         }
     }
 

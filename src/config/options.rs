@@ -295,6 +295,8 @@ pub const OPTIONS: &[Opt] = &[
         "TLS: clients must present a certificate"),
     opt!("use_identity_as_username", Listener, listener!(use_identity_as_username, c_bool),
         "TLS: the certificate CN is the username"),
+    opt!("bind_interface", Listener, listener!(bind_interface, c_string),
+        "accept only connections arriving on this network device (br-lan)"),
     opt!("tls_version", Listener, listener!(tls_version, c_tls_version),
         "TLS: lowest version, tlsv1.2 or tlsv1.3"),
     opt!("use_username_as_clientid", Both, flag!(use_username_as_clientid),
@@ -474,11 +476,22 @@ pub const OPTIONS: &[Opt] = &[
     opt!("bridge_max_packet_size", Bridge, bridge!("bridge_max_packet_size", max_packet_size,
         |_: &State, a: &[&str]| number(a, 0, 268_435_460).map(|n| n as u32)),
         "largest packet accepted from the remote, 0 for no limit"),
-    opt!("bridge_attempt_unsubscribe", Bridge, ignored, "not supported; ignored"),
+    opt!("bridge_attempt_unsubscribe", Bridge, bridge!("bridge_attempt_unsubscribe", attempt_unsubscribe, c_bool),
+        "UNSUBSCRIBE the remote topics of out rules on connect (default 1)"),
+    opt!("bridge_outgoing_retain", Bridge, bridge!("bridge_outgoing_retain", outgoing_retain, c_bool),
+        "0: clear the retain flag of everything sent to the remote (default 1)"),
+    opt!("notifications_local_only", Bridge, bridge!("notifications_local_only", notifications_local_only, c_bool),
+        "publish the connection state locally only: no will, no copy on the remote"),
+    opt!("bridge_bind_address", Bridge, bridge!("bridge_bind_address", bind_address, |_: &State, a: &[&str]| {
+        let v = one(a)?;
+        v.parse::<std::net::IpAddr>()
+            .map(|_| Some(v.to_owned()))
+            .map_err(|_| format!("invalid address ({v}); use an IPv4 or IPv6 address"))
+    }),
+        "local address the bridge connects from"),
     opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
     opt!("local_username", Bridge, ignored, "not needed (the bridge is internal); ignored"),
     opt!("local_password", Bridge, ignored, "not needed (the bridge is internal); ignored"),
-    opt!("notifications_local_only", Bridge, ignored, "not supported; ignored"),
     opt!("round_robin", Bridge, ignored, "not supported; ignored"),
     // Accepted, not acted upon: nothing about security depends on them.
     opt!("allow_duplicate_messages", General, ignored,
