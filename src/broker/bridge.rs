@@ -292,7 +292,7 @@ impl Broker {
             5 => Version::V5,
             _ => Version::V311,
         };
-        let id = self.open_conn(peer, peer.port(), true, now);
+        let id = self.open_conn(peer, true, now);
         let epoch = self.serial();
         if let Some(b) = self.bridges.get_mut(idx) {
             b.conn = Some(id);

@@ -318,12 +318,13 @@ impl Broker {
             return;
         }
         let now = self.last_now;
+        let origin = self.origin;
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
                 // The pause was the broker's doing: the keep alive counts from its end.
-                if let Some(now) = now {
-                    c.last_rx = c.last_rx.max(now);
+                if let (Some(now), Some(origin)) = (now, origin) {
+                    c.saw_packet(origin, now);
                 }
                 self.push_effect(Effect::Resume(super::core::id32(id)));
                 self.arm_sweep(id);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Broker {
-    pub(super) fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
+    pub(super) fn handle_publish(&mut self, id: usize, mut p: Publish, now: Instant) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -33,7 +33,6 @@ impl Broker {
             p.topic,
             p.payload.len()
         );
-        let mut p = p;
         let from_bridge = conn.bridge().is_some();
         if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.

@@ -8,13 +8,15 @@
 //! lingers in memory nor in the saved state.
 
 use super::message::Message;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::rc::Rc;
 use std::time::Instant;
 
 #[derive(Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    /// In key order, so that a snapshot written in slices can resume after a topic.
+    children: BTreeMap<Box<str>, Node>,
     msg: Option<Rc<Message>>,
 }
 
@@ -123,6 +125,63 @@ impl RetainStore {
         walk(&self.root, out);
     }
 
+    /// Up to `n` retained messages in topic order (level by level), from the first, or from
+    /// the one after topic `after` (which may be gone since): a snapshot written in slices
+    /// walks the store with no list of its own, whatever changes between slices.
+    pub fn after(&self, after: Option<&str>, n: usize, out: &mut dyn FnMut(&Rc<Message>)) {
+        type Out<'a> = (usize, &'a mut dyn FnMut(&Rc<Message>));
+        /// Pre-order: the node's message, then its children in key order. True once full.
+        fn full(node: &Node, n: usize, out: &mut Out<'_>) -> bool {
+            if out.0 >= n {
+                return true;
+            }
+            if let Some(m) = &node.msg {
+                out.0 += 1;
+                (out.1)(m);
+            }
+            for c in node.children.values() {
+                if full(c, n, out) {
+                    return true;
+                }
+            }
+            false
+        }
+        fn resume(node: &Node, rest: Option<&str>, n: usize, out: &mut Out<'_>) -> bool {
+            let Some(t) = rest else {
+                // The node of `after` itself: its message was taken, its children follow.
+                for c in node.children.values() {
+                    if full(c, n, out) {
+                        return true;
+                    }
+                }
+                return false;
+            };
+            let (level, tail) = match t.split_once('/') {
+                Some((a, b)) => (a, Some(b)),
+                None => (t, None),
+            };
+            if let Some(c) = node.children.get(level) {
+                if resume(c, tail, n, out) {
+                    return true;
+                }
+            }
+            for (_, c) in node
+                .children
+                .range::<str, _>((Bound::Excluded(level), Bound::Unbounded))
+            {
+                if full(c, n, out) {
+                    return true;
+                }
+            }
+            false
+        }
+        let mut out: Out<'_> = (0, out);
+        match after {
+            None => full(&self.root, n, &mut out),
+            Some(t) => resume(&self.root, Some(t), n, &mut out),
+        };
+    }
+
     /// Every retained message whose topic matches `filter`.
     pub fn matches(&self, filter: &str, out: &mut Vec<Rc<Message>>) {
         fn all(node: &Node, out: &mut Vec<Rc<Message>>) {
@@ -193,6 +252,46 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_walk_in_batches_visits_each_topic_once_whatever_changes_between_batches() {
+        let topics = ["a", "a/b", "a/b/c", "a/c", "/x", "b", "b/a", "c/d/e", "z"];
+        for batch in 1..5 {
+            let mut s = RetainStore::default();
+            for t in topics {
+                s.set(msg(t, "1"));
+            }
+            let (mut seen, mut cursor) = (Vec::<String>::new(), None::<String>);
+            for round in 0..100 {
+                let mut out = Vec::new();
+                s.after(cursor.as_deref(), batch, &mut |m| out.push(m.clone()));
+                if out.is_empty() {
+                    break;
+                }
+                assert!(out.len() <= batch);
+                for m in &out {
+                    seen.push(m.topic.to_string());
+                }
+                cursor = out.last().map(|m| m.topic.to_string());
+                // The cursor's own topic goes away, and topics come and go either side.
+                if round == 1 {
+                    if let Some(c) = &cursor {
+                        s.set(msg(c, ""));
+                    }
+                    s.set(msg("zz/new", "1"));
+                    s.set(msg("0/before", "1"));
+                }
+            }
+            let mut want: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+            want.push("zz/new".into());
+            let mut sorted = seen.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), seen.len(), "no topic twice: {seen:?}");
+            want.sort();
+            assert_eq!(sorted, want, "batch {batch}");
+        }
     }
 
     #[test]

@@ -625,6 +625,16 @@ impl Server {
         self.max_connections = cfg.max_connections;
         self.admission.limits = AdmissionLimits::from_config(cfg);
         self.ws_origins = cfg.websockets_origins.clone().into();
+        if self.nodelay != cfg.set_tcp_nodelay {
+            // New connections take it from `self.nodelay`; open ones are set here. Outgoing
+            // (bridge) sockets keep what their dial set.
+            self.nodelay = cfg.set_tcp_nodelay;
+            for (_, sock) in self.socks.iter_mut().filter(|(_, s)| s.listener.is_some()) {
+                if let Some(s) = sock.stream.socket() {
+                    let _ = s.set_nodelay(self.nodelay);
+                }
+            }
+        }
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
@@ -763,10 +773,15 @@ impl Server {
                 st.maybe_save(&mut self.broker, now, false);
             }
             self.pass(now);
+            if let Some(st) = &mut self.store {
+                st.step(&self.broker, now);
+            }
             // Zero while the broker has effects queued: the loop never sleeps with work
             // pending (a resumed publisher's bytes are already in the kernel and bring no
             // new edge-triggered event).
+            let busy = self.store.as_ref().is_some_and(|st| st.busy());
             let timeout = [
+                busy.then_some(Duration::ZERO),
                 self.broker.poll_delay(now),
                 self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store
@@ -795,7 +810,7 @@ impl Server {
                         if got & signals::SAVE != 0 {
                             if let Some(st) = &mut self.store {
                                 info!("Saving in-memory database to {}.", st.path().display());
-                                st.maybe_save(&mut self.broker, now, true);
+                                st.save_now(&mut self.broker, now);
                             }
                         }
                         if got & signals::RELOAD != 0 {
