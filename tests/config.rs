@@ -345,7 +345,7 @@ fn security_relevant_unknown_keys_refuse_to_start() {
         ("auth_plugin /usr/lib/mosquitto-go-auth.so", "auth_plugin"),
         ("psk_file /etc/mosquitto/psk", "psk_file"),
         ("psk_hint rmqtt", "psk_hint"),
-        ("crlfile /etc/mosquitto/crl.pem", "crlfile"),
+        ("dhparamfile /etc/mosquitto/dh.pem", "dhparamfile"),
         ("use_subject_as_username true", "use_subject_as_username"),
     ] {
         let out = start_fails(&format!("listener 0 127.0.0.1\n{key}\n"));

@@ -57,7 +57,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     let view = PublishView {
         dup,
         qos: d.qos,
-        retain: d.retain,
+        retain: d.retain && c.remap().is_none_or(|r| r.outgoing_retain),
         topic,
         pid,
         payload: &d.msg.payload,

@@ -489,8 +489,15 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             (_, true) => "ipv4",
             (_, false) => "ipv6",
         };
+        let device = |s: TcpListener| match &l.bind_interface {
+            Some(dev) => super::listen::bind_to_device(&s, dev)
+                .map_err(|e| format!("Error: bind_interface {dev}: {e}"))
+                .map(|()| s),
+            None => Ok(s),
+        };
         match TcpListener::bind(addr) {
             Ok(s) => {
+                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening {family} listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
@@ -500,6 +507,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                 let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
                 let s = TcpListener::bind(v4)
                     .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
+                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening ipv4 listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
@@ -888,7 +896,16 @@ impl Server {
             let why = format!("cannot resolve {host}");
             return self.broker.bridge_failed(idx, &why, now);
         };
-        let stream = match TcpStream::connect(addr) {
+        let from = self
+            .broker
+            .bridge_config(idx)
+            .and_then(|b| b.bind_address.as_deref())
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        let dialed = match from {
+            Some(local) => super::listen::connect_from(local, addr),
+            None => TcpStream::connect(addr),
+        };
+        let stream = match dialed {
             Ok(s) => s,
             Err(e) => return self.broker.bridge_failed(idx, &e.to_string(), now),
         };

@@ -37,6 +37,14 @@ pub struct Listener {
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
     pub tls_version: Option<String>,
+    /// `ciphers`: the TLS 1.2 suites allowed, OpenSSL names separated by `:`.
+    pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: the TLS 1.3 suites allowed.
+    pub ciphers_tls13: Option<String>,
+    /// `crlfile`: client certificates revoked by these CRLs (PEM) are refused.
+    pub crlfile: Option<PathBuf>,
+    /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
 }
 
 impl Listener {
@@ -57,6 +65,49 @@ impl Listener {
             .filter(|b| self.port == 0 && b.contains('/'))
             .map(std::path::Path::new)
     }
+}
+
+/// The TLS 1.2 suites rmqtt (rustls, ring) has: OpenSSL name, IANA name.
+pub const TLS12_CIPHERS: &[(&str, &str)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The TLS 1.3 suites: OpenSSL name, rustls' name.
+pub const TLS13_CIPHERS: &[(&str, &str)] = &[
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The names in an OpenSSL cipher list (`a:b`, also `,` or spaces between).
+pub fn cipher_names(list: &str) -> impl Iterator<Item = &str> {
+    list.split([':', ',', ' ']).filter(|n| !n.is_empty())
 }
 
 /// Who may connect without a username (`allow_anonymous true|false|local`).
@@ -162,6 +213,15 @@ pub struct Bridge {
     /// Lowest TLS version (`tlsv1.2`, `tlsv1.3`); `None`: rustls' default (1.2 and 1.3).
     pub tls_version: Option<String>,
     pub max_packet_size: u32,
+    /// `bridge_outgoing_retain false`: the retain flag is cleared on everything sent.
+    pub outgoing_retain: bool,
+    /// `notifications_local_only`: the connection state is published locally only, with no
+    /// will and no copy on the remote.
+    pub notifications_local_only: bool,
+    /// `bridge_attempt_unsubscribe`: UNSUBSCRIBE the remote topics of `out` rules on connect.
+    pub attempt_unsubscribe: bool,
+    /// `bridge_bind_address`: the local address the connection comes from.
+    pub bind_address: Option<String>,
 }
 
 impl Bridge {
@@ -190,6 +250,10 @@ impl Bridge {
             insecure: false,
             tls_version: None,
             max_packet_size: 0,
+            outgoing_retain: true,
+            notifications_local_only: false,
+            attempt_unsubscribe: true,
+            bind_address: None,
         }
     }
 

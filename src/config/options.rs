@@ -258,6 +258,25 @@ fn per_listener_auth_refused(s: &State, key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A cipher list of names from `known` (OpenSSL's); anything else is an error naming what
+/// rustls has, since OpenSSL's cipher-string language (`HIGH:!aNULL`) is not implemented.
+fn ciphers(a: &[&str], known: &[(&str, &str)]) -> Result<Option<String>, String> {
+    let list = a.join(":");
+    for n in super::cipher_names(&list) {
+        if !known.iter().any(|(o, _)| *o == n) {
+            let names: Vec<&str> = known.iter().map(|(o, _)| *o).collect();
+            return Err(format!(
+                "unsupported cipher ({n}); use {}",
+                names.join(", ")
+            ));
+        }
+    }
+    if super::cipher_names(&list).next().is_none() {
+        return Err("missing value".to_owned());
+    }
+    Ok(Some(list))
+}
+
 /// An option rmqtt does not implement and whose absence changes nothing about security.
 fn ignored(s: &mut State, _: &[&str]) -> Result<(), String> {
     let w = Warning(format!("{} is not supported by rmqtt; ignored", s.at));
@@ -308,6 +327,14 @@ pub const OPTIONS: &[Opt] = &[
         "TLS: clients must present a certificate"),
     opt!("use_identity_as_username", Listener, listener!(use_identity_as_username, c_bool),
         "TLS: the certificate CN is the username"),
+    opt!("ciphers", Listener, listener!(ciphers, |_: &State, a: &[&str]| ciphers(a, super::TLS12_CIPHERS)),
+        "TLS 1.2 suites, OpenSSL names separated by ':' (ECDHE-ECDSA-AES128-GCM-SHA256...)"),
+    opt!("ciphers_tls1.3", Listener, listener!(ciphers_tls13, |_: &State, a: &[&str]| ciphers(a, super::TLS13_CIPHERS)),
+        "TLS 1.3 suites: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256"),
+    opt!("crlfile", Listener, listener!(crlfile, c_path),
+        "TLS: certificate revocation lists (PEM); revoked client certificates are refused"),
+    opt!("bind_interface", Listener, listener!(bind_interface, c_string),
+        "accept only connections arriving on this network device (br-lan)"),
     opt!("tls_version", Listener, listener!(tls_version, c_tls_version),
         "TLS: lowest version, tlsv1.2 or tlsv1.3"),
     opt!("use_username_as_clientid", Both, flag!(use_username_as_clientid),
@@ -518,11 +545,22 @@ pub const OPTIONS: &[Opt] = &[
     opt!("bridge_max_packet_size", Bridge, bridge!("bridge_max_packet_size", max_packet_size,
         |_: &State, a: &[&str]| number(a, 0, 268_435_460).map(|n| n as u32)),
         "largest packet accepted from the remote, 0 for no limit"),
-    opt!("bridge_attempt_unsubscribe", Bridge, ignored, "not supported; ignored"),
+    opt!("bridge_attempt_unsubscribe", Bridge, bridge!("bridge_attempt_unsubscribe", attempt_unsubscribe, c_bool),
+        "UNSUBSCRIBE the remote topics of out rules on connect (default 1)"),
+    opt!("bridge_outgoing_retain", Bridge, bridge!("bridge_outgoing_retain", outgoing_retain, c_bool),
+        "0: clear the retain flag of everything sent to the remote (default 1)"),
+    opt!("notifications_local_only", Bridge, bridge!("notifications_local_only", notifications_local_only, c_bool),
+        "publish the connection state locally only: no will, no copy on the remote"),
+    opt!("bridge_bind_address", Bridge, bridge!("bridge_bind_address", bind_address, |_: &State, a: &[&str]| {
+        let v = one(a)?;
+        v.parse::<std::net::IpAddr>()
+            .map(|_| Some(v.to_owned()))
+            .map_err(|_| format!("invalid address ({v}); use an IPv4 or IPv6 address"))
+    }),
+        "local address the bridge connects from"),
     opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
     opt!("local_username", Bridge, ignored, "not needed (the bridge is internal); ignored"),
     opt!("local_password", Bridge, ignored, "not needed (the bridge is internal); ignored"),
-    opt!("notifications_local_only", Bridge, ignored, "not supported; ignored"),
     opt!("round_robin", Bridge, ignored, "not supported; ignored"),
     // Accepted, not acted upon: nothing about security depends on them.
     opt!("allow_duplicate_messages", General, ignored,
@@ -549,9 +587,6 @@ pub const OPTIONS: &[Opt] = &[
     opt!("psk_hint", Listener, refused, "not supported (TLS-PSK): refused"),
     opt!("mount_point", Listener, refused, "not supported: refused (it confines the listener's clients)"),
     opt!("use_subject_as_username", Listener, refused, "not supported: refused"),
-    opt!("ciphers", Listener, refused, "not supported (TLS cipher list): refused"),
-    opt!("ciphers_tls1.3", Listener, refused, "not supported (TLS 1.3 cipher list): refused"),
-    opt!("crlfile", Listener, refused, "not supported (TLS revocation list): refused"),
     opt!("dhparamfile", Listener, refused, "not supported: refused"),
     opt!("auth_plugin", Both, refused, "not supported (plugins; also any auth_opt_*): refused"),
     opt!("plugin", Both, refused, "not supported (plugins; also any plugin_opt_*): refused"),
@@ -784,6 +819,9 @@ mod tests {
         // check_retain_source takes false only.
         "0",
         "br-lan",
+        "TLS_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "127.0.0.2",
     ];
 
     fn parsed(text: String, uci_text: String) -> (Result<Config, String>, Result<Config, String>) {

@@ -56,6 +56,7 @@ fn listener(out: &mut String, l: &Listener) {
             l.use_identity_as_username.to_string(),
         ),
         ("tls_version", opt_str(&l.tls_version)),
+        ("bind_interface", opt_str(&l.bind_interface)),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "    {k}: {v}");
@@ -115,6 +116,16 @@ fn bridge(out: &mut String, b: &Bridge) {
         ("bridge_insecure", b.insecure.to_string()),
         ("bridge_tls_version", opt_str(&b.tls_version)),
         ("bridge_max_packet_size", b.max_packet_size.to_string()),
+        ("bridge_outgoing_retain", b.outgoing_retain.to_string()),
+        (
+            "bridge_attempt_unsubscribe",
+            b.attempt_unsubscribe.to_string(),
+        ),
+        (
+            "notifications_local_only",
+            b.notifications_local_only.to_string(),
+        ),
+        ("bridge_bind_address", opt_str(&b.bind_address)),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "    {k}: {v}");

@@ -1233,9 +1233,9 @@ config bridge
                 "listener.ciphers",
             ),
             (
-                "config listener\n option crlfile /c\n",
+                "config listener\n option ciphers_tls13 TLS_AES_128_CCM_SHA256\n",
                 2,
-                "listener.crlfile",
+                "listener.ciphers_tls13: unsupported cipher",
             ),
             (
                 "config listener\n option psk_hint h\n",
