@@ -226,6 +226,10 @@ pub struct Broker {
     pub auth: Auth,
     /// Counts changes to what persistence saves; the store compares it with what it saved.
     pub changes: u64,
+    /// Wall-clock time of the current pass, in milliseconds since the Unix epoch: read by
+    /// the server at the edge ([`Broker::set_wall`]), never here. Stamps the time a session
+    /// goes offline, for persistence.
+    pub(super) wall_ms: u64,
     pub conns: Slab<Conn>,
     /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
     pub(super) table: SessionTable,
@@ -266,6 +270,7 @@ impl Broker {
             limits,
             auth: Auth::default(),
             changes: 0,
+            wall_ms: 0,
             conns: Slab::default(),
             table: SessionTable::default(),
             retained: RetainStore::default(),
@@ -301,6 +306,11 @@ impl Broker {
     pub(super) fn serial(&mut self) -> u32 {
         self.next_serial = self.next_serial.wrapping_add(1).max(1);
         self.next_serial
+    }
+
+    /// The wall-clock time of this pass, in milliseconds since the Unix epoch.
+    pub fn set_wall(&mut self, wall_ms: u64) {
+        self.wall_ms = wall_ms;
     }
 
     /// Notes a change to a session that persistence would save.

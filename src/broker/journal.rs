@@ -34,7 +34,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-const MAGIC: &[u8; 8] = b"RMQTTJN\x01";
+/// Version 2 adds the wall-clock time a session went offline to its head; version 1
+/// journals are still read (and continued by a fresh snapshot, never appended to).
+const MAGIC: &[u8; 8] = b"RMQTTJN\x02";
+const MAGIC_V1: &[u8; 8] = b"RMQTTJN\x01";
 /// Magic, generation (u64) and a CRC-32 of both.
 const HEADER_LEN: usize = 20;
 
@@ -50,6 +53,9 @@ const J_PUT: u8 = 4;
 const J_MOVE: u8 = 5;
 /// An entry gone (acknowledged, expired, dropped): client id, jid.
 const J_DEL: u8 = 6;
+/// A session's head as a version 1 journal wrote it (no offline time): what [`read`] makes
+/// of a `J_SESSION` record in such a file. Never written.
+const J_SESSION_V1: u8 = 0x82;
 
 /// Where an entry is: waiting in the queue, or in flight with a packet id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +127,8 @@ impl Broker {
 /// A framed journal file, read up to its first bad record.
 pub struct Read<'a> {
     pub gen: u64,
+    /// The format version of the file (1 or 2).
+    pub version: u8,
     pub records: Vec<(u8, &'a [u8])>,
     /// Why reading stopped early, if it did.
     pub damage: Option<String>,
@@ -131,7 +139,14 @@ pub fn read(data: &[u8]) -> Option<Read<'_>> {
     let head = data.get(..HEADER_LEN)?;
     let (body, crc) = head.split_at_checked(16)?;
     let mut r = Reader::new(crc);
-    if !body.starts_with(MAGIC) || r.u32().ok()? != persist::crc32(body) {
+    let version = if body.starts_with(MAGIC) {
+        2
+    } else if body.starts_with(MAGIC_V1) {
+        1
+    } else {
+        return None;
+    };
+    if r.u32().ok()? != persist::crc32(body) {
         return None;
     }
     let gen = persist::get_u64(&mut Reader::new(body.get(8..)?)).ok()?;
@@ -154,10 +169,16 @@ pub fn read(data: &[u8]) -> Option<Read<'_>> {
             damage = Some(format!("checksum mismatch in record {n}"));
             break;
         }
+        let kind = if version == 1 && kind == J_SESSION {
+            J_SESSION_V1
+        } else {
+            kind
+        };
         records.push((kind, body));
     }
     Some(Read {
         gen,
+        version,
         records,
         damage,
     })
@@ -282,8 +303,8 @@ fn apply(
                 retained.insert(m.topic.clone(), Rc::new(m));
             }
         }
-        J_SESSION => {
-            let mut head = persist::decode_session_head(&mut r)?;
+        J_SESSION | J_SESSION_V1 => {
+            let mut head = persist::decode_session_head(&mut r, kind == J_SESSION)?;
             let n = r.u32().map_err(e)?;
             for _ in 0..n {
                 head.flow_mut().inbound_qos2.insert(r.u16().map_err(e)?);
@@ -464,9 +485,11 @@ impl Journal {
         }
         let mut records = Vec::new();
         let mut damage = None;
+        let mut old_format = false;
         for (path, data) in &chain {
             // Checked above: every file in the chain has a valid header.
             let Some(rd) = read(data) else { continue };
+            old_format |= rd.version != 2;
             records.extend(rd.records);
             if let Some(d) = rd.damage {
                 damage = Some(format!("{}: {d}", path.display()));
@@ -484,6 +507,8 @@ impl Journal {
         let found = match chain.as_slice() {
             [] if bad_header => Recovered::Damaged,
             [] => Recovered::None,
+            // An older format is not appended to: a fresh snapshot continues it.
+            _ if old_format => Recovered::Chained,
             [(p, d)] if *p == self.path => Recovered::Whole(n, d.len() as u64),
             _ => Recovered::Chained,
         };

@@ -33,9 +33,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Version 2 adds the journal generation and an entry id per queued message; version 1
-/// files are still read.
-const MAGIC: &[u8; 8] = b"RMQTTDB\x02";
+/// Version 2 adds the journal generation and an entry id per queued message; version 3 the
+/// wall-clock time a session went offline. Versions 1 and 2 are still read.
+const MAGIC: &[u8; 8] = b"RMQTTDB\x03";
+const MAGIC_V2: &[u8; 8] = b"RMQTTDB\x02";
 const MAGIC_V1: &[u8; 8] = b"RMQTTDB\x01";
 const REC_MESSAGE: u8 = 1;
 const REC_RETAINED: u8 = 2;
@@ -123,8 +124,9 @@ pub(super) fn put_message(b: &mut BytesMut, m: &Message, now: Instant) {
     }
 }
 
-/// A session without its messages: client id, user name, expiry, subscriptions (and, in a
-/// snapshot, the counts and entries that follow).
+/// A session without its messages: client id, user name, expiry, the wall-clock time it went
+/// offline (milliseconds since the Unix epoch, 0: connected or not known), subscriptions
+/// (and, in a snapshot, the counts and entries that follow).
 pub(super) fn put_session_head(b: &mut BytesMut, s: &Session) {
     put_string(b, &s.client_id);
     put_string(b, s.username.as_deref().unwrap_or(""));
@@ -143,6 +145,7 @@ pub(super) fn put_session_head(b: &mut BytesMut, s: &Session) {
             b.put_u32(0);
         }
     }
+    b.put_u64(s.offline_at());
     b.put_u32(s.subs().len() as u32);
     for (f, o, id) in s.subs() {
         put_string(b, f);
@@ -329,8 +332,12 @@ pub(super) fn get_delivery(
     })))
 }
 
-/// Reads what [`put_session_head`] wrote.
-pub(super) fn decode_session_head(r: &mut Reader<'_>) -> Result<Session, &'static str> {
+/// Reads what [`put_session_head`] wrote; `stamped`: the format has the offline time (snapshot
+/// version 3, journal version 2).
+pub(super) fn decode_session_head(
+    r: &mut Reader<'_>,
+    stamped: bool,
+) -> Result<Session, &'static str> {
     let e = |_| "truncated session";
     let client_id: Arc<str> = Arc::from(r.string().map_err(e)?);
     let username = r.string().map_err(e)?.to_owned();
@@ -340,7 +347,9 @@ pub(super) fn decode_session_head(r: &mut Reader<'_>) -> Result<Session, &'stati
         (1, n) => Expiry::After(n),
         _ => Expiry::OnDisconnect,
     };
+    let offline_at = if stamped { get_u64(r).map_err(e)? } else { 0 };
     let mut s = Session::new(client_id, 0, expiry);
+    s.set_offline_at(offline_at);
     s.username = has_user.then(|| Arc::from(username));
     for _ in 0..r.u32().map_err(e)? {
         let f = r.string().map_err(e)?;
@@ -360,11 +369,12 @@ pub(super) fn decode_session_head(r: &mut Reader<'_>) -> Result<Session, &'stati
 fn decode_session(
     body: &[u8],
     msgs: &HashMap<u32, Rc<Message>>,
-    v1: bool,
+    version: u8,
 ) -> Result<Session, &'static str> {
     let e = |_| "truncated session";
+    let v1 = version == 1;
     let mut r = Reader::new(body);
-    let mut s = decode_session_head(&mut r)?;
+    let mut s = decode_session_head(&mut r, version >= 3)?;
     for _ in 0..r.u32().map_err(e)? {
         let pid = r.u16().map_err(e)?;
         let state = match r.u8().map_err(e)? {
@@ -417,11 +427,10 @@ pub(super) fn get_message(r: &mut Reader<'_>, now: Instant) -> Result<Message, &
 /// file is not whole.
 pub fn decode(data: &[u8], now: Instant) -> (Image, Option<String>) {
     let mut img = Image::default();
-    let v1 = data.starts_with(MAGIC_V1);
-    let Some(rest) = data
-        .strip_prefix(MAGIC.as_slice())
-        .or_else(|| data.strip_prefix(MAGIC_V1.as_slice()))
-    else {
+    let version = [(MAGIC, 3), (MAGIC_V2, 2), (MAGIC_V1, 1)]
+        .into_iter()
+        .find_map(|(m, v)| data.strip_prefix(m.as_slice()).map(|rest| (rest, v)));
+    let Some((rest, version)) = version else {
         let what = if data.starts_with(b"RMQTTDB") {
             "unknown format version"
         } else {
@@ -466,7 +475,7 @@ pub fn decode(data: &[u8], now: Instant) -> (Image, Option<String>) {
                 }
             }
             REC_GEN => img.gen = get_u64(&mut Reader::new(body)).unwrap_or(0),
-            REC_SESSION => match decode_session(body, &msgs, v1) {
+            REC_SESSION => match decode_session(body, &msgs, version) {
                 Ok(s) => img.sessions.push(s),
                 Err(e) => return (img, Some(format!("record {}: {e}", count + 1))),
             },
@@ -610,7 +619,7 @@ impl Store {
                     );
                 }
                 broker.enable_journal(top);
-                broker.restore(img, now);
+                let expired = broker.restore(img, now);
                 mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
                 let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
@@ -618,6 +627,7 @@ impl Store {
                 // from flash is not beside the journal): a fresh snapshot keeps it.
                 let compact = matches!(found, Recovered::Damaged | Recovered::Chained)
                     || damaged
+                    || expired > 0
                     || from != self.jsnap;
                 let started = match found {
                     _ if compact => Ok(()),
@@ -643,12 +653,13 @@ impl Store {
                         from.display()
                     );
                 }
-                broker.restore(img, now);
+                let expired = broker.restore(img, now);
                 mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
-                if damaged {
-                    // What was recovered lives only in memory and in the file moved aside:
-                    // write it out now, so the next start finds it.
+                if damaged || expired > 0 {
+                    // What was recovered lives only in memory and in the file moved aside
+                    // (or the file still holds sessions that expired): write it out now,
+                    // so the next start finds it.
                     self.saved_changes = broker.changes.wrapping_sub(1);
                     self.maybe_save(broker, now, true);
                 }
@@ -1185,10 +1196,10 @@ mod tests {
             assert!(damage.is_some(), "flipped byte {i} detected");
             assert!(img.retained.len() <= 2);
         }
-        let mut v2 = data.clone();
-        v2[7] = 3;
+        let mut v4 = data.clone();
+        v4[7] = 4;
         assert_eq!(
-            decode(&v2, now).1.as_deref(),
+            decode(&v4, now).1.as_deref(),
             Some("unknown format version")
         );
     }

@@ -539,6 +539,7 @@ impl Server {
             .map_err(|e| e.to_string())?;
         let now = Instant::now();
         let mut broker = broker;
+        broker.set_wall(wall_ms());
         let mut store = Store::from_config(cfg, now);
         if let Some(st) = &mut store {
             st.load(&mut broker, now);
@@ -759,6 +760,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            self.broker.set_wall(wall_ms());
             self.broker.poll(now);
             for (t, line) in logging::take_topic_lines() {
                 self.broker.publish_internal(
@@ -802,6 +804,7 @@ impl Server {
                 return Err(e);
             }
             let now = Instant::now();
+            self.broker.set_wall(wall_ms());
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL_TOKEN => {
@@ -872,6 +875,7 @@ impl Server {
 
     fn shutdown(&mut self) {
         let now = Instant::now();
+        self.broker.set_wall(wall_ms());
         self.broker.shutdown();
         let mut effects = Vec::new();
         self.broker.take_effects(&mut effects);
@@ -1418,6 +1422,14 @@ fn resident_bytes() -> u64 {
                 .and_then(|v| v.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it): read here, at the
+/// edge, once per pass, and handed to the broker ([`Broker::set_wall`]).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

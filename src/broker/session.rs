@@ -119,6 +119,10 @@ pub struct Flow {
     pub jlog: Vec<(u64, Option<Pending>)>,
 }
 
+/// The bit of [`Session`]'s link that says it is connected (the rest is the connection's
+/// index); without it the rest is the time it went offline.
+const LINKED: u64 = 1 << 63;
+
 /// What [`Session::flow`] shows for a session that never had one.
 const NO_FLOW: &Flow = &Flow {
     inflight: VecDeque::new(),
@@ -185,8 +189,12 @@ pub struct Session {
     /// timer from an earlier attachment (or an earlier session in the same slot) is
     /// recognised and ignored. [STYLE 19c]
     pub epoch: u32,
-    /// The connection's slab index (below 2^32) while connected; see [`Session::conn`].
-    conn_ix: Option<u32>,
+    /// While connected, [`LINKED`] and the connection's slab index (below 2^32); while
+    /// offline, the wall-clock time the session went offline, in milliseconds since the Unix
+    /// epoch (0: not known). Persistence saves that time, so that a restart gives an offline
+    /// session only the expiry it had left. One word for both: see [`Session::conn`] and
+    /// [`Session::offline_at`].
+    link: u64,
     pub expiry: Expiry,
     /// (filter, options, MQTT 5 subscription identifier): 24 bytes each. Changed only by the
     /// session table, which keeps the tree and the shared groups in step.
@@ -207,7 +215,7 @@ impl Session {
             stalled: false,
             username: None,
             epoch,
-            conn_ix: None,
+            link: 0,
             expiry,
             subs: Vec::new(),
             window: 20,
@@ -227,7 +235,25 @@ impl Session {
 
     /// The connection, while the client is connected.
     pub fn conn(&self) -> Option<usize> {
-        self.conn_ix.map(|c| c as usize)
+        (self.link & LINKED != 0).then_some((self.link & 0xffff_ffff) as usize)
+    }
+
+    /// When the session went offline (wall clock, milliseconds since the Unix epoch); 0
+    /// while connected or when not known.
+    pub fn offline_at(&self) -> u64 {
+        if self.link & LINKED != 0 {
+            0
+        } else {
+            self.link
+        }
+    }
+
+    /// Stamps an offline session with the wall-clock time it went offline; nothing while
+    /// it is connected.
+    pub fn set_offline_at(&mut self, wall_ms: u64) {
+        if self.link & LINKED == 0 {
+            self.link = wall_ms & !LINKED;
+        }
     }
 
     /// A PUBREL for `pid`: true if that inbound QoS 2 message was awaiting it. Makes no flow
@@ -239,12 +265,25 @@ impl Session {
     }
 
     /// Detaches the connection, returning it.
+    /// Takes the connection away; the session is offline, at a time not known until
+    /// [`Session::set_offline_at`].
     pub fn take_conn(&mut self) -> Option<usize> {
-        self.conn_ix.take().map(|c| c as usize)
+        let c = self.conn();
+        if c.is_some() {
+            self.link = 0;
+        }
+        c
     }
 
+    /// Connects the session to `conn`, or (`None`) takes its connection away, keeping the
+    /// time an offline session went offline.
     pub fn set_conn(&mut self, conn: Option<usize>) {
-        self.conn_ix = conn.and_then(|c| u32::try_from(c).ok());
+        match conn.and_then(|c| u32::try_from(c).ok()) {
+            Some(c) => self.link = LINKED | u64::from(c),
+            None => {
+                self.take_conn();
+            }
+        }
     }
 
     /// The message flow, empty if the session never had one.

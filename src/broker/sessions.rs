@@ -360,29 +360,64 @@ fn pick_member(
     Some(m)
 }
 
+/// What is left of an offline session's expiry `after` (`None`: never expires) when it went
+/// offline at wall-clock `offline_at` and it is `wall` now (both in milliseconds since the
+/// Unix epoch; `offline_at` 0: not known, the whole expiry is left), and how long it has
+/// been offline. A clock that went back counts as no time offline.
+pub(super) fn expiry_left(
+    after: Option<Duration>,
+    offline_at: u64,
+    wall: u64,
+) -> (Option<Duration>, Duration) {
+    let away = if offline_at == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(wall.saturating_sub(offline_at))
+    };
+    (after.map(|d| d.saturating_sub(away)), away)
+}
+
 /// Sessions as the broker runs them: restored, detached, ended.
 impl Broker {
-    /// Puts a loaded snapshot into an empty broker: sessions come back disconnected, with
-    /// their expiry counting from now.
-    pub fn restore(&mut self, img: super::persist::Image, now: Instant) {
+    /// Puts a loaded snapshot into an empty broker: sessions come back disconnected. One
+    /// that went offline at a known wall-clock time keeps the expiry it had left at
+    /// [`Broker::set_wall`]'s time; one whose expiry ran out while the broker was down is
+    /// not restored (logged). One that was connected (its disconnect time is not known)
+    /// counts its expiry from now. Returns how many sessions were dropped as expired.
+    pub fn restore(&mut self, img: super::persist::Image, now: Instant) -> usize {
         for m in img.retained {
             self.retained.set(m);
         }
+        let wall = self.wall_ms;
+        let mut expired = 0;
         for mut s in img.sessions {
-            s.epoch = self.serial();
-            s.set_conn(None);
-            s.set_window(self.limits.max_inflight);
-            let (expiry, epoch) = (s.expiry, s.epoch);
-            // A client id saved twice keeps its first session.
-            let Some(sid) = self.table.insert(s) else {
-                continue;
-            };
-            let after = match (expiry, self.limits.persistent_client_expiration) {
+            let after = match (s.expiry, self.limits.persistent_client_expiration) {
                 (Expiry::After(n), _) => Some(Duration::from_secs(u64::from(n))),
                 (Expiry::Never, d) => d,
                 (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
             };
-            if let Some(d) = after {
+            s.set_conn(None);
+            let (left, away) = expiry_left(after, s.offline_at(), wall);
+            if left.is_some_and(|d| d.is_zero()) {
+                log::info!(
+                    "Session of {} expired while the broker was down (offline for {} s); not restored.",
+                    s.client_id,
+                    away.as_secs()
+                );
+                expired += 1;
+                continue;
+            }
+            if s.offline_at() == 0 || s.offline_at() > wall {
+                s.set_offline_at(wall);
+            }
+            s.epoch = self.serial();
+            s.set_window(self.limits.max_inflight);
+            let epoch = s.epoch;
+            // A client id saved twice keeps its first session.
+            let Some(sid) = self.table.insert(s) else {
+                continue;
+            };
+            if let Some(d) = left {
                 self.push_timer(
                     now + d,
                     Timer::SessionExpiry {
@@ -392,6 +427,7 @@ impl Broker {
                 );
             }
         }
+        expired
     }
 
     /// The connection of session `sid` is gone: keep the session or remove it. Either way
@@ -399,6 +435,10 @@ impl Broker {
     pub(super) fn detach_session(&mut self, sid: usize, now: Instant) {
         let epoch = self.serial();
         self.table.detach(sid, epoch);
+        if let Some(s) = self.table.get_mut(sid) {
+            s.set_offline_at(self.wall_ms);
+        }
+        self.touch(sid);
         self.redistribute(sid, now);
         let Some(s) = self.table.get(sid) else {
             return;

@@ -1336,6 +1336,7 @@ fn effects_are_eight_bytes() {
     assert_eq!(std::mem::size_of::<Effect>(), 8);
 }
 
+mod expiry;
 mod issue13;
 mod issue15;
 
