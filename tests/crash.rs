@@ -5,8 +5,9 @@
 //! Guarantees checked: every message acknowledged to a publisher (PUBACK, PUBCOMP) reaches the
 //! persistent subscriber, at least once for QoS 1 and exactly once for QoS 2, across the
 //! restarts; the persistence file always loads (no `.corrupt-` file ever appears) and never
-//! loses a retained message or queued message that was acknowledged before the kill. Every
-//! loop is bounded; each test prints a summary.
+//! loses a retained message or queued message that was acknowledged before the kill. Offline
+//! sessions keep the expiry they had left across a kill -9, and one that expired meanwhile
+//! stays gone. Every loop is bounded; each test prints a summary.
 
 mod common;
 
@@ -790,4 +791,102 @@ fn subscriptions_and_retained_are_as_acknowledged_after_kill9() {
     }
     println!("state across kill -9: 8 iterations, {done} acknowledged subscriptions and retained topics checked");
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Leaves an MQTT 5 persistent session `id` with a session expiry of `secs`, made by the real
+/// `mosquitto_sub` (clean start off, subscribe, disconnect).
+fn offline_v5_session(port: u16, id: &str, secs: u32) {
+    let out = std::process::Command::new("mosquitto_sub")
+        .args(["-V", "5", "-c", "-q", "1", "-E", "-W", "10", "-h", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-i", id, "-t", "e/#"])
+        .args(["-x", &secs.to_string()])
+        .output()
+        .expect("mosquitto_sub runs");
+    assert!(out.status.success(), "mosquitto_sub {id}: {out:?}");
+}
+
+/// A `$SYS` watcher: the broker's count of offline sessions (retained, republished when it
+/// changes, every `sys_interval`).
+fn watch_offline(port: u16) -> Client {
+    let (mut c, ack) = Client::try_connect(port, &ConnectOpts::new("watch")).unwrap();
+    assert_eq!(ack.code, 0);
+    c.subscribe(1, &[("$SYS/broker/clients/disconnected", 0)]);
+    c
+}
+
+/// The next value the watcher sees, within `within`.
+fn next_offline(c: &mut Client, within: Duration) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(Packet::Publish(p))) = c.try_packet(Duration::from_millis(100)) {
+            if &*p.topic == "$SYS/broker/clients/disconnected" {
+                return std::str::from_utf8(&p.payload).ok()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Three offline sessions across a kill -9 (journal on, the default): "gone" (expiry 1 s)
+/// expired before the crash, "down" (2 s) expires while the broker is down for 3 s, and
+/// "left" (8 s), offline about 1 s before the crash, comes back with what it had left: it is
+/// there right after the restart and gone by 8 s after it went offline (plus 1.5 s of
+/// slack), well before the 8 s a restart from the whole interval would give it.
+#[test]
+fn offline_sessions_keep_the_expiry_they_had_left_across_kill9() {
+    let dir = TempDir::new("crash-expiry");
+    let config = format!(
+        "allow_anonymous true\npersistence true\npersistence_location {}/\nsys_interval 1\n",
+        dir.path.display()
+    );
+    let mut broker = Broker::with_config(&config);
+    let port = broker.port;
+    let mut watch = watch_offline(port);
+    offline_v5_session(port, "gone", 1);
+    // Bounded wait for "gone" to expire: the count goes 1 → 0.
+    let mut seen = Vec::new();
+    while seen.last() != Some(&0) || !seen.contains(&1) {
+        let v = next_offline(&mut watch, Duration::from_secs(5)).expect("$SYS offline count");
+        seen.push(v);
+        assert!(seen.len() < 10, "\"gone\" expires: {seen:?}");
+    }
+    offline_v5_session(port, "left", 8);
+    let left_at = Instant::now();
+    offline_v5_session(port, "down", 2);
+    thread::sleep(Duration::from_secs(1));
+    broker.kill9();
+    thread::sleep(Duration::from_secs(3));
+
+    let broker = restart(port, &config);
+    let line = broker.wait_log("Session of down expired while the broker was down");
+    assert!(line.contains("not restored"), "{line}");
+    let mut watch = watch_offline(port);
+    let first = next_offline(&mut watch, Duration::from_secs(5));
+    assert_eq!(first, Some(1), "only \"left\" is back, right after the restart");
+    let restarted = Instant::now();
+    let deadline = left_at + Duration::from_millis(9500);
+    let mut gone = false;
+    while Instant::now() < deadline {
+        if next_offline(&mut watch, deadline.saturating_duration_since(Instant::now()))
+            == Some(0)
+        {
+            gone = true;
+            break;
+        }
+    }
+    assert!(
+        gone,
+        "\"left\" expired with what it had left ({:?} after the restart)",
+        restarted.elapsed()
+    );
+    for id in ["gone", "down", "left"] {
+        let (c, present) = connect_persistent(port, id);
+        assert!(!present, "{id} has no session after its expiry");
+        c.disconnect();
+    }
+    println!(
+        "expiry across kill -9: \"left\" gone {:?} after the restart, {:?} after it went offline",
+        restarted.elapsed(),
+        left_at.elapsed()
+    );
 }

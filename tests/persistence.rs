@@ -274,7 +274,7 @@ fn good_file() -> Vec<u8> {
     b.signal("TERM");
     b.wait_exit(Duration::from_secs(10));
     let data = std::fs::read(db(&dir.path)).unwrap();
-    assert!(data.starts_with(b"RMQTTDB\x02"), "magic of {data:02x?}");
+    assert!(data.starts_with(b"RMQTTDB\x03"), "magic of {data:02x?}");
     data
 }
 

@@ -611,6 +611,9 @@ impl Store {
                 let gen = img.gen;
                 let (img, top, found) = j.recover(img, now);
                 let (r, s) = (img.retained.len(), img.sessions.len());
+                broker.enable_journal(top);
+                let expired = broker.restore(img, now);
+                let s = s.saturating_sub(expired);
                 if r + s > 0 {
                     info!(
                         "Restored {r} retained messages and {s} sessions from {} and {}.",
@@ -618,8 +621,6 @@ impl Store {
                         j.path().display()
                     );
                 }
-                broker.enable_journal(top);
-                let expired = broker.restore(img, now);
                 mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
                 let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
@@ -647,13 +648,14 @@ impl Store {
             }
             None => {
                 let (r, s) = (img.retained.len(), img.sessions.len());
+                let expired = broker.restore(img, now);
+                let s = s.saturating_sub(expired);
                 if !damaged && r + s > 0 {
                     info!(
                         "Restored {r} retained messages and {s} sessions from {}.",
                         from.display()
                     );
                 }
-                let expired = broker.restore(img, now);
                 mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
                 if damaged || expired > 0 {
