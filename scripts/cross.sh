@@ -6,8 +6,9 @@
 #
 # Usage: scripts/cross.sh [--no-install] [--targets "mips mipsel armv7 aarch64"]
 #                         [--variants "ssl nossl"] [--out DIR]
-# Binaries land in DIR/<target>/<variant>/rmqtt (default DIR: dist/cross), a size table is
-# printed and written to DIR/sizes.txt. Variants: `ssl` is the default feature set (with TLS
+# Binaries land in DIR/<target>/<variant>/rmqtt (default DIR: dist/cross), stripped, with the
+# unstripped link beside it as rmqtt.syms (for scripts/size-table.sh); a size table (stripped and
+# xz -9 bytes) is printed and written to DIR/sizes.txt. Variants: `ssl` is the default feature set (with TLS
 # once the `tls` feature exists), `nossl` is `--no-default-features`. Without a `tls` feature in
 # Cargo.toml the two would be the same binary, so only `default` is built.
 #
@@ -135,16 +136,21 @@ for t in $targets; do
         fi
         echo "=== $t ($tr) $v: cargo zigbuild ${feat[*]:-}" | tee -a "$log"
         start=$(date +%s)
-        if RUSTFLAGS="$flags" timeout "$timeout_s" cargo zigbuild --release --target "$tr" \
+        # Cargo's own strip is off so that the symbols stay for the size table; the strip
+        # below removes them (and more).
+        if CARGO_PROFILE_RELEASE_STRIP=false RUSTFLAGS="$flags" timeout "$timeout_s" cargo zigbuild --release --target "$tr" \
             "${zflags[@]}" "${feat[@]}" --bin rmqtt >>"$log" 2>&1; then
             dir="$out/$t/$v"
             mkdir -p "$dir"
-            cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt"
+            cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt.syms"
+            cp "$dir/rmqtt.syms" "$dir/rmqtt"
             # .pdr (MIPS procedure descriptors) is never loaded; binutils' strip keeps it.
             "$(strip_tool "$t")" -R .pdr -R .comment "$dir/rmqtt" 2>/dev/null || true
             size=$(stat -c %s "$dir/rmqtt")
-            rows+=("$(printf '%-8s %-32s %-8s %10s %8s %5ss' "$t" "$tr" "$v" "$size" \
-                "$((size / 1024))K" "$(($(date +%s) - start))")")
+            # What squashfs stores is compressed; xz -9 is near what OpenWrt's mksquashfs gives.
+            xzs=$(xz -9 -c "$dir/rmqtt" | wc -c)
+            rows+=("$(printf '%-8s %-32s %-8s %10s %8s %9s %5ss' "$t" "$tr" "$v" "$size" \
+                "$((size / 1024))K" "$xzs" "$(($(date +%s) - start))")")
         else
             status=1
             rows+=("$(printf '%-8s %-32s %-8s %10s' "$t" "$tr" "$v" FAILED)")
@@ -154,7 +160,7 @@ for t in $targets; do
 done
 
 {
-    printf '%-8s %-32s %-8s %10s %8s %6s\n' target triple variant bytes size time
+    printf '%-8s %-32s %-8s %10s %8s %9s %6s\n' target triple variant bytes size xz-9 time
     printf '%s\n' "${rows[@]}"
 } | tee "$out/sizes.txt"
 exit "$status"
