@@ -277,7 +277,7 @@ impl Publisher<'_> {
             }
         }
         let mut mids: Vec<u16> = self.inflight.keys().copied().collect();
-        mids.sort_unstable();
+        crate::sort::sort(&mut mids);
         for mid in mids {
             let Some((waiting, p)) = self.inflight.get(&mid).cloned() else {
                 continue;
