@@ -9,7 +9,8 @@ use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
-use std::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
@@ -372,10 +373,65 @@ pub(super) fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
     }))
 }
 
+/// Lines read from stdin, at most [`Lines::MAX`] waiting, and whether stdin has ended. A mutex
+/// and two condition variables rather than `std::sync::mpsc`, whose channel code was 8 KB of
+/// the mips binary for this one queue.
+#[derive(Default)]
+struct Lines {
+    queue: Mutex<(VecDeque<Bytes>, bool)>,
+    ready: Condvar,
+    space: Condvar,
+}
+
+/// What [`Lines::recv_timeout`] gives.
+enum Line {
+    Got(Bytes),
+    Timeout,
+    Eof,
+}
+
+impl Lines {
+    const MAX: usize = 64;
+
+    /// The sending side: waits while the queue is full. The reader thread is left blocked
+    /// when the applet ends; the process exit ends it.
+    fn push(&self, item: Option<Bytes>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while q.0.len() >= Self::MAX {
+            q = self.space.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        match item {
+            Some(b) => q.0.push_back(b),
+            None => q.1 = true,
+        }
+        self.ready.notify_one();
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Line {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0.is_empty() && !q.1 && !wait.is_zero() {
+            q = self
+                .ready
+                .wait_timeout(q, wait)
+                .map(|(q, _)| q)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        match q.0.pop_front() {
+            Some(b) => {
+                self.space.notify_one();
+                Line::Got(b)
+            }
+            None if q.1 => Line::Eof,
+            None => Line::Timeout,
+        }
+    }
+}
+
 /// Reads stdin line by line on its own thread, so that the connection keeps being served
 /// (acknowledgements, pings) while stdin is quiet.
-fn stdin_lines() -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::sync_channel(64);
+fn stdin_lines() -> Arc<Lines> {
+    let lines = Arc::new(Lines::default());
+    let tx = lines.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
@@ -387,14 +443,13 @@ fn stdin_lines() -> mpsc::Receiver<Bytes> {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    if tx.send(Bytes::from(line)).is_err() {
-                        break;
-                    }
+                    tx.push(Some(Bytes::from(line)));
                 }
             }
         }
+        tx.push(None);
     });
-    rx
+    lines
 }
 
 fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<(), ClientError> {
@@ -424,12 +479,12 @@ fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<()
                         Duration::ZERO
                     };
                     match rx.recv_timeout(wait) {
-                        Ok(line) => {
+                        Line::Got(line) => {
                             p.publish_or_reconnect(line)?;
                             continue;
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
+                        Line::Timeout => {}
+                        Line::Eof => eof = true,
                     }
                 }
                 if eof && p.inflight.is_empty() {
