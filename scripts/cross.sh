@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     --targets) targets="$2"; shift ;;
     --variants) variants="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "cross.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
