@@ -8,8 +8,8 @@ use super::signals;
 use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::io::{BufRead, Read};
 use std::collections::VecDeque;
+use std::io::{BufRead, Read};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
