@@ -184,3 +184,47 @@ fn rr_matches_mosquitto_rr() {
         );
     }
 }
+
+/// A QoS 2 response: both tools complete its flow (PUBREC, PUBREL, PUBCOMP) before printing
+/// it and exiting, with the same `-d` lines. The response is a retained QoS 2 message, so it
+/// arrives as soon as the subscription is made.
+#[test]
+fn rr_completes_a_qos2_response() {
+    let Some(tools) = tools_or_skip(
+        "rr_completes_a_qos2_response",
+        &["mosquitto", "mosquitto_pub", "mosquitto_rr"],
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("rr-qos2");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.join("rmqtt_rr")).unwrap();
+    let broker = start_mosquitto(
+        tools.first().unwrap(),
+        "allow_anonymous true\nlog_type all\n",
+    );
+    let port = broker.port.to_string();
+    let st = Command::new("mosquitto_pub")
+        .args(["-p", &port, "-t", "rr/resp2", "-m", "pong", "-r", "-q", "2"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut outputs = Vec::new();
+    for rmqtt in [false, true] {
+        let id = if rmqtt { "rr-q2-r" } else { "rr-q2-m" };
+        let args = [
+            "-p", &port, "-t", "rr/req2", "-e", "rr/resp2", "-m", "x", "-q", "2", "-d", "-i", id,
+        ];
+        let out = run(Command::new(rr(&bin, rmqtt)).args(args), None, STEP);
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("Client {id} sending PUBCOMP")),
+            "{out:?}"
+        );
+        assert!(out.stdout.ends_with("pong\n"), "{out:?}");
+        wait_log(&broker, &format!("Received PUBCOMP from {id}"));
+        outputs.push((out.stdout.replace(id, "ID"), out.stderr));
+    }
+    assert_eq!(outputs[0], outputs[1], "mosquitto_rr vs rmqtt_rr");
+}

@@ -456,3 +456,70 @@ fn rmqtt_clients_against_mosquitto_tls() {
         "{out:?}"
     );
 }
+
+/// TLS on a Unix socket listener (`listener 0 PATH` with `certfile`/`keyfile`), which
+/// Mosquitto 2.0 accepts too: `rmqtt_sub`/`rmqtt_pub --unix PATH --cafile` check the
+/// certificate against `-h` (default localhost) over the socket, against rmqtt and against
+/// Mosquitto 2.0.11; a plaintext client on that socket is refused.
+///
+/// Intended difference: `mosquitto_pub --unix` with TLS sends the socket path as the TLS
+/// server name, which rustls refuses as an invalid name ("peer misbehaved:
+/// ServerNameMustContainOneHostName"); Mosquitto's OpenSSL ignores it. Not tested here.
+#[test]
+fn tls_on_a_unix_listener() {
+    let Some((pki, _sub, mosquitto_pub)) = pki("tls_on_a_unix_listener") else {
+        return;
+    };
+    let bin = pki.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["rmqtt_pub", "rmqtt_sub"] {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.join(name)).unwrap();
+    }
+    let tls = format!(
+        "certfile {}\nkeyfile {}\n",
+        pki.path("server.crt"),
+        pki.path("server.key")
+    );
+    let mosquitto = common_interop::find_tool("mosquitto");
+    for on_mosquitto in [false, true] {
+        let sock = pki.path(if on_mosquitto { "m.sock" } else { "r.sock" });
+        let body = format!("allow_anonymous true\nlog_type all\nlistener 0 {sock}\n{tls}");
+        let broker = match (&mosquitto, on_mosquitto) {
+            (Some(m), true) => common_interop::start_mosquitto(m, &body),
+            (None, true) => continue,
+            (_, false) => common_interop::start_rmqtt(&body),
+        };
+        let log = || broker.log();
+        let deadline = Instant::now() + STEP;
+        while !Path::new(&sock).exists() {
+            assert!(Instant::now() < deadline, "no socket:\n{}", log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ca = pki.path("ca.crt");
+        let id = format!("uxtls-{on_mosquitto}");
+        let mut sub = Running::spawn(Command::new(bin.join("rmqtt_sub")).args([
+            "--unix", &sock, "--cafile", &ca, "-t", "ux/#", "-C", "1", "-v", "-i", &id,
+        ]));
+        while !log().contains(&format!("Sending SUBACK to {id}")) {
+            assert!(Instant::now() < deadline, "no SUBACK:\n{}", log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let publ = run(
+            Command::new(bin.join("rmqtt_pub")).args([
+                "--unix", &sock, "--cafile", &ca, "-t", "ux/1", "-m", "sealed",
+            ]),
+            None,
+            STEP,
+        );
+        assert_eq!(publ.code(), Some(0), "{publ:?}");
+        assert_eq!(sub.wait_exit("subscriber").code(), Some(0));
+        assert_eq!(sub.lines, ["ux/1 sealed"], "on Mosquitto: {on_mosquitto}");
+        // Plaintext on the TLS socket: refused.
+        let plain = run(
+            Command::new(&mosquitto_pub).args(["--unix", &sock, "-t", "ux/1", "-m", "x"]),
+            None,
+            STEP,
+        );
+        assert_ne!(plain.code(), Some(0), "{plain:?}");
+    }
+}

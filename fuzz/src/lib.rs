@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use rmqtt::auth::acl::{Access, Acl};
 use rmqtt::auth::password::PasswordFile;
-use rmqtt::broker::{persist, ws};
+use rmqtt::broker::{mosquitto_db, persist, ws};
 use rmqtt::protocol::{decode, Packet, Version};
 use std::time::Instant;
 
@@ -105,6 +105,20 @@ pub fn persist_snapshot(data: &[u8]) {
     let _ = persist::decode(data, Instant::now());
 }
 
+/// Mosquitto's persistence format: parsing and converting never panic; the fuzzer's bytes are tried
+/// as a whole file and as the chunks after a version 6 header.
+pub fn mosquitto_db(data: &[u8]) {
+    // The fuzzer's bytes follow the header, so it spends its time on the chunks.
+    let mut file = mosquitto_db::MAGIC.to_vec();
+    file.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 6]);
+    file.extend_from_slice(data);
+    for input in [data, file.as_slice()] {
+        if let Ok((db, _)) = mosquitto_db::parse(input) {
+            let _ = mosquitto_db::convert(&db, 1_800_000_000, Instant::now());
+        }
+    }
+}
+
 /// The upgrade parser never panics; the framer gives the same stream whether the bytes arrive
 /// at once or split in two at a point the input chooses.
 pub fn ws_frames(data: &[u8]) {
@@ -144,5 +158,6 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("password_file", password_file),
     ("acl_file", acl_file),
     ("persist_snapshot", persist_snapshot),
+    ("mosquitto_db", mosquitto_db),
     ("ws_frames", ws_frames),
 ];

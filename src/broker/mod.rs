@@ -12,6 +12,7 @@ mod listen;
 mod logging;
 pub mod memory;
 pub mod message;
+pub mod mosquitto_db;
 mod packet_log;
 pub mod persist;
 mod process;
@@ -153,6 +154,9 @@ pub fn main(args: Vec<String>) -> i32 {
             }
         }
         print!("{}", config::summary::summary(&cfg));
+        if let Some(line) = mosquitto_db::preview(&cfg) {
+            print!("{line}");
+        }
         return 0;
     }
     let verbose = m.opt_present("v");

@@ -15,6 +15,7 @@
 use super::core::Broker;
 use super::journal::{Journal, Recovered};
 use super::message::Message;
+use super::mosquitto_db;
 use super::session::{Expiry, Inflight, OutState, Pending, Session};
 use crate::config::Config;
 use crate::protocol::codec::{put_string, Reader};
@@ -517,7 +518,7 @@ impl Store {
                 );
             }
         }
-        let (img, damaged) = self.read_snapshot(&from, now);
+        let (img, damaged, incoming) = self.read_snapshot(&from, now);
         match &mut self.journal {
             Some(j) => {
                 let gen = img.gen;
@@ -532,6 +533,7 @@ impl Store {
                 }
                 broker.enable_journal(top);
                 broker.restore(img, now);
+                mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
                 let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
                 // What was read of a damaged file lives only in memory (and a snapshot
@@ -562,6 +564,7 @@ impl Store {
                     );
                 }
                 broker.restore(img, now);
+                mosquitto_db::publish_incoming(broker, incoming, now);
                 self.saved_changes = broker.changes;
                 if damaged {
                     // What was recovered lives only in memory and in the file moved aside:
@@ -573,22 +576,35 @@ impl Store {
         }
     }
 
-    /// Reads and decodes a snapshot; a damaged one is moved aside. Whether it was damaged.
-    fn read_snapshot(&self, path: &Path, now: Instant) -> (Image, bool) {
+    /// Reads and decodes a snapshot; a damaged one is moved aside. Whether it was damaged
+    /// (or converted from Mosquitto's format: either way a fresh snapshot is due), and the
+    /// messages a converted file leaves to publish.
+    fn read_snapshot(&self, path: &Path, now: Instant) -> (Image, bool, Vec<Rc<Message>>) {
         let data = match fs::read(path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Image::default(), false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match mosquitto_db::migrate_beside(path, now) {
+                    Some((img, incoming)) => (img, true, incoming),
+                    None => (Image::default(), false, Vec::new()),
+                };
+            }
             Err(e) => {
                 error!(
                     "Error: unable to read persistence file {}: {e}",
                     path.display()
                 );
-                return (Image::default(), false);
+                return (Image::default(), false, Vec::new());
             }
         };
+        if mosquitto_db::is_mosquitto_db(&data) {
+            return match mosquitto_db::migrate_file(path, &data, now, None) {
+                Some((img, incoming)) => (img, true, incoming),
+                None => (Image::default(), false, Vec::new()),
+            };
+        }
         let (img, damage) = decode(&data, now);
         let Some(why) = damage else {
-            return (img, false);
+            return (img, false, Vec::new());
         };
         let (r, s) = (img.retained.len(), img.sessions.len());
         let stamp = SystemTime::now()
@@ -610,7 +626,7 @@ impl Store {
                 path.display()
             ),
         }
-        (img, true)
+        (img, true, Vec::new())
     }
 
     /// A fresh snapshot beside the journal (crash-safe, as every snapshot) and a new,

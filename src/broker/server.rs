@@ -329,7 +329,7 @@ impl Transport {
     fn socket(&mut self) -> Option<&mut TcpStream> {
         match self {
             Transport::Plain(s) => Some(s),
-            Transport::Tls(t) => Some(t.socket()),
+            Transport::Tls(t) => t.socket(),
             Transport::Ws(w) => w.inner.socket(),
             Transport::Unix(_) => None,
         }
@@ -339,7 +339,7 @@ impl Transport {
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Transport::Plain(s) => s,
-            Transport::Tls(t) => t.socket(),
+            Transport::Tls(t) => t.source(),
             Transport::Ws(w) => w.inner.source(),
             Transport::Unix(s) => s,
         }
@@ -350,6 +350,7 @@ impl Transport {
             Transport::Unix(s) => {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
+            Transport::Tls(t) => t.shutdown(),
             other => {
                 if let Some(s) = other.socket() {
                     let _ = s.shutdown(std::net::Shutdown::Both);
@@ -972,12 +973,17 @@ impl Server {
                 return;
             };
             let mut stream = match stream {
-                Accepted::Unix(s) if l.tls.is_none() => Transport::Unix(s),
-                Accepted::Unix(_) => {
-                    error!("TLS is not offered on unix socket listeners.");
-                    self.admission.left(addr.ip());
-                    continue;
-                }
+                Accepted::Unix(s) => match &l.tls {
+                    None => Transport::Unix(s),
+                    Some(tls) => match tls.accept_unix(s) {
+                        Ok(t) => Transport::Tls(Box::new(t)),
+                        Err(e) => {
+                            error!("TLS setup for {} failed: {e}.", fmt_addr(&addr));
+                            self.admission.left(addr.ip());
+                            continue;
+                        }
+                    },
+                },
                 Accepted::Tcp(stream) => {
                     // On unless configured off: replies are batched per loop pass already.
                     let _ = stream.set_nodelay(self.nodelay);

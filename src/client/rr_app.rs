@@ -112,7 +112,8 @@ pub fn main(args: Vec<String>) -> i32 {
     }
 }
 
-/// Subscribe, publish on SUBACK, print the first response.
+/// Subscribe, publish on SUBACK, print the first response (a QoS 2 one once its flow is
+/// complete).
 fn exchange(
     cfg: &Config,
     s: &mut Session,
@@ -132,6 +133,8 @@ fn exchange(
         filters: vec![(response, opts)],
         properties: cfg.props.subscribe.clone(),
     }))?;
+    // A QoS 2 response whose PUBREL has not come yet.
+    let mut held: Option<Publish> = None;
     loop {
         let Some(p) = s.recv(deadline)? else {
             if !cfg.quiet {
@@ -162,20 +165,38 @@ fn exchange(
                 if m.retain && cfg.no_retain {
                     continue;
                 }
-                let style = Style {
-                    format: cfg.format.as_deref(),
-                    verbose: cfg.verbose,
-                    eol: cfg.eol,
-                    pretty: cfg.pretty,
-                };
-                output::print_message(&style, &m, cfg.quiet);
+                if m.qos == QoS::ExactlyOnce {
+                    // As libmosquitto does: a QoS 2 message is passed on (printed) once its
+                    // PUBREL has come and PUBCOMP has been sent; a PUBLISH sent again with
+                    // the same id replaces it.
+                    held = Some(m);
+                    continue;
+                }
+                print_response(cfg, &m);
                 return Ok(0);
+            }
+            Packet::PubRel(a) => {
+                s.send(&Packet::PubComp(crate::protocol::Ack::new(a.pid)))?;
+                if let Some(m) = held.take_if(|m| m.pid == a.pid) {
+                    print_response(cfg, &m);
+                    return Ok(0);
+                }
             }
             Packet::PubRec(a) => s.send(&Packet::PubRel(crate::protocol::Ack::new(a.pid)))?,
             Packet::Disconnect(_) => return Err(ClientError::BrokerDisconnect),
             _ => {}
         }
     }
+}
+
+fn print_response(cfg: &Config, m: &Publish) {
+    let style = Style {
+        format: cfg.format.as_deref(),
+        verbose: cfg.verbose,
+        eol: cfg.eol,
+        pretty: cfg.pretty,
+    };
+    output::print_message(&style, m, cfg.quiet);
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl Stream {
     fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.set_read_timeout(t),
-            Stream::Tls(s) => s.tcp().set_read_timeout(t),
+            Stream::Tls(s) => s.socket().set_read_timeout(t),
             Stream::Unix(s) => s.set_read_timeout(t),
         }
     }
@@ -88,7 +88,7 @@ impl Stream {
     fn shutdown_write(&self) {
         let _ = match self {
             Stream::Plain(s) => s.shutdown(Shutdown::Write),
-            Stream::Tls(s) => s.tcp().shutdown(Shutdown::Write),
+            Stream::Tls(s) => s.socket().shutdown(Shutdown::Write),
             Stream::Unix(s) => s.shutdown(Shutdown::Write),
         };
     }
@@ -112,11 +112,17 @@ impl Stream {
 
 /// The byte stream to the broker: `--unix PATH`, or TCP (with TLS when asked) to `-h`/`-p`.
 fn open_stream(cfg: &Config) -> Result<Stream, ClientError> {
-    if let Some(path) = &cfg.unix {
-        return Ok(Stream::Unix(UnixStream::connect(path)?));
-    }
     let host = cfg.host.as_deref().unwrap_or("localhost");
     let tls = cfg.tls.requested() || cfg.tls.insecure;
+    if let Some(path) = &cfg.unix {
+        let s = UnixStream::connect(path)?;
+        if !tls {
+            return Ok(Stream::Unix(s));
+        }
+        // TLS over the Unix socket, the certificate checked against `-h` (default
+        // localhost), as the Mosquitto clients do.
+        return tls_over(cfg, crate::tls::ClientSocket::Unix(s), host);
+    }
     let port = cfg.port.unwrap_or(if tls { 8883 } else { 1883 });
     let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
@@ -143,6 +149,15 @@ fn open_stream(cfg: &Config) -> Result<Stream, ClientError> {
     if !tls {
         return Ok(Stream::Plain(stream));
     }
+    tls_over(cfg, crate::tls::ClientSocket::Tcp(stream), host)
+}
+
+/// The TLS handshake the options ask for, over `sock`.
+fn tls_over(
+    cfg: &Config,
+    sock: crate::tls::ClientSocket,
+    host: &str,
+) -> Result<Stream, ClientError> {
     fn path(p: &Option<String>) -> Option<&std::path::Path> {
         p.as_deref().map(std::path::Path::new)
     }
@@ -156,8 +171,7 @@ fn open_stream(cfg: &Config) -> Result<Stream, ClientError> {
     )
     .map_err(ClientError::Tls)?;
     Ok(Stream::Tls(Box::new(
-        tls.connect_blocking(stream, host)
-            .map_err(ClientError::Tls)?,
+        tls.connect_blocking(sock, host).map_err(ClientError::Tls)?,
     )))
 }
 

@@ -3,6 +3,7 @@
 //! Mosquitto-style files are read by [`mosquitto`]. Every error names the file and line.
 
 pub mod mosquitto;
+pub mod options;
 pub mod summary;
 pub mod uci;
 

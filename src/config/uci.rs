@@ -13,15 +13,17 @@
 //! every option that package's init script turns into mosquitto.conf (its `convert_mosq_general`,
 //! `convert_persistence`, `add_listener` and `add_bridge`) means the same here, bridge options
 //! included (`cafile` there is `bridge_cafile` in mosquitto.conf, and makes the bridge use TLS).
-//! Every option it knows is in [`SECTIONS`]. An option rmqtt does not implement is a warning
-//! when ignoring it changes nothing about security, and an error (file, line, option) when it
-//! would (TLS-PSK, cipher lists, CRLs, plugins, mount points...); unknown options are warnings,
+//! Each option is turned into the mosquitto.conf line the init script would write for it and
+//! applied from the one option table, [`super::options::OPTIONS`], so every key exists in
+//! both syntaxes; errors name the UCI file, the option's line and `section.option`. An option
+//! rmqtt does not implement is a warning when ignoring it changes nothing about security, and
+//! an error when it would (TLS-PSK, plugins, mount points...); unknown options are warnings,
 //! never silently dropped.
 
 use super::mosquitto::Warning;
-use super::{parse_bool, Anonymous, Config, ConfigError, Listener, ListenerProtocol, LogDest};
+use super::options::{self, State};
+use super::{parse_bool, Config, ConfigError};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where `use_uci 0` sends the broker when the `owrt` section names no other file.
 pub const DEFAULT_MOSQUITTO_CONF: &str = "/etc/rmqtt/rmqtt.conf";
@@ -343,799 +345,108 @@ pub fn looks_like_uci(text: &str) -> bool {
         .is_some_and(|w| w == "config" || w == "package")
 }
 
-/// What an option handler gets: the option's value, `option` or `list`.
-struct Arg<'a> {
-    value: &'a Value,
-}
-
-impl Arg<'_> {
-    fn one(&self) -> Result<&str, String> {
-        match self.value {
-            Value::Single(s) => Ok(s),
-            Value::List(l) => match l.as_slice() {
-                [s] => Ok(s),
-                _ => Err("expects a single value, not a list".to_owned()),
-            },
-        }
-    }
-
-    fn boolean(&self) -> Result<bool, String> {
-        let v = self.one()?;
-        parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use 0 or 1"))
-    }
-
-    fn anonymous(&self) -> Result<Anonymous, String> {
-        let v = self.one()?;
-        Anonymous::parse(v).ok_or_else(|| format!("invalid value ({v}); use 0, 1 or local"))
-    }
-
-    fn number(&self, min: i64, max: i64) -> Result<i64, String> {
-        let v = self.one()?;
-        let n: i64 = v.parse().map_err(|_| format!("invalid number ({v})"))?;
-        if n < min || n > max {
-            return Err(format!("value {n} out of range {min}..{max}"));
-        }
-        Ok(n)
-    }
-
-    fn path(&self) -> Result<PathBuf, String> {
-        let v = self.one()?;
-        if v.is_empty() {
-            return Err("missing path".to_owned());
-        }
-        Ok(PathBuf::from(v))
-    }
-}
-
-/// Loader state while walking the sections.
-struct Loader {
-    cfg: Config,
-    warnings: Vec<Warning>,
-    /// `owrt.use_uci`: `false` sends the broker to a Mosquitto-syntax file.
-    use_uci: bool,
-    mosquitto_conf: PathBuf,
-    /// Listener made by the general section's `port`/`protocol`/`no_remote_access`.
-    general_listener: Option<Listener>,
-    general_no_remote: bool,
-    /// `file:line: section.option` of the option being applied, for warnings.
-    at: String,
-}
-
-type Handler = fn(&mut Loader, &mut Listener, &Arg) -> Result<(), String>;
-
-/// A section type and the options it understands, each with a one-line description. The
-/// descriptions are what `openwrt/README.md` documents; a test keeps the two in step.
-pub struct SectionSpec {
-    pub stype: &'static str,
-    options: &'static [(&'static str, Handler, &'static str)],
-}
-
-macro_rules! set {
-    ($field:ident, $conv:expr) => {
-        |l: &mut Loader, _: &mut Listener, a: &Arg| {
-            l.cfg.$field = $conv(a)?;
-            Ok(())
-        }
-    };
-}
-
-macro_rules! set_listener {
-    ($field:ident, $conv:expr) => {
-        |_: &mut Loader, li: &mut Listener, a: &Arg| {
-            li.$field = $conv(a)?;
-            Ok(())
-        }
-    };
-}
-
-fn some_path(a: &Arg) -> Result<Option<PathBuf>, String> {
-    a.path().map(Some)
-}
-
-fn owned(a: &Arg) -> Result<String, String> {
-    a.one().map(str::to_owned)
-}
-
-fn protocol(a: &Arg) -> Result<ListenerProtocol, String> {
-    match a.one()? {
-        "mqtt" => Ok(ListenerProtocol::Mqtt),
-        "websockets" => Ok(ListenerProtocol::WebSockets),
-        other => Err(format!(
-            "invalid protocol ({other}); use mqtt or websockets"
-        )),
-    }
-}
-
-fn port(a: &Arg) -> Result<u16, String> {
-    let v = a.one()?;
-    v.parse::<u16>()
-        .map_err(|_| format!("invalid port ({v}); use a number from 0 to 65535"))
-}
-
-/// `1h`, `2d`, `3w`, `4m` (months), `1y`, or plain seconds, as in Mosquitto.
-fn duration(a: &Arg) -> Result<Option<Duration>, String> {
-    let v = a.one()?;
-    let err = || format!("invalid duration ({v}); use a number followed by h, d, w, m or y");
-    let (num, mult) = match v.char_indices().last() {
-        Some((i, 'h')) => (v.get(..i), 3600u64),
-        Some((i, 'd')) => (v.get(..i), 86_400),
-        Some((i, 'w')) => (v.get(..i), 7 * 86_400),
-        Some((i, 'm')) => (v.get(..i), 30 * 86_400),
-        Some((i, 'y')) => (v.get(..i), 365 * 86_400),
-        _ => (Some(v), 1),
-    };
-    let n: u64 = num.ok_or_else(err)?.parse().map_err(|_| err())?;
-    Ok(Some(Duration::from_secs(n.saturating_mul(mult))))
-}
-
-fn log_dest(item: &str) -> Result<LogDest, String> {
-    let words: Vec<&str> = item.split_whitespace().collect();
-    Ok(match words.as_slice() {
-        ["stdout"] => LogDest::Stdout,
-        ["stderr"] => LogDest::Stderr,
-        ["syslog"] => LogDest::Syslog,
-        ["topic"] => LogDest::Topic,
-        ["none"] => LogDest::None,
-        ["file", rest @ ..] if !rest.is_empty() => LogDest::File(PathBuf::from(rest.join(" "))),
-        _ => {
-            return Err(format!(
-                "invalid log_dest ({item}); use stdout, stderr, syslog, topic, none or file PATH"
-            ))
-        }
-    })
-}
-
-const LOG_TYPES: &[&str] = &[
-    "debug",
-    "error",
-    "warning",
-    "notice",
-    "information",
-    "subscribe",
-    "unsubscribe",
-    "websockets",
-    "none",
-    "all",
+/// Options that exist only in UCI, with their descriptions. What they become in
+/// mosquitto.conf terms is written out below, as the init script does: a listener section's
+/// `port`, `bind_address` and `no_remote_access` make its `listener PORT [ADDRESS]` line.
+const UCI_ONLY: &[(&str, &str, &str)] = &[
+    (
+        "owrt",
+        "use_uci",
+        "1: configure from this file; 0: use the Mosquitto-syntax file in config_file",
+    ),
+    (
+        "owrt",
+        "config_file",
+        "Mosquitto-syntax file used when use_uci is 0 (default /etc/rmqtt/rmqtt.conf)",
+    ),
+    (
+        "owrt",
+        "write_pid",
+        "mosquitto's procd pid file switch; ignored (use pid_file)",
+    ),
+    (
+        "mosquitto",
+        "no_remote_access",
+        "bind the general port to 127.0.0.1 only",
+    ),
+    (
+        "listener",
+        "port",
+        "TCP port (required; 0 with a socket path in bind_address: a Unix socket)",
+    ),
+    (
+        "listener",
+        "bind_address",
+        "address to listen on (default: all)",
+    ),
+    ("listener", "no_remote_access", "listen on 127.0.0.1 only"),
 ];
 
-/// An option rmqtt does not implement and whose absence changes nothing about security.
-fn ignored(l: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
-    l.warnings.push(Warning(format!(
-        "{} is not supported by rmqtt; ignored",
-        l.at
-    )));
-    Ok(())
-}
-
-const REFUSED: &str = "is not supported by rmqtt, and ignoring it would change who may connect \
-                       or what they may do; refusing to start (remove the option)";
-
-/// An option rmqtt does not implement and that would weaken security if ignored.
-fn refused(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
-    Err(REFUSED.to_owned())
-}
-
-/// Bridge options are handed to the mosquitto.conf parser by `load_bridge`; this table entry
-/// only names and documents them.
-fn bridge_option(_: &mut Loader, _: &mut Listener, _: &Arg) -> Result<(), String> {
-    Ok(())
-}
-
-/// What a bridge option of OpenWrt's mosquitto package becomes in mosquitto.conf (its
-/// `add_bridge`); the options not listed keep their name.
-const BRIDGE_RENAMES: &[(&str, &str)] = &[
-    ("protocol_version", "bridge_protocol_version"),
-    ("clientid", "remote_clientid"),
-    ("username", "remote_username"),
-    ("password", "remote_password"),
-    ("cafile", "bridge_cafile"),
-    ("capath", "bridge_capath"),
-    ("certfile", "bridge_certfile"),
-    ("keyfile", "bridge_keyfile"),
-    ("insecure", "bridge_insecure"),
-    ("tls_version", "bridge_tls_version"),
+/// UCI options whose mosquitto.conf key has another name: the renames of the init script
+/// (`convert_persistence`, `add_bridge`). Every other option is named as its key.
+const RENAMES: &[(&str, &str, &str)] = &[
+    ("mosquitto", "log_types", "log_type"),
+    ("persistence", "location", "persistence_location"),
+    ("persistence", "file", "persistence_file"),
+    ("persistence", "journal", "persistence_journal"),
+    (
+        "persistence",
+        "client_expiration",
+        "persistent_client_expiration",
+    ),
+    ("bridge", "protocol_version", "bridge_protocol_version"),
+    ("bridge", "username", "remote_username"),
+    ("bridge", "password", "remote_password"),
+    ("bridge", "cafile", "bridge_cafile"),
+    ("bridge", "capath", "bridge_capath"),
+    ("bridge", "certfile", "bridge_certfile"),
+    ("bridge", "keyfile", "bridge_keyfile"),
+    ("bridge", "insecure", "bridge_insecure"),
+    ("bridge", "tls_version", "bridge_tls_version"),
+    ("bridge", "identity", "bridge_identity"),
+    ("bridge", "psk", "bridge_psk"),
+    (
+        "bridge",
+        "attempt_unsubscribe",
+        "bridge_attempt_unsubscribe",
+    ),
+    // UCI names have no dots.
+    ("listener", "ciphers_tls13", "ciphers_tls1.3"),
 ];
 
-/// Bridge options rmqtt does not implement, harmless to ignore: the bridge is part of the
-/// broker, so it needs no local login, and it never idles out or round-robins.
-const BRIDGE_IGNORED: &[&str] = &[
-    "attempt_unsubscribe",
-    "idle_timeout",
-    "local_password",
-    "local_username",
-    "notifications_local_only",
-    "round_robin",
-];
+/// Keys with no UCI option of their own name: the sections are the listeners, and UCI names
+/// have no dots.
+const NOT_IN_UCI: &[&str] = &["listener", "ciphers_tls1.3"];
 
-/// Bridge options that would weaken security if ignored: TLS-PSK.
-const BRIDGE_REFUSED: &[&str] = &["identity", "psk"];
-
-/// A `bridge` section becomes a mosquitto.conf `connection` block, parsed by the same code,
-/// with errors pointing at the UCI file's lines.
-fn load_bridge(l: &mut Loader, file: &str, sec: &Section) -> Result<(), ConfigError> {
-    let spec = SECTIONS.iter().find(|s| s.stype == "bridge");
-    let conn = match sec.get("connection") {
-        Some(v) => v.items().first().cloned().unwrap_or_default(),
-        None => sec
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("bridge{}", sec.line)),
-    };
-    let mut text = format!("connection {conn}\n");
-    let mut lines = vec![sec.line];
-    for opt in &sec.options {
-        let name = opt.name.as_str();
-        if name == "connection" {
-            continue;
-        }
-        let err = |message: String| ConfigError {
-            file: file.to_owned(),
-            line: opt.line,
-            message: format!("bridge.{name}: {message}"),
-        };
-        let known = spec.is_some_and(|s| s.options.iter().any(|(n, _, _)| *n == name));
-        if !known {
-            l.warnings.push(Warning(format!(
-                "{file}:{}: unknown option \"{name}\" in bridge section; ignored",
-                opt.line
-            )));
-            continue;
-        }
-        if BRIDGE_REFUSED.contains(&name) {
-            return Err(err(REFUSED.to_owned()));
-        }
-        if BRIDGE_IGNORED.contains(&name) {
-            l.warnings.push(Warning(format!(
-                "{file}:{}: bridge.{name} is not supported by rmqtt; ignored",
-                opt.line
-            )));
-            continue;
-        }
-        let key = BRIDGE_RENAMES
-            .iter()
-            .find(|(u, _)| *u == name)
-            .map_or(name, |(_, k)| *k);
-        for v in opt.value.items() {
-            if v.contains('\n') {
-                return Err(err("the value contains a line break".to_owned()));
-            }
-            let v = if v.is_empty() { "\"\"" } else { v.as_str() };
-            text.push_str(&format!("{key} {v}\n"));
-            lines.push(opt.line);
-        }
-    }
-    match super::mosquitto::parse_str(file, &text) {
-        Ok((c, _)) => {
-            l.cfg.bridges.extend(c.bridges);
-            Ok(())
-        }
-        Err(e) => Err(ConfigError {
-            file: file.to_owned(),
-            line: lines
-                .get(e.line.saturating_sub(1))
-                .copied()
-                .unwrap_or(sec.line),
-            message: format!("bridge.{}", e.message),
-        }),
-    }
-}
-
-/// Every section type and option the loader understands.
-pub const SECTIONS: &[SectionSpec] = &[
-    SectionSpec {
-        stype: "owrt",
-        options: &[
-            (
-                "use_uci",
-                |l, _, a| {
-                    l.use_uci = a.boolean()?;
-                    Ok(())
-                },
-                "1: configure from this file; 0: use the Mosquitto-syntax file in config_file",
-            ),
-            (
-                "config_file",
-                |l, _, a| {
-                    l.mosquitto_conf = a.path()?;
-                    Ok(())
-                },
-                "Mosquitto-syntax file used when use_uci is 0 (default /etc/rmqtt/rmqtt.conf)",
-            ),
-            (
-                "write_pid",
-                ignored,
-                "mosquitto's procd pid file switch; ignored (use pid_file)",
-            ),
-        ],
-    },
-    SectionSpec {
-        stype: "mosquitto",
-        options: &[
-            (
-                "allow_anonymous",
-                |l, _, a| {
-                    l.cfg.allow_anonymous = Some(a.anonymous()?);
-                    Ok(())
-                },
-                "let clients connect without a username: 1, 0 (default) or local (loopback clients only)",
-            ),
-            (
-                "password_file",
-                set!(password_file, some_path),
-                "Mosquitto password file (rmqtt_passwd)",
-            ),
-            ("acl_file", set!(acl_file, some_path), "Mosquitto ACL file"),
-            ("pid_file", set!(pid_file, some_path), "write the process id here"),
-            (
-                "user",
-                |l, _, a| {
-                    l.cfg.user = Some(owned(a)?);
-                    Ok(())
-                },
-                "drop privileges to this user",
-            ),
-            (
-                "per_listener_settings",
-                set!(per_listener_settings, |a: &Arg| a.boolean()),
-                "listener allow_anonymous overrides the global one",
-            ),
-            (
-                "log_dest",
-                |l, _, a| {
-                    for item in a.value.items() {
-                        // The old option form held several destinations separated by spaces.
-                        if item.starts_with("file") || matches!(a.value, Value::List(_)) {
-                            l.cfg.log_dest.push(log_dest(item)?);
-                        } else {
-                            for w in item.split_whitespace() {
-                                l.cfg.log_dest.push(log_dest(w)?);
-                            }
-                        }
-                    }
-                    Ok(())
-                },
-                "list: stdout, stderr, syslog, topic, none or 'file PATH'",
-            ),
-            (
-                "log_types",
-                |l, _, a| {
-                    for t in a.value.items().iter().flat_map(|i| i.split_whitespace()) {
-                        if !LOG_TYPES.contains(&t) {
-                            return Err(format!("invalid log type ({t})"));
-                        }
-                        l.cfg.log_types.push(t.to_owned());
-                    }
-                    Ok(())
-                },
-                "list: debug, error, warning, notice, information, subscribe, unsubscribe, all, none",
-            ),
-            (
-                "log_timestamp",
-                set!(log_timestamp, |a: &Arg| a.boolean()),
-                "prefix log lines with the time (default 1)",
-            ),
-            (
-                "log_timestamp_format",
-                |l, _, a| {
-                    l.cfg.log_timestamp_format = Some(owned(a)?);
-                    Ok(())
-                },
-                "strftime format for log timestamps",
-            ),
-            (
-                "connection_messages",
-                set!(connection_messages, |a: &Arg| a.boolean()),
-                "log connects and disconnects (default 1)",
-            ),
-            (
-                "max_connections",
-                set!(max_connections, |a: &Arg| a
-                    .number(-1, i64::from(i32::MAX))),
-                "total client limit, -1 for none",
-            ),
-            (
-                "max_inflight_messages",
-                set!(max_inflight_messages, |a: &Arg| a
-                    .number(0, 65535)
-                    .map(|n| n as u16)),
-                "QoS 1/2 messages in flight per client (default 20)",
-            ),
-            (
-                "max_queued_messages",
-                set!(max_queued_messages, |a: &Arg| a
-                    .number(0, i64::from(u32::MAX))
-                    .map(|n| n as u32)),
-                "messages queued per client (default 1000)",
-            ),
-            (
-                "max_queued_bytes",
-                set!(max_queued_bytes, |a: &Arg| a
-                    .number(0, i64::MAX)
-                    .map(|n| n as u64)),
-                "bytes queued per client, 0 for no limit",
-            ),
-            (
-                "message_size_limit",
-                set!(message_size_limit, |a: &Arg| a
-                    .number(0, 268_435_455)
-                    .map(|n| n as u32)),
-                "largest payload accepted, 0 for no limit",
-            ),
-            (
-                "max_packet_size",
-                set!(max_packet_size, |a: &Arg| a
-                    .number(0, 268_435_460)
-                    .map(|n| n as u32)),
-                "largest packet accepted, 0 for no limit",
-            ),
-            (
-                "max_keepalive",
-                set!(max_keepalive, |a: &Arg| a.number(0, 65535).map(|n| n as u16)),
-                "largest keepalive granted to v5 clients",
-            ),
-            (
-                "sys_interval",
-                set!(sys_interval, |a: &Arg| a.number(0, 65535).map(|n| n as u32)),
-                "seconds between $SYS updates, 0 to disable (default 10)",
-            ),
-            (
-                "retain_available",
-                set!(retain_available, |a: &Arg| a.boolean()),
-                "accept retained messages (default 1)",
-            ),
-            (
-                "set_tcp_nodelay",
-                set!(set_tcp_nodelay, |a: &Arg| a.boolean()),
-                "TCP_NODELAY on client sockets (default 1: writes are batched already)",
-            ),
-            (
-                "queue_qos0_messages",
-                set!(queue_qos0_messages, |a: &Arg| a.boolean()),
-                "queue QoS 0 messages for offline persistent clients",
-            ),
-            (
-                "connect_timeout",
-                set!(connect_timeout, |a: &Arg| a.number(1, 3600).map(|n| n as u32)),
-                "seconds a new connection has to send CONNECT, TLS and WebSocket set-up included (default 10)",
-            ),
-            (
-                "max_connect_size",
-                set!(max_connect_size, |a: &Arg| a
-                    .number(64, 268_435_460)
-                    .map(|n| n as u32)),
-                "largest CONNECT accepted, refused from its fixed header (default 8192)",
-            ),
-            (
-                "max_pending_connections",
-                set!(max_pending_connections, |a: &Arg| a
-                    .number(0, i64::from(u32::MAX))
-                    .map(|n| n as u32)),
-                "connections not logged in yet, all addresses, 0 for no limit (default 256)",
-            ),
-            (
-                "max_pending_per_address",
-                set!(max_pending_per_address, |a: &Arg| a
-                    .number(0, i64::from(u32::MAX))
-                    .map(|n| n as u32)),
-                "connections not logged in yet per source address, 0 for no limit (default 64)",
-            ),
-            (
-                "memory_limit",
-                set!(memory_limit, |a: &Arg| a.number(0, i64::MAX).map(|n| n as u64)),
-                "heap bytes above which new PUBLISHes are refused (v5: 0x97), 0 for no limit",
-            ),
-            (
-                "websockets_origin",
-                |l, _, a| {
-                    for o in a.value.items() {
-                        l.cfg.websockets_origins.push(o.to_owned());
-                    }
-                    Ok(())
-                },
-                "list: Origin headers a WebSocket upgrade may carry (default: any)",
-            ),
-            (
-                "upgrade_outgoing_qos",
-                set!(upgrade_outgoing_qos, |a: &Arg| a.boolean()),
-                "deliver at the subscription QoS",
-            ),
-            (
-                "allow_zero_length_clientid",
-                set!(allow_zero_length_clientid, |a: &Arg| a.boolean()),
-                "assign ids to clients that send none (default 1)",
-            ),
-            (
-                "auto_id_prefix",
-                set!(auto_id_prefix, owned),
-                "prefix of assigned client ids (default auto-)",
-            ),
-            (
-                "port",
-                |l, _, a| {
-                    let p = port(a)?;
-                    l.general_listener
-                        .get_or_insert_with(|| Listener::new(1883, None))
-                        .port = p;
-                    Ok(())
-                },
-                "a listener on this port, besides the listener sections",
-            ),
-            (
-                "protocol",
-                |l, _, a| {
-                    let p = protocol(a)?;
-                    l.general_listener
-                        .get_or_insert_with(|| Listener::new(1883, None))
-                        .protocol = p;
-                    Ok(())
-                },
-                "protocol of the general port: mqtt or websockets",
-            ),
-            (
-                "no_remote_access",
-                |l, _, a| {
-                    l.general_no_remote = a.boolean()?;
-                    Ok(())
-                },
-                "bind the general port to 127.0.0.1 only",
-            ),
-            (
-                "include_dir",
-                |l, _, a| {
-                    let dir = a.path()?;
-                    let (cfg, warnings) =
-                        super::mosquitto::include_into(std::mem::take(&mut l.cfg), &dir)?;
-                    l.cfg = cfg;
-                    l.warnings.extend(warnings);
-                    Ok(())
-                },
-                "also read the Mosquitto-syntax .conf files in this directory",
-            ),
-            (
-                "log_facility",
-                |l, _, a| {
-                    l.cfg.log_facility = Some(a.number(0, 7)? as u32);
-                    Ok(())
-                },
-                "syslog facility local0..local7 as 0..7",
-            ),
-            (
-                "allow_duplicate_messages",
-                ignored,
-                "not supported (duplicates are always delivered); ignored",
-            ),
-            (
-                "max_inflight_bytes",
-                ignored,
-                "not supported; ignored",
-            ),
-            (
-                "set_tcp_nodelay",
-                ignored,
-                "not supported (always on); ignored",
-            ),
-            (
-                "clientid_prefixes",
-                refused,
-                "not supported: refused (it limits who may connect)",
-            ),
-            ("psk_file", refused, "not supported (TLS-PSK): refused"),
-        ],
-    },
-    SectionSpec {
-        stype: "persistence",
-        options: &[
-            (
-                "persistence",
-                set!(persistence, |a: &Arg| a.boolean()),
-                "keep retained messages and sessions across restarts",
-            ),
-            (
-                "location",
-                set!(persistence_location, some_path),
-                "directory of the database (keep it in RAM, /tmp, to spare the flash)",
-            ),
-            (
-                "file",
-                set!(persistence_file, owned),
-                "database file name (default rmqtt.db)",
-            ),
-            (
-                "autosave_interval",
-                set!(autosave_interval, |a: &Arg| a
-                    .number(0, i64::from(u32::MAX))
-                    .map(|n| n as u32)),
-                "seconds between saves (default 1800)",
-            ),
-            (
-                "autosave_on_changes",
-                set!(autosave_on_changes, |a: &Arg| a.boolean()),
-                "autosave_interval counts changes instead of seconds",
-            ),
-            (
-                "journal",
-                set!(persistence_journal, |a: &Arg| a.boolean()),
-                "append every change to a journal synced before acknowledgements (default 1: crash-safe)",
-            ),
-            (
-                "journal_location",
-                set!(journal_location, some_path),
-                "directory of the journal (default: location); in RAM it survives a crash, not a reboot",
-            ),
-            (
-                "client_expiration",
-                set!(persistent_client_expiration, duration),
-                "forget persistent clients idle this long (1h, 2d, 3w, 4m, 1y)",
-            ),
-            (
-                "store_clean_interval",
-                ignored,
-                "obsolete in Mosquitto; ignored",
-            ),
-        ],
-    },
-    SectionSpec {
-        stype: "listener",
-        options: &[
-            ("port", set_listener!(port, port), "TCP port (required)"),
-            (
-                "bind_address",
-                |_, li, a| {
-                    li.bind = Some(owned(a)?);
-                    Ok(())
-                },
-                "address to listen on (default: all)",
-            ),
-            (
-                "no_remote_access",
-                |_, li, a| {
-                    if a.boolean()? {
-                        li.bind = Some("127.0.0.1".to_owned());
-                    }
-                    Ok(())
-                },
-                "listen on 127.0.0.1 only",
-            ),
-            (
-                "protocol",
-                set_listener!(protocol, protocol),
-                "mqtt or websockets",
-            ),
-            (
-                "allow_anonymous",
-                |l, li, a| {
-                    li.allow_anonymous = Some(a.anonymous()?);
-                    // A per-listener choice in the UI only means something with this on.
-                    l.cfg.per_listener_settings = true;
-                    Ok(())
-                },
-                "anonymous access on this listener: 1, 0 or local (overrides the general one)",
-            ),
-            (
-                "max_connections",
-                set_listener!(max_connections, |a: &Arg| a
-                    .number(-1, i64::from(i32::MAX))),
-                "client limit on this listener, -1 for none",
-            ),
-            ("cafile", set_listener!(cafile, some_path), "TLS: CA certificates"),
-            ("capath", set_listener!(capath, some_path), "TLS: CA directory"),
-            (
-                "certfile",
-                set_listener!(certfile, some_path),
-                "TLS: server certificate (enables TLS)",
-            ),
-            ("keyfile", set_listener!(keyfile, some_path), "TLS: private key"),
-            (
-                "require_certificate",
-                set_listener!(require_certificate, |a: &Arg| a.boolean()),
-                "TLS: clients must present a certificate",
-            ),
-            (
-                "use_identity_as_username",
-                set_listener!(use_identity_as_username, |a: &Arg| a.boolean()),
-                "TLS: the certificate CN is the username",
-            ),
-            (
-                "tls_version",
-                |_, li, a| {
-                    let v = owned(a)?;
-                    if !["tlsv1.2", "tlsv1.3"].contains(&v.as_str()) {
-                        return Err(format!(
-                            "unsupported tls_version ({v}); use tlsv1.2 or tlsv1.3"
-                        ));
-                    }
-                    li.tls_version = Some(v);
-                    Ok(())
-                },
-                "TLS: tlsv1.2 or tlsv1.3",
-            ),
-            ("http_dir", ignored, "not supported (no HTTP files); ignored"),
-            (
-                "websockets_log_level",
-                ignored,
-                "not supported; ignored",
-            ),
-            (
-                "mount_point",
-                refused,
-                "not supported: refused (it confines the listener's clients)",
-            ),
-            (
-                "use_username_as_clientid",
-                set!(use_username_as_clientid, |a: &Arg| a.boolean()),
-                "the username is the client id; clients without one are refused",
-            ),
-            (
-                "use_subject_as_username",
-                refused,
-                "not supported: refused",
-            ),
-            ("ciphers", refused, "not supported (TLS cipher list): refused"),
-            ("crlfile", refused, "not supported (TLS revocation list): refused"),
-            ("psk_hint", refused, "not supported (TLS-PSK): refused"),
-            (
-                "auth_plugin",
-                refused,
-                "not supported (plugins; also any auth_opt_*): refused",
-            ),
-        ],
-    },
-    SectionSpec {
-        stype: "bridge",
-        options: &[
-            ("connection", bridge_option, "bridge name"),
-            ("address", bridge_option, "remote host[:port]"),
-            (
-                "topic",
-                bridge_option,
-                "list: 'pattern [in|out|both] [qos] [local] [remote]'",
-            ),
-            ("remote_username", bridge_option, "user name on the remote broker"),
-            ("username", bridge_option, "old name of remote_username"),
-            ("remote_password", bridge_option, "password on the remote broker"),
-            ("password", bridge_option, "old name of remote_password"),
-            ("remote_clientid", bridge_option, "client id on the remote broker"),
-            ("clientid", bridge_option, "old name of remote_clientid"),
-            ("local_clientid", bridge_option, "client id of the bridge's local session"),
-            ("cleansession", bridge_option, "clean session on the remote broker"),
-            ("keepalive_interval", bridge_option, "keep alive in seconds (default 60)"),
-            ("restart_timeout", bridge_option, "seconds before reconnecting: 'base [cap]'"),
-            ("start_type", bridge_option, "automatic, lazy or once"),
-            ("threshold", bridge_option, "messages queued before a lazy bridge connects"),
-            ("try_private", bridge_option, "tell the remote broker it is a bridge (default 1)"),
-            ("notifications", bridge_option, "publish the connection state (default 1)"),
-            (
-                "notification_topic",
-                bridge_option,
-                "topic of the connection state",
-            ),
-            ("protocol_version", bridge_option, "mqttv31, mqttv311 or mqttv50"),
-            ("bridge_protocol_version", bridge_option, "same as protocol_version"),
-            ("cafile", bridge_option, "TLS: CA certificates of the remote (enables TLS)"),
-            ("bridge_cafile", bridge_option, "same as cafile"),
-            ("capath", bridge_option, "TLS: CA directory (enables TLS)"),
-            ("certfile", bridge_option, "TLS: client certificate (enables TLS)"),
-            ("keyfile", bridge_option, "TLS: client key"),
-            ("insecure", bridge_option, "TLS: do not check the remote's host name"),
-            ("bridge_insecure", bridge_option, "same as insecure"),
-            ("tls_version", bridge_option, "TLS: lowest version, tlsv1.2 or tlsv1.3"),
-            ("identity", bridge_option, "not supported (TLS-PSK): refused"),
-            ("psk", bridge_option, "not supported (TLS-PSK): refused"),
-            ("attempt_unsubscribe", bridge_option, "not supported; ignored"),
-            ("idle_timeout", bridge_option, "not supported; ignored"),
-            ("local_username", bridge_option, "not needed (the bridge is internal); ignored"),
-            ("local_password", bridge_option, "not needed (the bridge is internal); ignored"),
-            ("notifications_local_only", bridge_option, "not supported; ignored"),
-            ("round_robin", bridge_option, "not supported; ignored"),
-        ],
-    },
-];
-
-/// Every `(section type, option)` pair the loader knows, with its description.
-pub fn known_options() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
-    SECTIONS
+/// The UCI name of `key` in a `stype` section.
+pub fn uci_name(stype: &str, key: &'static str) -> &'static str {
+    RENAMES
         .iter()
-        .flat_map(|s| s.options.iter().map(move |(o, _, d)| (s.stype, *o, *d)))
+        .find(|(s, _, k)| *s == stype && *k == key)
+        .map_or(key, |(_, u, _)| u)
+}
+
+/// The mosquitto.conf key that option `name` of a `stype` section stands for.
+pub fn key_of(stype: &str, name: &str) -> Option<&'static str> {
+    if let Some((_, _, k)) = RENAMES.iter().find(|(s, u, _)| *s == stype && *u == name) {
+        return Some(k);
+    }
+    options::find(name)
+        .filter(|o| o.scope.sections().contains(&stype) && !NOT_IN_UCI.contains(&o.key))
+        .map(|o| o.key)
+}
+
+/// Every `(section type, option, description)` the loader knows: the UCI-only options, the
+/// renamed ones and every key of [`options::OPTIONS`] in the sections of its scope.
+pub fn known_options() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    let renamed = RENAMES
+        .iter()
+        .map(|(s, u, k)| (*s, *u, options::find(k).map_or("", |o| o.doc)));
+    let keys = options::OPTIONS
+        .iter()
+        .filter(|o| !NOT_IN_UCI.contains(&o.key))
+        .flat_map(|o| o.scope.sections().iter().map(move |s| (*s, o.key, o.doc)));
+    UCI_ONLY.iter().copied().chain(renamed).chain(keys)
 }
 
 /// Reads the UCI file `path` into a [`Config`]. With `use_uci 0` in the `owrt` section the
@@ -1183,100 +494,233 @@ pub fn parse_str(name: &str, text: &str) -> Result<(Config, Vec<Warning>), Confi
 
 type Parsed = (Config, Vec<Warning>, Option<PathBuf>);
 
+/// A single value: a `list` of more than one item is an error.
+fn single(opt: &UciOption) -> Result<&str, String> {
+    match opt.value.items() {
+        [s] => Ok(s),
+        _ => Err("expects a single value, not a list".to_owned()),
+    }
+}
+
+fn uci_bool(opt: &UciOption) -> Result<bool, String> {
+    let v = single(opt)?;
+    parse_bool(v).ok_or_else(|| format!("invalid boolean value ({v}); use 0 or 1"))
+}
+
+/// Walks the sections in the init script's order (`owrt`, then `mosquitto`, `persistence`,
+/// `listener` and `bridge` sections, each in file order) and applies each option as its
+/// mosquitto.conf line.
 fn parse_config(name: &str, text: &str) -> Result<Parsed, ConfigError> {
     let sections = parse(name, text)?;
-    let mut l = Loader {
-        cfg: Config {
+    let mut st = State::new(
+        Config {
             source: Some(PathBuf::from(name)),
             ..Config::default()
         },
-        warnings: Vec::new(),
-        use_uci: true,
-        mosquitto_conf: PathBuf::from(DEFAULT_MOSQUITTO_CONF),
-        general_listener: None,
-        general_no_remote: false,
-        at: String::new(),
-    };
+        true,
+    );
     // `owrt` first: with use_uci 0 nothing else in the file matters, errors included.
+    let mut use_uci = true;
+    let mut conf = PathBuf::from(DEFAULT_MOSQUITTO_CONF);
     for sec in sections.iter().filter(|s| s.stype == "owrt") {
-        apply_section(&mut l, name, sec, &mut Listener::new(0, None))?;
+        for o in &sec.options {
+            let err = |m: String| parse_error(name, o.line, format!("owrt.{}: {m}", o.name));
+            match o.name.as_str() {
+                "use_uci" => use_uci = uci_bool(o).map_err(err)?,
+                "config_file" => conf = options::path(&[single(o).map_err(err)?]).map_err(err)?,
+                "write_pid" => st.warnings.push(Warning(format!(
+                    "{name}:{}: owrt.write_pid is not supported by rmqtt; ignored",
+                    o.line
+                ))),
+                other => st.warnings.push(Warning(format!(
+                    "{name}:{}: unknown option \"{other}\" in owrt section; ignored",
+                    o.line
+                ))),
+            }
+        }
     }
-    if !l.use_uci {
-        return Ok((l.cfg, l.warnings, Some(l.mosquitto_conf)));
+    if !use_uci {
+        return Ok((st.cfg, st.warnings, Some(conf)));
     }
-    for sec in sections.iter().filter(|s| s.stype != "owrt") {
-        match sec.stype.as_str() {
-            "listener" => {
-                let mut li = Listener::new(0, None);
-                apply_section(&mut l, name, sec, &mut li)?;
-                if sec.get("port").is_none() {
-                    l.warnings.push(Warning(format!(
-                        "{name}:{}: listener section without port; ignored",
-                        sec.line
-                    )));
-                } else {
-                    l.cfg.listeners.push(li);
+    let mut no_remote = false;
+    for stype in ["mosquitto", "persistence", "listener", "bridge"] {
+        for sec in sections.iter().filter(|s| s.stype == stype) {
+            let mut skip: &[&str] = &[];
+            let mut scratch = false;
+            if stype == "listener" {
+                skip = &["port", "bind_address", "no_remote_access"];
+                scratch = start_listener(&mut st, name, sec)?;
+            } else if stype == "bridge" {
+                skip = &["connection"];
+                let conn = sec.options.iter().find(|o| o.name == "connection");
+                let bridge = match conn {
+                    Some(o) => o.value.items().first().cloned().unwrap_or_default(),
+                    None => sec
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("bridge{}", sec.line)),
+                };
+                let line = conn.map_or(sec.line, |o| o.line);
+                apply(
+                    &mut st,
+                    name,
+                    line,
+                    "bridge.connection",
+                    "connection",
+                    &[&bridge],
+                )?;
+            }
+            for o in &sec.options {
+                if skip.contains(&o.name.as_str()) {
+                    continue;
+                }
+                if stype == "mosquitto" && o.name == "no_remote_access" {
+                    no_remote = uci_bool(o).map_err(|m| {
+                        parse_error(name, o.line, format!("mosquitto.no_remote_access: {m}"))
+                    })?;
+                    continue;
+                }
+                if stype != "listener" {
+                    // An included file's `listener` does not capture the general options.
+                    st.current = None;
+                }
+                apply_option(&mut st, name, stype, o)?;
+            }
+            if scratch {
+                // A listener without a port is checked, then dropped, as the init script
+                // drops it.
+                st.cfg.listeners.pop();
+                st.current = None;
+                st.warnings.push(Warning(format!(
+                    "{name}:{}: listener section without port; ignored",
+                    sec.line
+                )));
+            }
+        }
+        st.current = None;
+    }
+    for sec in &sections {
+        if !["owrt", "mosquitto", "persistence", "listener", "bridge"].contains(&sec.stype.as_str())
+        {
+            st.warnings.push(Warning(format!(
+                "{name}:{}: unknown section type \"{}\"; ignored",
+                sec.line, sec.stype
+            )));
+        }
+    }
+    if no_remote {
+        match st
+            .default_listener
+            .and_then(|i| st.cfg.listeners.get_mut(i))
+        {
+            Some(g) => g.bind = Some("127.0.0.1".to_owned()),
+            // Without a general port, "no remote access" can only mean every listener.
+            None => {
+                for li in &mut st.cfg.listeners {
+                    li.bind = Some("127.0.0.1".to_owned());
                 }
             }
-            "mosquitto" | "persistence" => {
-                apply_section(&mut l, name, sec, &mut Listener::new(0, None))?;
-            }
-            "bridge" => load_bridge(&mut l, name, sec)?,
-            other => l.warnings.push(Warning(format!(
-                "{name}:{}: unknown section type \"{other}\"; ignored",
-                sec.line
-            ))),
         }
     }
-    if let Some(mut g) = l.general_listener.take() {
-        if l.general_no_remote {
-            g.bind = Some("127.0.0.1".to_owned());
-        }
-        l.cfg.listeners.insert(0, g);
-    } else if l.general_no_remote {
-        // Without a general port, "no remote access" can only mean every listener.
-        for li in &mut l.cfg.listeners {
-            li.bind = Some("127.0.0.1".to_owned());
-        }
-    }
-    Ok((l.cfg, l.warnings, None))
+    Ok((st.cfg, st.warnings, None))
 }
 
-fn apply_section(
-    l: &mut Loader,
-    file: &str,
-    sec: &Section,
-    li: &mut Listener,
-) -> Result<(), ConfigError> {
-    let Some(spec) = SECTIONS.iter().find(|s| s.stype == sec.stype) else {
+/// Writes a listener section's `listener PORT [ADDRESS]`. `Ok(true)`: the section has no
+/// port, and the listener made to check its options must be dropped afterwards.
+fn start_listener(st: &mut State, file: &str, sec: &Section) -> Result<bool, ConfigError> {
+    let mut bind: Option<&str> = None;
+    for o in &sec.options {
+        let err = |m: String| parse_error(file, o.line, format!("listener.{}: {m}", o.name));
+        match o.name.as_str() {
+            "bind_address" => bind = Some(single(o).map_err(err)?),
+            "no_remote_access" if uci_bool(o).map_err(err)? => bind = Some("127.0.0.1"),
+            _ => {}
+        }
+    }
+    let port = sec.options.iter().find(|o| o.name == "port");
+    let (line, p) = match port {
+        Some(o) => (
+            o.line,
+            single(o).map_err(|m| parse_error(file, o.line, format!("listener.port: {m}")))?,
+        ),
+        None => (sec.line, "0"),
+    };
+    let mut args = vec![p];
+    args.extend(bind);
+    apply(st, file, line, "listener.port", "listener", &args)?;
+    st.current = Some(st.cfg.listeners.len().saturating_sub(1));
+    Ok(port.is_none())
+}
+
+/// Applies UCI option `o` of a `stype` section as the mosquitto.conf lines it stands for.
+fn apply_option(st: &mut State, file: &str, stype: &str, o: &UciOption) -> Result<(), ConfigError> {
+    let label = format!("{stype}.{}", o.name);
+    let Some(key) = key_of(stype, &o.name) else {
+        if o.name.starts_with("auth_opt_") || o.name.starts_with("plugin_opt_") {
+            return apply(st, file, o.line, &label, &o.name, &[]);
+        }
+        st.warnings.push(Warning(format!(
+            "{file}:{}: unknown option \"{}\" in {stype} section; ignored",
+            o.line, o.name
+        )));
         return Ok(());
     };
-    for opt in &sec.options {
-        let err = |message: String| ConfigError {
-            file: file.to_owned(),
-            line: opt.line,
-            message: format!("{}.{}: {message}", sec.stype, opt.name),
-        };
-        if opt.name.starts_with("auth_opt_") {
-            // Options for an authentication plugin rmqtt does not load.
-            return Err(err(REFUSED.to_owned()));
+    let items = o.value.items();
+    if items.len() > 1 && !options::LISTS.contains(&key) {
+        return Err(parse_error(
+            file,
+            o.line,
+            format!("{label}: expects a single value, not a list"),
+        ));
+    }
+    if stype == "listener" && key == "allow_anonymous" {
+        // A per-listener choice in the UI only means something with this on.
+        st.cfg.per_listener_settings = true;
+    }
+    for item in items {
+        let words: Vec<&str> = item.split_whitespace().collect();
+        // `log_types 'error warning'` and the old `log_dest 'syslog stderr'` hold several
+        // values; `file PATH` is one.
+        let each = key == "log_type"
+            || (key == "log_dest"
+                && matches!(o.value, Value::Single(_))
+                && !item.starts_with("file"));
+        if each {
+            for w in &words {
+                apply(st, file, o.line, &label, key, &[w])?;
+            }
+        } else if words.is_empty() {
+            apply(st, file, o.line, &label, key, &[""])?;
+        } else {
+            apply(st, file, o.line, &label, key, &words)?;
         }
-        l.at = format!("{file}:{}: {}.{}", opt.line, sec.stype, opt.name);
-        let Some((_, handler, _)) = spec.options.iter().find(|(n, _, _)| *n == opt.name) else {
-            l.warnings.push(Warning(format!(
-                "{file}:{}: unknown option \"{}\" in {} section; ignored",
-                opt.line, opt.name, sec.stype
-            )));
-            continue;
-        };
-        handler(l, li, &Arg { value: &opt.value }).map_err(err)?;
     }
     Ok(())
+}
+
+/// One mosquitto.conf line, `key args`, from option `label` at `file:line`.
+fn apply(
+    st: &mut State,
+    file: &str,
+    line: usize,
+    label: &str,
+    key: &str,
+    args: &[&str],
+) -> Result<(), ConfigError> {
+    st.at = format!("{file}:{line}: {label}");
+    st.label = label.to_owned();
+    st.uci = true;
+    match st.apply(key, args) {
+        Ok(_) => Ok(()),
+        Err(m) => Err(parse_error(file, line, options::with_label(label, m))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Anonymous, ListenerProtocol, LogDest};
+    use std::time::Duration;
 
     fn one(text: &str) -> Section {
         let mut s = parse("t", text).unwrap();

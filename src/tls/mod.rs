@@ -16,3 +16,51 @@ pub use real::*;
 mod stub;
 #[cfg(not(feature = "tls"))]
 pub use stub::*;
+
+/// The blocking socket a client applet's TLS connection runs on: TCP, or a Unix domain
+/// socket (`--unix` with TLS options, as the Mosquitto clients allow).
+pub enum ClientSocket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl ClientSocket {
+    pub fn set_read_timeout(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        match self {
+            ClientSocket::Tcp(s) => s.set_read_timeout(t),
+            ClientSocket::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        match self {
+            ClientSocket::Tcp(s) => s.shutdown(how),
+            ClientSocket::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl std::io::Read for ClientSocket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ClientSocket::Tcp(s) => s.read(buf),
+            ClientSocket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for ClientSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ClientSocket::Tcp(s) => s.write(buf),
+            ClientSocket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientSocket::Tcp(s) => s.flush(),
+            ClientSocket::Unix(s) => s.flush(),
+        }
+    }
+}

@@ -225,6 +225,15 @@ impl ServerTls {
     }
 
     pub fn accept(&self, sock: TcpStream) -> Result<ServerStream, String> {
+        self.accept_on(Socket::Tcp(sock))
+    }
+
+    /// TLS on a Unix socket listener, as Mosquitto 2.0 offers when it has `certfile`.
+    pub fn accept_unix(&self, sock: mio::net::UnixStream) -> Result<ServerStream, String> {
+        self.accept_on(Socket::Unix(sock))
+    }
+
+    fn accept_on(&self, sock: Socket) -> Result<ServerStream, String> {
         let conn = ServerConnection::new(self.config.clone()).map_err(|e| e.to_string())?;
         Ok(ServerStream {
             conn: Connection::Server(conn),
@@ -343,7 +352,7 @@ impl ClientTls {
         let conn = ClientConnection::new(self.config.clone(), name).map_err(|e| e.to_string())?;
         Ok(ServerStream {
             conn: Connection::Client(conn),
-            sock,
+            sock: Socket::Tcp(sock),
             identity_as_username: false,
         })
     }
@@ -354,7 +363,7 @@ impl ClientTls {
     /// certificate problem is reported before any MQTT is sent.
     pub fn connect_blocking(
         &self,
-        mut sock: std::net::TcpStream,
+        mut sock: super::ClientSocket,
         host: &str,
     ) -> Result<BlockingTls, String> {
         let name = ServerName::try_from(host.to_owned())
@@ -369,10 +378,10 @@ impl ClientTls {
 }
 
 /// A TLS client connection on a blocking socket (the client applets).
-pub struct BlockingTls(rustls::StreamOwned<ClientConnection, std::net::TcpStream>);
+pub struct BlockingTls(rustls::StreamOwned<ClientConnection, super::ClientSocket>);
 
 impl BlockingTls {
-    pub fn tcp(&self) -> &std::net::TcpStream {
+    pub fn socket(&self) -> &super::ClientSocket {
         self.0.get_ref()
     }
 }
@@ -393,10 +402,41 @@ impl Write for BlockingTls {
     }
 }
 
+/// The non-blocking socket under a TLS connection.
+enum Socket {
+    Tcp(TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.flush(),
+            Socket::Unix(s) => s.flush(),
+        }
+    }
+}
+
 /// One TLS connection (either side) on a non-blocking socket.
 pub struct ServerStream {
     conn: Connection,
-    sock: TcpStream,
+    sock: Socket,
     identity_as_username: bool,
 }
 
@@ -470,8 +510,28 @@ impl ServerStream {
         self.conn.wants_write()
     }
 
-    pub fn socket(&mut self) -> &mut TcpStream {
-        &mut self.sock
+    /// The TCP socket underneath; `None` on a Unix socket.
+    pub fn socket(&mut self) -> Option<&mut TcpStream> {
+        match &mut self.sock {
+            Socket::Tcp(s) => Some(s),
+            Socket::Unix(_) => None,
+        }
+    }
+
+    /// What the poll registers.
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match &mut self.sock {
+            Socket::Tcp(s) => s,
+            Socket::Unix(s) => s,
+        }
+    }
+
+    /// Shuts the socket down both ways.
+    pub fn shutdown(&mut self) {
+        let _ = match &mut self.sock {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
     }
 
     /// The client certificate's common name, when the listener uses it as the username.

@@ -14,6 +14,10 @@ impl ServerTls {
     pub fn accept(&self, _sock: TcpStream) -> Result<ServerStream, String> {
         Err("no TLS support".into())
     }
+
+    pub fn accept_unix(&self, _sock: mio::net::UnixStream) -> Result<ServerStream, String> {
+        Err("no TLS support".into())
+    }
 }
 
 pub struct ClientTls;
@@ -36,7 +40,7 @@ impl ClientTls {
 
     pub fn connect_blocking(
         &self,
-        _sock: std::net::TcpStream,
+        _sock: super::ClientSocket,
         _host: &str,
     ) -> Result<BlockingTls, String> {
         Err("no TLS support".into())
@@ -47,7 +51,7 @@ impl ClientTls {
 pub enum BlockingTls {}
 
 impl BlockingTls {
-    pub fn tcp(&self) -> &std::net::TcpStream {
+    pub fn socket(&self) -> &super::ClientSocket {
         match *self {}
     }
 }
@@ -88,7 +92,15 @@ impl ServerStream {
         match *self {}
     }
 
-    pub fn socket(&mut self) -> &mut TcpStream {
+    pub fn socket(&mut self) -> Option<&mut TcpStream> {
+        match *self {}
+    }
+
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match *self {}
+    }
+
+    pub fn shutdown(&mut self) {
         match *self {}
     }
 
