@@ -326,14 +326,15 @@ fn start_fails(text: &str) -> Output {
 #[test]
 fn unknown_keys_warn_with_file_and_line_and_start() {
     let mut b = Broker::with_config(
-        "allow_anonymous true\nbogus_option 42\nmax_inflight_bytes 0\ncheck_retain_source true\n",
+        "allow_anonymous true\nbogus_option 42\nmax_inflight_bytes 0\nwebsockets_log_level 0\n\
+         check_retain_source false\n",
     );
     // The harness writes `listener 0 127.0.0.1` as line 1.
     let w = b.wait_log("unknown configuration variable \"bogus_option\"; ignored");
     assert!(w.contains("Warning: ") && w.contains(".conf:3: "), "{w}");
     let w = b.wait_log("max_inflight_bytes is not supported by rmqtt; ignored");
     assert!(w.contains(".conf:4: "), "{w}");
-    let w = b.wait_log("check_retain_source is not supported by rmqtt; ignored");
+    let w = b.wait_log("websockets_log_level is not supported by rmqtt; ignored");
     assert!(w.contains(".conf:5: "), "{w}");
     b.assert_healthy();
 }
@@ -344,7 +345,7 @@ fn security_relevant_unknown_keys_refuse_to_start() {
         ("auth_plugin /usr/lib/mosquitto-go-auth.so", "auth_plugin"),
         ("psk_file /etc/mosquitto/psk", "psk_file"),
         ("psk_hint rmqtt", "psk_hint"),
-        ("crlfile /etc/mosquitto/crl.pem", "crlfile"),
+        ("dhparamfile /etc/mosquitto/dh.pem", "dhparamfile"),
         ("use_subject_as_username true", "use_subject_as_username"),
     ] {
         let out = start_fails(&format!("listener 0 127.0.0.1\n{key}\n"));
@@ -357,6 +358,36 @@ fn security_relevant_unknown_keys_refuse_to_start() {
         assert!(
             !out.stderr.contains(" running"),
             "{key} must stop before running: {out:?}"
+        );
+    }
+}
+
+/// Keys whose Mosquitto meaning rmqtt does not implement stop it with file and line: a
+/// listener's own password file or ACL, and the check of a retained message's publisher.
+#[test]
+fn per_listener_auth_and_check_retain_source_refuse_to_start() {
+    for (body, line, needle) in [
+        (
+            "per_listener_settings true\nlistener 0 127.0.0.1\npassword_file /etc/pw\n",
+            3,
+            "password_file: one listener's own password_file (per_listener_settings true) is not supported",
+        ),
+        (
+            "per_listener_settings true\nlistener 0 127.0.0.1\nacl_file /etc/acl\n",
+            3,
+            "acl_file: one listener's own acl_file (per_listener_settings true) is not supported",
+        ),
+        (
+            "listener 0 127.0.0.1\ncheck_retain_source true\n",
+            2,
+            "check_retain_source: true is not supported by rmqtt",
+        ),
+    ] {
+        let out = start_fails(body);
+        assert!(
+            out.stderr
+                .contains(&format!("broker.conf:{line}: {needle}")),
+            "{body:?}: {out:?}"
         );
     }
 }
@@ -385,4 +416,42 @@ fn unreadable_auth_files_refuse_to_start() {
             .contains("Error: /nonexistent/pwfile: unable to read password file: "),
         "{out:?}"
     );
+}
+
+/// `--test-config` never prints a secret: bridge passwords (mosquitto.conf `remote_password`,
+/// UCI `option password`) show only that one is set, in stdout and stderr alike.
+#[test]
+fn test_config_never_prints_bridge_passwords() {
+    let dir = TempDir::new("secrets");
+    let conf = dir.path().join("bridge.conf");
+    std::fs::write(
+        &conf,
+        "listener 1883\nallow_anonymous true\nconnection up\naddress 192.0.2.1:1883\n\
+         topic # both 0\nremote_username bob\nremote_password s3cret-conf-pw\n",
+    )
+    .unwrap();
+    let uci = dir.path().join("rmqtt");
+    std::fs::write(
+        &uci,
+        "config mosquitto\n\toption allow_anonymous '1'\n\nconfig listener\n\toption port '1883'\n\n\
+         config bridge\n\toption connection 'up'\n\toption address '192.0.2.1:1883'\n\
+         \tlist topic '# both 0'\n\toption remote_username 'bob'\n\toption password 's3cret-uci-pw'\n",
+    )
+    .unwrap();
+    for (f, secret) in [(&conf, "s3cret-conf-pw"), (&uci, "s3cret-uci-pw")] {
+        let out = test_config(f);
+        out.assert_success(&format!("--test-config {}", f.display()));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            !all.contains(secret),
+            "{} printed its secret:\n{all}",
+            f.display()
+        );
+        assert!(
+            out.stdout.contains("remote_password: (set, not shown)"),
+            "{}:\n{}",
+            f.display(),
+            out.stdout
+        );
+    }
 }

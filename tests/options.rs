@@ -5,10 +5,18 @@
 //! - `use_username_as_clientid true`: the username names the session (a second login as the
 //!   same user takes the first one over, whatever client id it sends; the log says
 //!   `as alice`), and a client without a username is refused as not authorised.
+//! - `bind_interface`: `lo` takes loopback connections, another device refuses them, an
+//!   unknown one stops the broker.
+//! - Bridge options, with two rmqtt processes: `bridge_outgoing_retain`,
+//!   `notifications_local_only`, `bridge_attempt_unsubscribe`, `bridge_bind_address`. What
+//!   must not arrive is proven with a marker message that takes the same path afterwards.
 
+mod common;
 mod common_interop;
 
+use common::{Client, ConnectOpts};
 use common_interop::{find_tool, run, start_mosquitto, start_rmqtt, Broker, Running, STEP};
+use rmqtt::protocol::Packet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -95,5 +103,195 @@ fn use_username_as_clientid_from_uci() {
         out.stdout.contains("\nuse_username_as_clientid: true\n"),
         "{}",
         out.stdout
+    );
+}
+
+fn test_config_uci(text: &str) -> String {
+    let dir = common_interop::TempDir::new("opt-uci2");
+    let f = dir.path().join("rmqtt");
+    std::fs::write(&f, text).unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+            .arg("-u")
+            .arg(&f)
+            .arg("--test-config"),
+        None,
+        STEP,
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    out.stdout
+}
+
+#[test]
+fn bind_interface_takes_only_that_device() {
+    let lo = start_rmqtt("allow_anonymous true\nbind_interface lo\n");
+    let mut c = Client::open(lo.port);
+    c.send(&ConnectOpts::new("on-lo").encode());
+    assert_eq!(c.expect_connack().code, 0);
+
+    // Another device: what comes in over loopback is not for this socket.
+    let other = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n != "lo");
+    if let Some(dev) = other {
+        let b = start_rmqtt(&format!("allow_anonymous true\nbind_interface {dev}\n"));
+        let e = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{dev}: {e}"
+        );
+    }
+
+    let dir = common_interop::TempDir::new("bind-if");
+    let conf = dir.path().join("r.conf");
+    std::fs::write(&conf, "listener 0 127.0.0.1\nbind_interface no-such-dev0\n").unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+            .arg("-c")
+            .arg(&conf),
+        None,
+        STEP,
+    );
+    assert_ne!(out.code(), Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("bind_interface no-such-dev0: "),
+        "{out:?}"
+    );
+
+    let text = test_config_uci(
+        "config listener\n\toption port '1883'\n\toption bind_interface 'br-lan'\n",
+    );
+    assert!(text.contains("\n    bind_interface: br-lan\n"), "{text}");
+}
+
+/// What `topic` holds retained on the broker at `port` right now (a fresh subscription, then
+/// PINGREQ: the retained copy, if any, comes before PINGRESP).
+fn retained_now(port: u16, topic: &str, id: &str) -> Option<String> {
+    let mut c = Client::open(port);
+    c.send(&ConnectOpts::new(id).encode());
+    assert_eq!(c.expect_connack().code, 0);
+    c.subscribe(1, &[(topic, 0)]);
+    c.send(&common::PINGREQ);
+    match c.expect_packet() {
+        Packet::Publish(p) => Some(String::from_utf8_lossy(&p.payload).into_owned()),
+        Packet::PingResp => None,
+        p => panic!("unexpected {p:?}"),
+    }
+}
+
+fn connected(port: u16, id: &str) -> Client {
+    let mut c = Client::open(port);
+    c.send(&ConnectOpts::new(id).encode());
+    assert_eq!(c.expect_connack().code, 0);
+    c
+}
+
+fn expect(c: &mut Client, topic: &str, payload: &str) {
+    let p = c.expect_publish_within(STEP);
+    if p.qos.as_u8() == 1 {
+        c.send(&common::puback(p.pid));
+    }
+    assert_eq!((&*p.topic, &p.payload[..]), (topic, payload.as_bytes()));
+}
+
+/// A remote broker, a subscriber on it to `r/#`, and a local broker bridged to it with
+/// `extra` in the connection block; returns once a marker crossed the bridge.
+fn bridged(extra: &str) -> (Broker, Broker, Client) {
+    let remote = start_rmqtt("allow_anonymous true\nlog_type all\n");
+    let mut sub = connected(remote.port, "remote-sub");
+    sub.subscribe(1, &[("r/#", 1)]);
+    let local = start_rmqtt(&format!(
+        "allow_anonymous true\nconnection up\naddress 127.0.0.1:{}\nremote_clientid up-bridge\n\
+         restart_timeout 1 2\ntopic r/# out 1\ntopic in/# in 1\n{extra}",
+        remote.port
+    ));
+    let mut p = connected(local.port, "local-pub");
+    p.publish_q1(1, "r/first", b"m");
+    expect(&mut sub, "r/first", "m");
+    (remote, local, sub)
+}
+
+#[test]
+fn bridge_outgoing_retain() {
+    for (extra, want) in [("", Some("v1")), ("bridge_outgoing_retain false\n", None)] {
+        let (remote, local, mut sub) = bridged(extra);
+        let mut p = connected(local.port, "retainer");
+        p.send(&common::publish("r/kept", b"v1", 0, true, false, 0));
+        expect(&mut sub, "r/kept", "v1");
+        assert_eq!(
+            retained_now(remote.port, "r/kept", "check").as_deref(),
+            want,
+            "{extra:?}"
+        );
+        // The local broker keeps its own retained copy either way.
+        assert_eq!(
+            retained_now(local.port, "r/kept", "check").as_deref(),
+            Some("v1")
+        );
+    }
+    let text = test_config_uci(
+        "config bridge 'up'\n\toption address 'h'\n\tlist topic 'a/#'\n\toption bridge_outgoing_retain '0'\n",
+    );
+    assert!(
+        text.contains("\n    bridge_outgoing_retain: false\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bridge_notifications_local_only() {
+    let state = "$SYS/broker/connection/up/state";
+    for (extra, remote_copy) in [("", Some("1")), ("notifications_local_only true\n", None)] {
+        let (remote, local, _sub) = bridged(extra);
+        assert_eq!(retained_now(local.port, state, "c").as_deref(), Some("1"));
+        // The notification goes out before the marker `bridged` waited for.
+        assert_eq!(
+            retained_now(remote.port, state, "c").as_deref(),
+            remote_copy,
+            "{extra:?}"
+        );
+    }
+}
+
+#[test]
+fn bridge_attempt_unsubscribe() {
+    let needle = "Received UNSUBSCRIBE from up-bridge";
+    let (remote, _local, _sub) = bridged("");
+    remote.wait_log(needle);
+    let (remote, local, mut sub) = bridged("bridge_attempt_unsubscribe false\n");
+    // A second marker, logged by the remote after anything the bridge sent on connect.
+    let mut p = connected(local.port, "local-pub2");
+    p.publish_q1(1, "r/second", b"m2");
+    expect(&mut sub, "r/second", "m2");
+    remote.wait_log("Sending PUBLISH to remote-sub (d0, q1, r0, m2, 'r/second'");
+    assert!(!remote.log().contains(needle), "{}", remote.log());
+}
+
+#[test]
+fn bridge_bind_address() {
+    let (remote, _local, _sub) = bridged("bridge_bind_address 127.0.0.2\n");
+    remote.wait_log("New connection from 127.0.0.2:");
+    let dir = common_interop::TempDir::new("bridge-bind");
+    let conf = dir.path().join("r.conf");
+    std::fs::write(
+        &conf,
+        "connection up\naddress h\nbridge_bind_address eth0\n",
+    )
+    .unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("--test-config"),
+        None,
+        STEP,
+    );
+    assert_eq!(out.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(":3: bridge_bind_address: invalid address (eth0)"),
+        "{out:?}"
     );
 }

@@ -183,7 +183,13 @@ fn state_survives(stop: Stop) {
         }
     }
     drop((inflight, q2pub, publisher));
-    assert!(db(&dir.path).exists(), "no persistence file after {stop:?}");
+    // With the journal (the default) an acknowledgement follows the journal's sync; the
+    // snapshot of a compaction started by the policy may still be in progress.
+    let journal = dir.path.join("rmqtt.db.journal");
+    assert!(
+        db(&dir.path).exists() || journal.exists(),
+        "no persistence file after {stop:?}"
+    );
 
     let b = Broker::with_config(&config);
     b.wait_log("Restored 2 retained messages and 3 sessions");
@@ -334,8 +340,8 @@ fn flipped_byte_is_reported_kept_aside_and_the_rest_recovered() {
 fn truncated_file_is_reported_kept_aside_and_the_rest_recovered() {
     let good = good_file();
     start_on_damaged(&good[..good.len() - 13], "truncated", &all_fx());
-    // Inside the message records, before any retained record.
-    start_on_damaged(&good[..good.len() / 3], "truncated", &BTreeMap::new());
+    // Inside the first message record (after the 8-byte magic and the 17-byte generation).
+    start_on_damaged(&good[..30], "truncated", &BTreeMap::new());
 }
 
 #[test]

@@ -553,3 +553,63 @@ fn uci_bridge_with_cafile_uses_tls_after_reload() {
     local.publish_q1(1, "up/x", b"over TLS");
     far.expect_message("up/x", b"over TLS", 0);
 }
+
+/// TCP_NODELAY of the broker's end of `client`'s connection, read from the broker's own socket
+/// (a duplicate taken with pidfd_getfd).
+fn broker_nodelay(b: &Broker, client: &Client) -> bool {
+    let want = client.stream.local_addr().unwrap();
+    // SAFETY: plain syscalls on descriptors this function opens and closes; the buffers
+    // passed are local and sized as the calls expect.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, b.pid() as libc::c_int, 0) as libc::c_int;
+        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        let mut found = None;
+        for entry in std::fs::read_dir(format!("/proc/{}/fd", b.pid())).unwrap() {
+            let Ok(n) = entry.unwrap().file_name().to_string_lossy().parse::<libc::c_int>() else {
+                continue;
+            };
+            let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, n, 0) as libc::c_int;
+            if fd < 0 {
+                continue;
+            }
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let peer = libc::getpeername(fd, &mut sa as *mut _ as *mut libc::sockaddr, &mut len);
+            if peer == 0
+                && i32::from(sa.sin_family) == libc::AF_INET
+                && u16::from_be(sa.sin_port) == want.port()
+            {
+                let mut on: libc::c_int = 0;
+                let mut olen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                let r = libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    &mut on as *mut _ as *mut libc::c_void,
+                    &mut olen,
+                );
+                assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+                found = Some(on != 0);
+            }
+            libc::close(fd);
+        }
+        libc::close(pidfd);
+        found.expect("the broker's socket of the client")
+    }
+}
+
+/// `set_tcp_nodelay` changed by a reload applies to the connections already open and to the
+/// ones accepted after it.
+#[test]
+fn reload_applies_set_tcp_nodelay() {
+    let b = Broker::with_config("allow_anonymous true\nset_tcp_nodelay true\n");
+    let old = b.client("nodelay-old");
+    assert!(broker_nodelay(&b, &old));
+    reload(&b, "allow_anonymous true\nset_tcp_nodelay false\n", 1);
+    let new = b.client("nodelay-new");
+    assert!(!broker_nodelay(&b, &old));
+    assert!(!broker_nodelay(&b, &new));
+    reload(&b, "allow_anonymous true\nset_tcp_nodelay true\n", 2);
+    assert!(broker_nodelay(&b, &old));
+    assert!(broker_nodelay(&b, &new));
+}

@@ -457,6 +457,114 @@ fn rmqtt_clients_against_mosquitto_tls() {
     );
 }
 
+/// `openssl s_client` with `extra` arguments (a version and a cipher choice).
+fn s_client(pki: &Pki, port: u16, extra: &[&str]) -> Output {
+    run(
+        Command::new(&pki.openssl)
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .args(["-CAfile", &pki.path("ca.crt"), "-verify_return_error"]),
+        None,
+        STEP,
+    )
+}
+
+/// `ciphers` (TLS 1.2) and `ciphers_tls1.3` take OpenSSL names; a suite left out is refused
+/// in the handshake, and a name rustls has no suite for is a configuration error.
+#[test]
+fn ciphers_and_ciphers_tls13_select_suites() {
+    let Some((pki, _sub, _pub)) = pki("tls-ciphers") else {
+        return;
+    };
+    let (broker, port) = tls_broker(
+        &pki,
+        "ciphers ECDHE-ECDSA-AES256-GCM-SHA384\nciphers_tls1.3 TLS_CHACHA20_POLY1305_SHA256\n",
+        "allow_anonymous true\n",
+    );
+    let ok = s_client(
+        &pki,
+        port,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+    );
+    ok.assert_success("the allowed TLS 1.2 suite");
+    assert!(
+        ok.stdout.contains("ECDHE-ECDSA-AES256-GCM-SHA384"),
+        "{ok:?}"
+    );
+    let no = s_client(
+        &pki,
+        port,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+    );
+    refused(&no, "another TLS 1.2 suite", &broker);
+    let ok = s_client(
+        &pki,
+        port,
+        &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"],
+    );
+    ok.assert_success("the allowed TLS 1.3 suite");
+    assert!(ok.stdout.contains("TLS_CHACHA20_POLY1305_SHA256"), "{ok:?}");
+    let no = s_client(
+        &pki,
+        port,
+        &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+    );
+    refused(&no, "another TLS 1.3 suite", &broker);
+
+    let conf = pki.dir.path().join("bad.conf");
+    std::fs::write(&conf, "listener 8883\nciphers HIGH:!aNULL\n").unwrap();
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("--test-config"),
+        None,
+        STEP,
+    );
+    assert_eq!(out.code(), Some(3), "{out:?}");
+    assert!(
+        out.stderr
+            .contains(":2: ciphers: unsupported cipher (HIGH); use ECDHE-ECDSA-"),
+        "{out:?}"
+    );
+}
+
+/// `crlfile`: a client certificate the CA has revoked is refused, another one still works.
+#[test]
+fn crlfile_refuses_revoked_client_certificates() {
+    let Some((pki, _sub_tool, pub_tool)) = pki("tls-crl") else {
+        return;
+    };
+    std::fs::write(
+        pki.dir.path().join("ca.cnf"),
+        "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+         default_md = sha256\ndefault_crl_days = 2\n",
+    )
+    .unwrap();
+    std::fs::write(pki.dir.path().join("index.txt"), "").unwrap();
+    std::fs::write(pki.dir.path().join("crlnumber"), "01\n").unwrap();
+    let ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt"];
+    pki.openssl(&[&["ca", "-revoke", "bob.crt"][..], &ca].concat());
+    pki.openssl(&[&["ca", "-gencrl", "-out", "crl.pem"][..], &ca].concat());
+    let (broker, port) = tls_broker(
+        &pki,
+        &format!(
+            "cafile {}\nrequire_certificate true\ncrlfile {}\n",
+            pki.path("ca.crt"),
+            pki.path("crl.pem")
+        ),
+        "allow_anonymous true\n",
+    );
+    let alice = with_cert(base(&pki, port), &pki, "alice");
+    publish(&pub_tool, &alice, "c/x", "a").assert_success("alice, not revoked");
+    let bob = with_cert(base(&pki, port), &pki, "bob");
+    refused(
+        &publish(&pub_tool, &bob, "c/x", "b"),
+        "bob, revoked",
+        &broker,
+    );
+}
+
 /// TLS on a Unix socket listener (`listener 0 PATH` with `certfile`/`keyfile`), which
 /// Mosquitto 2.0 accepts too: `rmqtt_sub`/`rmqtt_pub --unix PATH --cafile` check the
 /// certificate against `-h` (default localhost) over the socket, against rmqtt and against

@@ -18,7 +18,7 @@ use super::core::{id32, Broker, Close, Conn, Effect, Timer};
 use super::session::{Expiry, Session};
 use crate::config::{Bridge, BridgeTopic, Direction, StartType};
 use crate::protocol::{
-    ConnAck, Connect, Packet, Properties, Publish, QoS, SubOptions, Subscribe, Version,
+    ConnAck, Connect, Packet, Properties, Publish, QoS, SubOptions, Subscribe, Unsubscribe, Version,
 };
 use bytes::Bytes;
 use log::{info, warn};
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Remap {
     pub topics: Vec<BridgeTopic>,
+    /// `bridge_outgoing_retain`: false clears the retain flag of what is sent.
+    pub outgoing_retain: bool,
 }
 
 impl Remap {
@@ -127,8 +129,11 @@ impl Broker {
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {
                 let filter = t.local_filter();
+                // The retain flag crosses the bridge as published, as in Mosquitto
+                // (`bridge_outgoing_retain false` clears it on the way out).
                 let opts = SubOptions {
                     qos: QoS::from_u8(t.qos).unwrap_or_default(),
+                    retain_as_published: true,
                     ..SubOptions::default()
                 };
                 self.table.subscribe(sid, &filter, opts, None);
@@ -136,6 +141,7 @@ impl Broker {
             let b = BridgeState {
                 remap: Rc::new(Remap {
                     topics: cfg.topics.clone(),
+                    outgoing_retain: cfg.outgoing_retain,
                 }),
                 cfg: cfg.clone(),
                 session: sid,
@@ -286,7 +292,7 @@ impl Broker {
             5 => Version::V5,
             _ => Version::V311,
         };
-        let id = self.open_conn(peer, peer.port(), true, now);
+        let id = self.open_conn(peer, true, now);
         let epoch = self.serial();
         if let Some(b) = self.bridges.get_mut(idx) {
             b.conn = Some(id);
@@ -301,13 +307,17 @@ impl Broker {
             c.keep_alive_secs = cfg.keepalive;
             c.client_id = Arc::from(client_id.as_str());
         }
-        let will = notify.map(|t| crate::protocol::Will {
-            topic: Arc::from(t.as_str()),
-            payload: Bytes::from_static(b"0"),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-        });
+        // notifications_local_only: the remote hears nothing of the state, not even the will.
+        let will =
+            notify
+                .filter(|_| !cfg.notifications_local_only)
+                .map(|t| crate::protocol::Will {
+                    topic: Arc::from(t.as_str()),
+                    payload: Bytes::from_static(b"0"),
+                    qos: QoS::AtLeastOnce,
+                    retain: cfg.outgoing_retain,
+                    properties: Properties::default(),
+                });
         let mut props = Properties::default();
         if version.is_v5() && !cfg.cleansession {
             props.session_expiry_interval = Some(u32::MAX);
@@ -399,12 +409,32 @@ impl Broker {
                 }),
             );
         }
-        if let Some(t) = notify {
-            self.publish_internal(&t, Bytes::from_static(b"1"), true, now);
+        // As Mosquitto does: an `out` rule's remote topic is unsubscribed, so a rule changed
+        // from `in` to `out` stops what the remote session still had subscribed.
+        let out: Vec<String> = cfg
+            .topics
+            .iter()
+            .filter(|t| cfg.attempt_unsubscribe && t.direction == Direction::Out)
+            .map(|t| t.remote_filter())
+            .collect();
+        if !out.is_empty() {
+            self.send(
+                id,
+                &Packet::Unsubscribe(Unsubscribe {
+                    pid: 2,
+                    filters: out,
+                    properties: Properties::default(),
+                }),
+            );
+        }
+        if let Some(t) = &notify {
+            self.publish_internal(t, Bytes::from_static(b"1"), true, now);
+        }
+        if let Some(t) = notify.filter(|_| !cfg.notifications_local_only) {
             let p = Publish {
                 dup: false,
                 qos: QoS::AtMostOnce,
-                retain: true,
+                retain: cfg.outgoing_retain,
                 topic: Arc::from(t.as_str()),
                 pid: 0,
                 payload: Bytes::from_static(b"1"),

@@ -41,6 +41,58 @@ impl Close {
     }
 }
 
+/// What drained output buffers kept as spares may hold in all, and how many there may be.
+const SPARE_MAX: usize = 64 * 1024;
+const SPARES: usize = 16;
+
+thread_local! {
+    /// Drained output buffers, kept for the next connections that have something to send,
+    /// with their total capacity. Idle connections hold no output buffer, so without them a
+    /// busy loop allocates a buffer and grows it from nothing (a reallocation per doubling)
+    /// for every batch it writes. Per broker thread, at most [`SPARE_MAX`] bytes in all.
+    /// Boxed as `Conn::out` holds them: a buffer moves between the two without a new box.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<(Vec<Box<BytesMut>>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+fn take_spare() -> Box<BytesMut> {
+    SPARE
+        .with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            let (list, total) = &mut *s;
+            let b = list.pop()?;
+            *total = total.saturating_sub(b.capacity());
+            Some(b)
+        })
+        .unwrap_or_default()
+}
+
+fn give_spare(mut b: Box<BytesMut>) {
+    b.clear();
+    // An emptied buffer's capacity counts from where its reading stopped: reclaimed (moved
+    // to the front) when the whole allocation is over the limit, so that it is seen and
+    // dropped; a smaller one is reclaimed by its next write.
+    let _ = b.try_reclaim(SPARE_MAX + 1);
+    SPARE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            let (list, total) = &mut *s;
+            if list.len() < SPARES && *total + b.capacity() <= SPARE_MAX {
+                *total += b.capacity();
+                list.push(b);
+            }
+        }
+    });
+}
+
+/// [`Conn::session_ix`] of a connection without a session.
+const NO_SESSION: u32 = u32::MAX;
+
+/// Nanoseconds from `origin` to `at` (0 if `at` is earlier).
+fn since(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Protocol state of one network connection.
 pub struct Conn {
     /// Encoded packets waiting for the socket. Boxed and dropped when drained: an idle
@@ -50,12 +102,15 @@ pub struct Conn {
     /// The peer's address, 20 bytes where a `SocketAddr` takes 32; see [`Conn::peer`].
     pub(super) peer_ip: IpAddr,
     pub(super) peer_port: u16,
-    /// The session's slab index (below 2^32) once CONNECT is accepted; see [`Conn::session`].
-    pub(super) session_ix: Option<u32>,
+    /// The session's slab index (below 2^32) once CONNECT is accepted, [`NO_SESSION`] before;
+    /// see [`Conn::session`]. Four bytes where an `Option<u32>` takes eight.
+    session_ix: u32,
     pub client_id: Arc<str>,
     /// Shared with the session: one allocation, and cloned by reference count per PUBLISH.
     pub username: Option<Arc<str>>,
-    pub last_rx: Instant,
+    /// When the last packet came, in nanoseconds after the broker's origin (see
+    /// [`Conn::last_rx`]): eight bytes where an `Instant` takes sixteen.
+    last_rx_ns: u64,
     /// Boxed: most connections have none, and a will is large.
     pub will: Option<Box<Will>>,
     /// What few connections use, boxed so that the common one pays a pointer (see
@@ -63,7 +118,6 @@ pub struct Conn {
     pub extra: Option<Box<ConnExtra>>,
     /// Keep alive in seconds (0: none), after `max_keepalive`.
     pub keep_alive_secs: u16,
-    pub port: u16,
     pub connected: bool,
     pub version: Version,
     pub close: Option<Close>,
@@ -93,9 +147,9 @@ pub struct ConnExtra {
 }
 
 impl Conn {
-    /// The output buffer, made when something is to be sent.
+    /// The output buffer, made when something is to be sent (the spare one if there is one).
     pub fn out_mut(&mut self) -> &mut BytesMut {
-        self.out.get_or_insert_with(Default::default)
+        self.out.get_or_insert_with(take_spare)
     }
 
     /// Encoded bytes not yet written to the socket.
@@ -103,19 +157,23 @@ impl Conn {
         self.out.as_deref().map_or(&[], |b| &b[..])
     }
 
-    /// `n` bytes were written; the buffer goes when nothing is left.
+    /// `n` bytes were written; the buffer goes when nothing is left (to the spare).
     pub fn out_consumed(&mut self, n: usize) {
         if let Some(b) = self.out.as_deref_mut() {
             b.advance(n.min(b.len()));
             if b.is_empty() {
-                self.out = None;
+                if let Some(b) = self.out.take() {
+                    give_spare(b);
+                }
             }
         }
     }
 
     /// Drops what was not written (the connection failed).
     pub fn out_clear(&mut self) {
-        self.out = None;
+        if let Some(b) = self.out.take() {
+            give_spare(b);
+        }
     }
 
     pub fn peer(&self) -> SocketAddr {
@@ -124,11 +182,25 @@ impl Conn {
 
     /// The session, once CONNECT is accepted.
     pub fn session(&self) -> Option<usize> {
-        self.session_ix.map(|s| s as usize)
+        (self.session_ix != NO_SESSION).then_some(self.session_ix as usize)
     }
 
     pub fn set_session(&mut self, session: Option<usize>) {
-        self.session_ix = session.and_then(|s| u32::try_from(s).ok());
+        self.session_ix = session
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(NO_SESSION);
+    }
+
+    /// When the last packet came; `origin` is the broker's ([`Broker::origin`]).
+    pub(super) fn last_rx(&self, origin: Instant) -> Instant {
+        origin
+            .checked_add(Duration::from_nanos(self.last_rx_ns))
+            .unwrap_or(origin)
+    }
+
+    /// A packet came at `at` (not before the last one: time only moves on).
+    pub(super) fn saw_packet(&mut self, origin: Instant, at: Instant) {
+        self.last_rx_ns = self.last_rx_ns.max(since(origin, at));
     }
 
     pub fn extra_mut(&mut self) -> &mut ConnExtra {
@@ -142,15 +214,15 @@ impl Conn {
     /// When the connection is closed unless a packet comes first: `connect_timeout` after it
     /// opened while CONNECT (or a bridge's CONNACK) is awaited, then one and a half keep alives
     /// after the last packet [MQTT-3.1.2-24]. `None`: no deadline (closing, or keep alive 0).
-    pub(super) fn deadline(&self, connect_timeout: Duration) -> Option<Instant> {
+    pub(super) fn deadline(&self, origin: Instant, connect_timeout: Duration) -> Option<Instant> {
         if self.close.is_some() || self.paused {
             // Paused: the broker is not reading it, so its silence proves nothing.
             None
         } else if !self.connected {
-            Some(self.last_rx + connect_timeout)
+            Some(self.last_rx(origin) + connect_timeout)
         } else if self.keep_alive_secs > 0 {
             let ka = self.keep_alive();
-            Some(self.last_rx + ka + ka / 2)
+            Some(self.last_rx(origin) + ka + ka / 2)
         } else {
             None
         }
@@ -214,28 +286,27 @@ impl Broker {
         if self.limits.connection_messages {
             info!("New connection from {} on port {}.", fmt_addr(&peer), port);
         }
-        self.open_conn(peer, port, anonymous_allowed, now)
+        self.open_conn(peer, anonymous_allowed, now)
     }
 
     /// A connection's protocol state, for accepted and outgoing (bridge) connections alike.
     pub(super) fn open_conn(
         &mut self,
         peer: SocketAddr,
-        port: u16,
         anonymous_allowed: bool,
         now: Instant,
     ) -> usize {
+        let origin = self.origin(now);
         let id = self.conns.insert(Conn {
             out: None,
             peer_ip: peer.ip(),
             peer_port: peer.port(),
-            port,
-            session_ix: None,
+            session_ix: NO_SESSION,
             connected: false,
             version: Version::V311,
             client_id: Arc::from(""),
             username: None,
-            last_rx: now,
+            last_rx_ns: since(origin, now),
             will: None,
             extra: None,
             keep_alive_secs: 0,

@@ -6,7 +6,7 @@
 //! [MQTT-3.1.2-4] [MQTT-3.1.2-6]; a resumed session gets a new attach epoch, so every timer
 //! of the previous attachment is stale. Part of [`Broker`]; no I/O, time passed in.
 
-use super::core::{fmt_addr, sys_write_forbidden, Broker, Close};
+use super::core::{fmt_addr, sys_write_forbidden, Broker, Close, Limits};
 use super::session::{Expiry, OutState, Session};
 use crate::auth::acl::Access;
 use crate::protocol::{reason, topic, ConnAck, Connect, Packet, Properties, Version};
@@ -94,6 +94,18 @@ impl Broker {
                 self.peer_of(id)
             );
             return self.refuse(id, reason::CLIENT_IDENTIFIER_NOT_VALID, version);
+        }
+        // Mosquitto's clientid_prefixes: checked on the id the client ends up with, an
+        // assigned one included, before the login.
+        if let Some(prefix) = &self.limits.clientid_prefixes {
+            if !client_id.starts_with(prefix.as_str()) {
+                info!(
+                    "Client {client_id} from {} refused: client id does not start with \
+                     clientid_prefixes ({prefix}).",
+                    self.peer_of(id)
+                );
+                return self.refuse(id, reason::NOT_AUTHORIZED, version);
+            }
         }
         if c.properties.authentication_method.is_some() {
             // Enhanced authentication is not offered. [MQTT-4.12.0-1]
@@ -201,6 +213,22 @@ impl Broker {
             }
         }
 
+        let key = match (self.limits.use_username_as_clientid, self.conns.get(id)) {
+            (false, _) => Some(Arc::from(client_id.as_str())),
+            (true, Some(conn)) => match conn.tls_identity() {
+                Some(identity) => identity.as_deref().map(Arc::from),
+                None => c.username.as_deref().map(Arc::from),
+            },
+            (true, None) => None,
+        };
+        if key.is_some_and(|k| !self.make_room_for_session(&k, now)) {
+            info!(
+                "Client {client_id} from {} refused: max_sessions ({}) reached, none offline.",
+                self.peer_of(id),
+                self.limits.budget.max_sessions
+            );
+            return self.refuse(id, reason::QUOTA_EXCEEDED, version);
+        }
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
@@ -222,8 +250,13 @@ impl Broker {
             }
         }
         conn.will = c.will.map(Box::new);
-        if let Some(max) = c.properties.topic_alias_maximum.filter(|&m| m > 0) {
-            conn.extra_mut().alias_out_max = max;
+        // The client may offer up to 65,535 aliases; the broker keeps at most
+        // max_outgoing_topic_alias topics for them (each holds a topic string).
+        let alias_cap = self.limits.budget.max_outgoing_topic_alias;
+        if let Some(max) = c.properties.topic_alias_maximum.map(|m| m.min(alias_cap)) {
+            if max > 0 {
+                conn.extra_mut().alias_out_max = max;
+            }
         }
         if let Some(max) = c.properties.maximum_packet_size {
             conn.extra_mut().max_packet_out = Some(max as usize);
@@ -333,6 +366,27 @@ impl Broker {
         if session_present {
             self.resume_session(sid, now);
         }
+    }
+
+    /// Whether a session for `key` fits in `max_sessions`. At the cap, a new client id takes
+    /// the place of the offline session that left longest ago, so offline sessions left by a
+    /// flood of client ids cannot lock out a newcomer; only when every session is connected
+    /// is the newcomer refused.
+    fn make_room_for_session(&mut self, key: &str, now: Instant) -> bool {
+        let cap = u64::from(self.limits.budget.max_sessions);
+        if self.table.id_of(key).is_some() || !Limits::at_cap(self.table.len(), cap) {
+            return true;
+        }
+        let victim = self
+            .table
+            .oldest_offline()
+            .and_then(|sid| Some((sid, self.table.get(sid)?.client_id.clone())));
+        let Some((sid, old)) = victim else {
+            return false;
+        };
+        info!("Offline session of {old} discarded for {key}: max_sessions ({cap}) reached.");
+        self.end_session(sid, now);
+        true
     }
 
     /// A resumed session may now belong to another user: what it holds for the client that

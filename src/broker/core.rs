@@ -24,9 +24,12 @@ use super::subs::Subscriber;
 pub(super) use super::timers::{id32, timer_live, Timer, Timers};
 use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
-use crate::config::{Config, ConfigError};
-use crate::protocol::{decode, reason, Connect, DecodeError, Disconnect, Packet, Properties};
-use log::info;
+use crate::config::{Config, ConfigError, ResourceBudget};
+use crate::protocol::{
+    decode, decode_publish, kind, reason, short_ack, Ack, Connect, DecodeError, Disconnect, Packet,
+    Properties,
+};
+use log::{info, log_enabled, Level};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,8 @@ pub struct Limits {
     pub queue_qos0: bool,
     pub allow_zero_length_clientid: bool,
     pub auto_id_prefix: String,
+    /// `clientid_prefixes`: the prefix every client id must have.
+    pub clientid_prefixes: Option<String>,
     pub use_username_as_clientid: bool,
     pub persistent_client_expiration: Option<Duration>,
     pub connection_messages: bool,
@@ -61,6 +66,9 @@ pub struct Limits {
     pub stall_timeout: Duration,
     /// `memory_limit`: heap bytes above which new PUBLISHes are refused; 0: none.
     pub memory_limit: usize,
+    /// Every client-growable resource after login, with its cap (0: none); `out_limit` is
+    /// its `max_output_bytes`.
+    pub budget: ResourceBudget,
 }
 
 impl Limits {
@@ -69,6 +77,10 @@ impl Limits {
             268_435_460
         } else {
             c.max_packet_size as usize
+        };
+        let out_limit = match usize::try_from(c.budget.max_output_bytes) {
+            Ok(0) | Err(_) => usize::MAX,
+            Ok(n) => n,
         };
         Limits {
             max_packet,
@@ -86,15 +98,22 @@ impl Limits {
             queue_qos0: c.queue_qos0_messages,
             allow_zero_length_clientid: c.allow_zero_length_clientid,
             auto_id_prefix: c.auto_id_prefix.clone(),
+            clientid_prefixes: c.clientid_prefixes.clone(),
             use_username_as_clientid: c.use_username_as_clientid,
             persistent_client_expiration: c.persistent_client_expiration,
             connection_messages: c.connection_messages,
             connect_timeout: Duration::from_secs(u64::from(c.connect_timeout.max(1))),
-            out_high_water: 256 * 1024,
-            out_limit: 16 * 1024 * 1024,
+            out_high_water: (256 * 1024).min(out_limit / 2).max(1),
+            out_limit,
             stall_timeout: Duration::from_secs(2),
             memory_limit: usize::try_from(c.memory_limit).unwrap_or(usize::MAX),
+            budget: c.budget,
         }
+    }
+
+    /// Whether `n` things already held reach `cap` (0: no cap).
+    pub(super) fn at_cap(n: usize, cap: u64) -> bool {
+        cap != 0 && n as u64 >= cap
     }
 
     /// Queue length above which a connected subscriber holds back its publishers.
@@ -211,6 +230,9 @@ pub struct Broker {
     /// Sessions, the client-id index, the subscription tree and the shared groups: one owner.
     pub(super) table: SessionTable,
     pub(super) retained: RetainStore,
+    /// The retained store's caps were reached and that was logged; cleared when a retained
+    /// message is stored again.
+    pub(super) retained_full: bool,
     pub(super) timers: Timers,
     /// When connect timeouts and keep alives are next checked ([`Broker::sweep`]); `None`
     /// while no connection has a deadline.
@@ -219,6 +241,8 @@ pub struct Broker {
     pub(super) effects: Vec<Effect>,
     /// The latest time the broker was given: when queued effects count as due.
     pub(super) last_now: Option<Instant>,
+    /// The first time the broker was given: connections keep their times relative to it.
+    pub(super) origin: Option<Instant>,
     /// Sessions whose queue or output is above the high-water mark, with since when.
     pub(super) congested: Vec<(usize, Instant)>,
     /// Connections paused on behalf of congested sessions.
@@ -245,10 +269,12 @@ impl Broker {
             conns: Slab::default(),
             table: SessionTable::default(),
             retained: RetainStore::default(),
+            retained_full: false,
             timers: Timers::default(),
             sweep_at: None,
             effects: Vec::new(),
             last_now: None,
+            origin: None,
             congested: Vec::new(),
             paused: Vec::new(),
             current: None,
@@ -319,6 +345,7 @@ impl Broker {
     /// Stops early when the connection is closing or paused, leaving the rest for later.
     pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
         self.saw(now);
+        let origin = self.origin(now);
         let mut used = 0;
         self.current = Some(id);
         while let Some(conn) = self.conns.get_mut(id) {
@@ -326,11 +353,28 @@ impl Broker {
                 break;
             }
             let rest = buf.get(used..).unwrap_or_default();
+            if conn.connected && !log_enabled!(Level::Debug) {
+                // The hot path (see `fast_packet`); the debug log wants every packet's line.
+                match self.fast_packet(id, rest, now) {
+                    Ok(Some(n)) => {
+                        used += n;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.protocol_error(id, &e);
+                        break;
+                    }
+                }
+            }
+            let Some(conn) = self.conns.get_mut(id) else {
+                break;
+            };
             match decode(rest, conn.version, self.limits.max_packet) {
                 Ok(None) => break,
                 Ok(Some((packet, n))) => {
                     used += n;
-                    conn.last_rx = now;
+                    conn.saw_packet(origin, now);
                     self.stats.messages_received += 1;
                     self.handle_packet(id, packet, now);
                 }
@@ -342,6 +386,40 @@ impl Broker {
         }
         self.current = None;
         used
+    }
+
+    /// A connected client's PUBLISH or short acknowledgement at the front of `buf`, handled
+    /// without building a [`Packet`]: what `handle_packet` (and `handle_bridge_packet`) would
+    /// do with it, minus the moves of a several-hundred-byte value. `Ok(Some(n))`: `n` bytes
+    /// were used; `Ok(None)`: not one of those (or not complete), `decode` takes it.
+    fn fast_packet(
+        &mut self,
+        id: usize,
+        buf: &[u8],
+        now: Instant,
+    ) -> Result<Option<usize>, DecodeError> {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return Ok(None);
+        };
+        let origin = self.origin.unwrap_or(now);
+        if let Some((kind, pid)) = short_ack(buf).filter(|_| self.limits.max_packet >= 4) {
+            conn.saw_packet(origin, now);
+            self.stats.messages_received += 1;
+            match kind {
+                kind::PUBACK => self.handle_puback(id, pid, now),
+                kind::PUBREC => self.handle_pubrec(id, Ack::new(pid), now),
+                kind::PUBREL => self.handle_pubrel(id, pid),
+                _ => self.handle_pubcomp(id, pid, now),
+            }
+            return Ok(Some(4));
+        }
+        let Some((p, n)) = decode_publish(buf, conn.version, self.limits.max_packet)? else {
+            return Ok(None);
+        };
+        conn.saw_packet(origin, now);
+        self.stats.messages_received += 1;
+        self.handle_publish(id, p, now);
+        Ok(Some(n))
     }
 
     /// The TLS client certificate's identity, for `use_identity_as_username` listeners.
@@ -412,8 +490,14 @@ impl Broker {
         self.effects.push(e);
     }
 
+    /// The origin of connections' times: the first time the broker was given.
+    pub(super) fn origin(&mut self, now: Instant) -> Instant {
+        *self.origin.get_or_insert(now)
+    }
+
     /// Notes the time of a call, for [`Broker::next_deadline`].
     pub(super) fn saw(&mut self, now: Instant) {
+        self.origin(now);
         if self.last_now.is_none_or(|t| t < now) {
             self.last_now = Some(now);
         }

@@ -57,7 +57,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     let view = PublishView {
         dup,
         qos: d.qos,
-        retain: d.retain,
+        retain: d.retain && c.remap().is_none_or(|r| r.outgoing_retain),
         topic,
         pid,
         payload: &d.msg.payload,
@@ -190,8 +190,11 @@ impl Broker {
                 let out_len = self.conns.get(cid).map_or(0, |c| c.out().len());
                 if d.qos == QoS::AtMostOnce {
                     if out_len >= self.limits.out_limit {
-                        self.stats.publish_dropped += 1;
-                        return;
+                        // max_output_bytes: QoS 0 is dropped, logged once per episode.
+                        return self.drop_message(sid);
+                    }
+                    if let Some(f) = s.flow_opt_mut().filter(|f| f.dropping) {
+                        f.dropping = false;
                     }
                     self.transmit(sid, cid, d, now);
                 } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
@@ -318,12 +321,13 @@ impl Broker {
             return;
         }
         let now = self.last_now;
+        let origin = self.origin;
         for id in std::mem::take(&mut self.paused) {
             if let Some(c) = self.conns.get_mut(id) {
                 c.paused = false;
                 // The pause was the broker's doing: the keep alive counts from its end.
-                if let Some(now) = now {
-                    c.last_rx = c.last_rx.max(now);
+                if let (Some(now), Some(origin)) = (now, origin) {
+                    c.saw_packet(origin, now);
                 }
                 self.push_effect(Effect::Resume(super::core::id32(id)));
                 self.arm_sweep(id);

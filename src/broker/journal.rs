@@ -11,7 +11,9 @@
 //! - recovery is the snapshot plus the journal of the same generation, replayed up to the
 //!   first record that is torn or fails its CRC; such a journal is moved aside
 //!   (`<file>.bad-<n>`) and reported, never silently dropped;
-//! - reading never panics on file contents (a journal is input).
+//! - reading never panics on file contents (a journal is input);
+//! - compaction does not stall the loop: [`super::compact`] writes the new snapshot in
+//!   slices while this journal goes on in `<file>.next`.
 //!
 //! A message's place in a session is an entry with an id (`jid`) unique for the life of the
 //! state; records name entries by id, so replay needs none of the broker's routing logic.
@@ -349,6 +351,9 @@ pub enum Recovered {
     Whole(usize, u64),
     /// A damaged journal, moved aside: what was read of it is only in memory.
     Damaged,
+    /// A compaction was interrupted: the journal and `.next`, or `.next` alone, were
+    /// replayed; a fresh snapshot is to be written.
+    Chained,
 }
 
 /// What the journal last wrote about one session.
@@ -364,6 +369,12 @@ struct Seen {
 /// The open journal file and what it has written since the last snapshot.
 pub struct Journal {
     path: PathBuf,
+    /// Where the journal of a compaction in progress is written (`<path>.next`).
+    next: PathBuf,
+    /// Records go to `next`: a compaction started and its snapshot is not in place yet.
+    pub chained: bool,
+    /// The file was created and its directory entry is not synced yet.
+    dir_unsynced: bool,
     file: Option<File>,
     gen: u64,
     buf: BytesMut,
@@ -383,8 +394,13 @@ const FACTOR: u64 = 2;
 
 impl Journal {
     pub fn new(path: PathBuf) -> Journal {
+        let mut next = path.clone().into_os_string();
+        next.push(".next");
         Journal {
             path,
+            next: PathBuf::from(next),
+            chained: false,
+            dir_unsynced: false,
             file: None,
             gen: 0,
             buf: BytesMut::new(),
@@ -400,75 +416,84 @@ impl Journal {
         &self.path
     }
 
+    pub fn next_path(&self) -> &Path {
+        &self.next
+    }
+
     pub fn gen(&self) -> u64 {
         self.gen
     }
 
     /// Reads the journal continuing `img` and applies it. A journal of another generation
     /// is older than the snapshot (a crash between the snapshot's rename and the new
-    /// journal's) and is ignored; a damaged one is moved aside and reported.
+    /// journal's) and is ignored; a damaged one is moved aside and reported. After an
+    /// interrupted compaction the journal of the next generation in `.next` follows (see
+    /// [`super::compact`]).
     pub fn recover(&mut self, img: Image, now: Instant) -> (Image, u64, Recovered) {
         self.gen = img.gen;
-        let data = match fs::read(&self.path) {
-            Ok(d) => d,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound {
-                    error!("Error: unable to read journal {}: {e}", self.path.display());
-                }
-                let (img, top, _) = replay(img, &[], now);
-                return (img, top, Recovered::None);
-            }
-        };
-        let Some(rd) = read(&data) else {
-            self.set_aside("no valid header");
-            let (img, top, _) = replay(img, &[], now);
-            return (img, top, Recovered::Damaged);
-        };
-        if rd.gen != img.gen {
-            let (img, top, _) = replay(img, &[], now);
-            return (img, top, Recovered::None);
+        let g = img.gen;
+        let main = read_file(&self.path);
+        let next = read_file(&self.next);
+        let gen_of = |d: &Option<Vec<u8>>| d.as_deref().map(|d| read(d).map(|r| r.gen));
+        let (main_gen, next_gen) = (gen_of(&main), gen_of(&next));
+        if main_gen == Some(None) {
+            set_aside(&self.path, "no valid header");
         }
-        let n = rd.records.len();
-        let (out, top, bad) = replay(img, &rd.records, now);
-        if let Some(why) = rd.damage.or(bad) {
-            self.set_aside(&format!("{why}; {n} records replayed before it"));
+        if next_gen == Some(None) {
+            set_aside(&self.next, "no valid header");
+        }
+        let mut bad_header = main_gen == Some(None);
+        // The files that continue the snapshot, in order.
+        let mut chain: Vec<(&Path, &[u8])> = Vec::new();
+        if main_gen == Some(Some(g)) {
+            chain.extend(main.as_deref().map(|d| (self.path.as_path(), d)));
+            if next_gen == Some(Some(g.wrapping_add(1))) {
+                chain.extend(next.as_deref().map(|d| (self.next.as_path(), d)));
+            }
+        } else if next_gen == Some(Some(g)) {
+            chain.extend(next.as_deref().map(|d| (self.next.as_path(), d)));
+            bad_header = false;
+        }
+        if let (Some(Some(ng)), true) = (next_gen, chain.iter().all(|(p, _)| *p != self.next)) {
+            // Older than the snapshot: every change in it is in the snapshot.
+            if ng < g {
+                let _ = fs::remove_file(&self.next);
+            } else {
+                set_aside(&self.next, "its generation does not follow the snapshot");
+            }
+        }
+        let mut records = Vec::new();
+        let mut damage = None;
+        for (path, data) in &chain {
+            // Checked above: every file in the chain has a valid header.
+            let Some(rd) = read(data) else { continue };
+            records.extend(rd.records);
+            if let Some(d) = rd.damage {
+                damage = Some(format!("{}: {d}", path.display()));
+                break;
+            }
+        }
+        let n = records.len();
+        let (out, top, bad) = replay(img, &records, now);
+        if let Some(why) = damage.or(bad) {
+            for (path, _) in &chain {
+                set_aside(path, &format!("{why}; {n} records replayed before it"));
+            }
             return (out, top, Recovered::Damaged);
         }
-        (out, top, Recovered::Whole(n, data.len() as u64))
-    }
-
-    fn set_aside(&self, why: &str) {
-        let mut n = 1;
-        let aside = loop {
-            let name = format!(
-                "{}.bad-{n}",
-                self.path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            );
-            let p = self.path.with_file_name(name);
-            if !p.exists() || n > 1000 {
-                break p;
-            }
-            n += 1;
+        let found = match chain.as_slice() {
+            [] if bad_header => Recovered::Damaged,
+            [] => Recovered::None,
+            [(p, d)] if *p == self.path => Recovered::Whole(n, d.len() as u64),
+            _ => Recovered::Chained,
         };
-        match fs::rename(&self.path, &aside) {
-            Ok(()) => error!(
-                "Error: journal {} is damaged ({why}); moved to {}.",
-                self.path.display(),
-                aside.display()
-            ),
-            Err(e) => error!(
-                "Error: journal {} is damaged ({why}) and could not be moved aside: {e}",
-                self.path.display()
-            ),
-        }
+        (out, top, found)
     }
 
     /// Begins generation `gen` after a snapshot of `broker` of `base` bytes: an empty
     /// journal, and what it knows is what `broker` holds. With `resume` (the size of a
-    /// journal of that generation read whole), appends to that journal instead.
+    /// journal of that generation read whole), appends to that journal instead. A journal
+    /// of a compaction in progress (`.next`) is removed: the snapshot holds what it held.
     pub fn start(
         &mut self,
         broker: &mut Broker,
@@ -476,6 +501,55 @@ impl Journal {
         base: u64,
         resume: Option<u64>,
     ) -> io::Result<()> {
+        self.reset(broker);
+        self.gen = gen;
+        self.base = base;
+        if let Some(size) = resume {
+            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+            self.size = size;
+            self.chained = false;
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.create(&path, gen, true)?;
+        self.chained = false;
+        if let Err(e) = fs::remove_file(&self.next) {
+            if e.kind() != io::ErrorKind::NotFound {
+                error!("Error: unable to remove {}: {e}", self.next.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Point P of a compaction: the journal of generation `gen` starts in `.next`, and
+    /// what it knows is what `broker` holds now. Called right after [`Journal::flush`].
+    pub fn start_next(&mut self, broker: &mut Broker, gen: u64) -> io::Result<()> {
+        let next = self.next.clone();
+        self.create(&next, gen, false)?;
+        self.reset(broker);
+        self.gen = gen;
+        self.chained = true;
+        Ok(())
+    }
+
+    /// The compaction's snapshot (of `base` bytes) is in place: `.next` becomes the journal.
+    /// In two steps, a pass each: the rename ([`Journal::promote`] returns the old
+    /// journal, still open, for [`super::compact::Freeing`]), then the directory's sync
+    /// ([`Journal::promoted`]).
+    pub fn promote(&mut self) -> io::Result<Option<File>> {
+        let old = OpenOptions::new().write(true).open(&self.path).ok();
+        fs::rename(&self.next, &self.path)?;
+        Ok(old)
+    }
+
+    pub fn promoted(&mut self, base: u64) {
+        sync_dir(&self.path);
+        self.chained = false;
+        self.base = base;
+    }
+
+    /// Forgets what was written: from now on it knows what `broker` holds.
+    fn reset(&mut self, broker: &mut Broker) {
         self.seen.clear();
         self.buf.clear();
         if let Some(j) = &mut broker.jlog {
@@ -509,24 +583,29 @@ impl Journal {
             }
             self.seen.insert(s.client_id.clone(), seen);
         }
-        self.gen = gen;
-        self.base = base;
-        if let Some(size) = resume {
-            self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
-            self.size = size;
-            return Ok(());
-        }
+    }
+
+    /// A new journal file with only its header at `at` (crash-safe: a temporary file
+    /// renamed into place), opened for appending. Unless `durable`, the file and its
+    /// directory are synced by the first [`Journal::flush`] instead (nothing in the file
+    /// needs to survive a crash before that: a torn `.next` holds no acknowledged record).
+    fn create(&mut self, at: &Path, gen: u64, durable: bool) -> io::Result<()> {
         let h = header(gen);
         // Exclusive, not through a symlink, mode 0600, removed if it cannot be put in place.
-        let (tmp, mut f) = super::persist::create_temp(&self.path)?;
-        let written = f.write_all(&h).and_then(|()| f.sync_all());
+        let (tmp, mut f) = super::persist::create_temp(at)?;
+        let written = f
+            .write_all(&h)
+            .and_then(|()| if durable { f.sync_all() } else { Ok(()) });
         drop(f);
-        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &self.path)) {
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, at)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        sync_dir(&self.path);
-        self.file = Some(OpenOptions::new().append(true).open(&self.path)?);
+        if durable {
+            sync_dir(at);
+        }
+        self.dir_unsynced = !durable;
+        self.file = Some(OpenOptions::new().append(true).open(at)?);
         self.size = h.len() as u64;
         self.bytes += h.len() as u64;
         Ok(())
@@ -556,6 +635,10 @@ impl Journal {
             return Err(io::Error::other("journal not open"));
         };
         let r = f.write_all(&self.buf).and_then(|()| f.sync_data());
+        if r.is_ok() && self.dir_unsynced {
+            sync_dir(if self.chained { &self.next } else { &self.path });
+            self.dir_unsynced = false;
+        }
         self.size += self.buf.len() as u64;
         self.bytes += self.buf.len() as u64;
         self.writes += 1;
@@ -663,6 +746,45 @@ fn head_bytes(s: &Session) -> Vec<u8> {
         b.put_u16(pid);
     }
     b.to_vec()
+}
+
+fn read_file(path: &Path) -> Option<Vec<u8>> {
+    match fs::read(path) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                error!("Error: unable to read journal {}: {e}", path.display());
+            }
+            None
+        }
+    }
+}
+
+/// Moves a damaged journal to `<file>.bad-<n>` and says so.
+fn set_aside(path: &Path, why: &str) {
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut n = 1;
+    let aside = loop {
+        let p = path.with_file_name(format!("{name}.bad-{n}"));
+        if !p.exists() || n > 1000 {
+            break p;
+        }
+        n += 1;
+    };
+    match fs::rename(path, &aside) {
+        Ok(()) => error!(
+            "Error: journal {} is damaged ({why}); moved to {}.",
+            path.display(),
+            aside.display()
+        ),
+        Err(e) => error!(
+            "Error: journal {} is damaged ({why}) and could not be moved aside: {e}",
+            path.display()
+        ),
+    }
 }
 
 fn sync_dir(path: &Path) {

@@ -64,3 +64,113 @@ impl ListenSock {
         }
     }
 }
+
+/// `bind_interface DEVICE`: the socket takes only what arrives on that network device
+/// (SO_BINDTODEVICE; root or CAP_NET_RAW, which the broker still has while binding).
+#[allow(unsafe_code)]
+pub fn bind_to_device(s: &TcpListener, device: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let name = device.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid interface name",
+        ));
+    }
+    // SAFETY: the pointer and length describe `name`, alive for the call; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A non-blocking connect to `peer` from local address `local` (`bridge_bind_address`).
+#[allow(unsafe_code)]
+pub fn connect_from(local: IpAddr, peer: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let family = if peer.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the result is checked before use and owned from then on.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let std_stream = std::net::TcpStream::from(owned);
+    let bind = sockaddr(SocketAddr::new(local, 0), peer.is_ipv6())?;
+    // SAFETY: `bind` holds a sockaddr of the length given, alive for the call.
+    if unsafe { libc::bind(fd, bind.0.as_ptr().cast(), bind.1) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    std_stream.set_nonblocking(true)?;
+    let to = sockaddr(peer, peer.is_ipv6())?;
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, to.0.as_ptr().cast(), to.1) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(TcpStream::from_std(std_stream))
+}
+
+/// `a` as the bytes of a `sockaddr_in` or `sockaddr_in6` (an IPv4 address mapped when the
+/// socket is IPv6).
+fn sockaddr(a: SocketAddr, v6: bool) -> io::Result<(Vec<u8>, libc::socklen_t)> {
+    let port = a.port().to_be_bytes();
+    if !v6 {
+        let IpAddr::V4(ip) = a.ip() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "IPv6 address for an IPv4 peer",
+            ));
+        };
+        let mut sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: u16::from_ne_bytes(port),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>();
+        let bytes = as_bytes(&mut sa, len);
+        return Ok((bytes, len as libc::socklen_t));
+    }
+    let ip = match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut sa = libc::sockaddr_in6 {
+        sin6_family: libc::AF_INET6 as libc::sa_family_t,
+        sin6_port: u16::from_ne_bytes(port),
+        sin6_flowinfo: 0,
+        sin6_addr: libc::in6_addr {
+            s6_addr: ip.octets(),
+        },
+        sin6_scope_id: 0,
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in6>();
+    let bytes = as_bytes(&mut sa, len);
+    Ok((bytes, len as libc::socklen_t))
+}
+
+#[allow(unsafe_code)]
+fn as_bytes<T>(v: &mut T, len: usize) -> Vec<u8> {
+    // SAFETY: `v` is a plain C struct of `len` bytes, read once as bytes.
+    unsafe { std::slice::from_raw_parts((v as *mut T).cast::<u8>(), len) }.to_vec()
+}

@@ -3,6 +3,7 @@
 
 mod admission;
 mod bridge;
+mod compact;
 mod conn;
 mod connect;
 pub mod core;

@@ -12,6 +12,7 @@
 //!
 //! Decoding never panics on file contents.
 
+use super::compact::{self, Job};
 use super::core::Broker;
 use super::journal::{Journal, Recovered};
 use super::message::Message;
@@ -43,15 +44,34 @@ const REC_SESSION: u8 = 3;
 const REC_GEN: u8 = 4;
 const REC_END: u8 = 0xff;
 
-/// CRC-32 (IEEE 802.3), bitwise: snapshots are small and saved rarely.
+/// CRC-32 (IEEE 802.3) lookup table, one entry per byte value.
+const CRC_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// CRC-32 (IEEE 802.3), a byte at a time from a table: every journal record and snapshot
+/// record is checked with it.
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
+        let i = usize::from((crc as u8) ^ b);
+        crc = (crc >> 8) ^ CRC_TABLE.get(i).copied().unwrap_or(0);
     }
     !crc
 }
@@ -72,8 +92,8 @@ fn secs_left(at: Option<Instant>, now: Instant) -> u32 {
     })
 }
 
-fn put_pending(b: &mut BytesMut, p: &Pending, ids: &HashMap<*const Message, u32>) {
-    b.put_u32(ids.get(&Rc::as_ptr(&p.msg)).copied().unwrap_or(0));
+fn put_pending(b: &mut BytesMut, p: &Pending, id: u32) {
+    b.put_u32(id);
     b.put_u64(p.jid);
     put_delivery(b, p);
 }
@@ -148,69 +168,107 @@ pub fn encode_state(
     now: Instant,
     gen: u64,
 ) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(4096);
-    out.put_slice(MAGIC);
-    put_record(&mut out, REC_GEN, &gen.to_be_bytes());
-    let mut ids: HashMap<*const Message, u32> = HashMap::new();
-    let mut records = 1u32;
-    let mut add_msg = |out: &mut BytesMut, m: &Rc<Message>, records: &mut u32| {
-        let key = Rc::as_ptr(m);
-        if ids.contains_key(&key) {
-            return;
+    let mut w = SnapWriter::new(gen);
+    for m in retained {
+        w.retained(m, now);
+    }
+    for s in sessions {
+        w.session(s, now);
+    }
+    w.finish();
+    w.out.to_vec()
+}
+
+/// A snapshot written one item at a time, so that it can be written in slices between loop
+/// passes ([`super::compact`]): each retained message and each session is preceded by the
+/// message records it refers to that were not written yet.
+///
+/// A message shared by several items (a publish queued for several sessions) is written
+/// once; the writer keeps a reference to such a message until it is done, so its address
+/// cannot be reused by another message meanwhile. A message only one item holds is not
+/// remembered: the writer's memory is one entry per shared message, never a copy.
+pub(super) struct SnapWriter {
+    pub out: BytesMut,
+    ids: HashMap<*const Message, (u32, Rc<Message>)>,
+    last_id: u32,
+    records: u32,
+}
+
+impl SnapWriter {
+    pub fn new(gen: u64) -> SnapWriter {
+        let mut out = BytesMut::with_capacity(4096);
+        out.put_slice(MAGIC);
+        put_record(&mut out, REC_GEN, &gen.to_be_bytes());
+        SnapWriter {
+            out,
+            ids: HashMap::new(),
+            last_id: 0,
+            records: 1,
         }
-        let id = ids.len() as u32 + 1;
-        ids.insert(key, id);
+    }
+
+    /// The id of `m` in this snapshot; its record is written first if it has none yet.
+    fn message(&mut self, m: &Rc<Message>, now: Instant) -> u32 {
+        let key = Rc::as_ptr(m);
+        if let Some((id, _)) = self.ids.get(&key) {
+            return *id;
+        }
+        self.last_id += 1;
+        let id = self.last_id;
+        if Rc::strong_count(m) > 1 {
+            self.ids.insert(key, (id, m.clone()));
+        }
         let mut b = BytesMut::new();
         b.put_u32(id);
         put_message(&mut b, m, now);
-        put_record(out, REC_MESSAGE, &b);
-        *records += 1;
-    };
-    for m in retained {
-        add_msg(&mut out, m, &mut records);
+        put_record(&mut self.out, REC_MESSAGE, &b);
+        self.records += 1;
+        id
     }
-    for s in sessions {
-        for f in &s.flow().inflight {
-            add_msg(&mut out, &f.d.msg, &mut records);
-        }
-        for p in &s.flow().queue {
-            add_msg(&mut out, &p.msg, &mut records);
-        }
+
+    pub fn retained(&mut self, m: &Rc<Message>, now: Instant) {
+        let id = self.message(m, now);
+        put_record(&mut self.out, REC_RETAINED, &id.to_be_bytes());
+        self.records += 1;
     }
-    for m in retained {
-        let mut b = BytesMut::new();
-        b.put_u32(ids.get(&Rc::as_ptr(m)).copied().unwrap_or(0));
-        put_record(&mut out, REC_RETAINED, &b);
-        records += 1;
-    }
-    for s in sessions {
+
+    pub fn session(&mut self, s: &Session, now: Instant) {
+        let fl = s.flow();
+        let flight: Vec<u32> = fl
+            .inflight
+            .iter()
+            .map(|f| self.message(&f.d.msg, now))
+            .collect();
+        let queue: Vec<u32> = fl.queue.iter().map(|p| self.message(&p.msg, now)).collect();
         let mut b = BytesMut::new();
         put_session_head(&mut b, s);
-        b.put_u32(s.flow().inflight.len() as u32);
-        for f in &s.flow().inflight {
+        b.put_u32(fl.inflight.len() as u32);
+        for (f, id) in fl.inflight.iter().zip(flight) {
             b.put_u16(f.pid);
             b.put_u8(match f.state {
                 OutState::AwaitAck => 0,
                 OutState::AwaitRec => 1,
                 OutState::AwaitComp => 2,
             });
-            put_pending(&mut b, &f.d, &ids);
+            put_pending(&mut b, &f.d, id);
         }
-        b.put_u32(s.flow().queue.len() as u32);
-        for p in &s.flow().queue {
-            put_pending(&mut b, p, &ids);
+        b.put_u32(fl.queue.len() as u32);
+        for (p, id) in fl.queue.iter().zip(queue) {
+            put_pending(&mut b, p, id);
         }
-        b.put_u32(s.flow().inbound_qos2.len() as u32);
-        for pid in s.flow().inbound_qos2.iter() {
+        b.put_u32(fl.inbound_qos2.len() as u32);
+        for pid in fl.inbound_qos2.iter() {
             b.put_u16(pid);
         }
-        put_record(&mut out, REC_SESSION, &b);
-        records += 1;
+        put_record(&mut self.out, REC_SESSION, &b);
+        self.records += 1;
     }
-    let mut b = BytesMut::new();
-    b.put_u32(records);
-    put_record(&mut out, REC_END, &b);
-    out.to_vec()
+
+    /// The end record, with the number of records before it.
+    pub fn finish(&mut self) {
+        put_record(&mut self.out, REC_END, &self.records.to_be_bytes());
+        self.ids.clear();
+    }
 }
 
 /// What a snapshot holds, ready to be put into a broker.
@@ -442,6 +500,19 @@ pub struct Store {
     /// The snapshot a compaction writes, beside the journal: `path` itself when they share
     /// a directory; else (a journal in RAM) `path` is written only by the autosave policy.
     jsnap: PathBuf,
+    /// A compaction in progress, written in slices between passes.
+    job: Option<Job>,
+    /// Snapshot bytes a compaction writes per pass.
+    pub slice: usize,
+    /// A compaction's snapshot is put in place this long after it was written.
+    pub settle: Duration,
+    /// When the written snapshot of the compaction in progress is to be put in place.
+    settle_at: Option<Instant>,
+    /// The snapshot is in place; the journal's rename (0) or its directory's sync (1) is
+    /// next; with the snapshot's size.
+    promoting: Option<(u8, u64)>,
+    /// Files replaced by compactions, freed a slice per pass.
+    freeing: Vec<File>,
 }
 
 impl Store {
@@ -470,6 +541,12 @@ impl Store {
                 .persistence_journal
                 .then(|| Journal::new(jdir.join(format!("{file}.journal")))),
             jsnap: jdir.join(file),
+            job: None,
+            slice: compact::SLICE,
+            settle: compact::SETTLE,
+            settle_at: None,
+            promoting: None,
+            freeing: Vec::new(),
         })
     }
 
@@ -501,6 +578,7 @@ impl Store {
         }
         if let Some(j) = &self.journal {
             remove_stale_temps(j.path());
+            remove_stale_temps(j.next_path());
         }
         // After a crash the journal's side is the newer; after a reboot (RAM emptied)
         // only the autosaved snapshot is left.
@@ -538,7 +616,9 @@ impl Store {
                 let base = fs::metadata(&self.jsnap).map_or(0, |m| m.len());
                 // What was read of a damaged file lives only in memory (and a snapshot
                 // from flash is not beside the journal): a fresh snapshot keeps it.
-                let compact = found == Recovered::Damaged || damaged || from != self.jsnap;
+                let compact = matches!(found, Recovered::Damaged | Recovered::Chained)
+                    || damaged
+                    || from != self.jsnap;
                 let started = match found {
                     _ if compact => Ok(()),
                     Recovered::Whole(_, size) => j.start(broker, gen, base, Some(size)),
@@ -630,12 +710,18 @@ impl Store {
     }
 
     /// A fresh snapshot beside the journal (crash-safe, as every snapshot) and a new,
-    /// empty journal of the next generation. A crash between the two leaves the new
+    /// empty journal of the next generation, at once (at start and at shutdown; a
+    /// compaction in progress is given up). A crash between the two leaves the new
     /// snapshot and the old journal, which is then ignored (its generation is older).
     fn compact(&mut self, broker: &mut Broker, now: Instant) {
         let Some(j) = &mut self.journal else {
             return;
         };
+        if let Some(job) = self.job.take() {
+            job.abort();
+        }
+        self.promoting = None;
+        self.settle_at = None;
         let gen = j.gen().wrapping_add(1);
         let data = encode(broker, now, gen);
         if let Err(e) = write_atomically(&self.jsnap, &data) {
@@ -656,6 +742,135 @@ impl Store {
         }
     }
 
+    /// Starts a compaction written in slices ([`compact`]); right after the journal's
+    /// flush. Nothing if one is running, or if the journal of an earlier one is still in
+    /// `.next` (its snapshot failed: only [`Store::compact`] may end that).
+    fn begin_compaction(&mut self, broker: &mut Broker, now: Instant) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        if self.job.is_some() || self.promoting.is_some() || j.chained {
+            return;
+        }
+        let gen = j.gen().wrapping_add(1);
+        let job = match Job::new(&self.jsnap, broker, gen) {
+            Ok(job) => job,
+            Err(e) => {
+                warn!(
+                    "Unable to save persistence file {}: {e}",
+                    self.jsnap.display()
+                );
+                return;
+            }
+        };
+        if let Err(e) = j.start_next(broker, gen) {
+            warn!("Unable to start journal {}: {e}", j.next_path().display());
+            job.abort();
+            return;
+        }
+        self.job = Some(job);
+        if self.jsnap == self.path {
+            self.saved_changes = broker.changes;
+            self.last_save = now;
+        }
+    }
+
+    /// Once per loop pass, after its output was written: the next slice of a compaction
+    /// in progress. Its end comes in [`Store::maybe_save`], after a journal flush.
+    pub fn step(&mut self, broker: &Broker, now: Instant) {
+        compact::free_slice(&mut self.freeing);
+        let Some(job) = &mut self.job else {
+            return;
+        };
+        if job.ended {
+            return;
+        }
+        let r = if job.done() {
+            // A small snapshot is synced at once: its sync costs little.
+            let settle = if job.written < compact::SETTLE_FROM {
+                Duration::ZERO
+            } else {
+                self.settle
+            };
+            self.settle_at = Some(now + settle);
+            job.end(broker, now)
+        } else {
+            job.step(broker, now, self.slice)
+        };
+        if let Err(e) = r {
+            warn!(
+                "Unable to save persistence file {}: {e}",
+                self.jsnap.display()
+            );
+            if let Some(job) = self.job.take() {
+                job.abort();
+            }
+        }
+    }
+
+    /// Whether a compaction has slices left to write (the loop does not sleep meanwhile).
+    pub fn busy(&self) -> bool {
+        self.job.as_ref().is_some_and(|j| !j.ended)
+            || self.promoting.is_some()
+            || !self.freeing.is_empty()
+    }
+
+    /// Whether a compaction is in progress, its snapshot or journal not in place yet.
+    pub fn compacting(&self) -> bool {
+        self.job.is_some() || self.promoting.is_some()
+    }
+
+    /// Puts a finished compaction's snapshot in place and its journal after it, one
+    /// blocking call per pass (see [`Job::finish_step`] and [`Journal::promote`]). A
+    /// failure falls back to [`Store::compact`].
+    fn finish_compaction(&mut self, broker: &mut Broker, now: Instant) {
+        if let Some((stage, size)) = self.promoting {
+            let Some(j) = &mut self.journal else {
+                self.promoting = None;
+                return;
+            };
+            if stage == 1 {
+                j.promoted(size);
+                self.promoting = None;
+                return;
+            }
+            match j.promote() {
+                Ok(old) => {
+                    self.freeing.extend(old);
+                    self.promoting = Some((1, size));
+                }
+                Err(e) => {
+                    warn!("Unable to rename journal {}: {e}", j.next_path().display());
+                    self.compact(broker, now);
+                }
+            }
+            return;
+        }
+        let Some(job) = &mut self.job else {
+            return;
+        };
+        match job.finish_step(broker, now) {
+            Ok((done, old)) => {
+                self.freeing.extend(old);
+                if done {
+                    let size = job.written;
+                    self.job = None;
+                    self.settle_at = None;
+                    self.writes += 1;
+                    self.bytes += size;
+                    self.promoting = Some((0, size));
+                }
+            }
+            Err(e) => {
+                warn!(
+                    "Unable to save persistence file {}: {e}",
+                    self.jsnap.display()
+                );
+                self.compact(broker, now);
+            }
+        }
+    }
+
     /// Bytes written by the journal (snapshots are counted in `bytes`).
     pub fn journal_bytes(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.bytes)
@@ -664,11 +879,13 @@ impl Store {
     /// When an interval save is due; `None` while nothing changed (an idle broker never
     /// wakes up to save), or when saving goes by change count.
     pub fn next_deadline(&self, changes: u64) -> Option<Instant> {
+        let settle = self.settle_at.filter(|_| self.job.is_some());
         if changes == self.saved_changes || self.every_changes.is_some() || self.interval.is_zero()
         {
-            return None;
+            return settle;
         }
-        Some(self.last_save + self.interval)
+        let save = self.last_save + self.interval;
+        Some(settle.map_or(save, |t| t.min(save)))
     }
 
     /// Once per loop pass, before its acknowledgements go out: the journal's records are
@@ -680,8 +897,16 @@ impl Store {
             if let Err(e) = j.flush(broker, now) {
                 warn!("Unable to write journal {}: {e}", j.path().display());
             }
-            if force || j.wants_compaction() {
+            let wants = j.wants_compaction();
+            if force {
                 self.compact(broker, now);
+            } else if self.promoting.is_some()
+                || (self.job.as_ref().is_some_and(|j| j.ended)
+                    && self.settle_at.is_none_or(|t| now >= t))
+            {
+                self.finish_compaction(broker, now);
+            } else if wants {
+                self.begin_compaction(broker, now);
             }
         }
         let changes = broker.changes;
@@ -698,9 +923,45 @@ impl Store {
         }
         if self.journal.is_some() && !self.split() {
             // The snapshot beside the journal is the one the policy asks for.
-            self.compact(broker, now);
+            self.begin_compaction(broker, now);
             return;
         }
+        self.save_snapshot(broker, now);
+    }
+
+    /// Group commit in the middle of a pass: the journal records of what the reads just
+    /// made changed, written and synced before their acknowledgements are flushed. Without
+    /// a journal, what [`Store::maybe_save`] does (`autosave_on_changes`).
+    pub fn commit(&mut self, broker: &mut Broker, now: Instant) {
+        match &mut self.journal {
+            Some(j) => {
+                if let Err(e) = j.flush(broker, now) {
+                    warn!("Unable to write journal {}: {e}", j.path().display());
+                }
+            }
+            None => self.maybe_save(broker, now, false),
+        }
+    }
+
+    /// SIGUSR1: with a journal, a compaction starts (in slices) and, when the autosaved
+    /// snapshot is elsewhere (on flash), that one is saved at once; without, a snapshot.
+    pub fn save_now(&mut self, broker: &mut Broker, now: Instant) {
+        let Some(j) = &mut self.journal else {
+            self.maybe_save(broker, now, true);
+            return;
+        };
+        if let Err(e) = j.flush(broker, now) {
+            warn!("Unable to write journal {}: {e}", j.path().display());
+        }
+        self.begin_compaction(broker, now);
+        if self.split() && broker.changes != self.saved_changes {
+            self.save_snapshot(broker, now);
+        }
+    }
+
+    /// Saves the whole snapshot the autosave policy writes.
+    fn save_snapshot(&mut self, broker: &mut Broker, now: Instant) {
+        let changes = broker.changes;
         let gen = self.journal.as_ref().map_or(0, Journal::gen);
         let data = encode(broker, now, gen);
         match write_atomically(&self.path, &data) {

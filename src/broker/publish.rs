@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Broker {
-    pub(super) fn handle_publish(&mut self, id: usize, p: Publish, now: Instant) {
+    pub(super) fn handle_publish(&mut self, id: usize, mut p: Publish, now: Instant) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -33,7 +33,6 @@ impl Broker {
             p.topic,
             p.payload.len()
         );
-        let mut p = p;
         let from_bridge = conn.bridge().is_some();
         if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
@@ -99,6 +98,34 @@ impl Broker {
             self.limits.message_size_limit != 0 && p.payload.len() > self.limits.message_size_limit;
         let retain_refused = p.retain && !self.limits.retain_available;
         let over_memory = !too_big && super::memory::over_limit(self.limits.memory_limit);
+        // The retained store's caps: a 5.0 QoS 1/2 sender is told (0x97) and the message is
+        // refused; a QoS 0 or 3.1.1 sender cannot be told, so its message is delivered and
+        // not retained. Either way it is logged, once until the store has room again.
+        let retain_full = p.retain
+            && !p.payload.is_empty()
+            && !self.retained.admits(
+                &p.topic,
+                p.topic.len() + p.payload.len(),
+                u64::from(self.limits.budget.max_retained_messages),
+                self.limits.budget.max_retained_bytes,
+            );
+        let refuse_full = retain_full && version.is_v5() && p.qos != QoS::AtMostOnce;
+        if retain_full {
+            self.stats.publish_dropped += u64::from(refuse_full);
+            if !self.retained_full {
+                self.retained_full = true;
+                info!(
+                    "Retained message from {} on '{}' not stored: max_retained_messages ({}) or \
+                     max_retained_bytes ({}) reached.",
+                    self.display_of(id),
+                    p.topic,
+                    self.limits.budget.max_retained_messages,
+                    self.limits.budget.max_retained_bytes
+                );
+            }
+        } else if p.retain {
+            self.retained_full = false;
+        }
         if retain_refused && version.is_v5() {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
@@ -127,6 +154,7 @@ impl Broker {
         // Clients may not write to the broker's own $SYS tree.
         let accepted = !too_big
             && !over_memory
+            && !refuse_full
             && !sys_write_forbidden(&p.topic)
             && !retain_refused
             && !denied;
@@ -148,7 +176,7 @@ impl Broker {
         }
         let mut ack_reason = if too_big {
             reason::PACKET_TOO_LARGE
-        } else if over_memory {
+        } else if over_memory || refuse_full {
             reason::QUOTA_EXCEEDED
         } else if denied {
             // 3.1.1 has no way to say no: the message is acknowledged and dropped.
@@ -182,7 +210,7 @@ impl Broker {
                 properties: props,
                 expires,
             });
-            if p.retain {
+            if p.retain && !retain_full {
                 self.set_retained(msg.clone());
             }
             if !self.route(&msg, sid, now) {

@@ -421,6 +421,8 @@ pub struct Server {
     ws_origins: std::rc::Rc<[String]>,
     /// The pass's effects and the output taken while flushing, kept between passes.
     effects: Vec<Effect>,
+    /// Connections to read in this pass, each once; kept to reuse its allocation.
+    reads: Vec<u32>,
     output: Vec<Effect>,
 }
 
@@ -487,8 +489,15 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             (_, true) => "ipv4",
             (_, false) => "ipv6",
         };
+        let device = |s: TcpListener| match &l.bind_interface {
+            Some(dev) => super::listen::bind_to_device(&s, dev)
+                .map_err(|e| format!("Error: bind_interface {dev}: {e}"))
+                .map(|()| s),
+            None => Ok(s),
+        };
         match TcpListener::bind(addr) {
             Ok(s) => {
+                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening {family} listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
@@ -498,6 +507,7 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                 let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
                 let s = TcpListener::bind(v4)
                     .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
+                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening ipv4 listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
@@ -555,6 +565,7 @@ impl Server {
             prelogin_order: Default::default(),
             next_seq: 0,
             effects: Vec::new(),
+            reads: Vec::new(),
             output: Vec::new(),
         };
         for o in bound {
@@ -617,6 +628,16 @@ impl Server {
         self.max_connections = cfg.max_connections;
         self.admission.limits = AdmissionLimits::from_config(cfg);
         self.ws_origins = cfg.websockets_origins.clone().into();
+        if self.nodelay != cfg.set_tcp_nodelay {
+            // New connections take it from `self.nodelay`; open ones are set here. Outgoing
+            // (bridge) sockets keep what their dial set.
+            self.nodelay = cfg.set_tcp_nodelay;
+            for (_, sock) in self.socks.iter_mut().filter(|(_, s)| s.listener.is_some()) {
+                if let Some(s) = sock.stream.socket() {
+                    let _ = s.set_nodelay(self.nodelay);
+                }
+            }
+        }
         let sys_interval =
             (cfg.sys_interval > 0).then(|| Duration::from_secs(u64::from(cfg.sys_interval)));
         if sys_interval != self.sys_interval {
@@ -755,10 +776,15 @@ impl Server {
                 st.maybe_save(&mut self.broker, now, false);
             }
             self.pass(now);
+            if let Some(st) = &mut self.store {
+                st.step(&self.broker, now);
+            }
             // Zero while the broker has effects queued: the loop never sleeps with work
             // pending (a resumed publisher's bytes are already in the kernel and bring no
             // new edge-triggered event).
+            let busy = self.store.as_ref().is_some_and(|st| st.busy());
             let timeout = [
+                busy.then_some(Duration::ZERO),
                 self.broker.poll_delay(now),
                 self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store
@@ -787,7 +813,7 @@ impl Server {
                         if got & signals::SAVE != 0 {
                             if let Some(st) = &mut self.store {
                                 info!("Saving in-memory database to {}.", st.path().display());
-                                st.maybe_save(&mut self.broker, now, true);
+                                st.save_now(&mut self.broker, now);
                             }
                         }
                         if got & signals::RELOAD != 0 {
@@ -814,15 +840,32 @@ impl Server {
     fn pass(&mut self, now: Instant) {
         let mut effects = std::mem::take(&mut self.effects);
         self.broker.take_effects(&mut effects);
+        // A connection is read at most once a pass, however many Resume/Read effects name
+        // it: a publisher resumed on behalf of several congested subscribers would otherwise
+        // get one read budget per effect, and everyone else would wait for it.
+        let mut reads = std::mem::take(&mut self.reads);
+        reads.clear();
         for e in &effects {
             match *e {
-                // Events may have come and gone while it was paused or over budget, a
-                // closed read side among them: read until WouldBlock.
-                Effect::Resume(id) | Effect::Read(id) => self.read(id as usize, now, true),
+                Effect::Resume(id) | Effect::Read(id) => reads.push(id),
                 Effect::Dial(idx) => self.connect_bridge(idx as usize, now),
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
+        reads.sort_unstable();
+        reads.dedup();
+        for &id in &reads {
+            // Events may have come and gone while it was paused or over budget, a closed
+            // read side among them: read until WouldBlock.
+            self.read(id as usize, now, true);
+        }
+        // What those reads acknowledge is durable before the acknowledgements go out.
+        if !reads.is_empty() {
+            if let Some(st) = &mut self.store {
+                st.commit(&mut self.broker, now);
+            }
+        }
+        self.reads = reads;
         self.flush(&effects, now);
         self.effects = effects;
     }
@@ -853,7 +896,16 @@ impl Server {
             let why = format!("cannot resolve {host}");
             return self.broker.bridge_failed(idx, &why, now);
         };
-        let stream = match TcpStream::connect(addr) {
+        let from = self
+            .broker
+            .bridge_config(idx)
+            .and_then(|b| b.bind_address.as_deref())
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        let dialed = match from {
+            Some(local) => super::listen::connect_from(local, addr),
+            None => TcpStream::connect(addr),
+        };
+        let stream = match dialed {
             Ok(s) => s,
             Err(e) => return self.broker.bridge_failed(idx, &e.to_string(), now),
         };

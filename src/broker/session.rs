@@ -284,30 +284,39 @@ impl Session {
     }
 
     /// Adds a subscription to a session not yet in the table (one being restored); the
-    /// table indexes it on insert. The first few grow the list one at a time: most sessions
-    /// hold one to three, and a vector's default growth would reserve room for four.
+    /// table indexes it on insert. The list is kept sorted by filter, so a look-up is a
+    /// binary search (a linear scan made 100,000 subscriptions cost O(n²)). The first few
+    /// grow the list one at a time: most sessions hold one to three, and a vector's default
+    /// growth would reserve room for four.
     pub fn add_sub(&mut self, filter: &str, opts: SubOptions, id: Option<u32>) {
-        if self.subs.len() < 4 {
-            self.subs.reserve_exact(1);
-        }
-        self.subs
-            .push((Box::from(filter), opts, id.and_then(NonZeroU32::new)));
+        self.set_sub(filter, opts, id);
+    }
+
+    /// Where `filter` is in the sorted list: `Ok(index)`, or `Err(where it would go)`.
+    fn find_sub(&self, filter: &str) -> Result<usize, usize> {
+        self.subs.binary_search_by(|(f, _, _)| (**f).cmp(filter))
     }
 
     pub fn subscription(&self, filter: &str) -> Option<usize> {
-        self.subs.iter().position(|(f, _, _)| &**f == filter)
+        self.find_sub(filter).ok()
     }
 
     /// Adds or updates the subscription to `filter`; whether it existed. For the table.
     pub(super) fn set_sub(&mut self, filter: &str, opts: SubOptions, id: Option<u32>) -> bool {
-        match self.subscription(filter).and_then(|i| self.subs.get_mut(i)) {
-            Some(e) => {
-                e.1 = opts;
-                e.2 = id.and_then(NonZeroU32::new);
+        match self.find_sub(filter) {
+            Ok(i) => {
+                if let Some(e) = self.subs.get_mut(i) {
+                    e.1 = opts;
+                    e.2 = id.and_then(NonZeroU32::new);
+                }
                 true
             }
-            None => {
-                self.add_sub(filter, opts, id);
+            Err(i) => {
+                if self.subs.len() < 4 {
+                    self.subs.reserve_exact(1);
+                }
+                self.subs
+                    .insert(i, (Box::from(filter), opts, id.and_then(NonZeroU32::new)));
                 false
             }
         }
@@ -315,12 +324,12 @@ impl Session {
 
     /// Removes the subscription to `filter`; whether it existed. For the table.
     pub(super) fn remove_sub(&mut self, filter: &str) -> bool {
-        match self.subscription(filter) {
-            Some(i) => {
-                self.subs.swap_remove(i);
+        match self.find_sub(filter) {
+            Ok(i) => {
+                self.subs.remove(i);
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
@@ -381,6 +390,22 @@ mod tests {
         assert!(p.contains(7) && !p.contains(8));
         assert!(p.remove(7) && !p.remove(7));
         assert_eq!(p.len(), 2);
+    }
+
+    /// Subscriptions stay sorted whatever order they come in, so look-ups are binary searches.
+    #[test]
+    fn subscriptions_sorted_and_unique() {
+        let mut s = Session::new("c".into(), 1, Expiry::Never);
+        for f in ["b", "a/#", "c/+", "a", "b"] {
+            s.add_sub(f, SubOptions::default(), None);
+        }
+        let names: Vec<&str> = s.subs().iter().map(|(f, _, _)| &**f).collect();
+        assert_eq!(names, ["a", "a/#", "b", "c/+"]);
+        assert!(s.set_sub("a/#", SubOptions::default(), Some(3)));
+        assert_eq!(s.subscription("a/#"), Some(1));
+        assert!(s.remove_sub("a") && !s.remove_sub("a"));
+        assert_eq!(s.subscription("c/+"), Some(2));
+        assert_eq!(s.subscription("zz"), None);
     }
 
     #[test]

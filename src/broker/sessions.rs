@@ -43,7 +43,14 @@ pub struct SessionTable {
     sessions: Slab<Session>,
     by_client_id: HashMap<Arc<str>, usize>,
     tree: SubTree,
-    shared: Vec<SharedGroup>,
+    /// The shared groups, by slot; `shared_by_key` finds one by `group/filter`, and
+    /// `shared_tree` holds each group's filter with the slot in place of a session, so a
+    /// publish finds the groups it matches by walking the tree, not by testing every group.
+    shared: Slab<SharedGroup>,
+    shared_by_key: HashMap<Rc<str>, usize>,
+    shared_tree: SubTree,
+    /// Sessions with a connection; the rest of `len` are offline.
+    attached: usize,
 }
 
 impl SessionTable {
@@ -63,6 +70,21 @@ impl SessionTable {
 
     pub fn len(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions without a connection.
+    pub fn offline(&self) -> usize {
+        self.sessions.len().saturating_sub(self.attached)
+    }
+
+    /// The offline session that left longest ago: the lowest epoch, since epochs are drawn
+    /// in order on every attach and detach. O(sessions); only called at a cap.
+    pub fn oldest_offline(&self) -> Option<usize> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.conn().is_none())
+            .min_by_key(|(_, s)| s.epoch)
+            .map(|(sid, _)| sid)
     }
 
     pub fn ids(&self) -> Vec<usize> {
@@ -93,6 +115,9 @@ impl SessionTable {
     pub fn remove(&mut self, sid: usize) -> Option<Session> {
         self.unsubscribe_all(sid);
         let s = self.sessions.remove(sid)?;
+        if s.conn().is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
         if self.by_client_id.get(&s.client_id) == Some(&sid) {
             self.by_client_id.remove(&s.client_id);
         }
@@ -102,6 +127,9 @@ impl SessionTable {
     /// Connection `conn` now holds the session, in attachment `epoch`.
     pub fn attach(&mut self, sid: usize, conn: usize, epoch: u32) {
         if let Some(s) = self.sessions.get_mut(sid) {
+            if s.conn().is_none() {
+                self.attached += 1;
+            }
             s.set_conn(Some(conn));
             s.epoch = epoch;
         }
@@ -112,7 +140,11 @@ impl SessionTable {
     pub fn detach(&mut self, sid: usize, epoch: u32) -> Option<usize> {
         let s = self.sessions.get_mut(sid)?;
         s.epoch = epoch;
-        s.take_conn()
+        let conn = s.take_conn();
+        if conn.is_some() {
+            self.attached = self.attached.saturating_sub(1);
+        }
+        conn
     }
 
     /// Adds or updates a subscription; `Some(existed)`, or `None` without such a session.
@@ -163,6 +195,17 @@ impl SessionTable {
         !self.shared.is_empty()
     }
 
+    /// How many shared groups exist.
+    pub fn shared_group_count(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Whether the `$share/{group}/{filter}` group exists.
+    pub fn has_shared_group(&self, group: &str, filter: &str) -> bool {
+        self.shared_by_key
+            .contains_key(format!("{group}/{filter}").as_str())
+    }
+
     /// For each shared group whose filter matches `topic` (only the group `only`, if given),
     /// the next member in round-robin order that `may` have it, connected members first.
     pub fn pick_shared(
@@ -172,9 +215,21 @@ impl SessionTable {
         exclude: Option<usize>,
         may: &dyn Fn(&Session) -> bool,
     ) -> Vec<(Member, Rc<str>)> {
+        let mut slots = Vec::new();
+        match only {
+            Some(k) => slots.extend(self.shared_by_key.get(k).copied()),
+            None => {
+                let mut found = Vec::new();
+                self.shared_tree.matches(topic, &mut found);
+                slots.extend(found.iter().map(|s| s.session));
+            }
+        }
         let mut picks = Vec::new();
-        for g in &mut self.shared {
-            if only.is_some_and(|k| *k != g.key) || !topic::matches(&g.filter, topic) {
+        for slot in slots {
+            let Some(g) = self.shared.get_mut(slot) else {
+                continue;
+            };
+            if only.is_some() && !topic::matches(&g.filter, topic) {
                 continue;
             }
             if let Some(m) = pick_member(g, &self.sessions, exclude, may) {
@@ -221,19 +276,28 @@ impl SessionTable {
         id: Option<u32>,
     ) {
         let key: Rc<str> = Rc::from(format!("{group}/{filter}"));
-        let i = match self.shared.iter().position(|g| g.key == key) {
-            Some(i) => i,
+        let slot = match self.shared_by_key.get(&key) {
+            Some(&slot) => slot,
             None => {
-                self.shared.push(SharedGroup {
-                    key,
+                let slot = self.shared.insert(SharedGroup {
+                    key: key.clone(),
                     filter: Box::from(filter),
                     members: Vec::new(),
                     next: 0,
                 });
-                self.shared.len() - 1
+                self.shared_by_key.insert(key, slot);
+                self.shared_tree.subscribe(
+                    filter,
+                    Subscriber {
+                        session: slot,
+                        opts: SubOptions::default(),
+                        id: None,
+                    },
+                );
+                slot
             }
         };
-        let Some(g) = self.shared.get_mut(i) else {
+        let Some(g) = self.shared.get_mut(slot) else {
             return;
         };
         match g.members.iter_mut().find(|m| m.0 == sid) {
@@ -244,15 +308,17 @@ impl SessionTable {
 
     fn shared_unsubscribe(&mut self, group: &str, filter: &str, sid: usize) {
         let key = format!("{group}/{filter}");
-        let Some(i) = self.shared.iter().position(|g| *g.key == *key) else {
+        let Some(&slot) = self.shared_by_key.get(key.as_str()) else {
             return;
         };
-        let Some(g) = self.shared.get_mut(i) else {
+        let Some(g) = self.shared.get_mut(slot) else {
             return;
         };
         g.members.retain(|m| m.0 != sid);
         if g.members.is_empty() {
-            self.shared.swap_remove(i);
+            self.shared.remove(slot);
+            self.shared_by_key.remove(key.as_str());
+            self.shared_tree.unsubscribe(filter, slot);
         }
     }
 }
@@ -344,6 +410,7 @@ impl Broker {
             (Expiry::OnDisconnect, _) => Some(Duration::ZERO),
         };
         let epoch = s.epoch;
+        let keep = !matches!(expiry, Some(d) if d.is_zero());
         match expiry {
             Some(d) if d.is_zero() => self.end_session(sid, now),
             Some(d) => self.push_timer(
@@ -358,6 +425,17 @@ impl Broker {
         if let Some(p) = self.congested.iter().position(|(c, _)| *c == sid) {
             self.congested.swap_remove(p);
             self.resume_if_clear();
+        }
+        let cap = u64::from(self.limits.budget.max_offline_sessions);
+        if keep && super::core::Limits::at_cap(self.table.offline().saturating_sub(1), cap) {
+            if let Some(old) = self.table.oldest_offline() {
+                let id = self.table.get(old).map(|s| s.client_id.clone());
+                log::info!(
+                    "Offline session of {} discarded: max_offline_sessions ({cap}) reached.",
+                    id.as_deref().unwrap_or("")
+                );
+                self.end_session(old, now);
+            }
         }
     }
 

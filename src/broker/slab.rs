@@ -83,6 +83,15 @@ impl<T> Slab<T> {
         })
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> {
+        self.chunks.iter_mut().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .iter_mut()
+                .enumerate()
+                .filter_map(move |(i, e)| e.as_mut().map(|v| (c * CHUNK + i, v)))
+        })
+    }
+
     /// Stores `value` under an id chosen elsewhere (the event loop's sockets, kept under their
     /// connection's id). Not to be mixed with `insert` on the same slab.
     pub fn put(&mut self, id: usize, value: T) {

@@ -3,13 +3,13 @@
 //!
 //! Part of [`Broker`]; no I/O, time passed in.
 
-use super::core::Broker;
+use super::core::{Broker, Limits};
 use super::session::Pending;
 use crate::auth::acl::Access;
 use crate::protocol::{
     reason, topic, Packet, Properties, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
 };
-use log::debug;
+use log::{debug, info};
 use std::time::Instant;
 
 impl Broker {
@@ -22,6 +22,7 @@ impl Broker {
         let mut codes = Vec::with_capacity(sub.filters.len());
         let mut found = Vec::new();
         let mut to_send: Vec<Pending> = Vec::new();
+        let mut refused = None;
         for (filter, opts) in &sub.filters {
             let shared = match topic::parse_shared(filter) {
                 Some(Ok(gf)) => Some(gf),
@@ -46,6 +47,15 @@ impl Broker {
                 } else {
                     reason::V3_SUBACK_FAILURE
                 });
+                continue;
+            }
+            if let Some(cap) = self.over_budget(sid, filter, shared) {
+                codes.push(if version.is_v5() {
+                    reason::QUOTA_EXCEEDED
+                } else {
+                    reason::V3_SUBACK_FAILURE
+                });
+                refused = Some((refused.map_or(0, |r: (usize, _)| r.0) + 1, cap));
                 continue;
             }
             let Some(existed) = self.table.subscribe(sid, filter, *opts, sub_id) else {
@@ -79,6 +89,14 @@ impl Broker {
                 }));
             }
         }
+        if let Some((n, cap)) = refused {
+            // One line per SUBSCRIBE, not per filter: a flood of filters is one line.
+            info!(
+                "Client {} from {}: {n} subscription(s) refused, {cap} reached.",
+                self.display_of(id),
+                self.peer_of(id)
+            );
+        }
         self.touch(sid);
         self.send(
             id,
@@ -93,6 +111,35 @@ impl Broker {
                 self.deliver(sid, d, now);
             }
         }
+    }
+
+    /// Which cap of the resource budget a new subscription to `filter` would pass, if any:
+    /// `max_subscriptions` for the session, `max_shared_groups` for a filter opening a new
+    /// `$share` group. Updating a subscription the session holds is always allowed.
+    fn over_budget(
+        &self,
+        sid: usize,
+        filter: &str,
+        shared: Option<(&str, &str)>,
+    ) -> Option<String> {
+        let s = self.table.get(sid)?;
+        if s.subscription(filter).is_some() {
+            return None;
+        }
+        let b = &self.limits.budget;
+        if Limits::at_cap(s.subs().len(), u64::from(b.max_subscriptions)) {
+            return Some(format!("max_subscriptions ({})", b.max_subscriptions));
+        }
+        let new_group = shared.is_some_and(|(g, f)| !self.table.has_shared_group(g, f));
+        if new_group
+            && Limits::at_cap(
+                self.table.shared_group_count(),
+                u64::from(b.max_shared_groups),
+            )
+        {
+            return Some(format!("max_shared_groups ({})", b.max_shared_groups));
+        }
+        None
     }
 
     pub(super) fn handle_unsubscribe(&mut self, id: usize, u: Unsubscribe) {

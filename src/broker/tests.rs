@@ -1337,6 +1337,7 @@ fn effects_are_eight_bytes() {
 }
 
 mod issue13;
+mod issue15;
 
 #[cfg(test)]
 mod journal;

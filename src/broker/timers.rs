@@ -110,10 +110,12 @@ impl Broker {
     /// Connection `id` has a new deadline (it opened, or its keep alive started): the sweep
     /// runs by then.
     pub(super) fn arm_sweep(&mut self, id: usize) {
+        let origin = self.origin;
         let at = self
             .conns
             .get(id)
-            .and_then(|c| c.deadline(self.limits.connect_timeout));
+            .zip(origin)
+            .and_then(|(c, o)| c.deadline(o, self.limits.connect_timeout));
         if let Some(at) = at {
             self.sweep_at = Some(self.sweep_at.map_or(at, |t| t.min(at)));
         }
@@ -125,10 +127,11 @@ impl Broker {
     /// traffic only moves deadlines later, so the pass is never late.
     pub(super) fn sweep(&mut self, now: Instant) {
         let connect_timeout = self.limits.connect_timeout;
+        let origin = self.origin(now);
         let mut expired = Vec::new();
         let mut next: Option<Instant> = None;
         for (id, c) in self.conns.iter() {
-            let Some(deadline) = c.deadline(connect_timeout) else {
+            let Some(deadline) = c.deadline(origin, connect_timeout) else {
                 continue;
             };
             if now >= deadline {

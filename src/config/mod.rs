@@ -37,6 +37,14 @@ pub struct Listener {
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
     pub tls_version: Option<String>,
+    /// `ciphers`: the TLS 1.2 suites allowed, OpenSSL names separated by `:`.
+    pub ciphers: Option<String>,
+    /// `ciphers_tls1.3`: the TLS 1.3 suites allowed.
+    pub ciphers_tls13: Option<String>,
+    /// `crlfile`: client certificates revoked by these CRLs (PEM) are refused.
+    pub crlfile: Option<PathBuf>,
+    /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
+    pub bind_interface: Option<String>,
 }
 
 impl Listener {
@@ -57,6 +65,49 @@ impl Listener {
             .filter(|b| self.port == 0 && b.contains('/'))
             .map(std::path::Path::new)
     }
+}
+
+/// The TLS 1.2 suites rmqtt (rustls, ring) has: OpenSSL name, IANA name.
+pub const TLS12_CIPHERS: &[(&str, &str)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The TLS 1.3 suites: OpenSSL name, rustls' name.
+pub const TLS13_CIPHERS: &[(&str, &str)] = &[
+    ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
+    ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS13_CHACHA20_POLY1305_SHA256",
+    ),
+];
+
+/// The names in an OpenSSL cipher list (`a:b`, also `,` or spaces between).
+pub fn cipher_names(list: &str) -> impl Iterator<Item = &str> {
+    list.split([':', ',', ' ']).filter(|n| !n.is_empty())
 }
 
 /// Who may connect without a username (`allow_anonymous true|false|local`).
@@ -162,6 +213,15 @@ pub struct Bridge {
     /// Lowest TLS version (`tlsv1.2`, `tlsv1.3`); `None`: rustls' default (1.2 and 1.3).
     pub tls_version: Option<String>,
     pub max_packet_size: u32,
+    /// `bridge_outgoing_retain false`: the retain flag is cleared on everything sent.
+    pub outgoing_retain: bool,
+    /// `notifications_local_only`: the connection state is published locally only, with no
+    /// will and no copy on the remote.
+    pub notifications_local_only: bool,
+    /// `bridge_attempt_unsubscribe`: UNSUBSCRIBE the remote topics of `out` rules on connect.
+    pub attempt_unsubscribe: bool,
+    /// `bridge_bind_address`: the local address the connection comes from.
+    pub bind_address: Option<String>,
 }
 
 impl Bridge {
@@ -190,6 +250,10 @@ impl Bridge {
             insecure: false,
             tls_version: None,
             max_packet_size: 0,
+            outgoing_retain: true,
+            notifications_local_only: false,
+            attempt_unsubscribe: true,
+            bind_address: None,
         }
     }
 
@@ -276,6 +340,61 @@ pub struct Config {
     pub memory_limit: u64,
     /// The username replaces the client id; clients without one are refused.
     pub use_username_as_clientid: bool,
+    /// `clientid_prefixes`: only client ids starting with this may connect (assigned ids
+    /// included, as in Mosquitto); others get CONNACK "not authorised".
+    pub clientid_prefixes: Option<String>,
+    /// What clients may grow after login; see [`ResourceBudget`].
+    pub budget: ResourceBudget,
+}
+
+/// Every resource a logged-in client can grow, with its cap, in one place (issue 15). The
+/// defaults are sized for a 64 MB router; 0 means no limit. Pre-login caps are the
+/// `connect_timeout` .. `max_pending_per_address` keys of [`Config`], the heap as a whole is
+/// `memory_limit`, and the queue per session is Mosquitto's `max_queued_messages` /
+/// `max_queued_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceBudget {
+    /// `max_subscriptions`: subscriptions per session (shared ones included). Over it the
+    /// filter's SUBACK code is a failure (5.0: 0x97 Quota exceeded; 3.1.1: 0x80).
+    pub max_subscriptions: u32,
+    /// `max_shared_groups`: distinct `$share/{group}/{filter}` groups, all sessions. Over it:
+    /// SUBACK 0x97 / 0x80 for a filter that would open a new group.
+    pub max_shared_groups: u32,
+    /// `max_retained_messages`: topics in the retained store. A retained PUBLISH to a new
+    /// topic over it is refused (5.0: PUBACK/PUBREC 0x97; 3.1.1 and QoS 0: delivered, not
+    /// retained) and logged. Replacing or clearing a topic is always allowed.
+    pub max_retained_messages: u32,
+    /// `max_retained_bytes`: topic and payload bytes in the retained store, as above.
+    pub max_retained_bytes: u64,
+    /// `max_sessions`: sessions, connected and offline persistent ones. At the cap a new
+    /// client id takes the place of the offline session that left longest ago; when none is
+    /// offline, CONNACK refuses it (5.0: 0x97 Quota exceeded; 3.1.1: 3 Server unavailable).
+    pub max_sessions: u32,
+    /// `max_offline_sessions`: persistent sessions kept without a connection. Over it, the one
+    /// that left longest ago is discarded (logged), as if it had expired.
+    pub max_offline_sessions: u32,
+    /// `max_output_bytes`: encoded packets queued for one connection's socket. Over it, QoS 0
+    /// messages to it are dropped (logged once, as Mosquitto does); QoS 1/2 wait in the
+    /// session's queue within `max_queued_messages`.
+    pub max_output_bytes: u64,
+    /// `max_outgoing_topic_alias`: topic aliases the broker sets up towards a 5.0 client, at
+    /// most the client's own Topic Alias Maximum.
+    pub max_outgoing_topic_alias: u16,
+}
+
+impl Default for ResourceBudget {
+    fn default() -> ResourceBudget {
+        ResourceBudget {
+            max_subscriptions: 1000,
+            max_shared_groups: 1000,
+            max_retained_messages: 10_000,
+            max_retained_bytes: 4 << 20,
+            max_sessions: 16_384,
+            max_offline_sessions: 1000,
+            max_output_bytes: 1 << 20,
+            max_outgoing_topic_alias: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -326,6 +445,8 @@ impl Default for Config {
             websockets_origins: Vec::new(),
             memory_limit: 0,
             use_username_as_clientid: false,
+            clientid_prefixes: None,
+            budget: ResourceBudget::default(),
         }
     }
 }

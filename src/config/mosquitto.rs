@@ -114,6 +114,79 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn clientid_prefixes_check_retain_source_and_per_listener_auth() {
+        let (c, _) = parse_str(
+            "t.conf",
+            "clientid_prefixes sec-\ncheck_retain_source false\n",
+        )
+        .unwrap();
+        assert_eq!(c.clientid_prefixes.as_deref(), Some("sec-"));
+        let e = parse_str("t.conf", "\ncheck_retain_source true\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        // Global auth files are fine with per_listener_settings; a listener's own are refused.
+        let (c, _) = parse_str(
+            "t.conf",
+            "per_listener_settings true\npassword_file /p\nlistener 1883\nallow_anonymous true\n",
+        )
+        .unwrap();
+        assert_eq!(c.password_file.as_deref(), Some(std::path::Path::new("/p")));
+        let e = parse_str(
+            "t.conf",
+            "per_listener_settings true\nlistener 1883\nacl_file /a\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let (c, _) = parse_str("t.conf", "listener 1883\nacl_file /a\n").unwrap();
+        assert_eq!(c.acl_file.as_deref(), Some(std::path::Path::new("/a")));
+    }
+
+    #[test]
+    fn resource_budget_keys_defaults_ranges_and_lines() {
+        let (d, _) = parse_str("t.conf", "").unwrap();
+        assert_eq!(d.budget, crate::config::ResourceBudget::default());
+        assert_eq!(
+            (
+                d.budget.max_subscriptions,
+                d.budget.max_sessions,
+                d.budget.max_offline_sessions,
+                d.budget.max_output_bytes
+            ),
+            (1000, 16_384, 1000, 1 << 20)
+        );
+        let (c, w) = parse_str(
+            "t.conf",
+            "max_subscriptions 0\nmax_shared_groups 7\nmax_retained_messages 8\n\
+             max_retained_bytes 9\nmax_sessions 10\nmax_output_bytes 11\n\
+             max_outgoing_topic_alias 12\nmax_offline_sessions 13\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let b = c.budget;
+        assert_eq!(
+            (
+                b.max_subscriptions,
+                b.max_shared_groups,
+                b.max_retained_messages,
+                b.max_retained_bytes,
+                b.max_sessions,
+                b.max_output_bytes,
+                b.max_outgoing_topic_alias
+            ),
+            (0, 7, 8, 9, 10, 11, 12)
+        );
+        assert_eq!(b.max_offline_sessions, 13);
+        for bad in [
+            "max_subscriptions -1",
+            "max_shared_groups x",
+            "max_retained_bytes",
+            "max_outgoing_topic_alias 65536",
+        ] {
+            let e = parse_str("t.conf", &format!("# c\n{bad}\n")).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn admission_keys_defaults_ranges_and_lines() {
         let (d, _) = parse_str("t.conf", "").unwrap();
         assert_eq!(

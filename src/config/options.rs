@@ -183,9 +183,9 @@ macro_rules! flag {
 
 /// A numeric field of [`Config`], in `min..=max`.
 macro_rules! num {
-    ($field:ident, $min:expr, $max:expr) => {
+    ($($field:ident).+, $min:expr, $max:expr) => {
         |s: &mut State, a: &[&str]| {
-            s.cfg.$field = number(a, $min, $max)? as _;
+            s.cfg.$($field).+ = number(a, $min, $max)? as _;
             Ok(())
         }
     };
@@ -245,6 +245,38 @@ fn c_tls_version(_: &State, a: &[&str]) -> Result<Option<String>, String> {
     Ok(Some(v.to_owned()))
 }
 
+/// With `per_listener_settings true`, Mosquitto scopes a `password_file` or `acl_file` inside
+/// a listener block to that listener. rmqtt has one password file and one ACL for all
+/// listeners, so rather than widen one listener's rules to every listener, it refuses.
+fn per_listener_auth_refused(s: &State, key: &str) -> Result<(), String> {
+    if s.cfg.per_listener_settings && s.current.is_some() {
+        return Err(format!(
+            "one listener's own {key} (per_listener_settings true) is not supported by \
+             rmqtt; set it before the first listener, with per_listener_settings false"
+        ));
+    }
+    Ok(())
+}
+
+/// A cipher list of names from `known` (OpenSSL's); anything else is an error naming what
+/// rustls has, since OpenSSL's cipher-string language (`HIGH:!aNULL`) is not implemented.
+fn ciphers(a: &[&str], known: &[(&str, &str)]) -> Result<Option<String>, String> {
+    let list = a.join(":");
+    for n in super::cipher_names(&list) {
+        if !known.iter().any(|(o, _)| *o == n) {
+            let names: Vec<&str> = known.iter().map(|(o, _)| *o).collect();
+            return Err(format!(
+                "unsupported cipher ({n}); use {}",
+                names.join(", ")
+            ));
+        }
+    }
+    if super::cipher_names(&list).next().is_none() {
+        return Err("missing value".to_owned());
+    }
+    Ok(Some(list))
+}
+
 /// An option rmqtt does not implement and whose absence changes nothing about security.
 fn ignored(s: &mut State, _: &[&str]) -> Result<(), String> {
     let w = Warning(format!("{} is not supported by rmqtt; ignored", s.at));
@@ -295,6 +327,14 @@ pub const OPTIONS: &[Opt] = &[
         "TLS: clients must present a certificate"),
     opt!("use_identity_as_username", Listener, listener!(use_identity_as_username, c_bool),
         "TLS: the certificate CN is the username"),
+    opt!("ciphers", Listener, listener!(ciphers, |_: &State, a: &[&str]| ciphers(a, super::TLS12_CIPHERS)),
+        "TLS 1.2 suites, OpenSSL names separated by ':' (ECDHE-ECDSA-AES128-GCM-SHA256...)"),
+    opt!("ciphers_tls1.3", Listener, listener!(ciphers_tls13, |_: &State, a: &[&str]| ciphers(a, super::TLS13_CIPHERS)),
+        "TLS 1.3 suites: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256"),
+    opt!("crlfile", Listener, listener!(crlfile, c_path),
+        "TLS: certificate revocation lists (PEM); revoked client certificates are refused"),
+    opt!("bind_interface", Listener, listener!(bind_interface, c_string),
+        "accept only connections arriving on this network device (br-lan)"),
     opt!("tls_version", Listener, listener!(tls_version, c_tls_version),
         "TLS: lowest version, tlsv1.2 or tlsv1.3"),
     opt!("use_username_as_clientid", Both, flag!(use_username_as_clientid),
@@ -308,8 +348,20 @@ pub const OPTIONS: &[Opt] = &[
     // Security.
     opt!("per_listener_settings", General, flag!(per_listener_settings),
         "listener allow_anonymous overrides the global one"),
-    opt!("password_file", General, file!(password_file), "Mosquitto password file (rmqtt_passwd)"),
-    opt!("acl_file", General, file!(acl_file), "Mosquitto ACL file"),
+    opt!("password_file", General, |s, a| {
+        per_listener_auth_refused(s, "password_file")?;
+        s.cfg.password_file = Some(path(a)?);
+        Ok(())
+    }, "Mosquitto password file (rmqtt_passwd)"),
+    opt!("acl_file", General, |s, a| {
+        per_listener_auth_refused(s, "acl_file")?;
+        s.cfg.acl_file = Some(path(a)?);
+        Ok(())
+    }, "Mosquitto ACL file"),
+    opt!("clientid_prefixes", General, |s, a| {
+        s.cfg.clientid_prefixes = Some(one(a)?.to_owned());
+        Ok(())
+    }, "only client ids starting with this may connect (CONNACK not authorised)"),
     opt!("allow_zero_length_clientid", General, flag!(allow_zero_length_clientid),
         "assign ids to clients that send none (default 1)"),
     opt!("auto_id_prefix", General, |s, a| {
@@ -339,6 +391,25 @@ pub const OPTIONS: &[Opt] = &[
         "connections not logged in yet per source address, 0 for no limit (default 64)"),
     opt!("memory_limit", General, num!(memory_limit, 0, i64::MAX),
         "heap bytes above which new PUBLISHes are refused (v5: 0x97), 0 for no limit"),
+    // The resource budget after login (`ResourceBudget`).
+    opt!("max_subscriptions", General, num!(budget.max_subscriptions, 0, i64::from(u32::MAX)),
+        "subscriptions per session, 0 for no limit (default 1000; over it SUBACK 0x97/0x80)"),
+    opt!("max_shared_groups", General, num!(budget.max_shared_groups, 0, i64::from(u32::MAX)),
+        "$share groups over all sessions, 0 for no limit (default 1000)"),
+    opt!("max_retained_messages", General,
+        num!(budget.max_retained_messages, 0, i64::from(u32::MAX)),
+        "topics in the retained store, 0 for no limit (default 10000)"),
+    opt!("max_retained_bytes", General, num!(budget.max_retained_bytes, 0, i64::MAX),
+        "bytes in the retained store, 0 for no limit (default 4194304)"),
+    opt!("max_sessions", General, num!(budget.max_sessions, 0, i64::from(u32::MAX)),
+        "sessions, offline persistent ones included, 0 for no limit (default 16384)"),
+    opt!("max_offline_sessions", General,
+        num!(budget.max_offline_sessions, 0, i64::from(u32::MAX)),
+        "persistent sessions kept offline; the oldest is discarded over it (default 1000)"),
+    opt!("max_output_bytes", General, num!(budget.max_output_bytes, 0, i64::MAX),
+        "bytes queued for one connection's socket; QoS 0 dropped over it (default 1048576)"),
+    opt!("max_outgoing_topic_alias", General, num!(budget.max_outgoing_topic_alias, 0, 65535),
+        "topic aliases the broker sets up towards a 5.0 client (default 10)"),
     opt!("max_inflight_messages", General, num!(max_inflight_messages, 0, 65535),
         "QoS 1/2 messages in flight per client (default 20)"),
     opt!("max_queued_messages", General, num!(max_queued_messages, 0, i64::from(u32::MAX)),
@@ -474,16 +545,37 @@ pub const OPTIONS: &[Opt] = &[
     opt!("bridge_max_packet_size", Bridge, bridge!("bridge_max_packet_size", max_packet_size,
         |_: &State, a: &[&str]| number(a, 0, 268_435_460).map(|n| n as u32)),
         "largest packet accepted from the remote, 0 for no limit"),
-    opt!("bridge_attempt_unsubscribe", Bridge, ignored, "not supported; ignored"),
+    opt!("bridge_attempt_unsubscribe", Bridge, bridge!("bridge_attempt_unsubscribe", attempt_unsubscribe, c_bool),
+        "UNSUBSCRIBE the remote topics of out rules on connect (default 1)"),
+    opt!("bridge_outgoing_retain", Bridge, bridge!("bridge_outgoing_retain", outgoing_retain, c_bool),
+        "0: clear the retain flag of everything sent to the remote (default 1)"),
+    opt!("notifications_local_only", Bridge, bridge!("notifications_local_only", notifications_local_only, c_bool),
+        "publish the connection state locally only: no will, no copy on the remote"),
+    opt!("bridge_bind_address", Bridge, bridge!("bridge_bind_address", bind_address, |_: &State, a: &[&str]| {
+        let v = one(a)?;
+        v.parse::<std::net::IpAddr>()
+            .map(|_| Some(v.to_owned()))
+            .map_err(|_| format!("invalid address ({v}); use an IPv4 or IPv6 address"))
+    }),
+        "local address the bridge connects from"),
     opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
     opt!("local_username", Bridge, ignored, "not needed (the bridge is internal); ignored"),
     opt!("local_password", Bridge, ignored, "not needed (the bridge is internal); ignored"),
-    opt!("notifications_local_only", Bridge, ignored, "not supported; ignored"),
     opt!("round_robin", Bridge, ignored, "not supported; ignored"),
     // Accepted, not acted upon: nothing about security depends on them.
     opt!("allow_duplicate_messages", General, ignored,
         "not supported (duplicates are always delivered); ignored"),
-    opt!("check_retain_source", General, ignored, "not supported; ignored"),
+    opt!("check_retain_source", General, |s, a| {
+        // Mosquitto's default is true: a retained message is not sent once its publisher has
+        // lost write access. rmqtt does not keep a retained message's publisher.
+        if s.boolean(a)? {
+            Err("true is not supported by rmqtt (retained messages do not record their \
+                 publisher); set it to false"
+                .to_owned())
+        } else {
+            Ok(())
+        }
+    }, "false only: true is refused (retained messages do not record their publisher)"),
     opt!("max_inflight_bytes", General, ignored, "not supported; ignored"),
     opt!("socket_domain", Listener, ignored, "not supported; ignored"),
     opt!("http_dir", Listener, ignored, "not supported (no HTTP files); ignored"),
@@ -491,14 +583,10 @@ pub const OPTIONS: &[Opt] = &[
     opt!("websockets_log_level", Both, ignored, "not supported; ignored"),
     opt!("store_clean_interval", Persistence, ignored, "obsolete in Mosquitto; ignored"),
     // Refused: ignoring them would change who may connect or what they may do.
-    opt!("clientid_prefixes", General, refused, "not supported: refused (it limits who may connect)"),
     opt!("psk_file", General, refused, "not supported (TLS-PSK): refused"),
     opt!("psk_hint", Listener, refused, "not supported (TLS-PSK): refused"),
     opt!("mount_point", Listener, refused, "not supported: refused (it confines the listener's clients)"),
     opt!("use_subject_as_username", Listener, refused, "not supported: refused"),
-    opt!("ciphers", Listener, refused, "not supported (TLS cipher list): refused"),
-    opt!("ciphers_tls1.3", Listener, refused, "not supported (TLS 1.3 cipher list): refused"),
-    opt!("crlfile", Listener, refused, "not supported (TLS revocation list): refused"),
     opt!("dhparamfile", Listener, refused, "not supported: refused"),
     opt!("auth_plugin", Both, refused, "not supported (plugins; also any auth_opt_*): refused"),
     opt!("plugin", Both, refused, "not supported (plugins; also any plugin_opt_*): refused"),
@@ -728,7 +816,12 @@ mod tests {
         "10 20",
         "2d",
         "local",
+        // check_retain_source takes false only.
+        "0",
         "br-lan",
+        "TLS_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "127.0.0.2",
     ];
 
     fn parsed(text: String, uci_text: String) -> (Result<Config, String>, Result<Config, String>) {

@@ -56,6 +56,7 @@ fn listener(out: &mut String, l: &Listener) {
             l.use_identity_as_username.to_string(),
         ),
         ("tls_version", opt_str(&l.tls_version)),
+        ("bind_interface", opt_str(&l.bind_interface)),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "    {k}: {v}");
@@ -115,6 +116,16 @@ fn bridge(out: &mut String, b: &Bridge) {
         ("bridge_insecure", b.insecure.to_string()),
         ("bridge_tls_version", opt_str(&b.tls_version)),
         ("bridge_max_packet_size", b.max_packet_size.to_string()),
+        ("bridge_outgoing_retain", b.outgoing_retain.to_string()),
+        (
+            "bridge_attempt_unsubscribe",
+            b.attempt_unsubscribe.to_string(),
+        ),
+        (
+            "notifications_local_only",
+            b.notifications_local_only.to_string(),
+        ),
+        ("bridge_bind_address", opt_str(&b.bind_address)),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "    {k}: {v}");
@@ -227,6 +238,33 @@ pub fn summary(cfg: &Config) -> String {
             cfg.max_pending_per_address.to_string(),
         ),
         ("memory_limit", cfg.memory_limit.to_string()),
+        ("clientid_prefixes", opt_str(&cfg.clientid_prefixes)),
+        (
+            "max_subscriptions",
+            cfg.budget.max_subscriptions.to_string(),
+        ),
+        (
+            "max_shared_groups",
+            cfg.budget.max_shared_groups.to_string(),
+        ),
+        (
+            "max_retained_messages",
+            cfg.budget.max_retained_messages.to_string(),
+        ),
+        (
+            "max_retained_bytes",
+            cfg.budget.max_retained_bytes.to_string(),
+        ),
+        ("max_sessions", cfg.budget.max_sessions.to_string()),
+        (
+            "max_offline_sessions",
+            cfg.budget.max_offline_sessions.to_string(),
+        ),
+        ("max_output_bytes", cfg.budget.max_output_bytes.to_string()),
+        (
+            "max_outgoing_topic_alias",
+            cfg.budget.max_outgoing_topic_alias.to_string(),
+        ),
         (
             "websockets_origin",
             if cfg.websockets_origins.is_empty() {

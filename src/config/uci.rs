@@ -736,6 +736,35 @@ mod tests {
     }
 
     #[test]
+    fn resource_budget_options() {
+        let (c, w) = parse_str(
+            "rmqtt",
+            "config mosquitto\n\toption max_subscriptions '50'\n\toption max_shared_groups '5'\n\
+             \toption max_retained_messages '600'\n\toption max_retained_bytes '70000'\n\
+             \toption max_sessions '80'\n\toption max_output_bytes '90000'\n\
+             \toption max_outgoing_topic_alias '0'\n\toption max_offline_sessions '3'\n",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let b = c.budget;
+        assert_eq!(
+            (
+                b.max_subscriptions,
+                b.max_shared_groups,
+                b.max_retained_messages,
+                b.max_retained_bytes,
+                b.max_sessions,
+                b.max_output_bytes,
+                b.max_outgoing_topic_alias
+            ),
+            (50, 5, 600, 70_000, 80, 90_000, 0)
+        );
+        assert_eq!(b.max_offline_sessions, 3);
+        let e = parse_str("rmqtt", "config mosquitto\n\n\toption max_sessions '-1'\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
     fn admission_options() {
         let (c, w) = parse_str(
             "rmqtt",
@@ -1199,19 +1228,14 @@ config bridge
                 "mosquitto.psk_file",
             ),
             (
-                "config mosquitto\n option clientid_prefixes sec-\n",
-                2,
-                "mosquitto.clientid_prefixes",
-            ),
-            (
                 "config listener\n option port 1\n option ciphers HIGH\n",
                 3,
                 "listener.ciphers",
             ),
             (
-                "config listener\n option crlfile /c\n",
+                "config listener\n option ciphers_tls13 TLS_AES_128_CCM_SHA256\n",
                 2,
-                "listener.crlfile",
+                "listener.ciphers_tls13: unsupported cipher",
             ),
             (
                 "config listener\n option psk_hint h\n",

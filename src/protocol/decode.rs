@@ -115,6 +115,49 @@ pub fn decode(
     Ok(Some((packet, total)))
 }
 
+/// A PUBLISH at the front of `buf`, decoded as [`decode`] decodes it, without going through
+/// [`Packet`]: the broker's hot path takes the message straight to routing, and a `Packet`
+/// (several hundred bytes with the 5.0 properties inline) is not built and moved for it.
+/// Same answers and errors as `decode` for a packet whose first byte is a PUBLISH's; `Ok(None)`
+/// also for any other packet type, which `decode` then takes.
+pub fn decode_publish(
+    buf: &[u8],
+    version: Version,
+    max: usize,
+) -> Result<Option<(Publish, usize)>, DecodeError> {
+    if buf.first().is_none_or(|b| b >> 4 != kind::PUBLISH) {
+        return Ok(None);
+    }
+    let Some((first, header_len, total)) = fixed_header(buf, max)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf.get(header_len..total) else {
+        return Ok(None);
+    };
+    Ok(Some((publish(first & 0x0f, Reader::new(body), version)?, total)))
+}
+
+/// The four-byte acknowledgement at the front of `buf`, when it is one: PUBACK, PUBREC, PUBREL
+/// or PUBCOMP with remaining length 2 and a non-zero packet identifier, in either version
+/// (a 5.0 one that short has reason 0 and no properties). Answers its type (`kind::PUBACK`...)
+/// and packet identifier; `None` for anything else, which [`decode`] then takes. What it
+/// accepts, `decode` decodes to the same acknowledgement.
+pub fn short_ack(buf: &[u8]) -> Option<(u8, u16)> {
+    let head = buf.get(..4)?;
+    let (&[first, 2], &[hi, lo]) = head.split_at(2) else {
+        return None;
+    };
+    let pid = u16::from_be_bytes([hi, lo]);
+    let kind = match first {
+        0x40 => kind::PUBACK,
+        0x50 => kind::PUBREC,
+        0x62 => kind::PUBREL,
+        0x70 => kind::PUBCOMP,
+        _ => return None,
+    };
+    (pid != 0).then_some((kind, pid))
+}
+
 /// Reserved flag bits must hold exactly the value the spec gives. [MQTT-2.2.2-2]
 fn expect_flags(first: u8, want: u8) -> Result<(), DecodeError> {
     if first & 0x0f != want {

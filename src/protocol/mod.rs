@@ -18,7 +18,7 @@ pub mod topic;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{decode, frame_len};
+pub use decode::{decode, decode_publish, frame_len, short_ack};
 pub use encode::PublishView;
 pub use packet::*;
 pub use properties::Properties;

@@ -1864,3 +1864,62 @@ fn bridge_protocol_level_flag() {
         Err(DecodeError::UnsupportedVersion(6))
     );
 }
+
+/// The broker's fast paths answer what `decode` answers: `short_ack` for every four-byte
+/// buffer it takes, `decode_publish` for PUBLISHes (valid, cut short and malformed alike).
+#[test]
+fn fast_paths_agree_with_decode() {
+    for v in [Version::V311, Version::V5] {
+        for first in 0..=255u8 {
+            for len in 0..=3u8 {
+                for pid in [0u16, 1, 0x1234, 0xffff] {
+                    let [hi, lo] = pid.to_be_bytes();
+                    let buf = [first, len, hi, lo];
+                    let Some((kind, id)) = short_ack(&buf) else {
+                        continue;
+                    };
+                    let want = match kind {
+                        packet::kind::PUBACK => Packet::PubAck(Ack::new(id)),
+                        packet::kind::PUBREC => Packet::PubRec(Ack::new(id)),
+                        packet::kind::PUBREL => Packet::PubRel(Ack::new(id)),
+                        _ => Packet::PubComp(Ack::new(id)),
+                    };
+                    assert_eq!(decode(&buf, v, 1024), Ok(Some((want, 4))), "{buf:02x?}");
+                }
+            }
+        }
+        let p = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "a/b".into(),
+            pid: 7,
+            payload: b(b"hello"),
+            properties: Properties::default(),
+        });
+        let whole = enc(&p, v);
+        for cut in 0..=whole.len() {
+            let part = whole.get(..cut).unwrap_or_default();
+            let fast = decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (Packet::Publish(p), n)));
+            assert_eq!(fast, decode(part, v, 1024), "cut at {cut}");
+        }
+        for bad in [
+            frame(0x36, &[&[0, 1], b"a", &[0, 1]]), // QoS 3
+            frame(0x38, &[&[0, 1], b"a"]),          // DUP on QoS 0
+            frame(0x30, &[&[0, 3], b"a/+"]),        // wildcard in a topic name
+            frame(0x32, &[&[0, 1], b"a", &[0, 0]]), // packet identifier 0
+        ] {
+            assert!(decode_publish(&bad, v, 1024).is_err(), "{bad:02x?}");
+            assert_eq!(
+                decode_publish(&bad, v, 1024).err(),
+                decode(&bad, v, 1024).err(),
+                "{bad:02x?}"
+            );
+        }
+        let big = enc(&p, v);
+        assert_eq!(
+            decode_publish(&big, v, 8).err(),
+            decode(&big, v, 8).err()
+        );
+    }
+}

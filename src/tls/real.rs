@@ -11,7 +11,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::crypto::{ring, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SigningKey;
@@ -192,12 +192,35 @@ impl ServerTls {
         };
         let certs = load_certs(certfile)?;
         let key = load_key(keyfile)?;
-        let builder = ServerConfig::builder_with_provider(provider())
+        let mut suites = rustls::crypto::ring::default_provider();
+        // `ciphers` limits the TLS 1.2 suites, `ciphers_tls1.3` the TLS 1.3 ones.
+        suites.cipher_suites.retain(|cs| {
+            let (list, names) = match cs.tls13() {
+                Some(_) => (&l.ciphers_tls13, crate::config::TLS13_CIPHERS),
+                None => (&l.ciphers, crate::config::TLS12_CIPHERS),
+            };
+            let ours = format!("{:?}", cs.suite());
+            list.as_deref().is_none_or(|list| {
+                crate::config::cipher_names(list)
+                    .any(|n| names.iter().any(|(o, r)| *o == n && *r == ours))
+            })
+        });
+        let builder = ServerConfig::builder_with_provider(Arc::new(suites))
             .with_protocol_versions(versions(l.tls_version.as_deref())?)
             .map_err(|e| format!("TLS configuration: {e}"))?;
         let builder = if l.cafile.is_some() || l.capath.is_some() {
             let roots = load_roots(l.cafile.as_deref(), l.capath.as_deref())?;
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if let Some(f) = &l.crlfile {
+                let crls = CertificateRevocationListDer::pem_file_iter(f)
+                    .map_err(|e| format!("cannot read crlfile {}: {e}", f.display()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("bad CRL in {}: {e}", f.display()))?;
+                if crls.is_empty() {
+                    return Err(format!("no CRL found in {}", f.display()));
+                }
+                v = v.with_crls(crls);
+            }
             let v = if l.require_certificate {
                 v
             } else {
@@ -207,6 +230,11 @@ impl ServerTls {
                 .build()
                 .map_err(|e| format!("client certificate verifier: {e}"))?;
             builder.with_client_cert_verifier(v)
+        } else if l.crlfile.is_some() {
+            return Err(format!(
+                "listener on port {}: crlfile needs cafile or capath",
+                l.port
+            ));
         } else if l.require_certificate {
             return Err(format!(
                 "listener on port {}: require_certificate needs cafile or capath",

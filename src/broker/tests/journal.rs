@@ -202,3 +202,169 @@ fn recovery_stops_at_a_bad_record_and_sets_the_journal_aside() {
     let (img, _, _) = Journal::new(path.clone()).recover(Image::default(), h.now);
     assert!(img.retained.is_empty());
 }
+
+/// What a fresh broker recovers from the persistence files in `dir` (copied first: the
+/// recovery writes a fresh snapshot). `files` overrides a file's contents (`None`: absent).
+fn recover_dir(dir: &std::path::Path, files: &[(&str, Option<&[u8]>)], now: Instant) -> String {
+    use crate::broker::persist::Store;
+    let scratch = dir.with_extension("recover");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), scratch.join(e.file_name())).unwrap();
+    }
+    for (name, data) in files {
+        let p = scratch.join(name);
+        match data {
+            Some(d) => std::fs::write(&p, d).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    let cfg = crate::config::Config {
+        persistence: true,
+        persistence_location: Some(scratch.clone()),
+        ..crate::config::Config::default()
+    };
+    let mut b = Broker::new(Limits::default(), 7);
+    let mut st = Store::from_config(&cfg, now).unwrap();
+    st.load(&mut b, now);
+    let bad: Vec<String> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".bad-") || n.contains(".corrupt-"))
+        .collect();
+    assert!(bad.is_empty(), "nothing damaged: {bad:?}");
+    live(&b, now)
+}
+
+#[test]
+fn a_compaction_in_slices_recovers_to_the_live_state_at_every_pass_and_every_crash_point() {
+    use crate::broker::persist::Store;
+    let dir = temp("slices").parent().unwrap().to_path_buf();
+    let cfg = crate::config::Config {
+        persistence: true,
+        persistence_location: Some(dir.clone()),
+        ..crate::config::Config::default()
+    };
+    let mut h = Harness::new();
+    let mut st = Store::from_config(&cfg, h.now).unwrap();
+    st.load(&mut h.b, h.now);
+    st.slice = 300;
+    st.settle = std::time::Duration::ZERO;
+    let read = |n: &str| std::fs::read(dir.join(n)).ok();
+    // The state: retained topics, two persistent sessions with queued messages sharing
+    // payloads, one in flight.
+    let p = h.client("pub", true);
+    let a = h.client("a", false);
+    h.sub(a, &[("q/#", QoS::AtLeastOnce)]);
+    let bc = h.client("b", false);
+    h.sub(bc, &[("q/#", QoS::ExactlyOnce)]);
+    h.drop_conn(bc);
+    for i in 0..40u16 {
+        h.send(
+            p,
+            &publish(
+                &format!("r/{i}"),
+                &format!("v{i}"),
+                QoS::AtMostOnce,
+                0,
+                true,
+            ),
+        );
+        h.send(
+            p,
+            &publish("q/x", &format!("m{i}"), QoS::AtLeastOnce, 1 + i, false),
+        );
+    }
+    h.recv(a);
+    st.maybe_save(&mut h.b, h.now, false);
+    assert_eq!(recover_dir(&dir, &[], h.now), live(&h.b, h.now));
+
+    st.save_now(&mut h.b, h.now);
+    assert!(st.busy(), "a compaction runs");
+    let (old_snap, old_journal) = (read("rmqtt.db"), read("rmqtt.db.journal").unwrap());
+    assert!(dir.join("rmqtt.db.journal.next").exists());
+    let mut passes = 0;
+    let mut finished = false;
+    while !finished {
+        passes += 1;
+        assert!(passes < 200, "the compaction ends");
+        // Changes to items written already and items not written yet.
+        let i = passes as u16;
+        h.send(
+            p,
+            &publish(
+                &format!("r/{}", i % 40),
+                &format!("w{i}"),
+                QoS::AtMostOnce,
+                0,
+                true,
+            ),
+        );
+        h.send(
+            p,
+            &publish(&format!("r/{}", 39 - i % 40), "", QoS::AtMostOnce, 0, true),
+        );
+        h.send(
+            p,
+            &publish(&format!("n/{i}"), "new", QoS::AtMostOnce, 0, true),
+        );
+        h.send(
+            p,
+            &publish("q/y", &format!("p{i}"), QoS::AtLeastOnce, 100 + i, false),
+        );
+        for pk in h.recv(a) {
+            if let Packet::Publish(x) = pk {
+                h.send(a, &Packet::PubAck(Ack::new(x.pid)));
+            }
+        }
+        if passes == 3 {
+            h.drop_conn(a);
+            let c = h.client("c", false);
+            h.sub(c, &[("q/y", QoS::AtLeastOnce)]);
+            h.drop_conn(c);
+        }
+        if passes == 5 {
+            // "b" ends its session: it is gone after its slice or before it.
+            let b2 = h.client("b", true);
+            h.drop_conn(b2);
+        }
+        st.maybe_save(&mut h.b, h.now, false);
+        let want = live(&h.b, h.now);
+        finished = !st.compacting();
+        // The crash points of the end of the compaction, whichever of its renames reached
+        // the disk: the old or the new snapshot, with the old journal and the new one in
+        // `.next`.
+        let cur = read("rmqtt.db.journal.next").or_else(|| read("rmqtt.db.journal"));
+        for snap in [old_snap.as_deref(), read("rmqtt.db").as_deref()] {
+            let files = [
+                ("rmqtt.db", snap),
+                ("rmqtt.db.journal", Some(&old_journal[..])),
+                ("rmqtt.db.journal.next", cur.as_deref()),
+            ];
+            assert_eq!(recover_dir(&dir, &files, h.now), want, "pass {passes}");
+        }
+        assert_eq!(recover_dir(&dir, &[], h.now), want, "after pass {passes}");
+        st.step(&h.b, h.now);
+        assert_eq!(recover_dir(&dir, &[], h.now), want, "after slice {passes}");
+    }
+    assert!(passes > 5, "the snapshot took several slices: {passes}");
+    assert!(!dir.join("rmqtt.db.journal.next").exists());
+    // A journal started by the compaction is continued, and compacts again.
+    h.send(p, &publish("r/last", "z", QoS::AtMostOnce, 0, true));
+    st.maybe_save(&mut h.b, h.now, false);
+    assert_eq!(recover_dir(&dir, &[], h.now), live(&h.b, h.now));
+    st.save_now(&mut h.b, h.now);
+    // Shutdown during a compaction: it is given up for a whole snapshot at once.
+    st.step(&h.b, h.now);
+    h.send(p, &publish("r/0", "end", QoS::AtMostOnce, 0, true));
+    st.maybe_save(&mut h.b, h.now, true);
+    assert!(!st.compacting());
+    assert!(!dir.join("rmqtt.db.journal.next").exists());
+    assert_eq!(recover_dir(&dir, &[], h.now), live(&h.b, h.now));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir.with_extension("recover"));
+}
