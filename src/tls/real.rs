@@ -32,13 +32,17 @@ use webpki::ring as alg;
 /// ECDSA). Built by hand rather than from `default_provider()`, whose tables would keep the
 /// rest alive.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
+    Arc::new(provider_value())
+}
+
+fn provider_value() -> CryptoProvider {
+    CryptoProvider {
         cipher_suites: ring::DEFAULT_CIPHER_SUITES.to_vec(),
         kx_groups: vec![ring::kx_group::X25519, ring::kx_group::SECP256R1],
         signature_verification_algorithms: SIGNATURES,
         secure_random: &Ring,
         key_provider: &Ring,
-    })
+    }
 }
 
 /// ring's verification table without Ed25519.
@@ -192,7 +196,7 @@ impl ServerTls {
         };
         let certs = load_certs(certfile)?;
         let key = load_key(keyfile)?;
-        let mut suites = rustls::crypto::ring::default_provider();
+        let mut suites = provider_value();
         // `ciphers` limits the TLS 1.2 suites, `ciphers_tls1.3` the TLS 1.3 ones.
         suites.cipher_suites.retain(|cs| {
             let (list, names) = match cs.tls13() {
