@@ -347,7 +347,7 @@ fn truncated_file_is_reported_kept_aside_and_the_rest_recovered() {
 #[test]
 fn unknown_version_is_reported_and_kept_aside() {
     let mut bad = good_file();
-    bad[7] = 3;
+    bad[7] = 4;
     start_on_damaged(&bad, "unknown format version", &BTreeMap::new());
 }
 
