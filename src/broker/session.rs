@@ -170,6 +170,9 @@ impl Flow {
     }
 }
 
+/// `Session::conn_ix` of a session without a connection.
+const NO_CONN: u32 = u32::MAX;
+
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
@@ -180,13 +183,16 @@ pub struct Session {
     pub stalled: bool,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
+    /// The auth scope (listener) of the last connection, for ACL checks while it is away.
+    pub scope: u8,
     /// Which attachment this is: renewed on every attach and detach, and unique for the life
     /// of the process. Every timer for the session carries the epoch it was set in, so a
     /// timer from an earlier attachment (or an earlier session in the same slot) is
     /// recognised and ignored. [STYLE 19c]
     pub epoch: u32,
-    /// The connection's slab index (below 2^32) while connected; see [`Session::conn`].
-    conn_ix: Option<u32>,
+    /// The connection's slab index (below `NO_CONN`) while connected, `NO_CONN` when not;
+    /// see [`Session::conn`]. Four bytes where an `Option<u32>` takes eight.
+    conn_ix: u32,
     pub expiry: Expiry,
     /// (filter, options, MQTT 5 subscription identifier): 24 bytes each. Changed only by the
     /// session table, which keeps the tree and the shared groups in step.
@@ -206,8 +212,9 @@ impl Session {
             no_echo: false,
             stalled: false,
             username: None,
+            scope: super::core::GLOBAL_SCOPE,
             epoch,
-            conn_ix: None,
+            conn_ix: NO_CONN,
             expiry,
             subs: Vec::new(),
             window: 20,
@@ -227,7 +234,7 @@ impl Session {
 
     /// The connection, while the client is connected.
     pub fn conn(&self) -> Option<usize> {
-        self.conn_ix.map(|c| c as usize)
+        (self.conn_ix != NO_CONN).then_some(self.conn_ix as usize)
     }
 
     /// A PUBREL for `pid`: true if that inbound QoS 2 message was awaiting it. Makes no flow
@@ -240,11 +247,16 @@ impl Session {
 
     /// Detaches the connection, returning it.
     pub fn take_conn(&mut self) -> Option<usize> {
-        self.conn_ix.take().map(|c| c as usize)
+        let c = self.conn();
+        self.conn_ix = NO_CONN;
+        c
     }
 
     pub fn set_conn(&mut self, conn: Option<usize>) {
-        self.conn_ix = conn.and_then(|c| u32::try_from(c).ok());
+        self.conn_ix = conn
+            .and_then(|c| u32::try_from(c).ok())
+            .filter(|&c| c != NO_CONN)
+            .unwrap_or(NO_CONN);
     }
 
     /// The message flow, empty if the session never had one.
