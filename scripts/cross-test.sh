@@ -6,6 +6,7 @@
 # Usage: scripts/cross-test.sh [--no-build] [--targets "..."] [--out DIR] [cross.sh options]
 # Builds first with scripts/cross.sh (which installs what it needs) unless --no-build.
 # Every wait is bounded; a run takes a few seconds per binary after the builds.
+# Each binary is also held to its line in scripts/size-budget.txt: more than 2 % over fails.
 # CROSS_TEST_HOST_CLIENTS=1 uses the host's mosquitto_pub/sub instead of the applets
 # (for trying a broker whose applets are not there yet); the table says which were used.
 set -euo pipefail
@@ -101,7 +102,18 @@ smoke() {
     echo "$result"
 }
 
+# The size budget: bytes per target and variant (scripts/size-budget.txt); a binary more than
+# 2 % over its line fails the run, with the size table (scripts/size-table.sh) printed so the
+# growth can be found. A target or variant without a line is not checked.
+budget_file=scripts/size-budget.txt
+budget_for() {
+    # The budget is for the default size-optimised build; CROSS_SIZE_OPT=0 is larger by design.
+    [ -f "$budget_file" ] && [ "${CROSS_SIZE_OPT:-1}" = 1 ] || return 0
+    awk -v t="$1" -v v="$2" '$1 == t && $2 == v { print $3 }' "$budget_file"
+}
+
 rows=()
+over=()
 status=0
 found=0
 for t in $targets; do
@@ -112,12 +124,29 @@ for t in $targets; do
         r=$(smoke "$t" "$v" "$bin" | tail -1)
         case "$r" in ok*) ;; *) status=1 ;; esac
         size=$(stat -c %s "$bin")
-        rows+=("$(printf '%-8s %-8s %10s %8s  %s' "$t" "$v" "$size" "$((size / 1024))K" "$r")")
+        budget=$(budget_for "$t" "$v")
+        vs="-"
+        if [ -n "$budget" ]; then
+            vs=$(awk -v s="$size" -v b="$budget" 'BEGIN { printf "%+.1f%%", 100 * (s - b) / b }')
+            if [ "$size" -gt $((budget + budget / 50)) ]; then
+                status=1
+                vs="$vs OVER"
+                over+=("$t $v")
+            fi
+        fi
+        rows+=("$(printf '%-8s %-8s %10s %8s %10s %-12s %s' "$t" "$v" "$size" \
+            "$((size / 1024))K" "${budget:--}" "$vs" "$r")")
     done
 done
 [ "$found" -eq 1 ] || { echo "cross-test: no binaries under $out" >&2; exit 1; }
 {
-    printf '%-8s %-8s %10s %8s  %s\n' target variant bytes size "qemu smoke test"
+    printf '%-8s %-8s %10s %8s %10s %-12s %s\n' target variant bytes size budget "vs budget" \
+        "qemu smoke test"
     printf '%s\n' "${rows[@]}"
 } | tee "$out/cross-test.txt"
+for tv in "${over[@]}"; do
+    read -r bt bv <<<"$tv"
+    echo "cross-test: $bt $bv is more than 2 % over $budget_file; where the bytes go:" >&2
+    scripts/size-table.sh --out "$out" --targets "$bt" --variants "$bv" >&2 || true
+done
 exit "$status"

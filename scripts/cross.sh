@@ -6,16 +6,18 @@
 #
 # Usage: scripts/cross.sh [--no-install] [--targets "mips mipsel armv7 aarch64"]
 #                         [--variants "ssl nossl"] [--out DIR]
-# Binaries land in DIR/<target>/<variant>/rmqtt (default DIR: dist/cross), a size table is
-# printed and written to DIR/sizes.txt. Variants: `ssl` is the default feature set (with TLS
+# Binaries land in DIR/<target>/<variant>/rmqtt (default DIR: dist/cross), stripped, with the
+# unstripped link beside it as rmqtt.syms (for scripts/size-table.sh); a size table (stripped and
+# xz -9 bytes) is printed and written to DIR/sizes.txt. Variants: `ssl` is the default feature set (with TLS
 # once the `tls` feature exists), `nossl` is `--no-default-features`. Without a `tls` feature in
 # Cargo.toml the two would be the same binary, so only `default` is built.
 #
 # Environment: CARGO_TARGET_DIR (default /tmp/target-cross), CROSS_BUILD_TIMEOUT seconds per
 # build (default 1200). CROSS_SIZE_OPT=1 (the default) builds std with immediate-abort panics and
-# no location details: a router's flash is 8-16 MB, and this takes a fifth off the TLS binary
-# and more than a quarter off nossl. The price is that a panic (none should be reachable from
-# input) aborts without a message; CROSS_SIZE_OPT=0 keeps the message for debugging.
+# no location details, Debug derives that print only names, and strips the unwind tables: a
+# router's flash is 8-16 MB, and this takes a fifth off the TLS binary and more than a quarter
+# off nossl. The price is that a panic (none should be reachable from input) aborts without a
+# message; CROSS_SIZE_OPT=0 keeps the message for debugging.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
     --targets) targets="$2"; shift ;;
     --variants) variants="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "cross.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -131,20 +133,32 @@ for t in $targets; do
             else
                 zflags+=(-Zbuild-std-features=panic_immediate_abort)
             fi
-            flags="$flags -Zlocation-detail=none"
+            # `#[derive(Debug)]` prints only the type or variant name: nothing of ours shows
+            # Debug output, and rustls's error texts that do keep the variant
+            # ("invalid peer certificate: UnknownIssuer").
+            flags="$flags -Zlocation-detail=none -Zfmt-debug=shallow"
         fi
         echo "=== $t ($tr) $v: cargo zigbuild ${feat[*]:-}" | tee -a "$log"
         start=$(date +%s)
-        if RUSTFLAGS="$flags" timeout "$timeout_s" cargo zigbuild --release --target "$tr" \
+        # Cargo's own strip is off so that the symbols stay for the size table; the strip
+        # below removes them (and more).
+        if CARGO_PROFILE_RELEASE_STRIP=false RUSTFLAGS="$flags" timeout "$timeout_s" cargo zigbuild --release --target "$tr" \
             "${zflags[@]}" "${feat[@]}" --bin rmqtt >>"$log" 2>&1; then
             dir="$out/$t/$v"
             mkdir -p "$dir"
-            cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt"
+            cp "$CARGO_TARGET_DIR/$tr/release/rmqtt" "$dir/rmqtt.syms"
+            cp "$dir/rmqtt.syms" "$dir/rmqtt"
             # .pdr (MIPS procedure descriptors) is never loaded; binutils' strip keeps it.
-            "$(strip_tool "$t")" -R .pdr -R .comment "$dir/rmqtt" 2>/dev/null || true
+            # With immediate-abort panics nothing unwinds or prints a backtrace, so the unwind
+            # tables the C objects still bring (12 KB on mips) go too.
+            sections=(-R .pdr -R .comment)
+            [ "${CROSS_SIZE_OPT:-1}" = 1 ] && sections+=(-R .eh_frame -R .eh_frame_hdr)
+            "$(strip_tool "$t")" "${sections[@]}" "$dir/rmqtt" 2>/dev/null || true
             size=$(stat -c %s "$dir/rmqtt")
-            rows+=("$(printf '%-8s %-32s %-8s %10s %8s %5ss' "$t" "$tr" "$v" "$size" \
-                "$((size / 1024))K" "$(($(date +%s) - start))")")
+            # What squashfs stores is compressed; xz -9 is near what OpenWrt's mksquashfs gives.
+            xzs=$(xz -9 -c "$dir/rmqtt" | wc -c)
+            rows+=("$(printf '%-8s %-32s %-8s %10s %8s %9s %5ss' "$t" "$tr" "$v" "$size" \
+                "$((size / 1024))K" "$xzs" "$(($(date +%s) - start))")")
         else
             status=1
             rows+=("$(printf '%-8s %-32s %-8s %10s' "$t" "$tr" "$v" FAILED)")
@@ -154,7 +168,7 @@ for t in $targets; do
 done
 
 {
-    printf '%-8s %-32s %-8s %10s %8s %6s\n' target triple variant bytes size time
+    printf '%-8s %-32s %-8s %10s %8s %9s %6s\n' target triple variant bytes size xz-9 time
     printf '%s\n' "${rows[@]}"
 } | tee "$out/sizes.txt"
 exit "$status"

@@ -11,4 +11,5 @@ pub mod client;
 pub mod config;
 pub mod passwd;
 pub mod protocol;
+pub mod sort;
 pub mod tls;

@@ -368,7 +368,7 @@ impl Broker {
         self.table.matches(&msg.topic, &mut matched);
         let any = !matched.is_empty();
         if matched.len() > 1 {
-            matched.sort_unstable_by_key(|s| s.session);
+            crate::sort::sort_by_key(&mut matched, |s| s.session);
         }
         // [MQTT-3.8.3-3] a no-local subscription does not match its own session's messages:
         // it takes no part in the QoS, retain-as-published or identifiers of the delivery.

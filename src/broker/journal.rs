@@ -663,7 +663,7 @@ impl Journal {
                 put_record(b, J_SESSION_DEL, &body);
             }
         }
-        ch.dirty.sort_unstable();
+        crate::sort::sort(&mut ch.dirty);
         ch.dirty.dedup();
         for &sid in &ch.dirty {
             let Some(s) = broker.table.get_mut(sid) else {
@@ -701,7 +701,7 @@ impl Journal {
                 }
             }
             let mut jids: Vec<u64> = now_at.keys().copied().collect();
-            jids.sort_unstable();
+            crate::sort::sort(&mut jids);
             for jid in jids {
                 let Some(want) = now_at.get(&jid) else {
                     continue;

@@ -884,7 +884,7 @@ impl Server {
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
-        reads.sort_unstable();
+        crate::sort::sort(&mut reads);
         reads.dedup();
         for &id in &reads {
             // Events may have come and gone while it was paused or over budget, a closed

@@ -40,7 +40,8 @@ pub struct SysState {
     started: Option<Instant>,
     last_run: Option<Instant>,
     published: HashMap<String, String>,
-    loads: HashMap<&'static str, Load>,
+    /// One per entry of the `totals` table in [`SysState::values`], in its order.
+    loads: [Load; 8],
 }
 
 /// Extra values from the event loop.
@@ -128,8 +129,7 @@ impl SysState {
             ("publish/dropped", st.publish_dropped),
             ("connections", st.clients_total_connected),
         ];
-        for (name, total) in totals {
-            let load = self.loads.entry(name).or_default();
+        for ((name, total), load) in totals.into_iter().zip(self.loads.iter_mut()) {
             if self.last_run.is_some() {
                 load.update(total, interval);
             } else {

@@ -12,6 +12,7 @@ mod rr_app;
 mod session;
 mod signals;
 mod sub_app;
+mod usage;
 
 /// rmqtt_pub: a drop-in replacement for mosquitto_pub.
 pub fn pub_main(args: Vec<String>) -> i32 {

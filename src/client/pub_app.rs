@@ -8,8 +8,9 @@ use super::signals;
 use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io::{BufRead, Read};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
@@ -96,93 +97,7 @@ fn print_version() {
 }
 
 fn print_usage() {
-    let v = env!("CARGO_PKG_VERSION");
-    print!(
-        "rmqtt_pub is a simple mqtt client that will publish a message on a single topic and exit.
-rmqtt_pub version {v} running on rmqtt {v}.
-
-Usage: rmqtt_pub {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}}
-                 {{-f file | -l | -n | -m message}}
-                 [-c] [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time] [-x session-expiry]
-                 [--nodelay]
-                 [-i id] [-I id_prefix]
-                 [-d] [--quiet]
-                 [-M max_inflight]
-                 [-u username [-P password]]
-                 [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
-                 [{{--cafile file | --capath dir}} [--cert file] [--key file]
-                   [--ciphers ciphers] [--insecure]
-                   [--tls-alpn protocol]
-                   [--tls-use-os-certs]
-                 [--property command identifier value]
-                 [-D command identifier value]
-       rmqtt_pub --help
-
- -d : enable debug messages.
- -c : disable clean session/enable persistent client mode
-      When this argument is used, the broker will be instructed not to clean existing sessions
-      for the same client id when the client connects, and sessions will never expire when the
-      client disconnects. MQTT v5 clients can change their session expiry interval with the -x
-      argument.
- -D : Define MQTT v5 properties. See the documentation for more details.
- -f : send the contents of a file as the message.
- -h : mqtt host to connect to. Defaults to localhost.
- -i : id to use for this client. Defaults to an id the broker assigns.
- -I : define the client id as id_prefix appended with the process id. Useful for when the
-      broker is using the clientid_prefixes option.
- -k : keep alive in seconds for this client. Defaults to 60.
- -L : specify user, password, hostname, port and topic as a URL in the form:
-      mqtt(s)://[username[:password]@]host[:port]/topic
- -l : read messages from stdin, sending a separate message for each line.
- -m : message payload to send.
- -M : the maximum inflight messages for QoS 1/2..
- -n : send a null (zero length) message.
- -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
- -P : provide a password
- -q : quality of service level to use for all messages. Defaults to 0.
- -r : message should be retained.
- -s : read message from stdin, sending the entire input as a message.
- -t : mqtt topic to publish to.
- -u : provide a username
- -V : specify the version of the MQTT protocol to use when connecting.
-      Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.
- -x : Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5
-      clients only. Set to 0-4294967294 to specify the session will expire in that many
-      seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session
-      that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.
- --help : display this message.
- --nodelay : disable Nagle's algorithm, to reduce socket sending latency at the possible
-             expense of more packets being sent.
- --quiet : don't print error messages.
- --repeat : if publish mode is -f, -m, or -s, then repeat the publish N times.
- --repeat-delay : if using --repeat, wait time seconds between publishes. Defaults to 0.
- --unix : connect to a broker through a unix domain socket instead of a TCP socket,
-          e.g. /tmp/mosquitto.sock
- --will-payload : payload for the client Will, which is sent by the broker in case of
-                  unexpected disconnection. If not given and will-topic is set, a zero
-                  length message will be sent.
- --will-qos : QoS level for the client Will.
- --will-retain : if given, make the client Will retained.
- --will-topic : the topic on which to publish the client Will.
- --cafile : path to a file containing trusted CA certificates to enable encrypted
-            communication.
- --capath : path to a directory containing trusted CA certificates to enable encrypted
-            communication.
- --cert : client certificate for authentication, if required by server.
- --key : client private key for authentication, if required by server.
- --ciphers : openssl compatible list of TLS ciphers to support.
- --tls-version : TLS protocol version, can be one of tlsv1.3 tlsv1.2 or tlsv1.1.
-                 Defaults to tlsv1.2 if available.
- --insecure : do not check that the server certificate hostname matches the remote
-              hostname. Using this option means that you cannot be sure that the
-              remote host is the server you wish to connect to and so is insecure.
-              Do not use this option in a production environment.
- --tls-use-os-certs : Load and trust OS provided CA certificates.
-
-See https://mosquitto.org/ for more information.
-
-"
-    );
+    super::usage::print(super::usage::PUB, "rmqtt_pub");
 }
 
 /// Where each unacknowledged message of ours stands: the packet it waits for.
@@ -277,7 +192,7 @@ impl Publisher<'_> {
             }
         }
         let mut mids: Vec<u16> = self.inflight.keys().copied().collect();
-        mids.sort_unstable();
+        crate::sort::sort(&mut mids);
         for mid in mids {
             let Some((waiting, p)) = self.inflight.get(&mid).cloned() else {
                 continue;
@@ -372,10 +287,65 @@ pub(super) fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
     }))
 }
 
+/// Lines read from stdin, at most [`Lines::MAX`] waiting, and whether stdin has ended. A mutex
+/// and two condition variables rather than `std::sync::mpsc`, whose channel code was 8 KB of
+/// the mips binary for this one queue.
+#[derive(Default)]
+struct Lines {
+    queue: Mutex<(VecDeque<Bytes>, bool)>,
+    ready: Condvar,
+    space: Condvar,
+}
+
+/// What [`Lines::recv_timeout`] gives.
+enum Line {
+    Got(Bytes),
+    Timeout,
+    Eof,
+}
+
+impl Lines {
+    const MAX: usize = 64;
+
+    /// The sending side: waits while the queue is full. The reader thread is left blocked
+    /// when the applet ends; the process exit ends it.
+    fn push(&self, item: Option<Bytes>) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while q.0.len() >= Self::MAX {
+            q = self.space.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        match item {
+            Some(b) => q.0.push_back(b),
+            None => q.1 = true,
+        }
+        self.ready.notify_one();
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Line {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.0.is_empty() && !q.1 && !wait.is_zero() {
+            q = self
+                .ready
+                .wait_timeout(q, wait)
+                .map(|(q, _)| q)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        match q.0.pop_front() {
+            Some(b) => {
+                self.space.notify_one();
+                Line::Got(b)
+            }
+            None if q.1 => Line::Eof,
+            None => Line::Timeout,
+        }
+    }
+}
+
 /// Reads stdin line by line on its own thread, so that the connection keeps being served
 /// (acknowledgements, pings) while stdin is quiet.
-fn stdin_lines() -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::sync_channel(64);
+fn stdin_lines() -> Arc<Lines> {
+    let lines = Arc::new(Lines::default());
+    let tx = lines.clone();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
@@ -387,14 +357,13 @@ fn stdin_lines() -> mpsc::Receiver<Bytes> {
                     if line.last() == Some(&b'\n') {
                         line.pop();
                     }
-                    if tx.send(Bytes::from(line)).is_err() {
-                        break;
-                    }
+                    tx.push(Some(Bytes::from(line)));
                 }
             }
         }
+        tx.push(None);
     });
-    rx
+    lines
 }
 
 fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<(), ClientError> {
@@ -424,12 +393,12 @@ fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<()
                         Duration::ZERO
                     };
                     match rx.recv_timeout(wait) {
-                        Ok(line) => {
+                        Line::Got(line) => {
                             p.publish_or_reconnect(line)?;
                             continue;
                         }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => eof = true,
+                        Line::Timeout => {}
+                        Line::Eof => eof = true,
                     }
                 }
                 if eof && p.inflight.is_empty() {

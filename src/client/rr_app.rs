@@ -55,60 +55,7 @@ fn print_version() {
 }
 
 fn print_usage() {
-    let v = env!("CARGO_PKG_VERSION");
-    print!(
-        "rmqtt_rr is an mqtt client that can be used to publish a request message and wait for a response.
-             Defaults to MQTT v5, where the Request-Response feature will be used, but v3.1.1 can also be used
-             with v3.1.1 brokers.
-rmqtt_rr version {v} running on rmqtt {v}.
-
-Usage: rmqtt_rr {{[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}} -e response-topic
-                {{-f file | -n | -m message | -s}}
-                [-c] [-k keepalive] [-q qos] [-R] [-x session-expiry-interval]
-                [-F format]
-                [-W timeout_secs]
-                [--nodelay]
-                [-i id] [-I id_prefix]
-                [-d] [-N] [--quiet] [-v]
-                [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]
-                [{{--cafile file | --capath dir}} [--cert file] [--key file] [--insecure]]
-                [-D command identifier value]
-       rmqtt_rr --help
-
- -c : disable clean session/enable persistent client mode
- -d : enable debug messages.
- -D : Define MQTT v5 properties. See the documentation for more details.
- -e : Response topic. The client will subscribe to this topic to wait for a response.
- -F : output format.
- -h : mqtt host to connect to. Defaults to localhost.
- -i : id to use for this client. Defaults to an id the broker assigns.
- -k : keep alive in seconds for this client. Defaults to 60.
- -L : specify user, password, hostname, port and topic as a URL in the form:
-      mqtt(s)://[username[:password]@]host[:port]/topic
- -N : do not add an end of line character when printing the payload.
- -p : network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.
- -P : provide a password
- -q : quality of service level to use for communications. Defaults to 0.
- -R : do not print stale messages (those with retain set).
- -t : topic where the request message will be sent.
- -u : provide a username
- -v : print received messages verbosely.
- -V : specify the version of the MQTT protocol to use when connecting.
-      Defaults to 5.
- -W : Specifies a timeout in seconds how long to wait for a response.
- -x : Set the session-expiry-interval property on the CONNECT packet.
- --help : display this message.
- --nodelay : disable Nagle's algorithm.
- --pretty : print formatted output rather than minimised output when using the
-            JSON output format option.
- --quiet : don't print error messages.
- --unix : connect to a broker through a unix domain socket instead of a TCP socket,
-          e.g. /tmp/mosquitto.sock
-
-See https://mosquitto.org/ for more information.
-
-"
-    );
+    super::usage::print(super::usage::RR, "rmqtt_rr");
 }
 
 pub fn main(args: Vec<String>) -> i32 {

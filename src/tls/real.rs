@@ -8,10 +8,13 @@ use crate::config::Listener;
 use mio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::crypto::{ring, CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::SigningKey;
 use rustls::{
     ClientConfig, ClientConnection, Connection, DigitallySignedStruct, RootCertStore, ServerConfig,
     ServerConnection, SignatureScheme, SupportedProtocolVersion,
@@ -19,9 +22,106 @@ use rustls::{
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use webpki::ring as alg;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The ring provider cut to what a broker and its bridges need: TLS 1.3 and 1.2 with AES-GCM and
+/// ChaCha20-Poly1305 (ring's default suites, all nine), X25519 and P-256 key exchange, ECDSA
+/// (P-256, P-384) and RSA signatures. Left out, so that the linker drops their code: P-384 key
+/// exchange (every TLS stack that offers it offers X25519 or P-256 too) and Ed25519
+/// certificates and keys (the CA/Browser Forum does not allow them; Mosquitto setups use RSA or
+/// ECDSA). Built by hand rather than from `default_provider()`, whose tables would keep the
+/// rest alive.
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(provider_value())
+}
+
+fn provider_value() -> CryptoProvider {
+    CryptoProvider {
+        cipher_suites: ring::DEFAULT_CIPHER_SUITES.to_vec(),
+        kx_groups: vec![ring::kx_group::X25519, ring::kx_group::SECP256R1],
+        signature_verification_algorithms: SIGNATURES,
+        secure_random: &Ring,
+        key_provider: &Ring,
+    }
+}
+
+/// ring's verification table without Ed25519.
+static SIGNATURES: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[
+        alg::ECDSA_P256_SHA256,
+        alg::ECDSA_P256_SHA384,
+        alg::ECDSA_P384_SHA256,
+        alg::ECDSA_P384_SHA384,
+        alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+        alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        alg::RSA_PKCS1_2048_8192_SHA256,
+        alg::RSA_PKCS1_2048_8192_SHA384,
+        alg::RSA_PKCS1_2048_8192_SHA512,
+        alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+        alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+        alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+    ],
+    mapping: &[
+        (
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+            &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384],
+        ),
+        (
+            SignatureScheme::ECDSA_NISTP256_SHA256,
+            &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA512,
+            &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA384,
+            &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PSS_SHA256,
+            &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA512,
+            &[alg::RSA_PKCS1_2048_8192_SHA512],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA384,
+            &[alg::RSA_PKCS1_2048_8192_SHA384],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA256,
+            &[alg::RSA_PKCS1_2048_8192_SHA256],
+        ),
+    ],
+};
+
+/// Randomness and private keys from ring, the keys RSA or ECDSA only.
+#[derive(Debug)]
+struct Ring;
+
+impl SecureRandom for Ring {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        use ::ring::rand::SecureRandom as _;
+        ::ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| GetRandomFailed)
+    }
+}
+
+impl KeyProvider for Ring {
+    fn load_private_key(
+        &self,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn SigningKey>, rustls::Error> {
+        if let Ok(rsa) = ring::sign::RsaSigningKey::new(&key) {
+            return Ok(Arc::new(rsa));
+        }
+        ring::sign::any_ecdsa_type(&key)
+            .map_err(|_| rustls::Error::General("the private key is neither RSA nor ECDSA".into()))
+    }
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -96,7 +196,7 @@ impl ServerTls {
         };
         let certs = load_certs(certfile)?;
         let key = load_key(keyfile)?;
-        let mut suites = rustls::crypto::ring::default_provider();
+        let mut suites = provider_value();
         // `ciphers` limits the TLS 1.2 suites, `ciphers_tls1.3` the TLS 1.3 ones.
         suites.cipher_suites.retain(|cs| {
             let (list, names) = match cs.tls13() {
