@@ -125,7 +125,30 @@ pub struct Conn {
     pub(super) dirty: bool,
     /// Reading paused: a subscriber this connection publishes to is not keeping up.
     pub paused: bool,
-    pub anonymous_allowed: bool,
+    /// The listener's rules for its CONNECT: auth scope and anonymous access.
+    pub login: Login,
+}
+
+/// What the listener a connection came in on decides about its login: the auth scope (7 bits,
+/// see [`super::core::Auth`]) and whether it may log in without credentials. One byte, so
+/// that a `Conn` stays 96 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Login(u8);
+
+impl Login {
+    const ANONYMOUS: u8 = 0x80;
+
+    pub fn new(scope: u8, anonymous: bool) -> Login {
+        Login((scope & !Self::ANONYMOUS) | if anonymous { Self::ANONYMOUS } else { 0 })
+    }
+
+    pub fn scope(self) -> u8 {
+        self.0 & !Self::ANONYMOUS
+    }
+
+    pub fn anonymous(self) -> bool {
+        self.0 & Self::ANONYMOUS != 0
+    }
 }
 
 /// The parts of a connection's state that only some connections use.
@@ -313,7 +336,7 @@ impl Broker {
             close: None,
             dirty: false,
             paused: false,
-            anonymous_allowed,
+            login: Login::new(super::core::GLOBAL_SCOPE, anonymous_allowed),
         });
         self.arm_sweep(id);
         id

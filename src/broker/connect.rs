@@ -153,7 +153,13 @@ impl Broker {
                 Some(identity) => identity.as_deref(),
                 None => c.username.as_deref(),
             };
-            if !self.auth.allowed(&client_id, user, &w.topic, Access::Write) {
+            if !self.auth.allowed(
+                conn.login.scope(),
+                &client_id,
+                user,
+                &w.topic,
+                Access::Write,
+            ) {
                 verdict = Err(reason::NOT_AUTHORIZED);
             }
         }
@@ -266,6 +272,7 @@ impl Broker {
         conn.connected = true;
         let peer = conn.peer();
         let username = conn.username.clone();
+        let scope = conn.login.scope();
         let key: Arc<str> = conn.client_id.clone();
 
         // Session expiry: 3.1.1 clean session, or 5.0's property. [MQTT-3.1.2-23]
@@ -321,6 +328,7 @@ impl Broker {
         if let Some(s) = self.table.get_mut(sid) {
             s.set_window(window);
             s.username = username.clone();
+            s.scope = scope;
             s.no_echo = c.bridge;
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
             s.pending_will = None;
@@ -393,7 +401,10 @@ impl Broker {
     /// this user may not read is dropped (as Mosquitto's `connection_check_acl` does).
     /// Messages past PUBREC are left to complete: the client has them already.
     fn drop_unreadable(&mut self, sid: usize) {
-        let Some(acl) = self.auth.acl.as_ref() else {
+        let Some(scope) = self.table.get(sid).map(|s| s.scope) else {
+            return;
+        };
+        let Some(acl) = self.auth.acl_of(scope) else {
             return;
         };
         let Some(s) = self.table.get_mut(sid) else {

@@ -167,14 +167,62 @@ pub struct Stats {
 }
 
 /// Who may connect and what they may do: the password file and the ACL, both optional.
+/// These are the global ones; with `per_listener_settings` a listener with its own file has
+/// its own [`Scope`], chosen by the listener a connection arrived on.
 #[derive(Default)]
 pub struct Auth {
     pub passwords: Option<PasswordFile>,
     pub acl: Option<Acl>,
+    /// Scope `n` (from 1) is `listeners[n - 1]`; `None` for a listener that uses the global
+    /// files. Indexed like `Config::listeners`.
+    listeners: Vec<Option<Scope>>,
 }
+
+/// One listener's password file and ACL: its own, or the global one it has none of.
+#[derive(Default)]
+pub struct Scope {
+    pub passwords: Option<PasswordFile>,
+    pub acl: Option<Acl>,
+}
+
+/// The scope of connections and sessions that use the global files.
+pub const GLOBAL_SCOPE: u8 = 0;
+
+/// Listeners with their own files beyond this many are refused: a scope is 7 bits in a
+/// connection ([`super::conn::Login`]).
+pub const MAX_SCOPES: usize = 127;
 
 impl Auth {
     pub fn load(cfg: &Config) -> Result<Auth, ConfigError> {
+        let mut listeners = Vec::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let own =
+                cfg.per_listener_settings && (l.password_file.is_some() || l.acl_file.is_some());
+            if own && i >= MAX_SCOPES {
+                return Err(ConfigError {
+                    file: cfg
+                        .source
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    line: 0,
+                    message: format!(
+                        "per_listener_settings: at most {MAX_SCOPES} listeners may have their \
+                         own password_file or acl_file"
+                    ),
+                });
+            }
+            listeners.push(if own {
+                let pw = l.password_file.as_ref().or(cfg.password_file.as_ref());
+                let acl = l.acl_file.as_ref().or(cfg.acl_file.as_ref());
+                Some(Scope {
+                    passwords: pw.map(PasswordFile::load).transpose()?,
+                    acl: acl.map(Acl::load).transpose()?,
+                })
+            } else {
+                None
+            });
+        }
         Ok(Auth {
             passwords: cfg
                 .password_file
@@ -182,7 +230,38 @@ impl Auth {
                 .map(PasswordFile::load)
                 .transpose()?,
             acl: cfg.acl_file.as_ref().map(Acl::load).transpose()?,
+            listeners,
         })
+    }
+
+    /// The scope of `Config::listeners[i]`: its own files, or the global ones.
+    pub fn scope_of_listener(&self, i: usize) -> u8 {
+        match self.listeners.get(i) {
+            Some(Some(_)) => u8::try_from(i + 1).unwrap_or(GLOBAL_SCOPE),
+            _ => GLOBAL_SCOPE,
+        }
+    }
+
+    /// The password file and ACL of `scope`; the global ones for an unknown scope.
+    fn files(&self, scope: u8) -> (Option<&PasswordFile>, Option<&Acl>) {
+        let own = usize::from(scope)
+            .checked_sub(1)
+            .and_then(|i| self.listeners.get(i))
+            .and_then(Option::as_ref);
+        match own {
+            Some(s) => (s.passwords.as_ref(), s.acl.as_ref()),
+            None => (self.passwords.as_ref(), self.acl.as_ref()),
+        }
+    }
+
+    /// The ACL of `scope`, if it has one.
+    pub fn acl_of(&self, scope: u8) -> Option<&Acl> {
+        self.files(scope).1
+    }
+
+    /// Whether no scope has an ACL: every check is then a yes.
+    pub fn no_acl(&self) -> bool {
+        self.acl.is_none() && self.listeners.iter().flatten().all(|s| s.acl.is_none())
     }
 
     /// The CONNECT decision. Mosquitto's rules: no user name needs anonymous access; a user
@@ -193,7 +272,7 @@ impl Auth {
             // use_identity_as_username: the certificate is the credential.
             return identity.as_ref().map(|_| ()).ok_or(reason::NOT_AUTHORIZED);
         }
-        match (&c.username, &self.passwords) {
+        match (&c.username, self.files(conn.login.scope()).0) {
             (Some(u), Some(pw)) => {
                 let given = c.password.as_deref().unwrap_or_default();
                 if pw.check(u, given) {
@@ -202,21 +281,22 @@ impl Auth {
                     Err(reason::NOT_AUTHORIZED)
                 }
             }
-            _ if conn.anonymous_allowed => Ok(()),
+            _ if conn.login.anonymous() => Ok(()),
             _ => Err(reason::NOT_AUTHORIZED),
         }
     }
 
-    /// May `client_id`/`username` do `access` on `topic`? Always yes without an ACL file.
+    /// May `client_id`/`username` do `access` on `topic` under `scope`'s ACL? Always yes
+    /// without an ACL file.
     pub fn allowed(
         &self,
+        scope: u8,
         client_id: &str,
         username: Option<&str>,
         topic: &str,
         access: Access,
     ) -> bool {
-        self.acl
-            .as_ref()
+        self.acl_of(scope)
             .is_none_or(|a| a.allowed(client_id, username, topic, access))
     }
 }
@@ -675,14 +755,27 @@ impl Broker {
         }
     }
 
+    /// After a reload: each session takes the new auth scope of the listener it last used
+    /// (`moved`: old, new); one whose listener is gone falls back to the global files.
+    pub(super) fn rescope(&mut self, moved: &[(u8, u8)]) {
+        for sid in self.table.ids() {
+            if let Some(s) = self.table.get_mut(sid).filter(|s| s.scope != GLOBAL_SCOPE) {
+                s.scope = moved
+                    .iter()
+                    .find(|(old, _)| *old == s.scope)
+                    .map_or(GLOBAL_SCOPE, |&(_, new)| new);
+            }
+        }
+    }
+
     /// The ACL decision for a session (connected or not).
     pub(super) fn session_may(&self, sid: usize, topic: &str, access: Access) -> bool {
-        if self.auth.acl.is_none() {
+        if self.auth.no_acl() {
             return true;
         }
         self.table.get(sid).is_some_and(|s| {
             self.auth
-                .allowed(&s.client_id, s.username.as_deref(), topic, access)
+                .allowed(s.scope, &s.client_id, s.username.as_deref(), topic, access)
         })
     }
 

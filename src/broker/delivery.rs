@@ -427,6 +427,7 @@ impl Broker {
         // it.
         let may = |s: &Session| {
             auth.allowed(
+                s.scope,
                 &s.client_id,
                 s.username.as_deref(),
                 &msg.topic,
@@ -492,6 +493,7 @@ impl Broker {
             let auth = &self.auth;
             let may = |s: &Session| {
                 auth.allowed(
+                    s.scope,
                     &s.client_id,
                     s.username.as_deref(),
                     &d.msg.topic,

@@ -124,9 +124,17 @@ pub fn main(args: Vec<String>) -> i32 {
         // The files the broker reads at start-up are checked too. One that does not exist
         // (yet: a package creates it on install) is a warning, one that is wrong an error.
         let referenced = cfg.password_file.iter().chain(cfg.acl_file.iter()).chain(
-            cfg.listeners
-                .iter()
-                .flat_map(|l| [&l.certfile, &l.keyfile, &l.cafile].into_iter().flatten()),
+            cfg.listeners.iter().flat_map(|l| {
+                [
+                    &l.certfile,
+                    &l.keyfile,
+                    &l.cafile,
+                    &l.password_file,
+                    &l.acl_file,
+                ]
+                .into_iter()
+                .flatten()
+            }),
         );
         let mut missing = false;
         for f in referenced {
@@ -327,13 +335,16 @@ fn run(
                 if let Some(mut new) = reload(source) {
                     log.replace(logging::Settings::from_config(&new, verbose));
                     keep_restart_only(&cfg, &mut new);
-                    server.reload(&new, ports);
-                    match core::Auth::load(&new) {
-                        Ok(a) => server.broker_mut().auth = a,
-                        Err(e) => log::error!(
-                            "Error: reloading the password file or ACL failed, keeping the old ones: {e}"
-                        ),
-                    }
+                    let auth = match core::Auth::load(&new) {
+                        Ok(a) => Some(a),
+                        Err(e) => {
+                            log::error!(
+                                "Error: reloading the password file or ACL failed, keeping the old ones: {e}"
+                            );
+                            None
+                        }
+                    };
+                    server.reload(&new, ports, auth);
                     cfg = new;
                 }
             }

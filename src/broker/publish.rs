@@ -130,10 +130,10 @@ impl Broker {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
         }
-        let (cid, user) = self
+        let (cid, user, scope) = self
             .conns
             .get(id)
-            .map(|c| (c.client_id.clone(), c.username.clone()))
+            .map(|c| (c.client_id.clone(), c.username.clone(), c.login.scope()))
             .unwrap_or_default();
         let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
         let mut denied = false;
@@ -146,7 +146,7 @@ impl Broker {
         } else {
             denied = !self
                 .auth
-                .allowed(&cid, user.as_deref(), &p.topic, Access::Write);
+                .allowed(scope, &cid, user.as_deref(), &p.topic, Access::Write);
         }
         if denied {
             debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);

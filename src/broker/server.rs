@@ -9,6 +9,7 @@
 //! next deadline, a socket event or a signal.
 
 use super::admission::{self, Admission, AdmissionLimits, Evict};
+use super::conn::Login;
 use super::core::{fmt_addr, Broker, Close, Effect};
 use super::listen::{Accepted, ListenSock};
 use super::logging;
@@ -96,6 +97,8 @@ struct Bound {
     sockets: Vec<(usize, ListenSock, u16)>,
     tls: Option<ServerTls>,
     anonymous: Anonymous,
+    /// The auth scope its connections get ([`super::core::Auth::scope_of_listener`]).
+    scope: u8,
     open: i64,
 }
 
@@ -569,13 +572,15 @@ impl Server {
             reads: Vec::new(),
             output: Vec::new(),
         };
-        for o in bound {
+        for (i, o) in bound.into_iter().enumerate() {
             let tls = if o.plan.tls() {
                 Some(ServerTls::new(&o.plan.spec)?)
             } else {
                 None
             };
-            server.add_listener(cfg, o, tls)?;
+            // Planned listeners are the configured ones first, in order.
+            let scope = server.broker.auth.scope_of_listener(i);
+            server.add_listener(cfg, o, tls, scope)?;
         }
         Ok(server)
     }
@@ -586,6 +591,7 @@ impl Server {
         cfg: &Config,
         o: Opened,
         tls: Option<ServerTls>,
+        scope: u8,
     ) -> Result<(), String> {
         let mut id = self.next_listener_id;
         while self.listeners.iter().any(|b| b.id == id) {
@@ -605,6 +611,7 @@ impl Server {
         self.listeners.push(Bound {
             id,
             anonymous: cfg.anonymous_policy(Some(&o.plan.spec)),
+            scope,
             plan: o.plan,
             sockets,
             tls,
@@ -613,17 +620,15 @@ impl Server {
         Ok(())
     }
 
-    pub fn broker_mut(&mut self) -> &mut Broker {
-        &mut self.broker
-    }
-
     /// Applies a reloaded configuration without dropping what did not change: limits (for
     /// new connections), `$SYS` interval, autosave policy, bridges, and the listeners.
     /// Listeners with the same port, address, protocol and TLS-ness keep their sockets and
     /// connections and take the new anonymous access, TLS certificates and limits; removed
     /// ones close, and their clients are disconnected as by a network failure (wills fire,
     /// sessions stay); new ones are opened. A listener that fails to open is logged.
-    pub fn reload(&mut self, cfg: &Config, cli_ports: &[u16]) {
+    /// `auth` is the re-read password files and ACLs; `None` (they failed to load) keeps the
+    /// old ones, and every connection and session keeps its scope.
+    pub fn reload(&mut self, cfg: &Config, cli_ports: &[u16], auth: Option<super::core::Auth>) {
         let now = Instant::now();
         self.broker.limits = super::core::Limits::from_config(cfg);
         self.max_connections = cfg.max_connections;
@@ -648,11 +653,15 @@ impl Server {
         if let Some(st) = &mut self.store {
             st.set_policy(cfg);
         }
-        self.reload_listeners(cfg, cli_ports);
+        let rescope = auth.is_some();
+        if let Some(a) = auth {
+            self.broker.auth = a;
+        }
+        self.reload_listeners(cfg, cli_ports, rescope);
         self.broker.set_bridges(&cfg.bridges, now);
     }
 
-    fn reload_listeners(&mut self, cfg: &Config, cli_ports: &[u16]) {
+    fn reload_listeners(&mut self, cfg: &Config, cli_ports: &[u16], rescope: bool) {
         let new = plan(cfg, cli_ports);
         let (keep, close) = {
             let old: Vec<&Planned> = self.listeners.iter().map(|b| &b.plan).collect();
@@ -670,7 +679,17 @@ impl Server {
             self.close_listener(id);
         }
         let mut reloaded_tls = 0;
-        for (p, keep_id) in new.into_iter().zip(kept) {
+        // Old scope -> new scope of the listeners kept, for the sessions they left behind.
+        let mut moved: Vec<(u8, u8)> = Vec::new();
+        for (i, (p, keep_id)) in new.into_iter().zip(kept).enumerate() {
+            let scope = if rescope {
+                self.broker.auth.scope_of_listener(i)
+            } else {
+                self.listeners
+                    .iter()
+                    .find(|b| Some(b.id) == keep_id)
+                    .map_or(super::core::GLOBAL_SCOPE, |b| b.scope)
+            };
             let tls = if p.tls() {
                 match ServerTls::new(&p.spec) {
                     Ok(t) => Some(t),
@@ -684,10 +703,20 @@ impl Server {
             };
             if let Some(b) = self.listeners.iter_mut().find(|b| Some(b.id) == keep_id) {
                 b.anonymous = cfg.anonymous_policy(Some(&p.spec));
-                // Connections still waiting for their CONNECT get the new rule too.
+                if b.scope != super::core::GLOBAL_SCOPE {
+                    moved.push((b.scope, scope));
+                }
+                b.scope = scope;
+                // Connections still waiting for their CONNECT get the new rule too; all take
+                // the listener's new auth scope.
                 for (c, _) in self.socks.iter().filter(|(_, s)| s.listener == Some(b.id)) {
-                    if let Some(conn) = self.broker.conns.get_mut(c).filter(|c| !c.connected) {
-                        conn.anonymous_allowed = b.anonymous.allows(conn.peer().ip());
+                    if let Some(conn) = self.broker.conns.get_mut(c) {
+                        let anonymous = if conn.connected {
+                            conn.login.anonymous()
+                        } else {
+                            b.anonymous.allows(conn.peer().ip())
+                        };
+                        conn.login = Login::new(scope, anonymous);
                     }
                 }
                 b.plan = p;
@@ -714,7 +743,7 @@ impl Server {
                 continue;
             }
             let port = p.spec.port;
-            match bind_one(p).and_then(|o| self.add_listener(cfg, o, tls)) {
+            match bind_one(p).and_then(|o| self.add_listener(cfg, o, tls, scope)) {
                 Ok(()) => {}
                 Err(e) => error!(
                     "Error: unable to open the listener on port {port}: {}",
@@ -724,6 +753,9 @@ impl Server {
         }
         if reloaded_tls > 0 {
             info!("Reloaded TLS certificates of {reloaded_tls} listener(s).");
+        }
+        if rescope {
+            self.broker.rescope(&moved);
         }
     }
 
@@ -1066,6 +1098,9 @@ impl Server {
             let id = self
                 .broker
                 .accept(addr, port, l.anonymous.allows(addr.ip()), now);
+            if let Some(c) = self.broker.conns.get_mut(id) {
+                c.login = Login::new(l.scope, c.login.anonymous());
+            }
             if let Err(e) =
                 self.poll
                     .registry()

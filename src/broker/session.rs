@@ -184,6 +184,8 @@ pub struct Session {
     pub stalled: bool,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
+    /// The auth scope (listener) of the last connection, for ACL checks while it is away.
+    pub scope: u8,
     /// Which attachment this is: renewed on every attach and detach, and unique for the life
     /// of the process. Every timer for the session carries the epoch it was set in, so a
     /// timer from an earlier attachment (or an earlier session in the same slot) is
@@ -214,6 +216,7 @@ impl Session {
             no_echo: false,
             stalled: false,
             username: None,
+            scope: super::core::GLOBAL_SCOPE,
             epoch,
             link: 0,
             expiry,

@@ -45,6 +45,10 @@ pub struct Listener {
     pub crlfile: Option<PathBuf>,
     /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
     pub bind_interface: Option<String>,
+    /// This listener's own password file (per_listener_settings); `None` follows the global one.
+    pub password_file: Option<PathBuf>,
+    /// This listener's own ACL file (per_listener_settings); `None` follows the global one.
+    pub acl_file: Option<PathBuf>,
 }
 
 impl Listener {

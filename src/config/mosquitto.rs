@@ -114,7 +114,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn clientid_prefixes_check_retain_source_and_per_listener_auth() {
+    fn clientid_prefixes_check_retain_source_and_per_listener_auth_files() {
         let (c, _) = parse_str(
             "t.conf",
             "clientid_prefixes sec-\ncheck_retain_source false\n",
@@ -123,19 +123,23 @@ mod tests {
         assert_eq!(c.clientid_prefixes.as_deref(), Some("sec-"));
         let e = parse_str("t.conf", "\ncheck_retain_source true\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
-        // Global auth files are fine with per_listener_settings; a listener's own are refused.
+        // With per_listener_settings a listener block's auth files are its own; before the
+        // first listener they are the global ones.
         let (c, _) = parse_str(
             "t.conf",
-            "per_listener_settings true\npassword_file /p\nlistener 1883\nallow_anonymous true\n",
+            "per_listener_settings true\npassword_file /p\nlistener 1883\nallow_anonymous true\n\
+             acl_file /a\npassword_file /q\nlistener 1884\n",
         )
         .unwrap();
         assert_eq!(c.password_file.as_deref(), Some(std::path::Path::new("/p")));
-        let e = parse_str(
-            "t.conf",
-            "per_listener_settings true\nlistener 1883\nacl_file /a\n",
-        )
-        .unwrap_err();
-        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(c.acl_file, None);
+        let l = &c.listeners[0];
+        assert_eq!(l.acl_file.as_deref(), Some(std::path::Path::new("/a")));
+        assert_eq!(l.password_file.as_deref(), Some(std::path::Path::new("/q")));
+        assert_eq!(
+            (&c.listeners[1].password_file, &c.listeners[1].acl_file),
+            (&None, &None)
+        );
         let (c, _) = parse_str("t.conf", "listener 1883\nacl_file /a\n").unwrap();
         assert_eq!(c.acl_file.as_deref(), Some(std::path::Path::new("/a")));
     }

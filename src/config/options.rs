@@ -245,16 +245,24 @@ fn c_tls_version(_: &State, a: &[&str]) -> Result<Option<String>, String> {
     Ok(Some(v.to_owned()))
 }
 
-/// With `per_listener_settings true`, Mosquitto scopes a `password_file` or `acl_file` inside
-/// a listener block to that listener. rmqtt has one password file and one ACL for all
-/// listeners, so rather than widen one listener's rules to every listener, it refuses.
-fn per_listener_auth_refused(s: &State, key: &str) -> Result<(), String> {
-    if s.cfg.per_listener_settings && s.current.is_some() {
-        return Err(format!(
-            "one listener's own {key} (per_listener_settings true) is not supported by \
-             rmqtt; set it before the first listener, with per_listener_settings false"
-        ));
-    }
+/// `password_file`/`acl_file`: with `per_listener_settings true` one inside a listener block
+/// is that listener's own, as in Mosquitto; anywhere else it is the global one, which the
+/// listeners without their own use.
+fn auth_file(s: &mut State, a: &[&str], acl: bool) -> Result<(), String> {
+    let p = path(a)?;
+    let own = s.cfg.per_listener_settings;
+    let slot = match s.current.and_then(|i| s.cfg.listeners.get_mut(i)) {
+        Some(l) if own => {
+            if acl {
+                &mut l.acl_file
+            } else {
+                &mut l.password_file
+            }
+        }
+        _ if acl => &mut s.cfg.acl_file,
+        _ => &mut s.cfg.password_file,
+    };
+    *slot = Some(p);
     Ok(())
 }
 
@@ -347,17 +355,11 @@ pub const OPTIONS: &[Opt] = &[
     }, "list: Origin headers a WebSocket upgrade may carry (default: any)"),
     // Security.
     opt!("per_listener_settings", General, flag!(per_listener_settings),
-        "listener allow_anonymous overrides the global one"),
-    opt!("password_file", General, |s, a| {
-        per_listener_auth_refused(s, "password_file")?;
-        s.cfg.password_file = Some(path(a)?);
-        Ok(())
-    }, "Mosquitto password file (rmqtt_passwd)"),
-    opt!("acl_file", General, |s, a| {
-        per_listener_auth_refused(s, "acl_file")?;
-        s.cfg.acl_file = Some(path(a)?);
-        Ok(())
-    }, "Mosquitto ACL file"),
+        "a listener's allow_anonymous, password_file and acl_file override the global ones"),
+    opt!("password_file", Both, |s, a| auth_file(s, a, false),
+        "Mosquitto password file (rmqtt_passwd); in a listener: its own (per_listener_settings)"),
+    opt!("acl_file", Both, |s, a| auth_file(s, a, true),
+        "Mosquitto ACL file; in a listener: its own (per_listener_settings)"),
     opt!("clientid_prefixes", General, |s, a| {
         s.cfg.clientid_prefixes = Some(one(a)?.to_owned());
         Ok(())

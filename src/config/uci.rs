@@ -673,7 +673,7 @@ fn apply_option(st: &mut State, file: &str, stype: &str, o: &UciOption) -> Resul
             format!("{label}: expects a single value, not a list"),
         ));
     }
-    if stype == "listener" && key == "allow_anonymous" {
+    if stype == "listener" && ["allow_anonymous", "password_file", "acl_file"].contains(&key) {
         // A per-listener choice in the UI only means something with this on.
         st.cfg.per_listener_settings = true;
     }
@@ -1337,5 +1337,29 @@ config bridge
         assert_eq!(c.listeners[0].port, 1999);
         assert!(parse_str("x", &std::fs::read_to_string(&uci).unwrap()).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listener_auth_files_are_the_listeners_own() {
+        let (c, _) = parse_str(
+            "rmqtt",
+            "config mosquitto 'mosquitto'\n\
+             \toption password_file '/etc/pw'\n\
+             config listener\n\
+             \toption port '1883'\n\
+             \toption password_file '/etc/pw_lan'\n\
+             \toption acl_file '/etc/acl_lan'\n\
+             config listener\n\
+             \toption port '1884'\n",
+        )
+        .unwrap();
+        assert!(c.per_listener_settings);
+        assert_eq!(c.password_file, Some(PathBuf::from("/etc/pw")));
+        assert_eq!(
+            c.listeners[0].password_file,
+            Some(PathBuf::from("/etc/pw_lan"))
+        );
+        assert_eq!(c.listeners[0].acl_file, Some(PathBuf::from("/etc/acl_lan")));
+        assert_eq!(c.listeners[1].password_file, None);
     }
 }

@@ -160,6 +160,18 @@ pub fn start_rmqtt(body: &str) -> Broker {
     }
 }
 
+/// Starts rmqtt with `body` after a `listener PORT 127.0.0.1` line (for configs with several
+/// listeners, whose ports the test picks).
+pub fn start_rmqtt_on(port: u16, body: &str) -> Result<Broker, String> {
+    let conf = format!("listener {port} 127.0.0.1\n{body}");
+    spawn_broker(Kind::Rmqtt, Path::new(env!("CARGO_BIN_EXE_rmqtt")), &conf)
+}
+
+/// A port that was free a moment ago (another process may take it before it is used).
+pub fn free_tcp_port() -> u16 {
+    free_port()
+}
+
 /// Starts the broker under test: rmqtt, or Mosquitto when `RMQTT_INTEROP_BROKER=mosquitto`,
 /// which checks that the tests' expectations hold for the reference implementation.
 pub fn start_under_test(body: &str) -> Broker {
