@@ -124,7 +124,7 @@ impl Broker {
             // forwarded.
             self.table.unsubscribe_all(sid);
             if let Some(s) = self.table.get_mut(sid) {
-                s.no_echo = true;
+                s.set_no_echo(true);
                 s.set_window(self.limits.max_inflight);
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {

@@ -329,7 +329,7 @@ impl Broker {
             s.set_window(window);
             s.username = username.clone();
             s.scope = scope;
-            s.no_echo = c.bridge;
+            s.set_no_echo(c.bridge);
             // The client is back in time: its delayed will is cancelled. [MQTT-3.1.3-9]
             s.pending_will = None;
             s.expiry = expiry;

@@ -267,12 +267,12 @@ impl Broker {
         let queued = s.flow().queue.len();
         let over = s.conn().is_some() && (queued >= hw || out >= self.limits.out_high_water);
         let under = queued <= hw / 2 && out < self.limits.out_high_water / 2;
-        if s.stalled {
+        if s.stalled() {
             // A subscriber that stopped reading does not get to hold publishers back again
             // until it has caught up.
             if under || s.conn().is_none() {
                 if let Some(s) = self.table.get_mut(sid) {
-                    s.stalled = false;
+                    s.set_stalled(false);
                 }
             }
             return;
@@ -352,7 +352,7 @@ impl Broker {
         }
         self.congested.remove(pos);
         if let Some(s) = self.table.get_mut(sid) {
-            s.stalled = true;
+            s.set_stalled(true);
         }
         self.resume_if_clear();
     }
@@ -395,7 +395,7 @@ impl Broker {
             i = j;
             // Never echo a bridge's own messages back to it.
             if Some(best.session) == origin
-                && self.table.get(best.session).is_some_and(|s| s.no_echo)
+                && self.table.get(best.session).is_some_and(|s| s.no_echo())
             {
                 continue;
             }

@@ -123,6 +123,12 @@ pub struct Flow {
 /// index); without it the rest is the time it went offline.
 const LINKED: u64 = 1 << 63;
 
+/// A bridge that announced itself (try_private): what it publishes is not sent back to it.
+const NO_ECHO: u8 = 1;
+/// Held its publishers back for the whole stall timeout: no longer allowed to, until its
+/// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
+const STALLED: u8 = 2;
+
 /// What [`Session::flow`] shows for a session that never had one.
 const NO_FLOW: &Flow = &Flow {
     inflight: VecDeque::new(),
@@ -177,11 +183,8 @@ impl Flow {
 #[derive(Debug)]
 pub struct Session {
     pub client_id: Arc<str>,
-    /// A bridge that announced itself (try_private): what it publishes is not sent back to it.
-    pub no_echo: bool,
-    /// Held its publishers back for the whole stall timeout: no longer allowed to, until its
-    /// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
-    pub stalled: bool,
+    /// [`NO_ECHO`] and [`STALLED`]: one byte for both keeps a session at 96 bytes.
+    flags: u8,
     /// User name of the last connection, for ACL checks while the client is away.
     pub username: Option<Arc<str>>,
     /// The auth scope (listener) of the last connection, for ACL checks while it is away.
@@ -213,8 +216,7 @@ impl Session {
     pub fn new(client_id: Arc<str>, epoch: u32, expiry: Expiry) -> Session {
         Session {
             client_id,
-            no_echo: false,
-            stalled: false,
+            flags: 0,
             username: None,
             scope: super::core::GLOBAL_SCOPE,
             epoch,
@@ -234,6 +236,32 @@ impl Session {
 
     pub fn set_window(&mut self, window: usize) {
         self.window = u16::try_from(window).unwrap_or(u16::MAX);
+    }
+
+    /// See [`NO_ECHO`].
+    pub fn no_echo(&self) -> bool {
+        self.flags & NO_ECHO != 0
+    }
+
+    pub fn set_no_echo(&mut self, on: bool) {
+        self.set_flag(NO_ECHO, on);
+    }
+
+    /// See [`STALLED`].
+    pub fn stalled(&self) -> bool {
+        self.flags & STALLED != 0
+    }
+
+    pub fn set_stalled(&mut self, on: bool) {
+        self.set_flag(STALLED, on);
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
     }
 
     /// The connection, while the client is connected.
