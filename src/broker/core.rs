@@ -149,6 +149,8 @@ pub enum Effect {
     Read(u32),
     /// Open a connection for this bridge.
     Dial(u32),
+    /// Check whether this bridge's first address answers again (`round_robin false`).
+    ProbePrimary(u32),
 }
 
 /// Counters for logs and `$SYS`.
@@ -465,7 +467,9 @@ impl Broker {
                 into.push(*e);
                 false
             }
-            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => true,
+            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) | Effect::ProbePrimary(_) => {
+                true
+            }
         });
         self.written(into);
     }
@@ -671,8 +675,10 @@ impl Broker {
             return true;
         }
         self.table.get(sid).is_some_and(|s| {
-            self.auth
-                .allowed(&s.client_id, s.username.as_deref(), topic, access)
+            s.bridge_local
+                || self
+                    .auth
+                    .allowed(&s.client_id, s.username.as_deref(), topic, access)
         })
     }
 

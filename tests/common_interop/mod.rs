@@ -160,6 +160,15 @@ pub fn start_rmqtt(body: &str) -> Broker {
     }
 }
 
+/// Starts rmqtt on a given port (a restart on the port a bridge is pointed at).
+pub fn start_rmqtt_on(port: u16, body: &str) -> Broker {
+    let conf = format!("listener {port} 127.0.0.1\n{body}");
+    match spawn_broker(Kind::Rmqtt, Path::new(env!("CARGO_BIN_EXE_rmqtt")), &conf) {
+        Ok(b) => b,
+        Err(e) => panic!("rmqtt did not start on {port}: {e}"),
+    }
+}
+
 /// Starts the broker under test: rmqtt, or Mosquitto when `RMQTT_INTEROP_BROKER=mosquitto`,
 /// which checks that the tests' expectations hold for the reference implementation.
 pub fn start_under_test(body: &str) -> Broker {
