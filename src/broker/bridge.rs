@@ -84,6 +84,10 @@ pub struct BridgeState {
 }
 
 impl BridgeState {
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     fn notification_topic(&self) -> String {
         self.cfg
             .notification_topic
@@ -127,7 +131,6 @@ impl Broker {
             self.table.unsubscribe_all(sid);
             if let Some(s) = self.table.get_mut(sid) {
                 s.no_echo = true;
-                s.bridge_local = true;
                 s.set_window(self.limits.max_inflight);
             }
             for t in cfg.topics.iter().filter(|t| t.direction != Direction::In) {

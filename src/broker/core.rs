@@ -467,9 +467,7 @@ impl Broker {
                 into.push(*e);
                 false
             }
-            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) | Effect::ProbePrimary(_) => {
-                true
-            }
+            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) | Effect::ProbePrimary(_) => true,
         });
         self.written(into);
     }
@@ -674,11 +672,14 @@ impl Broker {
         if self.auth.acl.is_none() {
             return true;
         }
+        // The local side of one of this broker's bridges: the ACL does not apply to it, as
+        // in Mosquitto (`mosquitto_acl_check_default` returns success for a bridge context).
+        if self.bridges.iter().any(|b| b.session == sid && !b.is_stopped()) {
+            return true;
+        }
         self.table.get(sid).is_some_and(|s| {
-            s.bridge_local
-                || self
-                    .auth
-                    .allowed(&s.client_id, s.username.as_deref(), topic, access)
+            self.auth
+                .allowed(&s.client_id, s.username.as_deref(), topic, access)
         })
     }
 

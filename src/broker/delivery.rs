@@ -426,13 +426,12 @@ impl Broker {
         // Only members that may read the message take part: one that may not would swallow
         // it.
         let may = |s: &Session| {
-            s.bridge_local
-                || auth.allowed(
-                    &s.client_id,
-                    s.username.as_deref(),
-                    &msg.topic,
-                    Access::Read,
-                )
+            auth.allowed(
+                &s.client_id,
+                s.username.as_deref(),
+                &msg.topic,
+                Access::Read,
+            )
         };
         let picks = self.table.pick_shared(&msg.topic, only, None, &may);
         let n = picks.len();
@@ -492,13 +491,12 @@ impl Broker {
             };
             let auth = &self.auth;
             let may = |s: &Session| {
-                s.bridge_local
-                    || auth.allowed(
-                        &s.client_id,
-                        s.username.as_deref(),
-                        &d.msg.topic,
-                        Access::Read,
-                    )
+                auth.allowed(
+                    &s.client_id,
+                    s.username.as_deref(),
+                    &d.msg.topic,
+                    Access::Read,
+                )
             };
             let target = self
                 .table

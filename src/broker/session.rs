@@ -175,9 +175,6 @@ pub struct Session {
     pub client_id: Arc<str>,
     /// A bridge that announced itself (try_private): what it publishes is not sent back to it.
     pub no_echo: bool,
-    /// The local side of one of this broker's bridges: the ACL does not apply to it, as in
-    /// Mosquitto (`mosquitto_acl_check_default` returns success for a bridge context).
-    pub bridge_local: bool,
     /// Held its publishers back for the whole stall timeout: no longer allowed to, until its
     /// output drains. Its QoS 0 messages are dropped past the output limit meanwhile.
     pub stalled: bool,
@@ -207,7 +204,6 @@ impl Session {
         Session {
             client_id,
             no_echo: false,
-            bridge_local: false,
             stalled: false,
             username: None,
             epoch,
