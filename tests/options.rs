@@ -15,7 +15,9 @@ mod common;
 mod common_interop;
 
 use common::{Client, ConnectOpts};
-use common_interop::{find_tool, run, start_mosquitto, start_rmqtt, Broker, Running, STEP};
+use common_interop::{
+    find_tool, run, start_mosquitto, start_rmqtt, start_rmqtt_at, Broker, Running, STEP,
+};
 use rmqtt::protocol::Packet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -294,4 +296,81 @@ fn bridge_bind_address() {
             .contains(":3: bridge_bind_address: invalid address (eth0)"),
         "{out:?}"
     );
+}
+
+/// The ACL does not apply to a bridge's local side, in Mosquitto
+/// (`mosquitto_acl_check_default` returns success for a bridge context) as in rmqtt: an ACL
+/// that grants anonymous clients nothing still lets `out` topics cross. `local_username` is
+/// accepted with a warning: Mosquitto hands it only to plugins, which rmqtt does not have.
+/// Run with Mosquitto as the local broker too, where it is installed.
+#[test]
+fn bridge_local_side_is_not_subject_to_the_acl() {
+    let dir = common_interop::TempDir::new("bridge-acl");
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "user alice\ntopic readwrite r/#\n").unwrap();
+    let remote = start_rmqtt("allow_anonymous true\n");
+    let body = |n: usize| {
+        format!(
+            "allow_anonymous true\nacl_file {}\nconnection up\naddress 127.0.0.1:{}\n\
+             remote_clientid up-bridge{n}\nrestart_timeout 1 2\ntopic r/# out 1\n\
+             local_username bob\nlocal_password secret\n",
+            acl.display(),
+            remote.port
+        )
+    };
+    let mut locals = vec![start_rmqtt(&body(0))];
+    if let Some(m) = find_tool("mosquitto") {
+        locals.push(start_mosquitto(&m, &body(1)));
+    }
+    let mut sub = connected(remote.port, "remote-sub");
+    sub.subscribe(1, &[("r/#", 1)]);
+    for (n, local) in locals.iter().enumerate() {
+        let mut p = Client::open(local.port);
+        p.send(&ConnectOpts::new(&format!("alice{n}")).username("alice").encode());
+        assert_eq!(p.expect_connack().code, 0);
+        // QoS 1: the bridge's local session keeps it until the bridge is connected.
+        let payload = format!("m{n}");
+        p.publish_q1(1, "r/acl", payload.as_bytes());
+        expect(&mut sub, "r/acl", &payload);
+    }
+    assert!(
+        locals[0]
+            .log()
+            .contains("local_username is not supported by rmqtt; ignored"),
+        "{}",
+        locals[0].log()
+    );
+}
+
+/// `round_robin false` (the default): a bridge whose first address was down connects to the
+/// second, then goes back to the first once it answers again (Mosquitto's `primary_retry`:
+/// a TCP probe every five seconds). `round_robin true` is shown in `--test-config` only: it
+/// stays where it is connected, which a test could show only by waiting.
+#[test]
+fn bridge_round_robin_false_returns_to_the_primary() {
+    let first = start_rmqtt("allow_anonymous true\n");
+    let primary_port = first.port;
+    drop(first);
+    let second = start_rmqtt("allow_anonymous true\n");
+    let mut sub2 = connected(second.port, "sub2");
+    sub2.subscribe(1, &[("r/#", 1)]);
+    let local = start_rmqtt(&format!(
+        "allow_anonymous true\nconnection up\naddress 127.0.0.1:{primary_port} 127.0.0.1:{}\n\
+         remote_clientid up-bridge\nrestart_timeout 1 1\ntopic r/# out 1\n",
+        second.port
+    ));
+    let mut p = connected(local.port, "local-pub");
+    p.publish_q1(1, "r/one", b"1");
+    expect(&mut sub2, "r/one", "1");
+    let primary = start_rmqtt_at(primary_port, "allow_anonymous true\nlog_type all\n");
+    primary.wait_log("as up-bridge");
+    local.wait_log("Bridge up: the first address answers again; reconnecting to it.");
+    let mut sub1 = connected(primary_port, "sub1");
+    sub1.subscribe(1, &[("r/#", 1)]);
+    p.publish_q1(2, "r/two", b"2");
+    expect(&mut sub1, "r/two", "2");
+    let text = test_config_uci(
+        "config bridge 'up'\n\toption address 'h'\n\tlist topic 'a/#'\n\toption round_robin '1'\n",
+    );
+    assert!(text.contains("\n    round_robin: true\n"), "{text}");
 }

@@ -71,6 +71,8 @@ pub struct BridgeState {
     pub conn: Option<usize>,
     pub backoff: u32,
     next_address: usize,
+    /// The address index the current (or last) connection was dialed to.
+    current_address: usize,
     /// Whether a connect is already asked of the event loop or under way.
     pending: bool,
     started: bool,
@@ -82,6 +84,10 @@ pub struct BridgeState {
 }
 
 impl BridgeState {
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     fn notification_topic(&self) -> String {
         self.cfg
             .notification_topic
@@ -148,6 +154,7 @@ impl Broker {
                 conn: None,
                 backoff: cfg.restart_timeout.0.max(1),
                 next_address: 0,
+                current_address: 0,
                 pending: false,
                 started: false,
                 stopped: false,
@@ -234,9 +241,69 @@ impl Broker {
     pub fn bridge_address(&mut self, idx: usize) -> Option<(String, u16)> {
         let b = self.bridges.get_mut(idx).filter(|b| !b.stopped)?;
         let n = b.cfg.addresses.len();
-        let a = b.cfg.addresses.get(b.next_address % n.max(1)).cloned();
-        b.next_address = (b.next_address + 1) % n.max(1);
+        b.current_address = b.next_address % n.max(1);
+        let a = b.cfg.addresses.get(b.current_address).cloned();
+        b.next_address = (b.current_address + 1) % n.max(1);
         a
+    }
+
+    /// The first address of bridge `idx`, which `round_robin false` goes back to.
+    pub fn bridge_primary(&self, idx: usize) -> Option<(String, u16)> {
+        let b = self.bridges.get(idx).filter(|b| !b.stopped)?;
+        b.cfg.addresses.first().cloned()
+    }
+
+    /// Connected to another address than the first, with `round_robin false`: every five
+    /// seconds the first one is tried, as in Mosquitto's `bridge_check` (`primary_retry`).
+    fn watch_primary(&mut self, idx: usize, secs: u64, now: Instant) {
+        let Some(b) = self.bridges.get(idx) else {
+            return;
+        };
+        if b.cfg.round_robin || b.current_address == 0 || b.conn.is_none() {
+            return;
+        }
+        let epoch = b.epoch;
+        self.push_timer(
+            now + Duration::from_secs(secs),
+            Timer::BridgePrimary {
+                bridge: id32(idx),
+                epoch,
+            },
+        );
+    }
+
+    pub(super) fn bridge_primary_due(&mut self, idx: usize, epoch: u32) {
+        if self
+            .bridges
+            .get(idx)
+            .is_some_and(|b| b.epoch == epoch && b.conn.is_some() && !b.stopped)
+        {
+            self.push_effect(Effect::ProbePrimary(id32(idx)));
+        }
+    }
+
+    /// The outcome of a probe of bridge `idx`'s first address: `None` while the connect is
+    /// under way (looked at again in a second), `Some(true)` once it answered: the bridge
+    /// drops its connection, and the restart that follows dials the first address.
+    pub fn bridge_primary_probed(&mut self, idx: usize, up: Option<bool>, now: Instant) {
+        match up {
+            None => self.watch_primary(idx, 1, now),
+            Some(false) => self.watch_primary(idx, 5, now),
+            Some(true) => {
+                let Some(b) = self.bridges.get_mut(idx).filter(|b| !b.stopped) else {
+                    return;
+                };
+                let Some(id) = b.conn else {
+                    return;
+                };
+                b.next_address = 0;
+                info!(
+                    "Bridge {}: the first address answers again; reconnecting to it.",
+                    b.cfg.name
+                );
+                self.close_conn(id, Close::SocketError);
+            }
+        }
     }
 
     pub fn bridge_config(&self, idx: usize) -> Option<&Bridge> {
@@ -451,6 +518,7 @@ impl Broker {
                 },
             );
         }
+        self.watch_primary(idx, 5, now);
         self.resume_session(sid, now);
     }
 

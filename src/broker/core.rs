@@ -149,6 +149,8 @@ pub enum Effect {
     Read(u32),
     /// Open a connection for this bridge.
     Dial(u32),
+    /// Check whether this bridge's first address answers again (`round_robin false`).
+    ProbePrimary(u32),
 }
 
 /// Counters for logs and `$SYS`.
@@ -555,7 +557,7 @@ impl Broker {
                 into.push(*e);
                 false
             }
-            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => true,
+            Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) | Effect::ProbePrimary(_) => true,
         });
         self.written(into);
     }
@@ -771,6 +773,11 @@ impl Broker {
     /// The ACL decision for a session (connected or not).
     pub(super) fn session_may(&self, sid: usize, topic: &str, access: Access) -> bool {
         if self.auth.no_acl() {
+            return true;
+        }
+        // The local side of one of this broker's bridges: the ACL does not apply to it, as
+        // in Mosquitto (`mosquitto_acl_check_default` returns success for a bridge context).
+        if self.bridges.iter().any(|b| b.session == sid && !b.is_stopped()) {
             return true;
         }
         self.table.get(sid).is_some_and(|s| {

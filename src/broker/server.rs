@@ -426,6 +426,8 @@ pub struct Server {
     effects: Vec<Effect>,
     /// Connections to read in this pass, each once; kept to reuse its allocation.
     reads: Vec<u32>,
+    /// `round_robin false`: connects under way to bridges' first addresses, by bridge.
+    probes: Vec<(usize, TcpStream)>,
     output: Vec<Effect>,
 }
 
@@ -570,6 +572,7 @@ impl Server {
             next_seq: 0,
             effects: Vec::new(),
             reads: Vec::new(),
+            probes: Vec::new(),
             output: Vec::new(),
         };
         for (i, o) in bound.into_iter().enumerate() {
@@ -884,6 +887,7 @@ impl Server {
             match *e {
                 Effect::Resume(id) | Effect::Read(id) => reads.push(id),
                 Effect::Dial(idx) => self.connect_bridge(idx as usize, now),
+                Effect::ProbePrimary(idx) => self.probe_primary(idx as usize, now),
                 Effect::Write(_) | Effect::Close(_) => {}
             }
         }
@@ -917,6 +921,43 @@ impl Server {
             st.maybe_save(&mut self.broker, now, true);
         }
         info!("rmqtt version {} terminating", env!("CARGO_PKG_VERSION"));
+    }
+
+    /// `round_robin false`: whether bridge `idx`'s first address answers again, as
+    /// Mosquitto's `bridge_check` finds out: a non-blocking TCP connect, whose outcome is
+    /// read on the next probe a second later (nothing is sent on it; it is closed either way).
+    fn probe_primary(&mut self, idx: usize, now: Instant) {
+        if let Some(pos) = self.probes.iter().position(|(i, _)| *i == idx) {
+            let (_, s) = self.probes.swap_remove(pos);
+            let up = matches!(s.take_error(), Ok(None)) && s.peer_addr().is_ok();
+            return self.broker.bridge_primary_probed(idx, Some(up), now);
+        }
+        let Some((host, port)) = self.broker.bridge_primary(idx) else {
+            return;
+        };
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut it| it.next());
+        let from = self
+            .broker
+            .bridge_config(idx)
+            .and_then(|b| b.bind_address.as_deref())
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        let dialed = addr.and_then(|addr| {
+            match from {
+                Some(local) => super::listen::connect_from(local, addr),
+                None => TcpStream::connect(addr),
+            }
+            .ok()
+        });
+        match dialed {
+            Some(s) => {
+                self.probes.push((idx, s));
+                self.broker.bridge_primary_probed(idx, None, now);
+            }
+            None => self.broker.bridge_primary_probed(idx, Some(false), now),
+        }
     }
 
     /// Starts a non-blocking connect for bridge `idx`; completion shows up as writability.
@@ -1402,7 +1443,10 @@ impl Server {
                 match e {
                     Effect::Write(id) => self.write(id as usize, now),
                     Effect::Close(id) => self.close(id as usize, now),
-                    Effect::Resume(_) | Effect::Read(_) | Effect::Dial(_) => {}
+                    Effect::Resume(_)
+                    | Effect::Read(_)
+                    | Effect::Dial(_)
+                    | Effect::ProbePrimary(_) => {}
                 }
             }
             self.broker.take_output(&mut output);

@@ -30,6 +30,11 @@ pub(super) enum Timer {
         bridge: u32,
         epoch: u32,
     },
+    /// Time to see whether a bridge's first address answers again (`round_robin false`).
+    BridgePrimary {
+        bridge: u32,
+        epoch: u32,
+    },
     SessionExpiry {
         session: u32,
         epoch: u32,
@@ -95,7 +100,9 @@ pub(super) fn timer_live(sessions: &SessionTable, bridges: &[BridgeState], t: &T
         | Timer::WillDelay { session, epoch } => sessions
             .get(session as usize)
             .is_some_and(|s| s.epoch == epoch),
-        Timer::BridgeRestart { bridge, epoch } | Timer::BridgePing { bridge, epoch } => bridges
+        Timer::BridgeRestart { bridge, epoch }
+        | Timer::BridgePing { bridge, epoch }
+        | Timer::BridgePrimary { bridge, epoch } => bridges
             .get(bridge as usize)
             .is_some_and(|b| b.epoch == epoch),
     }
@@ -203,6 +210,9 @@ impl Broker {
                 }
                 Timer::BridgePing { bridge, epoch } => {
                     self.bridge_ping(bridge as usize, epoch, now)
+                }
+                Timer::BridgePrimary { bridge, epoch } => {
+                    self.bridge_primary_due(bridge as usize, epoch)
                 }
                 Timer::WillDelay { session, epoch } => {
                     let session = session as usize;

@@ -226,6 +226,9 @@ pub struct Bridge {
     pub attempt_unsubscribe: bool,
     /// `bridge_bind_address`: the local address the connection comes from.
     pub bind_address: Option<String>,
+    /// `round_robin`: false (the default) goes back to the first address once it answers
+    /// again; true stays on whichever address took the connection.
+    pub round_robin: bool,
 }
 
 impl Bridge {
@@ -258,6 +261,7 @@ impl Bridge {
             notifications_local_only: false,
             attempt_unsubscribe: true,
             bind_address: None,
+            round_robin: false,
         }
     }
 

@@ -561,9 +561,12 @@ pub const OPTIONS: &[Opt] = &[
     }),
         "local address the bridge connects from"),
     opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
-    opt!("local_username", Bridge, ignored, "not needed (the bridge is internal); ignored"),
-    opt!("local_password", Bridge, ignored, "not needed (the bridge is internal); ignored"),
-    opt!("round_robin", Bridge, ignored, "not supported; ignored"),
+    // Mosquitto passes these only to plugins; its ACL does not apply to a bridge's local
+    // side (`mosquitto_acl_check_default`), and neither does rmqtt's.
+    opt!("local_username", Bridge, ignored, "only for plugins in Mosquitto (none here); ignored"),
+    opt!("local_password", Bridge, ignored, "only for plugins in Mosquitto (none here); ignored"),
+    opt!("round_robin", Bridge, bridge!("round_robin", round_robin, c_bool),
+        "0 (default): back to the first address when it answers; 1: stay where connected"),
     // Accepted, not acted upon: nothing about security depends on them.
     opt!("allow_duplicate_messages", General, ignored,
         "not supported (duplicates are always delivered); ignored"),

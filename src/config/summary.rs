@@ -126,6 +126,7 @@ fn bridge(out: &mut String, b: &Bridge) {
             b.notifications_local_only.to_string(),
         ),
         ("bridge_bind_address", opt_str(&b.bind_address)),
+        ("round_robin", b.round_robin.to_string()),
     ];
     for (k, v) in lines {
         let _ = writeln!(out, "    {k}: {v}");

@@ -172,6 +172,15 @@ pub fn free_tcp_port() -> u16 {
     free_port()
 }
 
+/// Starts rmqtt on a given port (a restart on the port a bridge is pointed at); panics if it
+/// does not start.
+pub fn start_rmqtt_at(port: u16, body: &str) -> Broker {
+    match start_rmqtt_on(port, body) {
+        Ok(b) => b,
+        Err(e) => panic!("rmqtt did not start on {port}: {e}"),
+    }
+}
+
 /// Starts the broker under test: rmqtt, or Mosquitto when `RMQTT_INTEROP_BROKER=mosquitto`,
 /// which checks that the tests' expectations hold for the reference implementation.
 pub fn start_under_test(body: &str) -> Broker {
