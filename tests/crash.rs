@@ -797,7 +797,18 @@ fn subscriptions_and_retained_are_as_acknowledged_after_kill9() {
 /// `mosquitto_sub` (clean start off, subscribe, disconnect).
 fn offline_v5_session(port: u16, id: &str, secs: u32) {
     let out = std::process::Command::new("mosquitto_sub")
-        .args(["-V", "5", "-c", "-q", "1", "-E", "-W", "10", "-h", "127.0.0.1"])
+        .args([
+            "-V",
+            "5",
+            "-c",
+            "-q",
+            "1",
+            "-E",
+            "-W",
+            "10",
+            "-h",
+            "127.0.0.1",
+        ])
         .args(["-p", &port.to_string(), "-i", id, "-t", "e/#"])
         .args(["-x", &secs.to_string()])
         .output()
@@ -862,13 +873,19 @@ fn offline_sessions_keep_the_expiry_they_had_left_across_kill9() {
     assert!(line.contains("not restored"), "{line}");
     let mut watch = watch_offline(port);
     let first = next_offline(&mut watch, Duration::from_secs(5));
-    assert_eq!(first, Some(1), "only \"left\" is back, right after the restart");
+    assert_eq!(
+        first,
+        Some(1),
+        "only \"left\" is back, right after the restart"
+    );
     let restarted = Instant::now();
     let deadline = left_at + Duration::from_millis(9500);
     let mut gone = false;
     while Instant::now() < deadline {
-        if next_offline(&mut watch, deadline.saturating_duration_since(Instant::now()))
-            == Some(0)
+        if next_offline(
+            &mut watch,
+            deadline.saturating_duration_since(Instant::now()),
+        ) == Some(0)
         {
             gone = true;
             break;

@@ -326,7 +326,11 @@ fn bridge_local_side_is_not_subject_to_the_acl() {
     sub.subscribe(1, &[("r/#", 1)]);
     for (n, local) in locals.iter().enumerate() {
         let mut p = Client::open(local.port);
-        p.send(&ConnectOpts::new(&format!("alice{n}")).username("alice").encode());
+        p.send(
+            &ConnectOpts::new(&format!("alice{n}"))
+                .username("alice")
+                .encode(),
+        );
         assert_eq!(p.expect_connack().code, 0);
         // QoS 1: the bridge's local session keeps it until the bridge is connected.
         let payload = format!("m{n}");

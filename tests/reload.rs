@@ -562,10 +562,19 @@ fn broker_nodelay(b: &Broker, client: &Client) -> bool {
     // passed are local and sized as the calls expect.
     unsafe {
         let pidfd = libc::syscall(libc::SYS_pidfd_open, b.pid() as libc::c_int, 0) as libc::c_int;
-        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
         let mut found = None;
         for entry in std::fs::read_dir(format!("/proc/{}/fd", b.pid())).unwrap() {
-            let Ok(n) = entry.unwrap().file_name().to_string_lossy().parse::<libc::c_int>() else {
+            let Ok(n) = entry
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse::<libc::c_int>()
+            else {
                 continue;
             };
             let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, n, 0) as libc::c_int;

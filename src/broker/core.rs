@@ -777,7 +777,11 @@ impl Broker {
         }
         // The local side of one of this broker's bridges: the ACL does not apply to it, as
         // in Mosquitto (`mosquitto_acl_check_default` returns success for a bridge context).
-        if self.bridges.iter().any(|b| b.session == sid && !b.is_stopped()) {
+        if self
+            .bridges
+            .iter()
+            .any(|b| b.session == sid && !b.is_stopped())
+        {
             return true;
         }
         self.table.get(sid).is_some_and(|s| {

@@ -134,7 +134,10 @@ pub fn decode_publish(
     let Some(body) = buf.get(header_len..total) else {
         return Ok(None);
     };
-    Ok(Some((publish(first & 0x0f, Reader::new(body), version)?, total)))
+    Ok(Some((
+        publish(first & 0x0f, Reader::new(body), version)?,
+        total,
+    )))
 }
 
 /// The four-byte acknowledgement at the front of `buf`, when it is one: PUBACK, PUBREC, PUBREL

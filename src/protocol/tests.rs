@@ -1900,7 +1900,8 @@ fn fast_paths_agree_with_decode() {
         let whole = enc(&p, v);
         for cut in 0..=whole.len() {
             let part = whole.get(..cut).unwrap_or_default();
-            let fast = decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (Packet::Publish(p), n)));
+            let fast =
+                decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (Packet::Publish(p), n)));
             assert_eq!(fast, decode(part, v, 1024), "cut at {cut}");
         }
         for bad in [
@@ -1917,9 +1918,6 @@ fn fast_paths_agree_with_decode() {
             );
         }
         let big = enc(&p, v);
-        assert_eq!(
-            decode_publish(&big, v, 8).err(),
-            decode(&big, v, 8).err()
-        );
+        assert_eq!(decode_publish(&big, v, 8).err(), decode(&big, v, 8).err());
     }
 }

@@ -57,12 +57,21 @@ fn at(h: &mut Harness, after: Duration) {
 fn what_is_left_of_an_expiry() {
     use crate::broker::sessions::expiry_left;
     let s = Duration::from_secs;
-    assert_eq!(expiry_left(Some(s(3)), WALL, WALL + 1000), (Some(s(2)), s(1)));
-    assert_eq!(expiry_left(Some(s(3)), WALL, WALL + 5000), (Some(s(0)), s(5)));
+    assert_eq!(
+        expiry_left(Some(s(3)), WALL, WALL + 1000),
+        (Some(s(2)), s(1))
+    );
+    assert_eq!(
+        expiry_left(Some(s(3)), WALL, WALL + 5000),
+        (Some(s(0)), s(5))
+    );
     // Not known: all of it; never: never; a clock that went back: no time away.
     assert_eq!(expiry_left(Some(s(3)), 0, WALL), (Some(s(3)), s(0)));
     assert_eq!(expiry_left(None, WALL, WALL + 5000), (None, s(5)));
-    assert_eq!(expiry_left(Some(s(3)), WALL, WALL - 9000), (Some(s(3)), s(0)));
+    assert_eq!(
+        expiry_left(Some(s(3)), WALL, WALL - 9000),
+        (Some(s(3)), s(0))
+    );
 }
 
 #[test]
@@ -190,7 +199,10 @@ fn older_snapshots_and_journals_are_read_with_the_whole_expiry_left() {
     let subs = h.b.sessions_iter().map(|s| s.subs().len()).sum::<usize>();
     assert_eq!(subs, 2);
     at(&mut h, Duration::from_millis(9900));
-    assert!(has(&h, "snap") && has(&h, "jn"), "the whole expiry from the restart");
+    assert!(
+        has(&h, "snap") && has(&h, "jn"),
+        "the whole expiry from the restart"
+    );
     drop(st);
     // The old journal is not appended to: a fresh snapshot and journal in today's format.
     let snap = std::fs::read(d.join("rmqtt.db")).unwrap();
@@ -198,7 +210,10 @@ fn older_snapshots_and_journals_are_read_with_the_whole_expiry_left() {
     let jn = std::fs::read(d.join("rmqtt.db.journal")).unwrap();
     assert!(jn.starts_with(b"RMQTTJN\x02"));
     let (h, _st) = restart(&d, WALL + 9000);
-    assert!(has(&h, "snap") && has(&h, "jn"), "offline since the restart");
+    assert!(
+        has(&h, "snap") && has(&h, "jn"),
+        "offline since the restart"
+    );
     let (h, _st) = restart(&d, WALL + 10_500);
     assert!(!has(&h, "snap") && !has(&h, "jn"));
     let _ = std::fs::remove_dir_all(&d);
