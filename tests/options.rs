@@ -85,20 +85,10 @@ fn use_username_as_clientid_names_the_session() {
 
 #[test]
 fn use_username_as_clientid_from_uci() {
-    let dir = common_interop::TempDir::new("opt-uci");
-    let f = dir.path().join("rmqtt");
-    std::fs::write(
-        &f,
+    let out = common_interop::test_config(
+        "-u",
+        "rmqtt",
         "config listener\n\toption port '1883'\n\toption use_username_as_clientid '1'\n",
-    )
-    .unwrap();
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
-            .arg("-u")
-            .arg(&f)
-            .arg("--test-config"),
-        None,
-        STEP,
     );
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(
@@ -109,17 +99,7 @@ fn use_username_as_clientid_from_uci() {
 }
 
 fn test_config_uci(text: &str) -> String {
-    let dir = common_interop::TempDir::new("opt-uci2");
-    let f = dir.path().join("rmqtt");
-    std::fs::write(&f, text).unwrap();
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
-            .arg("-u")
-            .arg(&f)
-            .arg("--test-config"),
-        None,
-        STEP,
-    );
+    let out = common_interop::test_config("-u", "rmqtt", text);
     assert_eq!(out.code(), Some(0), "{out:?}");
     out.stdout
 }
@@ -275,20 +255,10 @@ fn bridge_attempt_unsubscribe() {
 fn bridge_bind_address() {
     let (remote, _local, _sub) = bridged("bridge_bind_address 127.0.0.2\n");
     remote.wait_log("New connection from 127.0.0.2:");
-    let dir = common_interop::TempDir::new("bridge-bind");
-    let conf = dir.path().join("r.conf");
-    std::fs::write(
-        &conf,
+    let out = common_interop::test_config(
+        "-c",
+        "r.conf",
         "connection up\naddress h\nbridge_bind_address eth0\n",
-    )
-    .unwrap();
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
-            .arg("-c")
-            .arg(&conf)
-            .arg("--test-config"),
-        None,
-        STEP,
     );
     assert_eq!(out.code(), Some(3), "{out:?}");
     assert!(

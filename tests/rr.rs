@@ -110,9 +110,7 @@ fn rr_matches_mosquitto_rr() {
         return;
     };
     let dir = TempDir::new("rr");
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.join("rmqtt_rr")).unwrap();
+    let bin = rr_applet(&dir);
     let broker = start_mosquitto(
         tools.first().unwrap(),
         "allow_anonymous true\nlog_type all\n",
@@ -197,9 +195,7 @@ fn rr_completes_a_qos2_response() {
         return;
     };
     let dir = TempDir::new("rr-qos2");
-    let bin = dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.join("rmqtt_rr")).unwrap();
+    let bin = rr_applet(&dir);
     let broker = start_mosquitto(
         tools.first().unwrap(),
         "allow_anonymous true\nlog_type all\n",
@@ -227,4 +223,12 @@ fn rr_completes_a_qos2_response() {
         outputs.push((out.stdout.replace(id, "ID"), out.stderr));
     }
     assert_eq!(outputs[0], outputs[1], "mosquitto_rr vs rmqtt_rr");
+}
+
+/// A `bin` directory in `dir` holding `rmqtt_rr`, a link to the multicall binary.
+fn rr_applet(dir: &TempDir) -> std::path::PathBuf {
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_rmqtt"), bin.join("rmqtt_rr")).unwrap();
+    bin
 }

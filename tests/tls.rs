@@ -511,16 +511,7 @@ fn ciphers_and_ciphers_tls13_select_suites() {
     );
     refused(&no, "another TLS 1.3 suite", &broker);
 
-    let conf = pki.dir.path().join("bad.conf");
-    std::fs::write(&conf, "listener 8883\nciphers HIGH:!aNULL\n").unwrap();
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_rmqtt"))
-            .arg("-c")
-            .arg(&conf)
-            .arg("--test-config"),
-        None,
-        STEP,
-    );
+    let out = common_interop::test_config("-c", "bad.conf", "listener 8883\nciphers HIGH:!aNULL\n");
     assert_eq!(out.code(), Some(3), "{out:?}");
     assert!(
         out.stderr

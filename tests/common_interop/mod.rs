@@ -317,6 +317,16 @@ impl Output {
     }
 }
 
+/// `rmqtt FLAG FILE --test-config`, with `text` written to a file named `name` in a fresh
+/// directory (`-c` for mosquitto.conf syntax, `-u` for UCI).
+pub fn test_config(flag: &str, name: &str, text: &str) -> Output {
+    let dir = TempDir::new("test-config");
+    let f = dir.path().join(name);
+    std::fs::write(&f, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmqtt"));
+    run(cmd.arg(flag).arg(&f).arg("--test-config"), None, STEP)
+}
+
 /// Runs a program to completion with optional stdin, killing it after `timeout`.
 pub fn run(cmd: &mut Command, input: Option<&str>, timeout: Duration) -> Output {
     let mut child = cmd
