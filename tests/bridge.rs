@@ -853,3 +853,48 @@ fn absent_remote_bounded_queue_then_delivery_in_order() {
         "marker not delivered"
     );
 }
+
+/// `start_type lazy` with `threshold 2` and `idle_timeout 1`: the bridge connects when the
+/// second message is queued, disconnects a second after the last message (the remote, here
+/// Mosquitto, then publishes the bridge's will: state 0), and comes back with the next two.
+/// Mosquitto 2.0.11 as the local side never times out with a keep alive set (it counts its
+/// own PINGREQs as traffic), so it is not the reference here; see `bridge_idle_due`.
+#[test]
+fn lazy_bridge_disconnects_when_idle_and_reconnects_at_the_threshold() {
+    let test = "lazy_bridge_disconnects_when_idle_and_reconnects_at_the_threshold";
+    let Some(mosquitto) = mosquitto_or_skip(test) else {
+        return;
+    };
+    let remote = start_mosquitto(&mosquitto, ANONYMOUS);
+    let mut remote_sub = client(remote.port, "remote-sub");
+    remote_sub.subscribe(1, &[("a/#", 1)]);
+    let local = start_rmqtt(&format!(
+        "allow_anonymous true\n\
+         connection lazy\n\
+         address 127.0.0.1:{}\n\
+         start_type lazy\n\
+         threshold 2\n\
+         idle_timeout 1\n\
+         restart_timeout 1 1\n\
+         topic a/# out 1\n",
+        remote.port
+    ));
+    let mut publisher = client(local.port, "pub");
+    for round in 0..2 {
+        for m in ["m1", "m2"] {
+            publisher.publish_q1(1, "a/x", m.as_bytes());
+        }
+        expect_message(&mut remote_sub, "a/x", "m1", "first of the two");
+        expect_message(&mut remote_sub, "a/x", "m2", "second of the two");
+        if round == 0 {
+            local.wait_log("Bridge connection lazy has exceeded idle timeout, disconnecting.");
+            wait_retained(remote.port, &state_topic("lazy"), "0");
+        }
+    }
+    assert_eq!(
+        local.log().matches("Connecting bridge lazy").count(),
+        2,
+        "one connection per threshold reached:\n{}",
+        local.log()
+    );
+}

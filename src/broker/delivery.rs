@@ -158,6 +158,7 @@ impl Broker {
         }
         self.stats.messages_sent += 1;
         self.stats.publish_sent += 1;
+        let bridge = c.bridge();
         if d.qos != QoS::AtMostOnce {
             let state = if d.qos == QoS::AtLeastOnce {
                 OutState::AwaitAck
@@ -166,6 +167,9 @@ impl Broker {
             };
             s.flow_mut().inflight.push_back(Inflight { pid, d, state });
             self.touch(sid);
+        }
+        if let Some(idx) = bridge {
+            self.bridge_traffic(idx, now);
         }
         self.mark_dirty(cid);
     }

@@ -204,6 +204,9 @@ pub struct Bridge {
     pub restart_timeout: (u32, u32),
     pub start_type: StartType,
     pub threshold: u32,
+    /// `idle_timeout`: seconds without a message either way after which a lazy bridge
+    /// disconnects (default 60).
+    pub idle_timeout: u32,
     pub try_private: bool,
     pub notifications: bool,
     pub notification_topic: Option<String>,
@@ -246,6 +249,7 @@ impl Bridge {
             restart_timeout: (5, 30),
             start_type: StartType::Automatic,
             threshold: 10,
+            idle_timeout: 60,
             try_private: true,
             notifications: true,
             notification_topic: None,

@@ -560,7 +560,9 @@ pub const OPTIONS: &[Opt] = &[
             .map_err(|_| format!("invalid address ({v}); use an IPv4 or IPv6 address"))
     }),
         "local address the bridge connects from"),
-    opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
+    opt!("idle_timeout", Bridge, bridge!("idle_timeout", idle_timeout, |_: &State, a: &[&str]| {
+        number(a, 1, i64::from(u32::MAX)).map(|n| n as u32)
+    }), "seconds without a message after which a lazy bridge disconnects (default 60)"),
     // Mosquitto passes these only to plugins; its ACL does not apply to a bridge's local
     // side (`mosquitto_acl_check_default`), and neither does rmqtt's.
     opt!("local_username", Bridge, ignored, "only for plugins in Mosquitto (none here); ignored"),

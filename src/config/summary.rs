@@ -105,6 +105,7 @@ fn bridge(out: &mut String, b: &Bridge) {
         ),
         ("start_type", start.to_owned()),
         ("threshold", b.threshold.to_string()),
+        ("idle_timeout", b.idle_timeout.to_string()),
         ("try_private", b.try_private.to_string()),
         ("notifications", b.notifications.to_string()),
         ("notification_topic", opt_str(&b.notification_topic)),
