@@ -120,7 +120,7 @@ impl Broker {
             let Some(front) = s.flow().queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && s.flow().inflight.len() >= s.window() {
+            if front.qos != QoS::AtMostOnce && !self.limits.window_open(s) {
                 break;
             }
             let Some(p) = s.pop_pending() else {
@@ -201,7 +201,7 @@ impl Broker {
                         f.dropping = false;
                     }
                     self.transmit(sid, cid, d, now);
-                } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
+                } else if s.flow().queue.is_empty() && self.limits.window_open(s) {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
                     if let Some(s) = self.table.get_mut(sid) {

@@ -305,6 +305,9 @@ pub struct Config {
     /// Largest accepted packet; 0: no limit.
     pub max_packet_size: u32,
     pub max_inflight_messages: u16,
+    /// `max_inflight_bytes`: payload bytes of QoS 1/2 messages in flight to one client above
+    /// which the next waits in the queue; 0: no limit.
+    pub max_inflight_bytes: u64,
     pub max_queued_messages: u32,
     pub max_queued_bytes: u64,
     pub max_keepalive: u16,
@@ -425,6 +428,7 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_inflight_messages: 20,
+            max_inflight_bytes: 0,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_keepalive: 65535,

@@ -414,6 +414,8 @@ pub const OPTIONS: &[Opt] = &[
         "topic aliases the broker sets up towards a 5.0 client (default 10)"),
     opt!("max_inflight_messages", General, num!(max_inflight_messages, 0, 65535),
         "QoS 1/2 messages in flight per client (default 20)"),
+    opt!("max_inflight_bytes", General, num!(max_inflight_bytes, 0, i64::MAX),
+        "payload bytes of QoS 1/2 messages in flight per client, 0 for no limit; the next waits"),
     opt!("max_queued_messages", General, num!(max_queued_messages, 0, i64::from(u32::MAX)),
         "messages queued per client (default 1000)"),
     opt!("max_queued_bytes", General, num!(max_queued_bytes, 0, i64::MAX),
@@ -583,7 +585,6 @@ pub const OPTIONS: &[Opt] = &[
             Ok(())
         }
     }, "false only: true is refused (retained messages do not record their publisher)"),
-    opt!("max_inflight_bytes", General, ignored, "not supported; ignored"),
     opt!("socket_domain", Listener, ignored, "not supported; ignored"),
     opt!("http_dir", Listener, ignored, "not supported (no HTTP files); ignored"),
     opt!("websockets_headers_size", Listener, ignored, "not supported; ignored"),

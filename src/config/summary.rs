@@ -190,6 +190,7 @@ pub fn summary(cfg: &Config) -> String {
             cfg.max_inflight_messages.to_string(),
         ),
         ("max_queued_messages", cfg.max_queued_messages.to_string()),
+        ("max_inflight_bytes", cfg.max_inflight_bytes.to_string()),
         ("max_queued_bytes", cfg.max_queued_bytes.to_string()),
         ("max_keepalive", cfg.max_keepalive.to_string()),
         ("max_topic_alias", cfg.max_topic_alias.to_string()),
