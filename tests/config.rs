@@ -346,7 +346,7 @@ fn security_relevant_unknown_keys_refuse_to_start() {
         ("psk_file /etc/mosquitto/psk", "psk_file"),
         ("psk_hint rmqtt", "psk_hint"),
         ("dhparamfile /etc/mosquitto/dh.pem", "dhparamfile"),
-        ("use_subject_as_username true", "use_subject_as_username"),
+        ("mount_point m/", "mount_point"),
     ] {
         let out = start_fails(&format!("listener 0 127.0.0.1\n{key}\n"));
         assert!(

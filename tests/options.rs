@@ -423,3 +423,14 @@ fn max_inflight_bytes_from_uci() {
     let text = test_config_uci("config mosquitto\n\toption max_inflight_bytes '4096'\n");
     assert!(text.contains("\nmax_inflight_bytes: 4096\n"), "{text}");
 }
+
+#[test]
+fn use_subject_as_username_from_uci() {
+    let text = test_config_uci(
+        "config listener\n\toption port '8883'\n\toption use_subject_as_username '1'\n",
+    );
+    assert!(
+        text.contains("\n    use_subject_as_username: true\n"),
+        "{text}"
+    );
+}

@@ -1159,7 +1159,8 @@ impl Server {
                 Sock {
                     stream,
                     connecting: false,
-                    identity_done: !l.plan.spec.use_identity_as_username,
+                    identity_done: !(l.plan.spec.use_identity_as_username
+                        || l.plan.spec.use_subject_as_username),
                     pending: None,
                     prelogin: true,
                     seq: self.next_seq,

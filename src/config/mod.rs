@@ -36,6 +36,8 @@ pub struct Listener {
     pub keyfile: Option<PathBuf>,
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's subject (RFC 2253) is the username.
+    pub use_subject_as_username: bool,
     pub tls_version: Option<String>,
     /// `ciphers`: the TLS 1.2 suites allowed, OpenSSL names separated by `:`.
     pub ciphers: Option<String>,

@@ -55,6 +55,10 @@ fn listener(out: &mut String, l: &Listener) {
             "use_identity_as_username",
             l.use_identity_as_username.to_string(),
         ),
+        (
+            "use_subject_as_username",
+            l.use_subject_as_username.to_string(),
+        ),
         ("tls_version", opt_str(&l.tls_version)),
         ("bind_interface", opt_str(&l.bind_interface)),
     ];

@@ -1249,11 +1249,6 @@ config bridge
                 "listener.mount_point",
             ),
             (
-                "config listener\n option use_subject_as_username 1\n",
-                2,
-                "listener.use_subject_as_username",
-            ),
-            (
                 "config listener\n\n option auth_plugin /p.so\n",
                 3,
                 "listener.auth_plugin",
