@@ -5,8 +5,9 @@
 //! - `use_username_as_clientid true`: the username names the session (a second login as the
 //!   same user takes the first one over, whatever client id it sends; the log says
 //!   `as alice`), and a client without a username is refused as not authorised.
-//! - `bind_interface`: `lo` takes loopback connections, another device refuses them, an
-//!   unknown one stops the broker.
+//! - `bind_interface`: as in Mosquitto 2.0, the listener binds to the device's addresses
+//!   (lo: 127.0.0.1 and ::1, not this host's address on another device); a listener address
+//!   that is not the device's, or an unknown device, stops the broker.
 //! - `max_inflight_bytes`: the window towards a subscriber that does not acknowledge stops
 //!   at the byte limit (the message that crosses it still goes), the rest waits and moves
 //!   one by one as PUBACKs come (Mosquitto 2.0.11 lets a queued message past the limit
@@ -108,6 +109,18 @@ fn test_config_uci(text: &str) -> String {
     out.stdout
 }
 
+/// This host's first global IPv4 address on a device other than lo, from `ip`.
+fn other_ipv4() -> Option<std::net::Ipv4Addr> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .and_then(|a| a.split('/').next()?.parse().ok())
+}
+
 #[test]
 fn bind_interface_takes_only_that_device() {
     let lo = start_rmqtt("allow_anonymous true\nbind_interface lo\n");
@@ -115,19 +128,53 @@ fn bind_interface_takes_only_that_device() {
     c.send(&ConnectOpts::new("on-lo").encode());
     assert_eq!(c.expect_connack().code, 0);
 
-    // Another device: what comes in over loopback is not for this socket.
+    // Another device with a listener address that is not one of its own: an error, as in
+    // Mosquitto ("Interface address for ... does not match specified listener address").
     let other = std::fs::read_dir("/sys/class/net")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find(|n| n != "lo");
     if let Some(dev) = other {
-        let b = start_rmqtt(&format!("allow_anonymous true\nbind_interface {dev}\n"));
-        let e = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap_err();
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionRefused,
+        let e = common_interop::start_rmqtt_on(0, &format!("bind_interface {dev}\n"))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("does not match specified listener address (127.0.0.1)"),
             "{dev}: {e}"
         );
+    }
+
+    // Without a listener address, the listener binds to the device's addresses, as
+    // Mosquitto 2.0 does (getifaddrs, not SO_BINDTODEVICE): lo's 127.0.0.1 and ::1 take
+    // connections, this host's address on another device does not, though the kernel
+    // carries such a local connection over lo too.
+    let elsewhere = other_ipv4();
+    let seen = |port: u16| -> (bool, bool, Option<bool>) {
+        let up = |a: std::net::SocketAddr| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok()
+        };
+        (
+            up(([127, 0, 0, 1], port).into()),
+            up((std::net::Ipv6Addr::LOCALHOST, port).into()),
+            elsewhere.map(|ip| up((ip, port).into())),
+        )
+    };
+    let port = common_interop::free_tcp_port();
+    let r = start_rmqtt(&format!(
+        "allow_anonymous true\nlistener {port}\nbind_interface lo\n"
+    ));
+    let got = seen(port);
+    assert_eq!((got.0, got.1), (true, true), "{got:?}");
+    assert_ne!(got.2, Some(true), "{elsewhere:?} taken on lo: {got:?}");
+    drop(r);
+    if let Some(mosquitto) = find_tool("mosquitto") {
+        let port = common_interop::free_tcp_port();
+        let m = start_mosquitto(
+            &mosquitto,
+            &format!("allow_anonymous true\nlistener {port}\nbind_interface lo\n"),
+        );
+        assert_eq!(seen(port), got, "Mosquitto vs rmqtt");
+        drop(m);
     }
 
     let dir = common_interop::TempDir::new("bind-if");

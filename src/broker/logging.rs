@@ -344,9 +344,11 @@ mod tests {
             let path = dir.join(format!("log-{facility:?}"));
             let _ = std::fs::remove_file(&path);
             let server = UnixDatagram::bind(&path).unwrap();
-            let mut c = Config::default();
-            c.log_dest = vec![LogDest::Syslog];
-            c.log_facility = facility;
+            let c = Config {
+                log_dest: vec![LogDest::Syslog],
+                log_facility: facility,
+                ..Config::default()
+            };
             let mut s = Settings::from_config(&c, false);
             for sink in &mut s.sinks {
                 if let Sink::Syslog(_, _, p) = sink {

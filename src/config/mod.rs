@@ -45,7 +45,7 @@ pub struct Listener {
     pub ciphers_tls13: Option<String>,
     /// `crlfile`: client certificates revoked by these CRLs (PEM) are refused.
     pub crlfile: Option<PathBuf>,
-    /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
+    /// `bind_interface`: listen on this network device's addresses (as Mosquitto does).
     pub bind_interface: Option<String>,
     /// This listener's own password file (per_listener_settings); `None` follows the global one.
     pub password_file: Option<PathBuf>,

@@ -344,7 +344,7 @@ pub const OPTIONS: &[Opt] = &[
     opt!("crlfile", Listener, listener!(crlfile, c_path),
         "TLS: certificate revocation lists (PEM); revoked client certificates are refused"),
     opt!("bind_interface", Listener, listener!(bind_interface, c_string),
-        "accept only connections arriving on this network device (br-lan)"),
+        "listen on this network device's addresses (br-lan), as Mosquitto does"),
     opt!("tls_version", Listener, listener!(tls_version, c_tls_version),
         "TLS: lowest version, tlsv1.2 or tlsv1.3"),
     opt!("use_username_as_clientid", Both, flag!(use_username_as_clientid),

@@ -243,7 +243,7 @@ fn escape(out: &mut String, bytes: &[u8]) {
         if special {
             out.push('\\');
             out.push(char::from(b));
-        } else if b < 0x20 || b >= 0x7f {
+        } else if !(0x20..0x7f).contains(&b) {
             out.push('\\');
             hex(out, &[b]);
         } else {
@@ -332,8 +332,11 @@ mod tests {
         assert_eq!(subject_common_name(&[0x30, 0x85, 1, 2, 3, 4, 5]), None);
     }
 
-    /// A certificate whose subject has these RDNs (each a list of (OID, tag, value)).
-    fn cert_with_rdns(rdns: &[&[(&[u8], u8, &[u8])]]) -> Vec<u8> {
+    /// (OID, tag, value) of one attribute.
+    type Attr<'a> = (&'a [u8], u8, &'a [u8]);
+
+    /// A certificate whose subject has these RDNs (each a list of attributes).
+    fn cert_with_rdns(rdns: &[&[Attr<'_>]]) -> Vec<u8> {
         let mut name = Vec::new();
         for rdn in rdns {
             let mut set = Vec::new();
