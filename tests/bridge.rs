@@ -898,3 +898,68 @@ fn lazy_bridge_disconnects_when_idle_and_reconnects_at_the_threshold() {
         local.log()
     );
 }
+
+/// `bridge_tls_version`: the lowest TLS version the bridge accepts. Against a remote that
+/// speaks TLS 1.2 only (`openssl s_server -tls1_2`), the default handshake completes (the
+/// server prints the cipher, then the CONNECT arrives) and `tlsv1.3` is refused with the
+/// server's protocol_version alert.
+#[test]
+fn bridge_tls_version_sets_the_lowest_version() {
+    let test = "bridge_tls_version_sets_the_lowest_version";
+    let Some(openssl) = tools_or_skip(test, &["openssl"]).and_then(|mut t| t.pop()) else {
+        return;
+    };
+    let dir = TempDir::new("bridge-tls-version");
+    if make_pki(test, dir.path()).is_none() {
+        return;
+    }
+    let port = common_interop::free_tcp_port();
+    let out_path = dir.path().join("s_server.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    // s_server stops at the end of its standard input: keep it open.
+    let mut server = Command::new(&openssl)
+        .args(["s_server", "-tls1_2", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", "server.crt", "-key", "server.key"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conf = |extra: &str| {
+        format!(
+            "allow_anonymous true\n\
+             connection b\n\
+             address 127.0.0.1:{port}\n\
+             bridge_cafile {}\n\
+             restart_timeout 1 1\n\
+             {extra}\
+             topic a out\n",
+            dir.path().join("ca.crt").display()
+        )
+    };
+    let wait_output = |needle: &str| {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let text = std::fs::read(&out_path).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s_server never printed {needle:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let default = start_rmqtt(&conf(""));
+    wait_output("CIPHER is ");
+    wait_output("MQTT");
+    drop(default);
+    let strict = start_rmqtt(&conf("bridge_tls_version tlsv1.3\n"));
+    strict.wait_log("received fatal alert: ProtocolVersion");
+    drop(strict);
+    let _ = server.kill();
+    let _ = server.wait();
+}
