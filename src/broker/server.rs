@@ -573,7 +573,14 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                 info!("Opening ipv4 listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
             }
-            Err(e) if p.local && addr.is_ipv6() && !sockets.is_empty() => {
+            // A device's IPv6 address can still be tentative (duplicate address detection)
+            // when a router starts its services: listening on its IPv4 one is better than
+            // not starting.
+            Err(e)
+                if (p.local || l.bind_interface.is_some())
+                    && addr.is_ipv6()
+                    && !sockets.is_empty() =>
+            {
                 warn!("Not listening on {addr}: {e}.");
             }
             Err(e) => return Err(format!("Error: {e} (listening on {addr})")),
