@@ -14,7 +14,7 @@ set -eu
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_ENGINE=${FUZZ_ENGINE:-auto}
 FUZZ_WORK=${FUZZ_WORK:-${TMPDIR:-/tmp}/rmqtt-fuzz}
-ALL="decode_v311 decode_v5 mosquitto_config uci_config password_file acl_file persist_snapshot mosquitto_db ws_frames"
+ALL="decode_v311 decode_v5 mosquitto_config uci_config password_file acl_file persist_snapshot mosquitto_db ws_frames x509_subject"
 TARGETS=${*:-$ALL}
 
 cd "$(dirname "$0")/../fuzz"

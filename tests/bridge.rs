@@ -853,3 +853,113 @@ fn absent_remote_bounded_queue_then_delivery_in_order() {
         "marker not delivered"
     );
 }
+
+/// `start_type lazy` with `threshold 2` and `idle_timeout 1`: the bridge connects when the
+/// second message is queued, disconnects a second after the last message (the remote, here
+/// Mosquitto, then publishes the bridge's will: state 0), and comes back with the next two.
+/// Mosquitto 2.0.11 as the local side never times out with a keep alive set (it counts its
+/// own PINGREQs as traffic), so it is not the reference here; see `bridge_idle_due`.
+#[test]
+fn lazy_bridge_disconnects_when_idle_and_reconnects_at_the_threshold() {
+    let test = "lazy_bridge_disconnects_when_idle_and_reconnects_at_the_threshold";
+    let Some(mosquitto) = mosquitto_or_skip(test) else {
+        return;
+    };
+    let remote = start_mosquitto(&mosquitto, ANONYMOUS);
+    let mut remote_sub = client(remote.port, "remote-sub");
+    remote_sub.subscribe(1, &[("a/#", 1)]);
+    let local = start_rmqtt(&format!(
+        "allow_anonymous true\n\
+         connection lazy\n\
+         address 127.0.0.1:{}\n\
+         start_type lazy\n\
+         threshold 2\n\
+         idle_timeout 1\n\
+         restart_timeout 1 1\n\
+         topic a/# out 1\n",
+        remote.port
+    ));
+    let mut publisher = client(local.port, "pub");
+    for round in 0..2 {
+        for m in ["m1", "m2"] {
+            publisher.publish_q1(1, "a/x", m.as_bytes());
+        }
+        expect_message(&mut remote_sub, "a/x", "m1", "first of the two");
+        expect_message(&mut remote_sub, "a/x", "m2", "second of the two");
+        if round == 0 {
+            local.wait_log("Bridge connection lazy has exceeded idle timeout, disconnecting.");
+            wait_retained(remote.port, &state_topic("lazy"), "0");
+        }
+    }
+    assert_eq!(
+        local.log().matches("Connecting bridge lazy").count(),
+        2,
+        "one connection per threshold reached:\n{}",
+        local.log()
+    );
+}
+
+/// `bridge_tls_version`: the lowest TLS version the bridge accepts. Against a remote that
+/// speaks TLS 1.2 only (`openssl s_server -tls1_2`), the default handshake completes (the
+/// server prints the cipher, then the CONNECT arrives) and `tlsv1.3` is refused with the
+/// server's protocol_version alert.
+#[test]
+fn bridge_tls_version_sets_the_lowest_version() {
+    let test = "bridge_tls_version_sets_the_lowest_version";
+    let Some(openssl) = tools_or_skip(test, &["openssl"]).and_then(|mut t| t.pop()) else {
+        return;
+    };
+    let dir = TempDir::new("bridge-tls-version");
+    if make_pki(test, dir.path()).is_none() {
+        return;
+    }
+    let port = common_interop::free_tcp_port();
+    let out_path = dir.path().join("s_server.out");
+    let out = std::fs::File::create(&out_path).unwrap();
+    // s_server stops at the end of its standard input: keep it open.
+    let mut server = Command::new(&openssl)
+        .args(["s_server", "-tls1_2", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-cert", "server.crt", "-key", "server.key"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conf = |extra: &str| {
+        format!(
+            "allow_anonymous true\n\
+             connection b\n\
+             address 127.0.0.1:{port}\n\
+             bridge_cafile {}\n\
+             restart_timeout 1 1\n\
+             {extra}\
+             topic a out\n",
+            dir.path().join("ca.crt").display()
+        )
+    };
+    let wait_output = |needle: &str| {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let text = std::fs::read(&out_path).unwrap_or_default();
+            if String::from_utf8_lossy(&text).contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s_server never printed {needle:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let default = start_rmqtt(&conf(""));
+    wait_output("CIPHER is ");
+    wait_output("MQTT");
+    drop(default);
+    let strict = start_rmqtt(&conf("bridge_tls_version tlsv1.3\n"));
+    strict.wait_log("received fatal alert: ProtocolVersion");
+    drop(strict);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -326,13 +326,13 @@ fn start_fails(text: &str) -> Output {
 #[test]
 fn unknown_keys_warn_with_file_and_line_and_start() {
     let mut b = Broker::with_config(
-        "allow_anonymous true\nbogus_option 42\nmax_inflight_bytes 0\nwebsockets_log_level 0\n\
+        "allow_anonymous true\nbogus_option 42\nallow_duplicate_messages false\nwebsockets_log_level 0\n\
          check_retain_source false\n",
     );
     // The harness writes `listener 0 127.0.0.1` as line 1.
     let w = b.wait_log("unknown configuration variable \"bogus_option\"; ignored");
     assert!(w.contains("Warning: ") && w.contains(".conf:3: "), "{w}");
-    let w = b.wait_log("max_inflight_bytes is not supported by rmqtt; ignored");
+    let w = b.wait_log("allow_duplicate_messages is not supported by rmqtt; ignored");
     assert!(w.contains(".conf:4: "), "{w}");
     let w = b.wait_log("websockets_log_level is not supported by rmqtt; ignored");
     assert!(w.contains(".conf:5: "), "{w}");
@@ -346,7 +346,7 @@ fn security_relevant_unknown_keys_refuse_to_start() {
         ("psk_file /etc/mosquitto/psk", "psk_file"),
         ("psk_hint rmqtt", "psk_hint"),
         ("dhparamfile /etc/mosquitto/dh.pem", "dhparamfile"),
-        ("use_subject_as_username true", "use_subject_as_username"),
+        ("mount_point m/", "mount_point"),
     ] {
         let out = start_fails(&format!("listener 0 127.0.0.1\n{key}\n"));
         assert!(

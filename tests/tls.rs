@@ -65,6 +65,11 @@ impl Pki {
 
     /// A leaf `NAME.crt` / `NAME.key` with common name `cn`, signed by `ca`.
     fn leaf(&self, ca: &str, name: &str, cn: &str, server: bool) {
+        self.leaf_subject(ca, name, &format!("/CN={cn}"), &[], server);
+    }
+
+    /// A leaf with the subject `subj` (`openssl req -subj`, with `req_args` such as `-utf8`).
+    fn leaf_subject(&self, ca: &str, name: &str, subj: &str, req_args: &[&str], server: bool) {
         let ext = format!("{name}.ext");
         let text = if server {
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
@@ -74,20 +79,26 @@ impl Pki {
              extendedKeyUsage=clientAuth\n"
         };
         std::fs::write(self.dir.path().join(&ext), text).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        self.openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subj,
+            ]
+            .iter()
+            .chain(req_args)
+            .copied()
+            .collect::<Vec<&str>>(),
+        );
         self.openssl(&[
             "x509",
             "-req",
@@ -98,7 +109,7 @@ impl Pki {
             "-CAkey",
             &format!("{ca}.key"),
             "-set_serial",
-            &format!("{}", name.len() * 7919 + cn.len()),
+            &format!("{}", name.len() * 7919 + subj.len()),
             "-days",
             "2",
             "-extfile",
@@ -620,5 +631,122 @@ fn tls_on_a_unix_listener() {
             STEP,
         );
         assert_ne!(plain.code(), Some(0), "{plain:?}");
+    }
+}
+
+/// What `openssl x509 -nameopt RFC2253` prints as the subject of `NAME.crt`: the text
+/// Mosquitto's `X509_NAME_print_ex(..., XN_FLAG_RFC2253)` makes the username.
+fn openssl_subject(pki: &Pki, name: &str) -> String {
+    let out = run(
+        Command::new(&pki.openssl)
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(pki.path(&format!("{name}.crt"))),
+        None,
+        STEP,
+    );
+    out.assert_success("openssl x509 -subject");
+    out.stdout
+        .trim_end_matches('\n')
+        .strip_prefix("subject=")
+        .unwrap_or_else(|| panic!("{out:?}"))
+        .to_owned()
+}
+
+/// The username a broker's connect line gives client `id` (`..., u'NAME').`).
+fn logged_username(log: &str, id: &str) -> Option<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!(" as {id} (")))
+        .find_map(|l| l.split(", u'").nth(1))
+        .and_then(|rest| rest.strip_suffix("').").or(rest.strip_suffix("')")))
+        .map(str::to_owned)
+}
+
+/// `use_subject_as_username`: the username is the certificate subject in RFC 2253 form,
+/// last RDN first, escaped, with OpenSSL's short names, non-ASCII bytes as `\XX` and
+/// unknown attributes as `OID=#DER`; the same text `openssl x509 -nameopt RFC2253` prints
+/// and Mosquitto 2.0.11 logs for the same certificate. An ACL `pattern` with `%u` then
+/// confines the client to its own subject's topics.
+#[test]
+fn use_subject_as_username_is_the_rfc2253_subject() {
+    let Some((pki, sub_tool, pub_tool)) = pki("tls-subject") else {
+        return;
+    };
+    std::fs::write(
+        pki.dir.path().join("oid.cnf"),
+        "oid_section = new_oids\n[new_oids]\nmyattr = 1.2.3.4\n\
+         [req]\ndistinguished_name = dn\n[dn]\n",
+    )
+    .unwrap();
+    let subjects: [(&str, &[&str]); 5] = [
+        ("/CN=plain", &[]),
+        (
+            "/DC=org/DC=example/C=DE/ST=Bayern/L=M\u{fc}nchen/O=Acme\\, Inc.\
+             /OU=R\\+D\\;x \\<z\\> \"q\" \\\\ s/street=Main St 1/UID=u1\
+             /emailAddress=a@example.org/CN=#sensor 7 ",
+            &["-utf8"],
+        ),
+        ("/CN=a/UID=b+CN=c/O=m\u{e9}", &["-utf8", "-multivalue-rdn"]),
+        // An attribute neither OpenSSL nor rmqtt knows: `1.2.3.4=#0C06...` (its DER).
+        ("/CN=x/myattr=custom", &["-config", "oid.cnf"]),
+        ("/title=eng/serialNumber=42/GN=Ann/SN=Lee/initials=AL", &[]),
+    ];
+    for (i, (subj, args)) in subjects.iter().enumerate() {
+        pki.leaf_subject("ca", &format!("s{i}"), subj, args, false);
+    }
+    let acl = pki.dir.path().join("acl");
+    std::fs::write(&acl, "pattern readwrite own/%u/#\n").unwrap();
+    let (broker, port) = tls_broker(
+        &pki,
+        "cafile CA\nrequire_certificate true\nuse_subject_as_username true\n"
+            .replace("CA", &pki.path("ca.crt"))
+            .as_str(),
+        &format!("allow_anonymous false\nacl_file {}\n", acl.display()),
+    );
+    for i in 0..subjects.len() {
+        let want = openssl_subject(&pki, &format!("s{i}"));
+        let mut args = with_cert(base(&pki, port), &pki, &format!("s{i}"));
+        args.extend(["-i".to_owned(), format!("client{i}")]);
+        publish(&pub_tool, &args, "t", "x").assert_success("publish with a certificate");
+        let log = broker.logs().join("\n");
+        assert_eq!(
+            logged_username(&log, &format!("client{i}")).as_deref(),
+            Some(want.as_str()),
+            "subject {i}; log:\n{log}"
+        );
+    }
+    // The first subject has no character a topic level may not hold: its own topics are
+    // open to it through `%u`, another subject's are not.
+    let s0 = with_cert(base(&pki, port), &pki, "s0");
+    let mut sub = subscriber(&broker, &sub_tool, &s0, "own/#", "1");
+    let s4 = with_cert(base(&pki, port), &pki, "s4");
+    publish(&pub_tool, &s4, "own/CN=plain/t", "not mine").assert_success("s4 publishes");
+    publish(&pub_tool, &s0, "own/CN=plain/t", "mine").assert_success("s0 publishes");
+    sub.wait_exit("s0's subscriber");
+    assert_eq!(messages(&sub), ["own/CN=plain/t mine"]);
+
+    if let Some(mosquitto) = common_interop::find_tool("mosquitto") {
+        let m = common_interop::start_mosquitto(
+            &mosquitto,
+            &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+                 use_subject_as_username true\nallow_anonymous false\n",
+                pki.path("ca.crt"),
+                pki.path("server.crt"),
+                pki.path("server.key"),
+            ),
+        );
+        for i in 0..subjects.len() {
+            let mut args = with_cert(base(&pki, m.port), &pki, &format!("s{i}"));
+            args.extend(["-i".to_owned(), format!("client{i}")]);
+            let _ = publish(&pub_tool, &args, "t", "x");
+            let id = format!("client{i}");
+            m.wait_log(&format!(" as {id} ("));
+            assert_eq!(
+                logged_username(&m.log(), &id),
+                Some(openssl_subject(&pki, &format!("s{i}"))),
+                "Mosquitto, subject {i}:\n{}",
+                m.log()
+            );
+        }
     }
 }

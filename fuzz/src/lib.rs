@@ -149,6 +149,17 @@ fn run_frames(chunks: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>, bool), ws::WsError>
     Ok((data.to_vec(), ctl.reply, ctl.closed))
 }
 
+/// A client certificate's subject, as `use_identity_as_username` and
+/// `use_subject_as_username` read it: never a panic, and a subject with a common name
+/// names it in its text (when every attribute can be written).
+pub fn x509_subject(data: &[u8]) {
+    let cn = rmqtt::tls::der::subject_common_name(data);
+    let dn = rmqtt::tls::der::subject_rfc2253(data);
+    if let (Some(_), Some(dn)) = (&cn, &dn) {
+        assert!(dn.contains("CN="), "a common name, but {dn:?}");
+    }
+}
+
 /// Every target by name, for the `mutate` loop and the seed checks.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("decode_v311", decode_v311),
@@ -160,4 +171,5 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("persist_snapshot", persist_snapshot),
     ("mosquitto_db", mosquitto_db),
     ("ws_frames", ws_frames),
+    ("x509_subject", x509_subject),
 ];

@@ -78,6 +78,12 @@ pub struct BridgeState {
     started: bool,
     /// Removed by a reload: never connects again.
     stopped: bool,
+    /// A restart timer is running: a lazy bridge waits for it instead of dialing as soon as
+    /// the threshold is reached, so a remote that is down is not dialed once per message.
+    waiting: bool,
+    /// When a PUBLISH last crossed the connection, either way: a lazy bridge disconnects
+    /// `idle_timeout` seconds after it.
+    last_message: Instant,
     /// Renewed whenever the bridge's connection opens, connects or closes: its ping and
     /// restart timers carry it, so a chain from an earlier connection stops. [STYLE 19c]
     pub epoch: u32,
@@ -158,6 +164,8 @@ impl Broker {
                 pending: false,
                 started: false,
                 stopped: false,
+                waiting: false,
+                last_message: now,
                 epoch: self.serial(),
             };
             let notify = b.cfg.notifications.then(|| b.notification_topic());
@@ -320,14 +328,22 @@ impl Broker {
 
     fn schedule_restart(&mut self, idx: usize, now: Instant) {
         let epoch = self.serial();
+        let below_threshold = self.lazy_below_threshold(idx);
         let Some(b) = self.bridges.get_mut(idx) else {
             return;
         };
         b.pending = false;
+        b.waiting = false;
         b.epoch = epoch;
         if b.stopped || (b.cfg.start_type == StartType::Once && b.started) {
             return;
         }
+        // As in Mosquitto (`lazy_reconnect`), a lazy bridge connects again only once
+        // `threshold` messages are queued: `bridge_check_lazy` dials then.
+        if below_threshold {
+            return;
+        }
+        b.waiting = true;
         let wait = b.backoff;
         b.backoff = (b.backoff.saturating_mul(2)).min(b.cfg.restart_timeout.1.max(1));
         self.push_timer(
@@ -340,9 +356,69 @@ impl Broker {
     }
 
     pub(super) fn bridge_restart_due(&mut self, idx: usize, epoch: u32) {
-        if self.bridges.get(idx).is_some_and(|b| b.epoch == epoch) {
+        if let Some(b) = self.bridges.get_mut(idx).filter(|b| b.epoch == epoch) {
+            b.waiting = false;
             self.request_bridge_connect(idx);
         }
+    }
+
+    /// Whether bridge `idx` starts lazily and has fewer than `threshold` messages queued.
+    fn lazy_below_threshold(&self, idx: usize) -> bool {
+        let Some(b) = self
+            .bridges
+            .get(idx)
+            .filter(|b| b.cfg.start_type == StartType::Lazy)
+        else {
+            return false;
+        };
+        let queued = self
+            .table
+            .get(b.session)
+            .map_or(0, |s| s.flow().queue.len());
+        queued < b.cfg.threshold as usize
+    }
+
+    /// A PUBLISH crossed bridge `idx`'s connection: it is not idle.
+    pub(super) fn bridge_traffic(&mut self, idx: usize, now: Instant) {
+        if let Some(b) = self.bridges.get_mut(idx) {
+            b.last_message = b.last_message.max(now);
+        }
+    }
+
+    /// A lazy bridge's idle check: with no PUBLISH either way for `idle_timeout` seconds the
+    /// connection is closed (as Mosquitto does, without DISCONNECT, so the remote publishes
+    /// the bridge's will), else the check moves to `idle_timeout` after the last one.
+    ///
+    /// Mosquitto 2.0 counts any packet sent as traffic, its own PINGREQs included, so that
+    /// with `keepalive_interval` below `idle_timeout` its lazy bridges never time out;
+    /// here only messages count, which is what the option describes.
+    pub(super) fn bridge_idle_due(&mut self, idx: usize, epoch: u32, now: Instant) {
+        let Some(b) = self
+            .bridges
+            .get(idx)
+            .filter(|b| b.epoch == epoch && !b.stopped)
+        else {
+            return;
+        };
+        let Some(id) = b.conn else {
+            return;
+        };
+        let at = b.last_message + Duration::from_secs(u64::from(b.cfg.idle_timeout));
+        if now < at {
+            self.push_timer(
+                at,
+                Timer::BridgeIdle {
+                    bridge: id32(idx),
+                    epoch,
+                },
+            );
+            return;
+        }
+        info!(
+            "Bridge connection {} has exceeded idle timeout, disconnecting.",
+            b.cfg.name
+        );
+        self.close_conn(id, Close::SocketError);
     }
 
     /// The event loop opened a socket for bridge `idx` (connecting in the background):
@@ -518,6 +594,16 @@ impl Broker {
                 },
             );
         }
+        if cfg.start_type == StartType::Lazy {
+            self.bridge_traffic(idx, now);
+            self.push_timer(
+                now + Duration::from_secs(u64::from(cfg.idle_timeout)),
+                Timer::BridgeIdle {
+                    bridge: id32(idx),
+                    epoch: ping_epoch,
+                },
+            );
+        }
         self.watch_primary(idx, 5, now);
         self.resume_session(sid, now);
     }
@@ -572,12 +658,8 @@ impl Broker {
         else {
             return;
         };
-        let queued = self.table.get(sid).map_or(0, |s| s.flow().queue.len());
-        let threshold = self
-            .bridges
-            .get(idx)
-            .map_or(10, |b| b.cfg.threshold as usize);
-        if queued >= threshold {
+        let waiting = self.bridges.get(idx).is_some_and(|b| b.waiting);
+        if !waiting && !self.lazy_below_threshold(idx) {
             self.request_bridge_connect(idx);
         }
     }

@@ -345,9 +345,12 @@ impl Broker {
         self.stats.clients_maximum = self.stats.clients_maximum.max(self.connected_count());
 
         if self.limits.connection_messages {
-            let user = c
-                .username
-                .as_ref()
+            // The login's username, as Mosquitto logs `context->username`: the certificate's
+            // identity on a listener that takes it from there.
+            let user = self
+                .conns
+                .get(id)
+                .and_then(|c| c.username.as_ref())
                 .map(|u| format!(", u'{u}'"))
                 .unwrap_or_default();
             info!(

@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_packet: usize,
     pub message_size_limit: usize,
     pub max_inflight: usize,
+    /// `max_inflight_bytes`; 0: unlimited.
+    pub max_inflight_bytes: usize,
     /// 0: unlimited.
     pub max_queued: usize,
     /// 0: unlimited.
@@ -90,6 +92,7 @@ impl Limits {
             } else {
                 usize::from(c.max_inflight_messages)
             },
+            max_inflight_bytes: usize::try_from(c.max_inflight_bytes).unwrap_or(usize::MAX),
             max_queued: c.max_queued_messages as usize,
             max_queued_bytes: c.max_queued_bytes as usize,
             max_keepalive: c.max_keepalive,
@@ -109,6 +112,23 @@ impl Limits {
             memory_limit: usize::try_from(c.memory_limit).unwrap_or(usize::MAX),
             budget: c.budget,
         }
+    }
+
+    /// Whether session `s` may put one more QoS 1/2 message in flight: below its window
+    /// (`max_inflight_messages`, or the client's Receive Maximum) and, as in Mosquitto's
+    /// `db__ready_for_flight`, below `max_inflight_bytes` of payload in flight (so the
+    /// message that crosses the limit still goes). The bytes are summed over the window
+    /// (at most `max_inflight_messages` entries) rather than kept in a counter every removal
+    /// would have to maintain.
+    pub(super) fn window_open(&self, s: &Session) -> bool {
+        let f = s.flow();
+        f.inflight.len() < s.window()
+            && (self.max_inflight_bytes == 0
+                || f.inflight
+                    .iter()
+                    .map(|i| i.d.msg.payload.len())
+                    .sum::<usize>()
+                    < self.max_inflight_bytes)
     }
 
     /// Whether `n` things already held reach `cap` (0: no cap).

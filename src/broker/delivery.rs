@@ -120,7 +120,7 @@ impl Broker {
             let Some(front) = s.flow().queue.front() else {
                 break;
             };
-            if front.qos != QoS::AtMostOnce && s.flow().inflight.len() >= s.window() {
+            if front.qos != QoS::AtMostOnce && !self.limits.window_open(s) {
                 break;
             }
             let Some(p) = s.pop_pending() else {
@@ -158,6 +158,7 @@ impl Broker {
         }
         self.stats.messages_sent += 1;
         self.stats.publish_sent += 1;
+        let bridge = c.bridge();
         if d.qos != QoS::AtMostOnce {
             let state = if d.qos == QoS::AtLeastOnce {
                 OutState::AwaitAck
@@ -166,6 +167,9 @@ impl Broker {
             };
             s.flow_mut().inflight.push_back(Inflight { pid, d, state });
             self.touch(sid);
+        }
+        if let Some(idx) = bridge {
+            self.bridge_traffic(idx, now);
         }
         self.mark_dirty(cid);
     }
@@ -197,7 +201,7 @@ impl Broker {
                         f.dropping = false;
                     }
                     self.transmit(sid, cid, d, now);
-                } else if s.flow().queue.is_empty() && s.flow().inflight.len() < s.window() {
+                } else if s.flow().queue.is_empty() && self.limits.window_open(s) {
                     self.transmit(sid, cid, d, now);
                 } else if !self.queue_full(sid) {
                     if let Some(s) = self.table.get_mut(sid) {

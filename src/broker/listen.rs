@@ -65,33 +65,58 @@ impl ListenSock {
     }
 }
 
-/// `bind_interface DEVICE`: the socket takes only what arrives on that network device
-/// (SO_BINDTODEVICE; root or CAP_NET_RAW, which the broker still has while binding).
+/// The addresses of network device `device` (`bind_interface`), as `getifaddrs` lists them:
+/// IPv4 and IPv6 (with the device's index as scope id, for link-local ones), in its order.
+/// `Ok(None)`: no such device. The name is compared ignoring case, as Mosquitto does.
 #[allow(unsafe_code)]
-pub fn bind_to_device(s: &TcpListener, device: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let name = device.as_bytes();
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "invalid interface name",
-        ));
+pub fn interface_addrs(device: &str) -> io::Result<Option<Vec<SocketAddr>>> {
+    use std::ffi::CStr;
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list freed below by freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    // SAFETY: the pointer and length describe `name`, alive for the call; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    let mut found = false;
+    let mut addrs = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs;
+        // its name is a NUL-terminated string and `ifa_addr` (when not null) points to a
+        // sockaddr of the family it names, of at least that family's size.
+        unsafe {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            if ifa.ifa_name.is_null() {
+                continue;
+            }
+            let name = CStr::from_ptr(ifa.ifa_name).to_string_lossy();
+            if !name.eq_ignore_ascii_case(device) {
+                continue;
+            }
+            found = true;
+            if ifa.ifa_addr.is_null() {
+                continue;
+            }
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    addrs.push(SocketAddr::new(IpAddr::V4(ip), 0));
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    let v6 = SocketAddrV6::new(ip, 0, 0, sin6.sin6_scope_id);
+                    addrs.push(SocketAddr::V6(v6));
+                }
+                _ => {}
+            }
+        }
     }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(found.then_some(addrs))
 }
 
 /// A non-blocking connect to `peer` from local address `local` (`bridge_bind_address`).

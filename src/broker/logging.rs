@@ -69,7 +69,8 @@ fn record_type(r: &Record<'_>) -> u32 {
 enum Sink {
     Stdout,
     Stderr,
-    Syslog(Option<UnixDatagram>, u32),
+    /// The socket once connected, the facility (already shifted), the socket's path.
+    Syslog(Option<UnixDatagram>, u32, PathBuf),
     File(PathBuf, Option<File>),
     Topic,
 }
@@ -93,13 +94,13 @@ impl Settings {
         if verbose {
             types = ALL;
         }
-        let facility = cfg.log_facility.map_or(3 << 3, |n| (16 + n) << 3);
+        let facility = syslog_facility(cfg.log_facility);
         let mut sinks = Vec::new();
         for d in &cfg.log_dest {
             sinks.push(match d {
                 LogDest::Stdout => Sink::Stdout,
                 LogDest::Stderr => Sink::Stderr,
-                LogDest::Syslog => Sink::Syslog(None, facility),
+                LogDest::Syslog => Sink::Syslog(None, facility, PathBuf::from("/dev/log")),
                 LogDest::File(p) => Sink::File(p.clone(), None),
                 LogDest::Topic => Sink::Topic,
                 LogDest::None => continue,
@@ -192,6 +193,13 @@ pub fn format_time(fmt: &str, secs: u64) -> String {
     out
 }
 
+/// The facility bits of a syslog priority: `daemon` (3) by default as in Mosquitto,
+/// `log_facility N` for local0..local7 (16 + N), shifted into place (RFC 3164: facility
+/// times 8 plus severity).
+fn syslog_facility(log_facility: Option<u32>) -> u32 {
+    log_facility.map_or(3 << 3, |n| (16 + n.min(7)) << 3)
+}
+
 fn syslog_severity(t: u32) -> u32 {
     match t {
         ERROR => 3,
@@ -254,10 +262,10 @@ impl Log for Logger {
                         let _ = f.write_all(line.as_bytes());
                     }
                 }
-                Sink::Syslog(sock, facility) => {
+                Sink::Syslog(sock, facility, path) => {
                     if sock.is_none() {
                         *sock = UnixDatagram::unbound()
-                            .and_then(|s| s.connect("/dev/log").map(|()| s))
+                            .and_then(|s| s.connect(&*path).map(|()| s))
                             .ok();
                     }
                     if let Some(s) = sock {
@@ -321,6 +329,57 @@ mod tests {
         );
         assert_eq!(format_time("%F %T %% %s", 0), "1970-01-01 00:00:00 % 0");
         assert_eq!(format_time("%q%", 0), "%q%");
+    }
+
+    /// `log_facility 5` reaches the datagram: local5 is facility 21, so a notice has
+    /// priority 21 * 8 + 5 = 173 and a warning 172; without it, daemon (3): 29. The socket
+    /// stands in for `/dev/log`.
+    #[test]
+    fn syslog_datagram_carries_the_facility() {
+        let dir = std::env::temp_dir().join(format!("rmqtt-syslog-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        for (facility, notice, warning) in
+            [(Some(5), 173, 172), (None, 29, 28), (Some(0), 133, 132)]
+        {
+            let path = dir.join(format!("log-{facility:?}"));
+            let _ = std::fs::remove_file(&path);
+            let server = UnixDatagram::bind(&path).unwrap();
+            let c = Config {
+                log_dest: vec![LogDest::Syslog],
+                log_facility: facility,
+                ..Config::default()
+            };
+            let mut s = Settings::from_config(&c, false);
+            for sink in &mut s.sinks {
+                if let Sink::Syslog(_, _, p) = sink {
+                    p.clone_from(&path);
+                }
+            }
+            let logger = Logger {
+                settings: Arc::new(Mutex::new(s)),
+            };
+            for level in [Level::Info, Level::Warn] {
+                logger.log(
+                    &Record::builder()
+                        .level(level)
+                        .target("notice")
+                        .args(format_args!("hello"))
+                        .build(),
+                );
+            }
+            let mut buf = [0u8; 256];
+            let pid = std::process::id();
+            for (want, text) in [(notice, "hello"), (warning, "Warning: hello")] {
+                let n = server.recv(&mut buf).unwrap();
+                assert_eq!(
+                    std::str::from_utf8(&buf[..n]).unwrap(),
+                    format!("<{want}>rmqtt[{pid}]: {text}"),
+                    "log_facility {facility:?}"
+                );
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 
     #[test]

@@ -33,7 +33,11 @@ impl Broker {
             p.topic,
             p.payload.len()
         );
-        let from_bridge = conn.bridge().is_some();
+        let bridge = conn.bridge();
+        let from_bridge = bridge.is_some();
+        if let Some(idx) = bridge {
+            self.bridge_traffic(idx, now);
+        }
         if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
             return self.protocol_violation(id, "subscription identifier in PUBLISH");

@@ -461,6 +461,63 @@ pub fn bind(cfg: &Config, cli_ports: &[u16]) -> Result<Vec<Opened>, String> {
     plan(cfg, cli_ports).into_iter().map(bind_one).collect()
 }
 
+/// `bind_interface DEVICE`: what Mosquitto 2.0 does (`net__bind_interface`), not
+/// SO_BINDTODEVICE (which needs CAP_NET_RAW): the listener binds to the device's addresses,
+/// looked up with getifaddrs, its first IPv4 and its first IPv6 one (a global one before a
+/// link-local one, which Mosquitto would fail to bind without its scope). With a listener
+/// address as well, that address must be one of the device's. An address the device gets
+/// later is not listened on until the listener is opened again (a restart or a changed
+/// listener on reload), as with Mosquitto.
+fn interface_listen_addrs(
+    dev: &str,
+    host: Option<&str>,
+    given: Option<Vec<SocketAddr>>,
+    port: u16,
+) -> Result<Vec<SocketAddr>, String> {
+    let own = super::listen::interface_addrs(dev)
+        .map_err(|e| format!("Error: bind_interface {dev}: {e}"))?
+        .ok_or_else(|| format!("Error: bind_interface {dev}: Interface {dev} does not exist."))?;
+    let with_port = |mut a: SocketAddr| {
+        a.set_port(port);
+        a
+    };
+    if let (Some(host), Some(given)) = (host, given) {
+        let both: Vec<SocketAddr> = given
+            .into_iter()
+            .filter(|g| own.iter().any(|o| o.ip() == g.ip()))
+            .map(|g| {
+                own.iter()
+                    .find(|o| o.ip() == g.ip())
+                    .map_or(g, |o| with_port(*o))
+            })
+            .collect();
+        if both.is_empty() {
+            return Err(format!(
+                "Error: bind_interface {dev}: Interface address for {dev} does not match \
+                 specified listener address ({host})."
+            ));
+        }
+        return Ok(both);
+    }
+    let v4 = own.iter().find(|a| a.is_ipv4());
+    let link_local = |a: &&SocketAddr| match a.ip() {
+        IpAddr::V6(ip) => ip.segments().first().is_some_and(|s| s & 0xffc0 == 0xfe80),
+        IpAddr::V4(_) => false,
+    };
+    let v6 = own
+        .iter()
+        .filter(|a| a.is_ipv6())
+        .find(|a| !link_local(a))
+        .or_else(|| own.iter().find(|a| a.is_ipv6()));
+    let addrs: Vec<SocketAddr> = v4.into_iter().chain(v6).map(|a| with_port(*a)).collect();
+    if addrs.is_empty() {
+        return Err(format!(
+            "Error: bind_interface {dev}: Interface {dev} has no IPv4 or IPv6 address."
+        ));
+    }
+    Ok(addrs)
+}
+
 /// Binds the sockets of one listener, logging each as Mosquitto does.
 fn bind_one(p: Planned) -> Result<Opened, String> {
     let l = &p.spec;
@@ -479,12 +536,19 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), l.port),
         ]
     } else {
-        match &l.bind {
-            Some(host) => (host.as_str(), l.port)
-                .to_socket_addrs()
-                .map_err(|e| format!("Error: cannot resolve listener address {host}: {e}"))?
-                .collect(),
-            None => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port)],
+        let given = match &l.bind {
+            Some(host) => Some(
+                (host.as_str(), l.port)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("Error: cannot resolve listener address {host}: {e}"))?
+                    .collect::<Vec<SocketAddr>>(),
+            ),
+            None => None,
+        };
+        match (&l.bind_interface, given) {
+            (Some(dev), given) => interface_listen_addrs(dev, l.bind.as_deref(), given, l.port)?,
+            (None, Some(addrs)) => addrs,
+            (None, None) => vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), l.port)],
         }
     };
     let mut sockets = Vec::new();
@@ -494,15 +558,8 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
             (_, true) => "ipv4",
             (_, false) => "ipv6",
         };
-        let device = |s: TcpListener| match &l.bind_interface {
-            Some(dev) => super::listen::bind_to_device(&s, dev)
-                .map_err(|e| format!("Error: bind_interface {dev}: {e}"))
-                .map(|()| s),
-            None => Ok(s),
-        };
         match TcpListener::bind(addr) {
             Ok(s) => {
-                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening {family} listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
@@ -512,12 +569,18 @@ fn bind_one(p: Planned) -> Result<Opened, String> {
                 let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
                 let s = TcpListener::bind(v4)
                     .map_err(|e2| format!("Error: {e2} (port {}; ipv6: {e})", l.port))?;
-                let s = device(s)?;
                 let port = s.local_addr().map(|a| a.port()).unwrap_or(l.port);
                 info!("Opening ipv4 listen socket on port {port}.");
                 sockets.push((ListenSock::Tcp(s), port));
             }
-            Err(e) if p.local && addr.is_ipv6() && !sockets.is_empty() => {
+            // A device's IPv6 address can still be tentative (duplicate address detection)
+            // when a router starts its services: listening on its IPv4 one is better than
+            // not starting.
+            Err(e)
+                if (p.local || l.bind_interface.is_some())
+                    && addr.is_ipv6()
+                    && !sockets.is_empty() =>
+            {
                 warn!("Not listening on {addr}: {e}.");
             }
             Err(e) => return Err(format!("Error: {e} (listening on {addr})")),
@@ -1159,7 +1222,8 @@ impl Server {
                 Sock {
                     stream,
                     connecting: false,
-                    identity_done: !l.plan.spec.use_identity_as_username,
+                    identity_done: !(l.plan.spec.use_identity_as_username
+                        || l.plan.spec.use_subject_as_username),
                     pending: None,
                     prelogin: true,
                     seq: self.next_seq,

@@ -1339,6 +1339,7 @@ fn effects_are_eight_bytes() {
 mod expiry;
 mod issue13;
 mod issue15;
+mod issue16;
 
 #[cfg(test)]
 mod journal;

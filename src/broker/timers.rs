@@ -35,6 +35,11 @@ pub(super) enum Timer {
         bridge: u32,
         epoch: u32,
     },
+    /// Time to see whether a lazy bridge has been idle for `idle_timeout`.
+    BridgeIdle {
+        bridge: u32,
+        epoch: u32,
+    },
     SessionExpiry {
         session: u32,
         epoch: u32,
@@ -102,7 +107,8 @@ pub(super) fn timer_live(sessions: &SessionTable, bridges: &[BridgeState], t: &T
             .is_some_and(|s| s.epoch == epoch),
         Timer::BridgeRestart { bridge, epoch }
         | Timer::BridgePing { bridge, epoch }
-        | Timer::BridgePrimary { bridge, epoch } => bridges
+        | Timer::BridgePrimary { bridge, epoch }
+        | Timer::BridgeIdle { bridge, epoch } => bridges
             .get(bridge as usize)
             .is_some_and(|b| b.epoch == epoch),
     }
@@ -213,6 +219,9 @@ impl Broker {
                 }
                 Timer::BridgePrimary { bridge, epoch } => {
                     self.bridge_primary_due(bridge as usize, epoch)
+                }
+                Timer::BridgeIdle { bridge, epoch } => {
+                    self.bridge_idle_due(bridge as usize, epoch, now)
                 }
                 Timer::WillDelay { session, epoch } => {
                     let session = session as usize;

@@ -36,6 +36,8 @@ pub struct Listener {
     pub keyfile: Option<PathBuf>,
     pub require_certificate: bool,
     pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's subject (RFC 2253) is the username.
+    pub use_subject_as_username: bool,
     pub tls_version: Option<String>,
     /// `ciphers`: the TLS 1.2 suites allowed, OpenSSL names separated by `:`.
     pub ciphers: Option<String>,
@@ -43,7 +45,7 @@ pub struct Listener {
     pub ciphers_tls13: Option<String>,
     /// `crlfile`: client certificates revoked by these CRLs (PEM) are refused.
     pub crlfile: Option<PathBuf>,
-    /// `bind_interface`: accept only what arrives on this network device (SO_BINDTODEVICE).
+    /// `bind_interface`: listen on this network device's addresses (as Mosquitto does).
     pub bind_interface: Option<String>,
     /// This listener's own password file (per_listener_settings); `None` follows the global one.
     pub password_file: Option<PathBuf>,
@@ -204,6 +206,9 @@ pub struct Bridge {
     pub restart_timeout: (u32, u32),
     pub start_type: StartType,
     pub threshold: u32,
+    /// `idle_timeout`: seconds without a message either way after which a lazy bridge
+    /// disconnects (default 60).
+    pub idle_timeout: u32,
     pub try_private: bool,
     pub notifications: bool,
     pub notification_topic: Option<String>,
@@ -246,6 +251,7 @@ impl Bridge {
             restart_timeout: (5, 30),
             start_type: StartType::Automatic,
             threshold: 10,
+            idle_timeout: 60,
             try_private: true,
             notifications: true,
             notification_topic: None,
@@ -301,6 +307,9 @@ pub struct Config {
     /// Largest accepted packet; 0: no limit.
     pub max_packet_size: u32,
     pub max_inflight_messages: u16,
+    /// `max_inflight_bytes`: payload bytes of QoS 1/2 messages in flight to one client above
+    /// which the next waits in the queue; 0: no limit.
+    pub max_inflight_bytes: u64,
     pub max_queued_messages: u32,
     pub max_queued_bytes: u64,
     pub max_keepalive: u16,
@@ -421,6 +430,7 @@ impl Default for Config {
             message_size_limit: 0,
             max_packet_size: 0,
             max_inflight_messages: 20,
+            max_inflight_bytes: 0,
             max_queued_messages: 1000,
             max_queued_bytes: 0,
             max_keepalive: 65535,

@@ -335,6 +335,8 @@ pub const OPTIONS: &[Opt] = &[
         "TLS: clients must present a certificate"),
     opt!("use_identity_as_username", Listener, listener!(use_identity_as_username, c_bool),
         "TLS: the certificate CN is the username"),
+    opt!("use_subject_as_username", Listener, listener!(use_subject_as_username, c_bool),
+        "TLS: the certificate subject, RFC 2253 as Mosquitto writes it, is the username"),
     opt!("ciphers", Listener, listener!(ciphers, |_: &State, a: &[&str]| ciphers(a, super::TLS12_CIPHERS)),
         "TLS 1.2 suites, OpenSSL names separated by ':' (ECDHE-ECDSA-AES128-GCM-SHA256...)"),
     opt!("ciphers_tls1.3", Listener, listener!(ciphers_tls13, |_: &State, a: &[&str]| ciphers(a, super::TLS13_CIPHERS)),
@@ -342,7 +344,7 @@ pub const OPTIONS: &[Opt] = &[
     opt!("crlfile", Listener, listener!(crlfile, c_path),
         "TLS: certificate revocation lists (PEM); revoked client certificates are refused"),
     opt!("bind_interface", Listener, listener!(bind_interface, c_string),
-        "accept only connections arriving on this network device (br-lan)"),
+        "listen on this network device's addresses (br-lan), as Mosquitto does"),
     opt!("tls_version", Listener, listener!(tls_version, c_tls_version),
         "TLS: lowest version, tlsv1.2 or tlsv1.3"),
     opt!("use_username_as_clientid", Both, flag!(use_username_as_clientid),
@@ -414,6 +416,8 @@ pub const OPTIONS: &[Opt] = &[
         "topic aliases the broker sets up towards a 5.0 client (default 10)"),
     opt!("max_inflight_messages", General, num!(max_inflight_messages, 0, 65535),
         "QoS 1/2 messages in flight per client (default 20)"),
+    opt!("max_inflight_bytes", General, num!(max_inflight_bytes, 0, i64::MAX),
+        "payload bytes of QoS 1/2 messages in flight per client, 0 for no limit; the next waits"),
     opt!("max_queued_messages", General, num!(max_queued_messages, 0, i64::from(u32::MAX)),
         "messages queued per client (default 1000)"),
     opt!("max_queued_bytes", General, num!(max_queued_bytes, 0, i64::MAX),
@@ -560,7 +564,9 @@ pub const OPTIONS: &[Opt] = &[
             .map_err(|_| format!("invalid address ({v}); use an IPv4 or IPv6 address"))
     }),
         "local address the bridge connects from"),
-    opt!("idle_timeout", Bridge, ignored, "not supported; ignored"),
+    opt!("idle_timeout", Bridge, bridge!("idle_timeout", idle_timeout, |_: &State, a: &[&str]| {
+        number(a, 1, i64::from(u32::MAX)).map(|n| n as u32)
+    }), "seconds without a message after which a lazy bridge disconnects (default 60)"),
     // Mosquitto passes these only to plugins; its ACL does not apply to a bridge's local
     // side (`mosquitto_acl_check_default`), and neither does rmqtt's.
     opt!("local_username", Bridge, ignored, "only for plugins in Mosquitto (none here); ignored"),
@@ -581,7 +587,6 @@ pub const OPTIONS: &[Opt] = &[
             Ok(())
         }
     }, "false only: true is refused (retained messages do not record their publisher)"),
-    opt!("max_inflight_bytes", General, ignored, "not supported; ignored"),
     opt!("socket_domain", Listener, ignored, "not supported; ignored"),
     opt!("http_dir", Listener, ignored, "not supported (no HTTP files); ignored"),
     opt!("websockets_headers_size", Listener, ignored, "not supported; ignored"),
@@ -591,7 +596,6 @@ pub const OPTIONS: &[Opt] = &[
     opt!("psk_file", General, refused, "not supported (TLS-PSK): refused"),
     opt!("psk_hint", Listener, refused, "not supported (TLS-PSK): refused"),
     opt!("mount_point", Listener, refused, "not supported: refused (it confines the listener's clients)"),
-    opt!("use_subject_as_username", Listener, refused, "not supported: refused"),
     opt!("dhparamfile", Listener, refused, "not supported: refused"),
     opt!("auth_plugin", Both, refused, "not supported (plugins; also any auth_opt_*): refused"),
     opt!("plugin", Both, refused, "not supported (plugins; also any plugin_opt_*): refused"),

@@ -55,6 +55,10 @@ fn listener(out: &mut String, l: &Listener) {
             "use_identity_as_username",
             l.use_identity_as_username.to_string(),
         ),
+        (
+            "use_subject_as_username",
+            l.use_subject_as_username.to_string(),
+        ),
         ("tls_version", opt_str(&l.tls_version)),
         ("bind_interface", opt_str(&l.bind_interface)),
     ];
@@ -105,6 +109,7 @@ fn bridge(out: &mut String, b: &Bridge) {
         ),
         ("start_type", start.to_owned()),
         ("threshold", b.threshold.to_string()),
+        ("idle_timeout", b.idle_timeout.to_string()),
         ("try_private", b.try_private.to_string()),
         ("notifications", b.notifications.to_string()),
         ("notification_topic", opt_str(&b.notification_topic)),
@@ -189,6 +194,7 @@ pub fn summary(cfg: &Config) -> String {
             cfg.max_inflight_messages.to_string(),
         ),
         ("max_queued_messages", cfg.max_queued_messages.to_string()),
+        ("max_inflight_bytes", cfg.max_inflight_bytes.to_string()),
         ("max_queued_bytes", cfg.max_queued_bytes.to_string()),
         ("max_keepalive", cfg.max_keepalive.to_string()),
         ("max_topic_alias", cfg.max_topic_alias.to_string()),

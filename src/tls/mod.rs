@@ -5,8 +5,9 @@
 //! `ServerTls::new` reports that TLS is not compiled in, and `ServerStream` is uninhabited,
 //! so the event loop needs no `#[cfg]` of its own.
 
+/// The certificate subject reader (public for the fuzz target).
 #[cfg(feature = "tls")]
-mod der;
+pub mod der;
 #[cfg(feature = "tls")]
 mod real;
 #[cfg(feature = "tls")]

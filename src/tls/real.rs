@@ -180,10 +180,20 @@ pub fn versions(v: Option<&str>) -> Result<&'static [&'static SupportedProtocolV
     }
 }
 
+/// What a listener takes from the client certificate as the username.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Off,
+    /// `use_identity_as_username`: the subject's common name.
+    CommonName,
+    /// `use_subject_as_username`: the whole subject, RFC 2253 as OpenSSL prints it.
+    Subject,
+}
+
 /// A listener's TLS settings, ready to accept connections.
 pub struct ServerTls {
     config: Arc<ServerConfig>,
-    identity_as_username: bool,
+    identity: Identity,
 }
 
 impl ServerTls {
@@ -252,7 +262,14 @@ impl ServerTls {
             .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
         Ok(ServerTls {
             config: Arc::new(config),
-            identity_as_username: l.use_identity_as_username,
+            // Mosquitto looks at use_identity_as_username first.
+            identity: if l.use_identity_as_username {
+                Identity::CommonName
+            } else if l.use_subject_as_username {
+                Identity::Subject
+            } else {
+                Identity::Off
+            },
         })
     }
 
@@ -270,7 +287,7 @@ impl ServerTls {
         Ok(ServerStream {
             conn: Connection::Server(conn),
             sock,
-            identity_as_username: self.identity_as_username,
+            identity: self.identity,
         })
     }
 }
@@ -385,7 +402,7 @@ impl ClientTls {
         Ok(ServerStream {
             conn: Connection::Client(conn),
             sock: Socket::Tcp(sock),
-            identity_as_username: false,
+            identity: Identity::Off,
         })
     }
 }
@@ -469,7 +486,7 @@ impl Write for Socket {
 pub struct ServerStream {
     conn: Connection,
     sock: Socket,
-    identity_as_username: bool,
+    identity: Identity,
 }
 
 fn would_block() -> io::Error {
@@ -566,12 +583,14 @@ impl ServerStream {
         };
     }
 
-    /// The client certificate's common name, when the listener uses it as the username.
+    /// The username the client certificate gives, on a listener that takes it from there:
+    /// its common name, or its whole subject.
     pub fn peer_identity(&self) -> Option<String> {
-        if !self.identity_as_username {
-            return None;
-        }
         let cert = self.conn.peer_certificates()?.first()?;
-        super::der::subject_common_name(cert.as_ref())
+        match self.identity {
+            Identity::Off => None,
+            Identity::CommonName => super::der::subject_common_name(cert.as_ref()),
+            Identity::Subject => super::der::subject_rfc2253(cert.as_ref()),
+        }
     }
 }
