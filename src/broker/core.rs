@@ -707,7 +707,7 @@ impl Broker {
             Packet::Connect(_) => self.protocol_violation(id, "second CONNECT"),
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             _ if !connected => self.protocol_violation(id, "first packet is not CONNECT"),
-            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),
@@ -738,7 +738,7 @@ impl Broker {
                 self.arm_sweep(id);
             }
             _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
-            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),

@@ -9,14 +9,17 @@ use super::core::{Broker, Close, Conn};
 use super::message::Message;
 use super::session::OutState;
 use crate::auth::acl::Access;
-use crate::protocol::{reason, topic, Ack, Packet, Publish, QoS, Will};
+use crate::protocol::{reason, topic, Ack, Packet, PublishView, QoS, Will};
+use bytes::Bytes;
 use log::{debug, info};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Broker {
-    pub(super) fn handle_publish(&mut self, id: usize, mut p: Publish, now: Instant) {
+    /// A PUBLISH from connection `id`, borrowed from the read buffer (the hot path) or from a
+    /// decoded [`crate::protocol::Publish`]: the message is built once, here, if accepted.
+    pub(super) fn handle_publish(&mut self, id: usize, p: PublishView<'_>, now: Instant) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -34,11 +37,12 @@ impl Broker {
             p.payload.len()
         );
         let from_bridge = conn.bridge().is_some();
-        if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
+        let props = p.properties.filter(|x| !x.is_empty());
+        if !from_bridge && props.is_some_and(|x| !x.subscription_identifiers.is_empty()) {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
             return self.protocol_violation(id, "subscription identifier in PUBLISH");
         }
-        if topic::too_deep(&p.topic) {
+        if topic::too_deep(p.topic) {
             info!(
                 "Client {} published to a topic deeper than {} levels.",
                 self.display_of(id),
@@ -49,7 +53,9 @@ impl Broker {
             }
             return self.mark_closing(id, Close::ProtocolError);
         }
-        if let Some(alias) = p.properties.topic_alias {
+        // The topic when it is not the one on the wire (an alias's, a bridge's remapping).
+        let mut named: Option<Arc<str>> = None;
+        if let Some(alias) = props.and_then(|x| x.topic_alias) {
             // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
             let max = self.limits.max_topic_alias;
             if alias == 0 || alias > max {
@@ -70,15 +76,18 @@ impl Broker {
             }
             if p.topic.is_empty() {
                 match aliases.get(slot).cloned().flatten() {
-                    Some(t) => p.topic = t,
+                    Some(t) => named = Some(t),
                     None => {
                         return self.protocol_violation(id, "topic alias not set up");
                     }
                 }
             } else if let Some(e) = aliases.get_mut(slot) {
-                *e = Some(p.topic.clone());
+                let t: Arc<str> = Arc::from(p.topic);
+                *e = Some(t.clone());
+                named = Some(t);
             }
         }
+        let topic: &str = named.as_deref().unwrap_or(p.topic);
         if version.is_v5()
             && p.qos == QoS::ExactlyOnce
             && sid.and_then(|s| self.table.get(s)).is_some_and(|s| {
@@ -104,8 +113,8 @@ impl Broker {
         let retain_full = p.retain
             && !p.payload.is_empty()
             && !self.retained.admits(
-                &p.topic,
-                p.topic.len() + p.payload.len(),
+                topic,
+                topic.len() + p.payload.len(),
                 u64::from(self.limits.budget.max_retained_messages),
                 self.limits.budget.max_retained_bytes,
             );
@@ -118,7 +127,7 @@ impl Broker {
                     "Retained message from {} on '{}' not stored: max_retained_messages ({}) or \
                      max_retained_bytes ({}) reached.",
                     self.display_of(id),
-                    p.topic,
+                    topic,
                     self.limits.budget.max_retained_messages,
                     self.limits.budget.max_retained_bytes
                 );
@@ -139,23 +148,24 @@ impl Broker {
         let mut denied = false;
         if let Some(r) = remap {
             // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
-            match r.incoming(&p.topic) {
-                Some(t) => p.topic = Arc::from(t.as_str()),
+            match r.incoming(topic) {
+                Some(t) => named = Some(Arc::from(t.as_str())),
                 None => denied = true,
             }
         } else {
             denied = !self
                 .auth
-                .allowed(scope, &cid, user.as_deref(), &p.topic, Access::Write);
+                .allowed(scope, &cid, user.as_deref(), topic, Access::Write);
         }
+        let topic: &str = named.as_deref().unwrap_or(p.topic);
         if denied {
-            debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
+            debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
         }
         // Clients may not write to the broker's own $SYS tree.
         let accepted = !too_big
             && !over_memory
             && !refuse_full
-            && !sys_write_forbidden(&p.topic)
+            && !sys_write_forbidden(topic)
             && !retain_refused
             && !denied;
         if over_memory {
@@ -190,21 +200,22 @@ impl Broker {
                 .and_then(|s| self.table.get(s))
                 .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
         if accepted && !duplicate_qos2 {
-            let expires = p
-                .properties
-                .message_expiry_interval
+            let expires = props
+                .and_then(|x| x.message_expiry_interval)
                 .map(|s| now + Duration::from_secs(u64::from(s)));
-            let props = if p.properties.is_empty() {
-                None
-            } else {
-                let mut props = p.properties.clone();
+            let props = props.map(|x| {
+                let mut props = x.clone();
                 props.topic_alias = None;
                 props.subscription_identifiers.clear();
-                Some(Box::new(props))
+                Box::new(props)
+            });
+            let topic = match named {
+                Some(t) => t,
+                None => Arc::from(p.topic),
             };
             let msg = Rc::new(Message {
-                topic: p.topic.clone(),
-                payload: p.payload.clone(),
+                topic,
+                payload: Bytes::copy_from_slice(p.payload),
                 qos: p.qos,
                 retain: p.retain,
                 properties: props,

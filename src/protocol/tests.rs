@@ -1865,6 +1865,19 @@ fn bridge_protocol_level_flag() {
     );
 }
 
+/// The `Publish` that `decode` builds for what `decode_publish` borrows.
+fn owned(v: PublishView<'_>) -> Packet {
+    Packet::Publish(Publish {
+        dup: v.dup,
+        qos: v.qos,
+        retain: v.retain,
+        topic: v.topic.into(),
+        pid: v.pid,
+        payload: Bytes::copy_from_slice(v.payload),
+        properties: v.properties.cloned().unwrap_or_default(),
+    })
+}
+
 /// The broker's fast paths answer what `decode` answers: `short_ack` for every four-byte
 /// buffer it takes, `decode_publish` for PUBLISHes (valid, cut short and malformed alike).
 #[test]
@@ -1888,7 +1901,7 @@ fn fast_paths_agree_with_decode() {
                 }
             }
         }
-        let p = Packet::Publish(Publish {
+        let plain = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: true,
@@ -1896,19 +1909,34 @@ fn fast_paths_agree_with_decode() {
             pid: 7,
             payload: b(b"hello"),
             properties: Properties::default(),
-        });
+        };
+        let p = Packet::Publish(plain.clone());
         let whole = enc(&p, v);
         for cut in 0..=whole.len() {
             let part = whole.get(..cut).unwrap_or_default();
-            let fast =
-                decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (Packet::Publish(p), n)));
+            let fast = decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (owned(p), n)));
             assert_eq!(fast, decode(part, v, 1024), "cut at {cut}");
         }
+        if v.is_v5() {
+            // With properties (or a property length missing), `decode` takes it.
+            let mut with = plain.clone();
+            with.properties.message_expiry_interval = Some(9);
+            let whole = enc(&Packet::Publish(with), v);
+            assert!(matches!(decode_publish(&whole, v, 1024), Ok(None)));
+            assert!(matches!(decode(&whole, v, 1024), Ok(Some(_))));
+            let no_len = frame(0x32, &[&[0, 1], b"a", &[0, 1]]);
+            assert!(matches!(decode_publish(&no_len, v, 1024), Ok(None)));
+            assert!(decode(&no_len, v, 1024).is_err());
+        }
+        // A 5.0 PUBLISH has a property length (here 0) before the payload.
+        let props: &[u8] = if v.is_v5() { &[0] } else { &[] };
         for bad in [
-            frame(0x36, &[&[0, 1], b"a", &[0, 1]]), // QoS 3
-            frame(0x38, &[&[0, 1], b"a"]),          // DUP on QoS 0
-            frame(0x30, &[&[0, 3], b"a/+"]),        // wildcard in a topic name
-            frame(0x32, &[&[0, 1], b"a", &[0, 0]]), // packet identifier 0
+            frame(0x36, &[&[0, 1], b"a", &[0, 1], props]), // QoS 3
+            frame(0x38, &[&[0, 1], b"a", props]),          // DUP on QoS 0
+            frame(0x30, &[&[0, 3], b"a/+", props]),        // wildcard in a topic name
+            frame(0x30, &[&[0, 0], props]),                // empty topic, no alias
+            frame(0x30, &[&[0, 2], b"a\0", props]),        // NUL in a topic name
+            frame(0x32, &[&[0, 1], b"a", &[0, 0], props]), // packet identifier 0
         ] {
             assert!(decode_publish(&bad, v, 1024).is_err(), "{bad:02x?}");
             assert_eq!(
