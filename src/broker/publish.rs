@@ -211,7 +211,7 @@ impl Broker {
             });
             let topic = match named {
                 Some(t) => t,
-                None => Arc::from(p.topic),
+                None => self.table.topic_name(p.topic),
             };
             let msg = Rc::new(Message {
                 topic,
