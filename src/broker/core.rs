@@ -336,6 +336,10 @@ pub struct Broker {
     /// Connection whose input is being handled: the one to pause on congestion.
     pub(super) current: Option<usize>,
     pub(super) scratch: Vec<Subscriber>,
+    /// The topic of the last PUBLISH a client had accepted, after every check a topic name
+    /// gets (UTF-8, no U+0000, no wildcard, not too deep): the same name again is not checked
+    /// again, and the message shares this one.
+    pub(super) last_name: Option<std::sync::Arc<str>>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
     pub(super) next_serial: u32,
     pub(super) id_rng: u64,
@@ -366,6 +370,7 @@ impl Broker {
             paused: Vec::new(),
             current: None,
             scratch: Vec::new(),
+            last_name: None,
             bridges: Vec::new(),
             next_serial: 1,
             id_rng: seed | 1,
@@ -505,7 +510,10 @@ impl Broker {
             }
             return Ok(Some(4));
         }
-        let Some((p, n)) = decode_publish(buf, conn.version, self.limits.max_packet)? else {
+        let known = self.last_name.clone();
+        let Some((p, n)) =
+            decode_publish(buf, conn.version, self.limits.max_packet, known.as_deref())?
+        else {
             return Ok(None);
         };
         conn.saw_packet(origin, now);

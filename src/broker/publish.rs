@@ -42,7 +42,9 @@ impl Broker {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
             return self.protocol_violation(id, "subscription identifier in PUBLISH");
         }
-        if topic::too_deep(p.topic) {
+        // A topic name that is the last accepted one passed every check already.
+        let known = self.last_name.clone().filter(|t| **t == *p.topic);
+        if known.is_none() && topic::too_deep(p.topic) {
             info!(
                 "Client {} published to a topic deeper than {} levels.",
                 self.display_of(id),
@@ -209,10 +211,15 @@ impl Broker {
                 props.subscription_identifiers.clear();
                 Box::new(props)
             });
-            let topic = match named {
+            // Only a name that came in checked is taken as checked.
+            let checked = named.is_none() && !from_bridge;
+            let topic = match named.or(known) {
                 Some(t) => t,
                 None => self.table.topic_name(p.topic),
             };
+            if checked {
+                self.last_name = Some(topic.clone());
+            }
             let msg = Rc::new(Message {
                 topic,
                 payload: Bytes::copy_from_slice(p.payload),

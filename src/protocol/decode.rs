@@ -1,7 +1,7 @@
 //! Bytes to packets. Every function here returns an error rather than panic, and checks the
 //! announced size against the limit before the body is buffered.
 
-use super::codec::{read_varint, Reader};
+use super::codec::{read_varint, utf8, Reader};
 use super::packet::kind;
 use super::properties::Owner;
 use super::topic::{valid_topic_filter, valid_topic_name};
@@ -121,11 +121,15 @@ pub fn decode(
 /// `Packet` nor the 5.0 properties (several hundred bytes inline) are built, moved and dropped
 /// for it. Same errors as `decode` for such a packet; `Ok(None)` also for any other packet
 /// type and for a 5.0 PUBLISH with properties, which `decode` then takes.
-pub fn decode_publish(
-    buf: &[u8],
+///
+/// `known` is a topic name that passed these checks before (the broker's last one): a topic
+/// of the same bytes is that one, unchecked.
+pub fn decode_publish<'a>(
+    buf: &'a [u8],
     version: Version,
     max: usize,
-) -> Result<Option<(PublishView<'_>, usize)>, DecodeError> {
+    known: Option<&'a str>,
+) -> Result<Option<(PublishView<'a>, usize)>, DecodeError> {
     if buf.first().is_none_or(|b| b >> 4 != kind::PUBLISH) {
         return Ok(None);
     }
@@ -137,7 +141,12 @@ pub fn decode_publish(
     };
     let mut r = Reader::new(body);
     let (dup, qos, retain) = publish_flags(first & 0x0f)?;
-    let topic = r.string()?;
+    let name = r.binary()?;
+    let known = known.filter(|k| k.as_bytes() == name);
+    let topic = match known {
+        Some(k) => k,
+        None => utf8(name)?,
+    };
     let pid = if qos == QoS::AtMostOnce {
         0
     } else {
@@ -147,7 +156,7 @@ pub fn decode_publish(
         // Properties, or no property length at all: `decode` reads (or rejects) them.
         return Ok(None);
     }
-    if !valid_topic_name(topic) {
+    if known.is_none() && !valid_topic_name(topic) {
         return Err(DecodeError::BadTopicName);
     }
     let view = PublishView {

@@ -1914,7 +1914,7 @@ fn fast_paths_agree_with_decode() {
         let whole = enc(&p, v);
         for cut in 0..=whole.len() {
             let part = whole.get(..cut).unwrap_or_default();
-            let fast = decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (owned(p), n)));
+            let fast = decode_publish(part, v, 1024, None).map(|o| o.map(|(p, n)| (owned(p), n)));
             assert_eq!(fast, decode(part, v, 1024), "cut at {cut}");
         }
         if v.is_v5() {
@@ -1922,10 +1922,10 @@ fn fast_paths_agree_with_decode() {
             let mut with = plain.clone();
             with.properties.message_expiry_interval = Some(9);
             let whole = enc(&Packet::Publish(with), v);
-            assert!(matches!(decode_publish(&whole, v, 1024), Ok(None)));
+            assert!(matches!(decode_publish(&whole, v, 1024, None), Ok(None)));
             assert!(matches!(decode(&whole, v, 1024), Ok(Some(_))));
             let no_len = frame(0x32, &[&[0, 1], b"a", &[0, 1]]);
-            assert!(matches!(decode_publish(&no_len, v, 1024), Ok(None)));
+            assert!(matches!(decode_publish(&no_len, v, 1024, None), Ok(None)));
             assert!(decode(&no_len, v, 1024).is_err());
         }
         // A 5.0 PUBLISH has a property length (here 0) before the payload.
@@ -1938,14 +1938,26 @@ fn fast_paths_agree_with_decode() {
             frame(0x30, &[&[0, 2], b"a\0", props]),        // NUL in a topic name
             frame(0x32, &[&[0, 1], b"a", &[0, 0], props]), // packet identifier 0
         ] {
-            assert!(decode_publish(&bad, v, 1024).is_err(), "{bad:02x?}");
+            assert!(
+                decode_publish(&bad, v, 1024, Some("a")).is_err(),
+                "{bad:02x?}"
+            );
             assert_eq!(
-                decode_publish(&bad, v, 1024).err(),
+                decode_publish(&bad, v, 1024, Some("a")).err(),
                 decode(&bad, v, 1024).err(),
                 "{bad:02x?}"
             );
         }
         let big = enc(&p, v);
-        assert_eq!(decode_publish(&big, v, 8).err(), decode(&big, v, 8).err());
+        assert_eq!(
+            decode_publish(&big, v, 8, None).err(),
+            decode(&big, v, 8).err()
+        );
+        // A topic of the known name's bytes is that name; any other is checked.
+        let known: &str = "a/b";
+        let got = decode_publish(&whole, v, 1024, Some(known));
+        assert!(matches!(got, Ok(Some((x, _))) if std::ptr::eq(x.topic, known)));
+        let got = decode_publish(&whole, v, 1024, Some("a/c"));
+        assert!(matches!(got, Ok(Some((x, _))) if x.topic == "a/b"));
     }
 }
