@@ -379,7 +379,10 @@ impl Broker {
         while let Some(first) = matched.get(i).copied() {
             let mut best = first;
             let mut rap = first.opts.retain_as_published;
-            let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            let mut sub_ids: Vec<u32> = match first.id {
+                Some(i) => vec![i],
+                None => Vec::new(),
+            };
             let mut j = i + 1;
             while let Some(next) = matched.get(j).copied() {
                 if next.session != first.session {

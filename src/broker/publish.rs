@@ -141,28 +141,28 @@ impl Broker {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
         }
-        let (cid, user, scope) = self
-            .conns
-            .get(id)
-            .map(|c| (c.client_id.clone(), c.username.clone(), c.login.scope()))
-            .unwrap_or_default();
         let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
         let mut denied = false;
         if let Some(r) = remap {
             // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
             match r.incoming(topic) {
                 Some(t) => named = Some(Arc::from(t.as_str())),
-                None => denied = true,
+                None => {
+                    denied = true;
+                    let cid = self.conns.get(id).map_or("", |c| &*c.client_id);
+                    debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
+                }
             }
-        } else {
+        } else if let Some(c) = self.conns.get(id) {
+            let (cid, user) = (&c.client_id, c.username.as_deref());
             denied = !self
                 .auth
-                .allowed(scope, &cid, user.as_deref(), topic, Access::Write);
+                .allowed(c.login.scope(), cid, user, topic, Access::Write);
+            if denied {
+                debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
+            }
         }
         let topic: &str = named.as_deref().unwrap_or(p.topic);
-        if denied {
-            debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
-        }
         // Clients may not write to the broker's own $SYS tree.
         let accepted = !too_big
             && !over_memory
