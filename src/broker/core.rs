@@ -26,8 +26,8 @@ use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
 use crate::config::{Config, ConfigError, ResourceBudget};
 use crate::protocol::{
-    decode, decode_publish, kind, reason, short_ack, Ack, Connect, DecodeError, Disconnect, Packet,
-    Properties,
+    decode, decode_publish, kind, reason, short_ack, short_ack_bytes, Ack, Connect, DecodeError,
+    Disconnect, Packet, Properties,
 };
 use log::{info, log_enabled, Level};
 use std::rc::Rc;
@@ -657,6 +657,27 @@ impl Broker {
                 super::packet_log::sending(&c.peer().ip().to_string(), p);
             }
             p.encode(c.version, c.out_mut());
+            self.stats.messages_sent += 1;
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Queues a 3.1/3.1.1 PUBACK, PUBREC, PUBREL or PUBCOMP (`kind::PUBACK`...) of `pid`:
+    /// what `send` queues for `Ack::new(pid)` in one, without building the packet.
+    pub(super) fn send_short_ack(&mut self, id: usize, k: u8, pid: u16) {
+        if log_enabled!(Level::Debug) {
+            // The packet log's line.
+            let ack = Ack::new(pid);
+            let p = match k {
+                kind::PUBACK => Packet::PubAck(ack),
+                kind::PUBREC => Packet::PubRec(ack),
+                kind::PUBREL => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            };
+            return self.send(id, &p);
+        }
+        if let Some(c) = self.conns.get_mut(id) {
+            c.out_batch().extend_from_slice(&short_ack_bytes(k, pid));
             self.stats.messages_sent += 1;
             self.mark_dirty(id);
         }

@@ -71,7 +71,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         &view,
         remapped.as_deref().unwrap_or(&d.msg.topic),
     );
-    view.encode(c.version, c.out_mut());
+    view.encode(c.version, c.out_batch());
     if let Some(a) = new_alias {
         c.extra_mut().alias_out.insert(d.msg.topic.clone(), a);
     }

@@ -9,7 +9,7 @@ use super::core::{Broker, Close, Conn};
 use super::message::Message;
 use super::session::OutState;
 use crate::auth::acl::Access;
-use crate::protocol::{reason, topic, Ack, Packet, PublishView, QoS, Will};
+use crate::protocol::{kind, reason, topic, Ack, Packet, PublishView, QoS, Will};
 use bytes::Bytes;
 use log::{debug, info};
 use std::rc::Rc;
@@ -237,11 +237,10 @@ impl Broker {
         }
         match p.qos {
             QoS::AtMostOnce => {}
+            QoS::AtLeastOnce if !version.is_v5() => self.send_short_ack(id, kind::PUBACK, p.pid),
             QoS::AtLeastOnce => {
                 let mut ack = Ack::new(p.pid);
-                if version.is_v5() {
-                    ack.reason = ack_reason;
-                }
+                ack.reason = ack_reason;
                 self.send(id, &Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {

@@ -1865,6 +1865,23 @@ fn bridge_protocol_level_flag() {
     );
 }
 
+/// `short_ack_bytes` writes what `Packet::encode` writes for a 3.1.1 acknowledgement.
+#[test]
+fn short_ack_bytes_are_the_encoded_acknowledgements() {
+    for pid in [1u16, 0x1234, 0xffff] {
+        for (k, p) in [
+            (packet::kind::PUBACK, Packet::PubAck(Ack::new(pid))),
+            (packet::kind::PUBREC, Packet::PubRec(Ack::new(pid))),
+            (packet::kind::PUBREL, Packet::PubRel(Ack::new(pid))),
+            (packet::kind::PUBCOMP, Packet::PubComp(Ack::new(pid))),
+        ] {
+            for v in [Version::V31, Version::V311] {
+                assert_eq!(&short_ack_bytes(k, pid)[..], &enc(&p, v)[..], "{p:?}");
+            }
+        }
+    }
+}
+
 /// The `Publish` that `decode` builds for what `decode_publish` borrows.
 fn owned(v: PublishView<'_>) -> Packet {
     Packet::Publish(Publish {
