@@ -289,7 +289,13 @@ impl Broker {
         };
         match s.find_inflight(pid, OutState::AwaitAck) {
             Some(i) => {
-                s.flow_mut().inflight.remove(i);
+                // In order, as clients acknowledge: the front, without shifting the rest.
+                let inflight = &mut s.flow_mut().inflight;
+                if i == 0 {
+                    inflight.pop_front();
+                } else {
+                    inflight.remove(i);
+                }
                 self.touch(sid);
                 self.fill_window(sid, now);
             }
