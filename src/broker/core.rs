@@ -510,16 +510,23 @@ impl Broker {
             }
             return Ok(Some(4));
         }
-        let known = self.last_name.clone();
-        let Some((p, n)) =
-            decode_publish(buf, conn.version, self.limits.max_packet, known.as_deref())?
-        else {
-            return Ok(None);
+        // Lent out for the packet (the view may borrow it) and put back unless a new name
+        // took its place: no reference count goes up and down for it per message.
+        let last = self.last_name.take();
+        let got = match decode_publish(buf, conn.version, self.limits.max_packet, last.as_deref()) {
+            Ok(Some((p, n))) => {
+                conn.saw_packet(origin, now);
+                self.stats.messages_received += 1;
+                self.handle_publish(id, p, last.as_ref(), now);
+                Ok(Some(n))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
-        conn.saw_packet(origin, now);
-        self.stats.messages_received += 1;
-        self.handle_publish(id, p, now);
-        Ok(Some(n))
+        if self.last_name.is_none() {
+            self.last_name = last;
+        }
+        got
     }
 
     /// The TLS client certificate's identity, for `use_identity_as_username` listeners.
@@ -736,7 +743,7 @@ impl Broker {
             Packet::Connect(_) => self.protocol_violation(id, "second CONNECT"),
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             _ if !connected => self.protocol_violation(id, "first packet is not CONNECT"),
-            Packet::Publish(p) => self.handle_publish(id, p.view(), now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), None, now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),
@@ -767,7 +774,7 @@ impl Broker {
                 self.arm_sweep(id);
             }
             _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
-            Packet::Publish(p) => self.handle_publish(id, p.view(), now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), None, now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),

@@ -19,7 +19,14 @@ use std::time::{Duration, Instant};
 impl Broker {
     /// A PUBLISH from connection `id`, borrowed from the read buffer (the hot path) or from a
     /// decoded [`crate::protocol::Publish`]: the message is built once, here, if accepted.
-    pub(super) fn handle_publish(&mut self, id: usize, p: PublishView<'_>, now: Instant) {
+    /// `last` is the last accepted topic name ([`Broker::last_name`], lent by the caller).
+    pub(super) fn handle_publish(
+        &mut self,
+        id: usize,
+        p: PublishView<'_>,
+        last: Option<&Arc<str>>,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -43,7 +50,7 @@ impl Broker {
             return self.protocol_violation(id, "subscription identifier in PUBLISH");
         }
         // A topic name that is the last accepted one passed every check already.
-        let known = self.last_name.clone().filter(|t| **t == *p.topic);
+        let known = last.filter(|t| ***t == *p.topic).cloned();
         if known.is_none() && topic::too_deep(p.topic) {
             info!(
                 "Client {} published to a topic deeper than {} levels.",
@@ -212,12 +219,12 @@ impl Broker {
                 Box::new(props)
             });
             // Only a name that came in checked is taken as checked.
-            let checked = named.is_none() && !from_bridge;
+            let new_name = known.is_none() && named.is_none() && !from_bridge;
             let topic = match named.or(known) {
                 Some(t) => t,
                 None => self.table.topic_name(p.topic),
             };
-            if checked {
+            if new_name {
                 self.last_name = Some(topic.clone());
             }
             let msg = Rc::new(Message {
