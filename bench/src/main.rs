@@ -40,7 +40,7 @@ Options:
   --rumqttd-cmd CMD   command for rumqttd (default: target/bench-peers/rumqttd/bin/rumqttd
                       '-c {conf}', skipped with a note when it is not there)
   --peers LIST        comma-separated peers to run, of mosquitto,mosquitto-nodelay,rumqttd
-                      (default all; B's name stands for mosquitto)
+                      (default all; B's name stands for mosquitto; 'none' runs A alone)
   --parity            every broker gets the same in-flight window (65535) and no queue limit
   --relay-cmd CMD     raw relay command (default: rmqtt-relay next to this binary, '{port}')
   --no-relay          skip the raw relay baseline
@@ -186,6 +186,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                     value(arg)?
                         .split(',')
                         .map(|n| n.trim().to_string())
+                        .filter(|n| !n.is_empty() && n != "none")
                         .collect(),
                 )
             }

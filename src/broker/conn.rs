@@ -44,6 +44,11 @@ impl Close {
 /// What drained output buffers kept as spares may hold in all, and how many there may be.
 const SPARE_MAX: usize = 64 * 1024;
 const SPARES: usize = 16;
+/// Capacity of an output buffer made new (no spare left) for a stream of publishes and
+/// acknowledgements: a pass that has output for more connections than there are spares would
+/// otherwise grow each from nothing, a reallocation per doubling, for a batch of a few
+/// kilobytes. A CONNACK or SUBACK alone gets a buffer of its size.
+const FRESH_OUT: usize = 2048;
 
 thread_local! {
     /// Drained output buffers, kept for the next connections that have something to send,
@@ -173,6 +178,16 @@ impl Conn {
     /// The output buffer, made when something is to be sent (the spare one if there is one).
     pub fn out_mut(&mut self) -> &mut BytesMut {
         self.out.get_or_insert_with(take_spare)
+    }
+
+    /// The output buffer for publishes and acknowledgements: like [`Conn::out_mut`], with
+    /// room for a batch of them when it is made new.
+    pub fn out_batch(&mut self) -> &mut BytesMut {
+        let b = self.out.get_or_insert_with(take_spare);
+        if b.capacity() == 0 {
+            b.reserve(FRESH_OUT);
+        }
+        b
     }
 
     /// Encoded bytes not yet written to the socket.

@@ -26,8 +26,8 @@ use crate::auth::acl::{Access, Acl};
 use crate::auth::password::PasswordFile;
 use crate::config::{Config, ConfigError, ResourceBudget};
 use crate::protocol::{
-    decode, decode_publish, kind, reason, short_ack, Ack, Connect, DecodeError, Disconnect, Packet,
-    Properties,
+    decode, decode_publish, kind, reason, short_ack, short_ack_bytes, Ack, Connect, DecodeError,
+    Disconnect, Packet, Properties,
 };
 use log::{info, log_enabled, Level};
 use std::rc::Rc;
@@ -356,6 +356,10 @@ pub struct Broker {
     /// Connection whose input is being handled: the one to pause on congestion.
     pub(super) current: Option<usize>,
     pub(super) scratch: Vec<Subscriber>,
+    /// The topic of the last PUBLISH a client had accepted, after every check a topic name
+    /// gets (UTF-8, no U+0000, no wildcard, not too deep): the same name again is not checked
+    /// again, and the message shares this one.
+    pub(super) last_name: Option<std::sync::Arc<str>>,
     pub(super) bridges: Vec<super::bridge::BridgeState>,
     pub(super) next_serial: u32,
     pub(super) id_rng: u64,
@@ -386,6 +390,7 @@ impl Broker {
             paused: Vec::new(),
             current: None,
             scratch: Vec::new(),
+            last_name: None,
             bridges: Vec::new(),
             next_serial: 1,
             id_rng: seed | 1,
@@ -525,13 +530,23 @@ impl Broker {
             }
             return Ok(Some(4));
         }
-        let Some((p, n)) = decode_publish(buf, conn.version, self.limits.max_packet)? else {
-            return Ok(None);
+        // Lent out for the packet (the view may borrow it) and put back unless a new name
+        // took its place: no reference count goes up and down for it per message.
+        let last = self.last_name.take();
+        let got = match decode_publish(buf, conn.version, self.limits.max_packet, last.as_deref()) {
+            Ok(Some((p, n))) => {
+                conn.saw_packet(origin, now);
+                self.stats.messages_received += 1;
+                self.handle_publish(id, p, last.as_ref(), now);
+                Ok(Some(n))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
-        conn.saw_packet(origin, now);
-        self.stats.messages_received += 1;
-        self.handle_publish(id, p, now);
-        Ok(Some(n))
+        if self.last_name.is_none() {
+            self.last_name = last;
+        }
+        got
     }
 
     /// The TLS client certificate's identity, for `use_identity_as_username` listeners.
@@ -674,6 +689,27 @@ impl Broker {
         }
     }
 
+    /// Queues a 3.1/3.1.1 PUBACK, PUBREC, PUBREL or PUBCOMP (`kind::PUBACK`...) of `pid`:
+    /// what `send` queues for `Ack::new(pid)` in one, without building the packet.
+    pub(super) fn send_short_ack(&mut self, id: usize, k: u8, pid: u16) {
+        if log_enabled!(Level::Debug) {
+            // The packet log's line.
+            let ack = Ack::new(pid);
+            let p = match k {
+                kind::PUBACK => Packet::PubAck(ack),
+                kind::PUBREC => Packet::PubRec(ack),
+                kind::PUBREL => Packet::PubRel(ack),
+                _ => Packet::PubComp(ack),
+            };
+            return self.send(id, &p);
+        }
+        if let Some(c) = self.conns.get_mut(id) {
+            c.out_batch().extend_from_slice(&short_ack_bytes(k, pid));
+            self.stats.messages_sent += 1;
+            self.mark_dirty(id);
+        }
+    }
+
     pub(super) fn send_disconnect(&mut self, id: usize, code: u8) {
         self.send(
             id,
@@ -727,7 +763,7 @@ impl Broker {
             Packet::Connect(_) => self.protocol_violation(id, "second CONNECT"),
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             _ if !connected => self.protocol_violation(id, "first packet is not CONNECT"),
-            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), None, now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),
@@ -758,7 +794,7 @@ impl Broker {
                 self.arm_sweep(id);
             }
             _ if !connected => self.protocol_violation(id, "bridge: expected CONNACK"),
-            Packet::Publish(p) => self.handle_publish(id, p, now),
+            Packet::Publish(p) => self.handle_publish(id, p.view(), None, now),
             Packet::PubAck(a) => self.handle_puback(id, a.pid, now),
             Packet::PubRec(a) => self.handle_pubrec(id, a, now),
             Packet::PubRel(a) => self.handle_pubrel(id, a.pid),

@@ -71,7 +71,7 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         &view,
         remapped.as_deref().unwrap_or(&d.msg.topic),
     );
-    view.encode(c.version, c.out_mut());
+    view.encode(c.version, c.out_batch());
     if let Some(a) = new_alias {
         c.extra_mut().alias_out.insert(d.msg.topic.clone(), a);
     }
@@ -383,7 +383,10 @@ impl Broker {
         while let Some(first) = matched.get(i).copied() {
             let mut best = first;
             let mut rap = first.opts.retain_as_published;
-            let mut sub_ids: Vec<u32> = first.id.into_iter().collect();
+            let mut sub_ids: Vec<u32> = match first.id {
+                Some(i) => vec![i],
+                None => Vec::new(),
+            };
             let mut j = i + 1;
             while let Some(next) = matched.get(j).copied() {
                 if next.session != first.session {

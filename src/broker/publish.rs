@@ -9,14 +9,24 @@ use super::core::{Broker, Close, Conn};
 use super::message::Message;
 use super::session::OutState;
 use crate::auth::acl::Access;
-use crate::protocol::{reason, topic, Ack, Packet, Publish, QoS, Will};
+use crate::protocol::{kind, reason, topic, Ack, Packet, PublishView, QoS, Will};
+use bytes::Bytes;
 use log::{debug, info};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Broker {
-    pub(super) fn handle_publish(&mut self, id: usize, mut p: Publish, now: Instant) {
+    /// A PUBLISH from connection `id`, borrowed from the read buffer (the hot path) or from a
+    /// decoded [`crate::protocol::Publish`]: the message is built once, here, if accepted.
+    /// `last` is the last accepted topic name ([`Broker::last_name`], lent by the caller).
+    pub(super) fn handle_publish(
+        &mut self,
+        id: usize,
+        p: PublishView<'_>,
+        last: Option<&Arc<str>>,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get(id) else {
             return;
         };
@@ -38,11 +48,14 @@ impl Broker {
         if let Some(idx) = bridge {
             self.bridge_traffic(idx, now);
         }
-        if !from_bridge && !p.properties.subscription_identifiers.is_empty() {
+        let props = p.properties.filter(|x| !x.is_empty());
+        if !from_bridge && props.is_some_and(|x| !x.subscription_identifiers.is_empty()) {
             // [MQTT-3.3.4-6] only a server puts Subscription Identifiers in a PUBLISH.
             return self.protocol_violation(id, "subscription identifier in PUBLISH");
         }
-        if topic::too_deep(&p.topic) {
+        // A topic name that is the last accepted one passed every check already.
+        let known = last.filter(|t| ***t == *p.topic).cloned();
+        if known.is_none() && topic::too_deep(p.topic) {
             info!(
                 "Client {} published to a topic deeper than {} levels.",
                 self.display_of(id),
@@ -53,7 +66,9 @@ impl Broker {
             }
             return self.mark_closing(id, Close::ProtocolError);
         }
-        if let Some(alias) = p.properties.topic_alias {
+        // The topic when it is not the one on the wire (an alias's, a bridge's remapping).
+        let mut named: Option<Arc<str>> = None;
+        if let Some(alias) = props.and_then(|x| x.topic_alias) {
             // [MQTT-3.3.2-9] [MQTT-3.3.2-10] aliases within what the CONNACK granted.
             let max = self.limits.max_topic_alias;
             if alias == 0 || alias > max {
@@ -74,15 +89,18 @@ impl Broker {
             }
             if p.topic.is_empty() {
                 match aliases.get(slot).cloned().flatten() {
-                    Some(t) => p.topic = t,
+                    Some(t) => named = Some(t),
                     None => {
                         return self.protocol_violation(id, "topic alias not set up");
                     }
                 }
             } else if let Some(e) = aliases.get_mut(slot) {
-                *e = Some(p.topic.clone());
+                let t: Arc<str> = Arc::from(p.topic);
+                *e = Some(t.clone());
+                named = Some(t);
             }
         }
+        let topic: &str = named.as_deref().unwrap_or(p.topic);
         if version.is_v5()
             && p.qos == QoS::ExactlyOnce
             && sid.and_then(|s| self.table.get(s)).is_some_and(|s| {
@@ -108,8 +126,8 @@ impl Broker {
         let retain_full = p.retain
             && !p.payload.is_empty()
             && !self.retained.admits(
-                &p.topic,
-                p.topic.len() + p.payload.len(),
+                topic,
+                topic.len() + p.payload.len(),
                 u64::from(self.limits.budget.max_retained_messages),
                 self.limits.budget.max_retained_bytes,
             );
@@ -122,7 +140,7 @@ impl Broker {
                     "Retained message from {} on '{}' not stored: max_retained_messages ({}) or \
                      max_retained_bytes ({}) reached.",
                     self.display_of(id),
-                    p.topic,
+                    topic,
                     self.limits.budget.max_retained_messages,
                     self.limits.budget.max_retained_bytes
                 );
@@ -134,32 +152,33 @@ impl Broker {
             self.send_disconnect(id, reason::RETAIN_NOT_SUPPORTED);
             return self.mark_closing(id, Close::ProtocolError);
         }
-        let (cid, user, scope) = self
-            .conns
-            .get(id)
-            .map(|c| (c.client_id.clone(), c.username.clone(), c.login.scope()))
-            .unwrap_or_default();
         let remap = self.conns.get(id).and_then(|c| c.remap().cloned());
         let mut denied = false;
         if let Some(r) = remap {
             // From a bridge's remote side: rewrite into the local tree; the ACL is for clients.
-            match r.incoming(&p.topic) {
-                Some(t) => p.topic = Arc::from(t.as_str()),
-                None => denied = true,
+            match r.incoming(topic) {
+                Some(t) => named = Some(Arc::from(t.as_str())),
+                None => {
+                    denied = true;
+                    let cid = self.conns.get(id).map_or("", |c| &*c.client_id);
+                    debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
+                }
             }
-        } else {
+        } else if let Some(c) = self.conns.get(id) {
+            let (cid, user) = (&c.client_id, c.username.as_deref());
             denied = !self
                 .auth
-                .allowed(scope, &cid, user.as_deref(), &p.topic, Access::Write);
+                .allowed(c.login.scope(), cid, user, topic, Access::Write);
+            if denied {
+                debug!("Denied PUBLISH from {cid} to '{topic}' by the ACL.");
+            }
         }
-        if denied {
-            debug!("Denied PUBLISH from {cid} to '{}' by the ACL.", p.topic);
-        }
+        let topic: &str = named.as_deref().unwrap_or(p.topic);
         // Clients may not write to the broker's own $SYS tree.
         let accepted = !too_big
             && !over_memory
             && !refuse_full
-            && !sys_write_forbidden(&p.topic)
+            && !sys_write_forbidden(topic)
             && !retain_refused
             && !denied;
         if over_memory {
@@ -194,21 +213,27 @@ impl Broker {
                 .and_then(|s| self.table.get(s))
                 .is_some_and(|s| s.flow().inbound_qos2.contains(p.pid));
         if accepted && !duplicate_qos2 {
-            let expires = p
-                .properties
-                .message_expiry_interval
+            let expires = props
+                .and_then(|x| x.message_expiry_interval)
                 .map(|s| now + Duration::from_secs(u64::from(s)));
-            let props = if p.properties.is_empty() {
-                None
-            } else {
-                let mut props = p.properties.clone();
+            let props = props.map(|x| {
+                let mut props = x.clone();
                 props.topic_alias = None;
                 props.subscription_identifiers.clear();
-                Some(Box::new(props))
+                Box::new(props)
+            });
+            // Only a name that came in checked is taken as checked.
+            let new_name = known.is_none() && named.is_none() && !from_bridge;
+            let topic = match named.or(known) {
+                Some(t) => t,
+                None => self.table.topic_name(p.topic),
             };
+            if new_name {
+                self.last_name = Some(topic.clone());
+            }
             let msg = Rc::new(Message {
-                topic: p.topic.clone(),
-                payload: p.payload.clone(),
+                topic,
+                payload: Bytes::copy_from_slice(p.payload),
                 qos: p.qos,
                 retain: p.retain,
                 properties: props,
@@ -223,11 +248,10 @@ impl Broker {
         }
         match p.qos {
             QoS::AtMostOnce => {}
+            QoS::AtLeastOnce if !version.is_v5() => self.send_short_ack(id, kind::PUBACK, p.pid),
             QoS::AtLeastOnce => {
                 let mut ack = Ack::new(p.pid);
-                if version.is_v5() {
-                    ack.reason = ack_reason;
-                }
+                ack.reason = ack_reason;
                 self.send(id, &Packet::PubAck(ack));
             }
             QoS::ExactlyOnce => {
@@ -276,7 +300,13 @@ impl Broker {
         };
         match s.find_inflight(pid, OutState::AwaitAck) {
             Some(i) => {
-                s.flow_mut().inflight.remove(i);
+                // In order, as clients acknowledge: the front, without shifting the rest.
+                let inflight = &mut s.flow_mut().inflight;
+                if i == 0 {
+                    inflight.pop_front();
+                } else {
+                    inflight.remove(i);
+                }
                 self.touch(sid);
                 self.fill_window(sid, now);
             }

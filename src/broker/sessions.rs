@@ -51,7 +51,14 @@ pub struct SessionTable {
     shared_tree: SubTree,
     /// Sessions with a connection; the rest of `len` are offline.
     attached: usize,
+    /// The topic routed last and the subscriptions it matched in `tree`, until the tree
+    /// changes (`index` and `unindex` forget it): publishers repeat their topics, and a
+    /// repeated one costs neither a walk of the tree nor an allocation of its name.
+    last: Option<(Arc<str>, Vec<Subscriber>)>,
 }
+
+/// Matches kept for the last topic at most; a topic with more is walked every time.
+const LAST_MAX: usize = 64;
 
 impl SessionTable {
     pub fn get(&self, sid: usize) -> Option<&Session> {
@@ -186,9 +193,33 @@ impl SessionTable {
         self.tree.count()
     }
 
-    /// Every non-shared subscription matching `topic`.
-    pub fn matches(&self, topic: &str, out: &mut Vec<Subscriber>) {
+    /// Every non-shared subscription matching `topic`, appended to `out`.
+    pub fn matches(&mut self, topic: &Arc<str>, out: &mut Vec<Subscriber>) {
+        if let Some((t, subs)) = &self.last {
+            if Arc::ptr_eq(t, topic) || **t == **topic {
+                out.extend_from_slice(subs);
+                return;
+            }
+        }
+        let start = out.len();
         self.tree.matches(topic, out);
+        let found = out.get(start..).unwrap_or_default();
+        if found.len() > LAST_MAX {
+            self.last = None;
+            return;
+        }
+        let (t, subs) = self.last.get_or_insert_with(|| (topic.clone(), Vec::new()));
+        t.clone_from(topic);
+        subs.clear();
+        subs.extend_from_slice(found);
+    }
+
+    /// `topic` as a shared name: the last routed topic's when it is the same, else a new one.
+    pub fn topic_name(&self, topic: &str) -> Arc<str> {
+        match &self.last {
+            Some((t, _)) if **t == *topic => t.clone(),
+            _ => Arc::from(topic),
+        }
     }
 
     pub fn has_shared(&self) -> bool {
@@ -240,6 +271,7 @@ impl SessionTable {
     }
 
     fn index(&mut self, sid: usize, filter: &str, opts: SubOptions, id: Option<u32>) {
+        self.last = None;
         match topic::parse_shared(filter) {
             Some(Ok((group, f))) => self.shared_subscribe(group, f, sid, opts, id),
             Some(Err(())) => {}
@@ -257,6 +289,7 @@ impl SessionTable {
     }
 
     fn unindex(&mut self, sid: usize, filter: &str) {
+        self.last = None;
         match topic::parse_shared(filter) {
             Some(Ok((group, f))) => self.shared_unsubscribe(group, f, sid),
             Some(Err(())) => {}
@@ -546,14 +579,32 @@ mod tests {
         t.subscribe(a, "$share/g/y", opts(), None);
         t.subscribe(b, "$share/g/y", opts(), None);
         assert_eq!(t.subscription_count(), 2);
-        let mut out = Vec::new();
-        t.matches("x/1", &mut out);
-        assert_eq!(out.len(), 2);
+        let x1: Arc<str> = "x/1".into();
+        let matching = |t: &mut SessionTable, topic: &Arc<str>| {
+            let mut out = Vec::new();
+            t.matches(topic, &mut out);
+            out.iter().map(|s| s.session).collect::<Vec<_>>()
+        };
+        assert_eq!(matching(&mut t, &x1).len(), 2);
+        assert_eq!(
+            matching(&mut t, &"x/1".into()).len(),
+            2,
+            "the same topic again"
+        );
+        assert!(Arc::ptr_eq(&t.topic_name("x/1"), &x1), "its name is shared");
+        assert!(!Arc::ptr_eq(&t.topic_name("x/2"), &x1));
         let yes = |_: &Session| true;
         assert_eq!(t.pick_shared("y", None, None, &yes).len(), 1);
         assert!(t.unsubscribe(b, "x/+"));
         assert!(!t.unsubscribe(b, "x/+"));
+        // What the last topic matched is forgotten whenever the tree changes.
+        assert_eq!(matching(&mut t, &x1), vec![a]);
+        t.subscribe(b, "x/1", opts(), None);
+        assert_eq!(matching(&mut t, &x1).len(), 2);
+        assert!(t.unsubscribe(b, "x/1"));
+        assert_eq!(matching(&mut t, &x1), vec![a]);
         t.remove(a);
+        assert_eq!(matching(&mut t, &x1), Vec::<usize>::new());
         assert_eq!(t.id_of("a"), None);
         assert_eq!(t.subscription_count(), 0);
         let picks = t.pick_shared("y", None, None, &yes);

@@ -1,7 +1,7 @@
 //! Bytes to packets. Every function here returns an error rather than panic, and checks the
 //! announced size against the limit before the body is buffered.
 
-use super::codec::{read_varint, Reader};
+use super::codec::{read_varint, utf8, Reader};
 use super::packet::kind;
 use super::properties::Owner;
 use super::topic::{valid_topic_filter, valid_topic_name};
@@ -115,16 +115,21 @@ pub fn decode(
     Ok(Some((packet, total)))
 }
 
-/// A PUBLISH at the front of `buf`, decoded as [`decode`] decodes it, without going through
-/// [`Packet`]: the broker's hot path takes the message straight to routing, and a `Packet`
-/// (several hundred bytes with the 5.0 properties inline) is not built and moved for it.
-/// Same answers and errors as `decode` for a packet whose first byte is a PUBLISH's; `Ok(None)`
-/// also for any other packet type, which `decode` then takes.
-pub fn decode_publish(
-    buf: &[u8],
+/// A PUBLISH without properties at the front of `buf` (every 3.1/3.1.1 one, a 5.0 one with
+/// property length 0), borrowed from `buf` as [`decode`] would decode it, without building a
+/// [`Packet`]: the broker's hot path takes the message straight to routing, and neither a
+/// `Packet` nor the 5.0 properties (several hundred bytes inline) are built, moved and dropped
+/// for it. Same errors as `decode` for such a packet; `Ok(None)` also for any other packet
+/// type and for a 5.0 PUBLISH with properties, which `decode` then takes.
+///
+/// `known` is a topic name that passed these checks before (the broker's last one): a topic
+/// of the same bytes is that one, unchecked.
+pub fn decode_publish<'a>(
+    buf: &'a [u8],
     version: Version,
     max: usize,
-) -> Result<Option<(Publish, usize)>, DecodeError> {
+    known: Option<&'a str>,
+) -> Result<Option<(PublishView<'a>, usize)>, DecodeError> {
     if buf.first().is_none_or(|b| b >> 4 != kind::PUBLISH) {
         return Ok(None);
     }
@@ -134,10 +139,36 @@ pub fn decode_publish(
     let Some(body) = buf.get(header_len..total) else {
         return Ok(None);
     };
-    Ok(Some((
-        publish(first & 0x0f, Reader::new(body), version)?,
-        total,
-    )))
+    let mut r = Reader::new(body);
+    let (dup, qos, retain) = publish_flags(first & 0x0f)?;
+    let name = r.binary()?;
+    let known = known.filter(|k| k.as_bytes() == name);
+    let topic = match known {
+        Some(k) => k,
+        None => utf8(name)?,
+    };
+    let pid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        pid(&mut r)?
+    };
+    if version.is_v5() && r.u8().ok() != Some(0) {
+        // Properties, or no property length at all: `decode` reads (or rejects) them.
+        return Ok(None);
+    }
+    if known.is_none() && !valid_topic_name(topic) {
+        return Err(DecodeError::BadTopicName);
+    }
+    let view = PublishView {
+        dup,
+        qos,
+        retain,
+        topic,
+        pid,
+        payload: r.rest(),
+        properties: None,
+    };
+    Ok(Some((view, total)))
 }
 
 /// The four-byte acknowledgement at the front of `buf`, when it is one: PUBACK, PUBREC, PUBREL
@@ -294,7 +325,8 @@ fn connack(mut r: Reader<'_>, version: Version) -> Result<ConnAck, DecodeError> 
     })
 }
 
-fn publish(flags: u8, mut r: Reader<'_>, version: Version) -> Result<Publish, DecodeError> {
+/// DUP, QoS and RETAIN of a PUBLISH's fixed header flags.
+fn publish_flags(flags: u8) -> Result<(bool, QoS, bool), DecodeError> {
     let dup = flags & 0x08 != 0;
     let retain = flags & 0x01 != 0;
     let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::Malformed("QoS 3"))?; // [MQTT-3.3.1-4]
@@ -302,6 +334,11 @@ fn publish(flags: u8, mut r: Reader<'_>, version: Version) -> Result<Publish, De
         // [MQTT-3.3.1-2]
         return Err(DecodeError::Malformed("DUP set on a QoS 0 message"));
     }
+    Ok((dup, qos, retain))
+}
+
+fn publish(flags: u8, mut r: Reader<'_>, version: Version) -> Result<Publish, DecodeError> {
+    let (dup, qos, retain) = publish_flags(flags)?;
     let topic = r.string()?;
     let pid = if qos == QoS::AtMostOnce {
         0

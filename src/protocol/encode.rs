@@ -98,6 +98,14 @@ impl PublishView<'_> {
     }
 }
 
+/// The four bytes of a 3.1/3.1.1 PUBACK, PUBREC, PUBREL or PUBCOMP (`kind::PUBACK`...) as
+/// [`Packet::encode`] writes `Ack::new(pid)` in one, without building the packet.
+pub fn short_ack_bytes(k: u8, pid: u16) -> [u8; 4] {
+    let flags = if k == kind::PUBREL { 0x02 } else { 0 };
+    let [hi, lo] = pid.to_be_bytes();
+    [k << 4 | flags, 2, hi, lo]
+}
+
 impl Publish {
     pub fn view(&self) -> PublishView<'_> {
         PublishView {

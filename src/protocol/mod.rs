@@ -19,7 +19,7 @@ pub mod topic;
 mod tests;
 
 pub use decode::{decode, decode_publish, frame_len, short_ack};
-pub use encode::PublishView;
+pub use encode::{short_ack_bytes, PublishView};
 pub use packet::*;
 pub use properties::Properties;
 

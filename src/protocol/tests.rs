@@ -1865,6 +1865,36 @@ fn bridge_protocol_level_flag() {
     );
 }
 
+/// `short_ack_bytes` writes what `Packet::encode` writes for a 3.1.1 acknowledgement.
+#[test]
+fn short_ack_bytes_are_the_encoded_acknowledgements() {
+    for pid in [1u16, 0x1234, 0xffff] {
+        for (k, p) in [
+            (packet::kind::PUBACK, Packet::PubAck(Ack::new(pid))),
+            (packet::kind::PUBREC, Packet::PubRec(Ack::new(pid))),
+            (packet::kind::PUBREL, Packet::PubRel(Ack::new(pid))),
+            (packet::kind::PUBCOMP, Packet::PubComp(Ack::new(pid))),
+        ] {
+            for v in [Version::V31, Version::V311] {
+                assert_eq!(&short_ack_bytes(k, pid)[..], &enc(&p, v)[..], "{p:?}");
+            }
+        }
+    }
+}
+
+/// The `Publish` that `decode` builds for what `decode_publish` borrows.
+fn owned(v: PublishView<'_>) -> Packet {
+    Packet::Publish(Publish {
+        dup: v.dup,
+        qos: v.qos,
+        retain: v.retain,
+        topic: v.topic.into(),
+        pid: v.pid,
+        payload: Bytes::copy_from_slice(v.payload),
+        properties: v.properties.cloned().unwrap_or_default(),
+    })
+}
+
 /// The broker's fast paths answer what `decode` answers: `short_ack` for every four-byte
 /// buffer it takes, `decode_publish` for PUBLISHes (valid, cut short and malformed alike).
 #[test]
@@ -1888,7 +1918,7 @@ fn fast_paths_agree_with_decode() {
                 }
             }
         }
-        let p = Packet::Publish(Publish {
+        let plain = Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
             retain: true,
@@ -1896,28 +1926,55 @@ fn fast_paths_agree_with_decode() {
             pid: 7,
             payload: b(b"hello"),
             properties: Properties::default(),
-        });
+        };
+        let p = Packet::Publish(plain.clone());
         let whole = enc(&p, v);
         for cut in 0..=whole.len() {
             let part = whole.get(..cut).unwrap_or_default();
-            let fast =
-                decode_publish(part, v, 1024).map(|o| o.map(|(p, n)| (Packet::Publish(p), n)));
+            let fast = decode_publish(part, v, 1024, None).map(|o| o.map(|(p, n)| (owned(p), n)));
             assert_eq!(fast, decode(part, v, 1024), "cut at {cut}");
         }
+        if v.is_v5() {
+            // With properties (or a property length missing), `decode` takes it.
+            let mut with = plain.clone();
+            with.properties.message_expiry_interval = Some(9);
+            let whole = enc(&Packet::Publish(with), v);
+            assert!(matches!(decode_publish(&whole, v, 1024, None), Ok(None)));
+            assert!(matches!(decode(&whole, v, 1024), Ok(Some(_))));
+            let no_len = frame(0x32, &[&[0, 1], b"a", &[0, 1]]);
+            assert!(matches!(decode_publish(&no_len, v, 1024, None), Ok(None)));
+            assert!(decode(&no_len, v, 1024).is_err());
+        }
+        // A 5.0 PUBLISH has a property length (here 0) before the payload.
+        let props: &[u8] = if v.is_v5() { &[0] } else { &[] };
         for bad in [
-            frame(0x36, &[&[0, 1], b"a", &[0, 1]]), // QoS 3
-            frame(0x38, &[&[0, 1], b"a"]),          // DUP on QoS 0
-            frame(0x30, &[&[0, 3], b"a/+"]),        // wildcard in a topic name
-            frame(0x32, &[&[0, 1], b"a", &[0, 0]]), // packet identifier 0
+            frame(0x36, &[&[0, 1], b"a", &[0, 1], props]), // QoS 3
+            frame(0x38, &[&[0, 1], b"a", props]),          // DUP on QoS 0
+            frame(0x30, &[&[0, 3], b"a/+", props]),        // wildcard in a topic name
+            frame(0x30, &[&[0, 0], props]),                // empty topic, no alias
+            frame(0x30, &[&[0, 2], b"a\0", props]),        // NUL in a topic name
+            frame(0x32, &[&[0, 1], b"a", &[0, 0], props]), // packet identifier 0
         ] {
-            assert!(decode_publish(&bad, v, 1024).is_err(), "{bad:02x?}");
+            assert!(
+                decode_publish(&bad, v, 1024, Some("a")).is_err(),
+                "{bad:02x?}"
+            );
             assert_eq!(
-                decode_publish(&bad, v, 1024).err(),
+                decode_publish(&bad, v, 1024, Some("a")).err(),
                 decode(&bad, v, 1024).err(),
                 "{bad:02x?}"
             );
         }
         let big = enc(&p, v);
-        assert_eq!(decode_publish(&big, v, 8).err(), decode(&big, v, 8).err());
+        assert_eq!(
+            decode_publish(&big, v, 8, None).err(),
+            decode(&big, v, 8).err()
+        );
+        // A topic of the known name's bytes is that name; any other is checked.
+        let known: &str = "a/b";
+        let got = decode_publish(&whole, v, 1024, Some(known));
+        assert!(matches!(got, Ok(Some((x, _))) if std::ptr::eq(x.topic, known)));
+        let got = decode_publish(&whole, v, 1024, Some("a/c"));
+        assert!(matches!(got, Ok(Some((x, _))) if x.topic == "a/b"));
     }
 }
