@@ -219,17 +219,18 @@ def start(exe, conf, port):
     return proc
 
 
-def run_bytes(binary, variant, n, payload_len, limit):
+def run_bytes(binary, variant, n, payload_len, limit, sessions=1):
     d = tempfile.mkdtemp(prefix="rmqtt-pbench-")
     port = free_port()
     conf = write_conf(d, port, VARIANTS[variant])
     mosq = variant == "mosquitto"
     exe = (shutil.which("mosquitto") or "/usr/sbin/mosquitto") if mosq else binary
     proc = start(exe, conf, port)
-    s = Conn(port, "offline", clean=False)
-    s.s.sendall(subscribe_pkt(1, "bench/t", 1))
-    s.read()
-    s.close()
+    for i in range(sessions):
+        s = Conn(port, "offline" if i == 0 else f"offline{i}", clean=False)
+        s.s.sendall(subscribe_pkt(1, "bench/t", 1))
+        s.read()
+        s.close()
     time.sleep(0.2)
     w0 = wchar(proc.pid)
     t0 = time.monotonic()
@@ -398,6 +399,8 @@ def main():
     ap.add_argument("--counts", default="3000,12000,100000")
     ap.add_argument("--variants", default="journal,journal-off,snapshot,mosquitto")
     ap.add_argument("--payload", type=int, default=20)
+    ap.add_argument("--sessions", type=int, default=1,
+                    help="offline persistent subscribers each message is queued for (bytes part)")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--retained", type=int, default=100000)
     ap.add_argument("--compactions", type=int, default=10)
@@ -406,14 +409,15 @@ def main():
     a = ap.parse_args()
     parts = a.parts.split(",")
     if "bytes" in parts:
-        print(f"QoS 1, payload {a.payload} bytes, topic bench/t, one offline persistent subscriber; "
+        subs = "one offline persistent subscriber" if a.sessions == 1 else f"{a.sessions} offline persistent subscribers (the first one drained)"
+        print(f"QoS 1, payload {a.payload} bytes, topic bench/t, {subs}; "
               f"each run bounded to {a.time_limit:.0f} s of publishing and {a.time_limit:.0f} s of draining")
         print("| variant | messages acknowledged | time | messages/s | wchar | bytes/message | files after | restart to CONNACK | delivered after kill -9 (drain time) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for v in a.variants.split(","):
             for n in [int(x) for x in a.counts.split(",")]:
                 took, acked, w, files, connack, got, drained = run_bytes(
-                    a.bin, v, n, a.payload, a.time_limit)
+                    a.bin, v, n, a.payload, a.time_limit, a.sessions)
                 ck = f"{connack * 1000:.0f} ms" if connack is not None else "none"
                 print(
                     f"| {v} | {acked:,} of {n:,} | {took:.2f} s | {acked / max(took, 1e-9):,.0f} | {w:,} | "
