@@ -1,5 +1,6 @@
-//! Compaction in slices: a new snapshot written a bounded number of bytes per loop pass, so
-//! clients are served while it runs. Its memory is a cursor in the retained store (the last
+//! Compaction in slices: a new snapshot written a bounded number of bytes, in a bounded time,
+//! per slice, with the loop back in `poll` between slices, so clients are served while it
+//! runs. Its memory is a cursor in the retained store (the last
 //! topic written), the list of persistent sessions' client ids, and a reference to each
 //! message shared by several sessions; never a second copy of the state.
 //!
@@ -30,8 +31,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bytes of snapshot encoded per loop pass.
+/// Bytes of snapshot encoded per slice, at most.
 pub const SLICE: usize = 16 * 1024;
+
+/// Time a slice may take, at most (checked between items): on a slow CPU a slice is cut
+/// short before [`SLICE`] bytes.
+pub const SLICE_TIME: Duration = Duration::from_micros(250);
+
+/// A slice (or one blocking step at the end of a compaction) starts no sooner than this
+/// after the last one. Between them the loop waits in `poll` like an idle broker: it serves
+/// whoever sends, and does not hold the CPU (a loop that never sleeps is preempted for whole
+/// scheduler time slices on a busy machine, and then everyone waits).
+pub const PACE: Duration = Duration::from_millis(1);
 
 /// How long a written snapshot is left to the kernel's writeback before it is synced and
 /// put in place: by then the sync finds its data on disk and the file system's metadata
@@ -92,10 +103,17 @@ impl Job {
         self.topics_done && self.clients.len() == 0
     }
 
-    /// Encodes items as they are now until about `budget` bytes are ready, and writes them.
-    /// An item that is gone since the job started is skipped (the journal has its removal).
-    pub fn step(&mut self, broker: &Broker, now: Instant, budget: usize) -> io::Result<()> {
-        while self.w.out.len() < budget {
+    /// Encodes items as they are now until about `budget` bytes are ready, or (with a
+    /// clock and a deadline) the clock says the deadline is past, and writes them. An item
+    /// that is gone since the job started is skipped (the journal has its removal).
+    pub fn step(
+        &mut self,
+        broker: &Broker,
+        now: Instant,
+        budget: usize,
+        until: Option<(&dyn Fn() -> Instant, Instant)>,
+    ) -> io::Result<()> {
+        while self.w.out.len() < budget && until.is_none_or(|(clock, t)| clock() < t) {
             if !self.topics_done {
                 let (w, topic) = (&mut self.w, &mut self.topic);
                 let mut n = 0;
@@ -141,7 +159,7 @@ impl Job {
     /// kernel writes it while the loop goes on, and [`Job::finish`] has little to wait for.
     pub fn end(&mut self, broker: &Broker, now: Instant) -> io::Result<()> {
         while !self.done() {
-            self.step(broker, now, usize::MAX)?;
+            self.step(broker, now, usize::MAX, None)?;
         }
         if !self.ended {
             self.w.finish();

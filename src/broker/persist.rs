@@ -511,8 +511,12 @@ pub struct Store {
     jsnap: PathBuf,
     /// A compaction in progress, written in slices between passes.
     job: Option<Job>,
-    /// Snapshot bytes a compaction writes per pass.
+    /// Snapshot bytes a compaction writes per slice.
     pub slice: usize,
+    /// Time between slices ([`compact::PACE`]).
+    pub pace: Duration,
+    /// When the next slice, or the next blocking step of a compaction's end, may run.
+    next_step: Instant,
     /// A compaction's snapshot is put in place this long after it was written.
     pub settle: Duration,
     /// When the written snapshot of the compaction in progress is to be put in place.
@@ -552,6 +556,8 @@ impl Store {
             jsnap: jdir.join(file),
             job: None,
             slice: compact::SLICE,
+            pace: compact::PACE,
+            next_step: now,
             settle: compact::SETTLE,
             settle_at: None,
             promoting: None,
@@ -789,8 +795,14 @@ impl Store {
     }
 
     /// Once per loop pass, after its output was written: the next slice of a compaction
-    /// in progress. Its end comes in [`Store::maybe_save`], after a journal flush.
-    pub fn step(&mut self, broker: &Broker, now: Instant) {
+    /// in progress, when one is due (see [`compact::PACE`]); `clock` reads the time, so that
+    /// a slice ends within [`compact::SLICE_TIME`]. Its end comes in [`Store::maybe_save`],
+    /// after a journal flush.
+    pub fn step(&mut self, broker: &Broker, now: Instant, clock: &dyn Fn() -> Instant) {
+        if now < self.next_step || self.step_due().is_none() {
+            return;
+        }
+        self.next_step = now + self.pace;
         compact::free_slice(&mut self.freeing);
         let Some(job) = &mut self.job else {
             return;
@@ -808,7 +820,8 @@ impl Store {
             self.settle_at = Some(now + settle);
             job.end(broker, now)
         } else {
-            job.step(broker, now, self.slice)
+            let until = clock() + compact::SLICE_TIME;
+            job.step(broker, now, self.slice, Some((clock, until)))
         };
         if let Err(e) = r {
             warn!(
@@ -821,11 +834,18 @@ impl Store {
         }
     }
 
-    /// Whether a compaction has slices left to write (the loop does not sleep meanwhile).
-    pub fn busy(&self) -> bool {
-        self.job.as_ref().is_some_and(|j| !j.ended)
+    /// When the next slice of a compaction, or of freeing a replaced file, is due; `None`
+    /// when there is none to do.
+    fn step_due(&self) -> Option<Instant> {
+        let work = self.job.as_ref().is_some_and(|j| !j.ended)
             || self.promoting.is_some()
-            || !self.freeing.is_empty()
+            || !self.freeing.is_empty();
+        work.then_some(self.next_step)
+    }
+
+    /// Whether a compaction has slices left to write, or replaced files to free.
+    pub fn busy(&self) -> bool {
+        self.step_due().is_some()
     }
 
     /// Whether a compaction is in progress, its snapshot or journal not in place yet.
@@ -889,10 +909,14 @@ impl Store {
         self.journal.as_ref().map_or(0, |j| j.bytes)
     }
 
-    /// When an interval save is due; `None` while nothing changed (an idle broker never
-    /// wakes up to save), or when saving goes by change count.
+    /// When an interval save, or the next slice of a compaction, is due; `None` while
+    /// nothing changed and no compaction runs (an idle broker never wakes up to save).
     pub fn next_deadline(&self, changes: u64) -> Option<Instant> {
         let settle = self.settle_at.filter(|_| self.job.is_some());
+        let settle = match (settle, self.step_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if changes == self.saved_changes || self.every_changes.is_some() || self.interval.is_zero()
         {
             return settle;
@@ -917,7 +941,11 @@ impl Store {
                 || (self.job.as_ref().is_some_and(|j| j.ended)
                     && self.settle_at.is_none_or(|t| now >= t))
             {
-                self.finish_compaction(broker, now);
+                // One blocking call per pass, and no sooner than a slice would run.
+                if now >= self.next_step {
+                    self.next_step = now + self.pace;
+                    self.finish_compaction(broker, now);
+                }
             } else if wants {
                 self.begin_compaction(broker, now);
             }

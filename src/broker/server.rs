@@ -877,14 +877,14 @@ impl Server {
             }
             self.pass(now);
             if let Some(st) = &mut self.store {
-                st.step(&self.broker, now);
+                st.step(&self.broker, now, &Instant::now);
             }
             // Zero while the broker has effects queued: the loop never sleeps with work
             // pending (a resumed publisher's bytes are already in the kernel and bring no
             // new edge-triggered event).
-            let busy = self.store.as_ref().is_some_and(|st| st.busy());
+            // A compaction's next slice is one of the store's deadlines: between slices the
+            // loop waits here as when idle.
             let timeout = [
-                busy.then_some(Duration::ZERO),
                 self.broker.poll_delay(now),
                 self.next_sys.map(|d| d.saturating_duration_since(now)),
                 self.store

@@ -254,6 +254,7 @@ fn a_compaction_in_slices_recovers_to_the_live_state_at_every_pass_and_every_cra
     st.load(&mut h.b, h.now);
     st.slice = 300;
     st.settle = std::time::Duration::ZERO;
+    st.pace = std::time::Duration::ZERO;
     let read = |n: &str| std::fs::read(dir.join(n)).ok();
     // The state: retained topics, two persistent sessions with queued messages sharing
     // payloads, one in flight.
@@ -348,7 +349,7 @@ fn a_compaction_in_slices_recovers_to_the_live_state_at_every_pass_and_every_cra
             assert_eq!(recover_dir(&dir, &files, h.now), want, "pass {passes}");
         }
         assert_eq!(recover_dir(&dir, &[], h.now), want, "after pass {passes}");
-        st.step(&h.b, h.now);
+        st.step(&h.b, h.now, &std::time::Instant::now);
         assert_eq!(recover_dir(&dir, &[], h.now), want, "after slice {passes}");
     }
     assert!(passes > 5, "the snapshot took several slices: {passes}");
@@ -359,7 +360,7 @@ fn a_compaction_in_slices_recovers_to_the_live_state_at_every_pass_and_every_cra
     assert_eq!(recover_dir(&dir, &[], h.now), live(&h.b, h.now));
     st.save_now(&mut h.b, h.now);
     // Shutdown during a compaction: it is given up for a whole snapshot at once.
-    st.step(&h.b, h.now);
+    st.step(&h.b, h.now, &std::time::Instant::now);
     h.send(p, &publish("r/0", "end", QoS::AtMostOnce, 0, true));
     st.maybe_save(&mut h.b, h.now, true);
     assert!(!st.compacting());
