@@ -126,17 +126,20 @@ for t in $targets; do
         flags="$(rustflags "$t")"
         zflags=(-Zbuild-std=std,panic_abort)
         if [ "${CROSS_SIZE_OPT:-1}" = 1 ]; then
+            # std's smaller variants of sorting, formatting and the like.
+            stdfeat=optimize_for_size
             # Newer std sources refuse the old feature and want the panic strategy instead.
             if grep -q 'now a real panic strategy' \
                 /usr/lib/rustlib/src/rust/library/core/src/panicking.rs 2>/dev/null; then
                 flags="$flags -Zunstable-options -Cpanic=immediate-abort"
             else
-                zflags+=(-Zbuild-std-features=panic_immediate_abort)
+                stdfeat="$stdfeat,panic_immediate_abort"
             fi
             # `#[derive(Debug)]` prints only the type or variant name: nothing of ours shows
             # Debug output, and rustls's error texts that do keep the variant
             # ("invalid peer certificate: UnknownIssuer").
             flags="$flags -Zlocation-detail=none -Zfmt-debug=shallow"
+            zflags+=("-Zbuild-std-features=$stdfeat")
         fi
         echo "=== $t ($tr) $v: cargo zigbuild ${feat[*]:-}" | tee -a "$log"
         start=$(date +%s)

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod civil;
 pub mod client;
 pub mod config;
+pub mod names;
 pub mod passwd;
 pub mod protocol;
 pub mod sort;

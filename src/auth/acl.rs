@@ -13,8 +13,8 @@
 //! that would substitute such a value are skipped; deny patterns still apply with the substitution.
 
 use crate::config::ConfigError;
+use crate::names::Names;
 use crate::protocol::topic::{matches, valid_topic_filter};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// What a client wants to do with a topic.
@@ -63,7 +63,7 @@ struct Rule {
 pub struct Acl {
     /// `topic` lines before the first `user` line: the anonymous clients' block.
     anonymous: Vec<Rule>,
-    users: HashMap<String, Vec<Rule>>,
+    users: Names<Vec<Rule>>,
     patterns: Vec<Rule>,
 }
 
@@ -135,7 +135,7 @@ impl Acl {
                     };
                     match (keyword, &user) {
                         ("pattern", _) => acl.patterns.push(rule),
-                        (_, Some(u)) => acl.users.entry(u.clone()).or_default().push(rule),
+                        (_, Some(u)) => acl.users.get_or_default(u).push(rule),
                         (_, None) => acl.anonymous.push(rule),
                     }
                 }

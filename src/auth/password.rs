@@ -7,9 +7,9 @@
 //! does not reveal which users exist. Hashes are never logged, printed or exposed by `Debug`.
 
 use crate::config::ConfigError;
+use crate::names::Names;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, pbkdf2};
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::num::NonZeroU32;
@@ -132,7 +132,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A loaded password file.
 #[derive(Clone)]
 pub struct PasswordFile {
-    users: HashMap<String, Hash>,
+    users: Names<Hash>,
     /// Verified against when the user is unknown, so that case costs what a real check costs.
     dummy: Hash,
 }
@@ -161,7 +161,7 @@ impl PasswordFile {
     /// Parses the text of a password file; `file` names it in errors. Blank lines and lines
     /// starting with `#` are ignored. A repeated user keeps its first entry, as Mosquitto does.
     pub fn parse(text: &str, file: &str) -> Result<PasswordFile, ConfigError> {
-        let mut users: HashMap<String, Hash> = HashMap::new();
+        let mut users: Names<Hash> = Names::default();
         let mut dummy = None;
         for (idx, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -188,7 +188,7 @@ impl PasswordFile {
             if dummy.is_none() {
                 dummy = Some(hash.clone());
             }
-            users.insert(user.to_string(), hash);
+            users.insert(user, hash);
         }
         let dummy = dummy.unwrap_or(Hash::Pbkdf2 {
             iterations: NonZeroU32::new(DEFAULT_ITERATIONS).unwrap_or(NonZeroU32::MIN),

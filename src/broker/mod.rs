@@ -2,6 +2,7 @@
 //! state it owns (connections, sessions, subscription tree, retained store).
 
 mod admission;
+mod args;
 mod bridge;
 mod compact;
 mod conn;
@@ -64,28 +65,18 @@ fn usage_error(msg: &str) -> i32 {
 }
 
 pub fn main(args: Vec<String>) -> i32 {
-    let mut opts = getopts::Options::new();
-    opts.optopt("c", "config-file", "config file", "FILE");
-    opts.optopt("u", "uci", "UCI config file", "FILE");
-    opts.optflag("d", "daemon", "run in the background");
-    opts.optflag("h", "help", "help");
-    opts.optmulti("p", "port", "port", "PORT");
-    opts.optflag("v", "verbose", "verbose");
-    opts.optflag("", "version", "version");
-    opts.optflag("", "test-config", "check the configuration and exit");
-    opts.optopt("", "user", "user to drop privileges to", "NAME");
-    let m = match opts.parse(args.iter().skip(1)) {
+    let m = match args::parse(args.get(1..).unwrap_or_default()) {
         Ok(m) => m,
-        Err(e) => return usage_error(&e.to_string()),
+        Err(e) => return usage_error(&e),
     };
-    if m.opt_present("h") {
+    if m.present(args::HELP) {
         println!(
             "rmqtt version {} (a small MQTT v5.0/v3.1.1/v3.1 broker)\n\n{USAGE}",
             env!("CARGO_PKG_VERSION")
         );
         return 0;
     }
-    if m.opt_present("version") {
+    if m.present(args::VERSION) {
         println!("rmqtt version {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
@@ -93,21 +84,21 @@ pub fn main(args: Vec<String>) -> i32 {
         return usage_error(&format!("unknown argument '{extra}'"));
     }
     let mut ports = Vec::new();
-    for p in m.opt_strs("p") {
+    for p in m.values(args::PORT) {
         match p.parse::<u16>() {
             Ok(n) => ports.push(n),
             Err(_) => return usage_error(&format!("invalid port '{p}'")),
         }
     }
-    let user = m.opt_str("user");
+    let user = m.value(args::USER);
     if user.as_deref() == Some("") {
         return usage_error("--user needs a user name");
     }
     let source = Source {
         file: m
-            .opt_str("u")
+            .value(args::UCI)
             .map(|p| (p, true))
-            .or_else(|| m.opt_str("c").map(|p| (p, false))),
+            .or_else(|| m.value(args::CONFIG).map(|p| (p, false))),
         user,
     };
     let (cfg, warnings) = match source.load() {
@@ -117,7 +108,7 @@ pub fn main(args: Vec<String>) -> i32 {
             return 3;
         }
     };
-    if m.opt_present("test-config") {
+    if m.present(args::TEST_CONFIG) {
         for w in &warnings {
             eprintln!("Warning: {}", w.0);
         }
@@ -168,9 +159,9 @@ pub fn main(args: Vec<String>) -> i32 {
         }
         return 0;
     }
-    let verbose = m.opt_present("v");
+    let verbose = m.present(args::VERBOSE);
     let log = logging::init(logging::Settings::from_config(&cfg, verbose));
-    if m.opt_present("d") {
+    if m.present(args::DAEMON) {
         if let Err(e) = process::daemonize() {
             eprintln!("Error: unable to run in the background: {e}");
             return 1;

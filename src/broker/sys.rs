@@ -7,8 +7,8 @@
 //! (the process's resident memory, persistence counters).
 
 use super::core::{Broker, Stats};
+use crate::names::Names;
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::time::Instant;
 
 /// Exponentially damped per-minute rates, as Mosquitto's `load/...` topics.
@@ -66,7 +66,7 @@ pub struct SysState {
     /// Set by the first publication, which the event loop makes at start-up.
     started: Option<Instant>,
     last_run: Option<Instant>,
-    published: HashMap<String, String>,
+    published: Names<String>,
     /// One per entry of the `totals` table in [`SysState::values`], in its order.
     loads: [Load; 8],
 }
@@ -169,7 +169,7 @@ impl SysState {
         self.last_run = Some(now);
         values.retain(|(topic, value)| self.published.get(topic) != Some(value));
         for (topic, value) in &values {
-            self.published.insert(topic.clone(), value.clone());
+            self.published.insert(topic, value.clone());
         }
         values
     }

@@ -8,9 +8,7 @@ use super::signals;
 use crate::protocol::{reason, Ack, Packet, Properties, Publish, QoS, Version};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::collections::VecDeque;
-use std::io::{BufRead, Read};
-use std::sync::{Arc, Condvar, Mutex};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 fn set_mode(c: &mut Config, mode: PubMode) -> Result<(), OptError> {
@@ -287,83 +285,102 @@ pub(super) fn read_input(cfg: &Config) -> Result<Option<Bytes>, i32> {
     }))
 }
 
-/// Lines read from stdin, at most [`Lines::MAX`] waiting, and whether stdin has ended. A mutex
-/// and two condition variables rather than `std::sync::mpsc`, whose channel code was 8 KB of
-/// the mips binary for this one queue.
-#[derive(Default)]
-struct Lines {
-    queue: Mutex<(VecDeque<Bytes>, bool)>,
-    ready: Condvar,
-    space: Condvar,
-}
-
-/// What [`Lines::recv_timeout`] gives.
+/// What [`StdinLines::next`] gives.
 enum Line {
     Got(Bytes),
     Timeout,
     Eof,
 }
 
-impl Lines {
-    const MAX: usize = 64;
+/// stdin line by line, read on the applet's only thread: [`StdinLines::next`] waits for
+/// input at most as long as it is told (poll(2)), so the connection keeps being served
+/// (acknowledgements, pings) while stdin is quiet. A reader thread would bring the thread
+/// machinery of std and the C library (about 25 KB of the mips binary) for this one queue.
+struct StdinLines {
+    /// stdin's descriptor, duplicated: read directly, past std's buffer.
+    file: Option<std::fs::File>,
+    /// Bytes read and not yet given out; `buf[..scanned]` has no newline.
+    buf: Vec<u8>,
+    scanned: usize,
+    eof: bool,
+}
 
-    /// The sending side: waits while the queue is full. The reader thread is left blocked
-    /// when the applet ends; the process exit ends it.
-    fn push(&self, item: Option<Bytes>) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        while q.0.len() >= Self::MAX {
-            q = self.space.wait(q).unwrap_or_else(|e| e.into_inner());
+impl StdinLines {
+    fn new() -> StdinLines {
+        use std::os::fd::AsFd;
+        let file = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from);
+        StdinLines {
+            eof: file.is_none(),
+            file,
+            buf: Vec::new(),
+            scanned: 0,
         }
-        match item {
-            Some(b) => q.0.push_back(b),
-            None => q.1 = true,
-        }
-        self.ready.notify_one();
     }
 
-    fn recv_timeout(&self, wait: Duration) -> Line {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.0.is_empty() && !q.1 && !wait.is_zero() {
-            q = self
-                .ready
-                .wait_timeout(q, wait)
-                .map(|(q, _)| q)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        match q.0.pop_front() {
-            Some(b) => {
-                self.space.notify_one();
-                Line::Got(b)
+    /// The next line (without its `\n`; a last line without one counts too), or `Timeout`
+    /// when nothing complete came within `wait`, or `Eof` after the last line.
+    fn next(&mut self, wait: Duration) -> Line {
+        let mut wait = wait;
+        loop {
+            if let Some(i) = self
+                .buf
+                .get(self.scanned..)
+                .and_then(|b| b.iter().position(|&c| c == b'\n').map(|i| i + self.scanned))
+            {
+                let rest = self.buf.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.buf, rest);
+                line.pop();
+                self.scanned = 0;
+                return Line::Got(Bytes::from(line));
             }
-            None if q.1 => Line::Eof,
-            None => Line::Timeout,
+            self.scanned = self.buf.len();
+            if self.eof {
+                if self.buf.is_empty() {
+                    return Line::Eof;
+                }
+                self.scanned = 0;
+                return Line::Got(Bytes::from(std::mem::take(&mut self.buf)));
+            }
+            let Some(file) = self.file.as_mut() else {
+                self.eof = true;
+                continue;
+            };
+            if !readable(file, wait) {
+                return Line::Timeout;
+            }
+            let mut chunk = [0u8; 4096];
+            match file.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self
+                    .buf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Line::Timeout,
+                Err(_) => self.eof = true,
+            }
+            // What is read now is read without waiting again.
+            wait = Duration::ZERO;
         }
     }
 }
 
-/// Reads stdin line by line on its own thread, so that the connection keeps being served
-/// (acknowledgements, pings) while stdin is quiet.
-fn stdin_lines() -> Arc<Lines> {
-    let lines = Arc::new(Lines::default());
-    let tx = lines.clone();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let mut lock = stdin.lock();
-        loop {
-            let mut line = Vec::new();
-            match lock.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                    }
-                    tx.push(Some(Bytes::from(line)));
-                }
-            }
-        }
-        tx.push(None);
-    });
-    lines
+/// Whether `file` has input (or end of file, or an error) within `wait`; an interrupting
+/// signal counts as not readable, so that the caller looks at its stop flag.
+#[allow(unsafe_code)]
+fn readable(file: &std::fs::File, wait: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: file.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, and its count.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0
 }
 
 fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<(), ClientError> {
@@ -379,7 +396,7 @@ fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<()
             }
         }
         None => {
-            let rx = stdin_lines();
+            let mut rx = StdinLines::new();
             let max = cfg.max_inflight as usize;
             let mut eof = false;
             loop {
@@ -392,7 +409,7 @@ fn run(cfg: &Config, p: &mut Publisher<'_>, message: Option<Bytes>) -> Result<()
                     } else {
                         Duration::ZERO
                     };
-                    match rx.recv_timeout(wait) {
+                    match rx.next(wait) {
                         Line::Got(line) => {
                             p.publish_or_reconnect(line)?;
                             continue;
