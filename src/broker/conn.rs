@@ -94,6 +94,7 @@ fn give_spare(mut b: Box<BytesMut>) {
 const NO_SESSION: u32 = u32::MAX;
 
 /// Nanoseconds from `origin` to `at` (0 if `at` is earlier).
+#[inline(always)]
 fn since(origin: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -191,6 +192,7 @@ impl Conn {
     }
 
     /// Encoded bytes not yet written to the socket.
+    #[inline(always)]
     pub fn out(&self) -> &[u8] {
         self.out.as_deref().map_or(&[], |b| &b[..])
     }
@@ -237,6 +239,7 @@ impl Conn {
     }
 
     /// A packet came at `at` (not before the last one: time only moves on).
+    #[inline(always)]
     pub(super) fn saw_packet(&mut self, origin: Instant, at: Instant) {
         self.last_rx_ns = self.last_rx_ns.max(since(origin, at));
     }

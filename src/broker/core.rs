@@ -864,6 +864,7 @@ impl Broker {
             .unwrap_or_default()
     }
 
+    #[inline(always)]
     pub(super) fn session_of(&self, id: usize) -> Option<usize> {
         self.conns.get(id).and_then(Conn::session)
     }

@@ -265,6 +265,7 @@ impl Session {
     }
 
     /// The connection, while the client is connected.
+    #[inline(always)]
     pub fn conn(&self) -> Option<usize> {
         (self.link & LINKED != 0).then_some((self.link & 0xffff_ffff) as usize)
     }
@@ -318,11 +319,13 @@ impl Session {
     }
 
     /// The message flow, empty if the session never had one.
+    #[inline(always)]
     pub fn flow(&self) -> &Flow {
         self.flow.as_deref().unwrap_or(NO_FLOW)
     }
 
     /// The message flow, if the session has one.
+    #[inline(always)]
     pub fn flow_opt_mut(&mut self) -> Option<&mut Flow> {
         self.flow.as_deref_mut()
     }

@@ -26,6 +26,7 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    #[inline(always)]
     fn slot(&mut self, id: usize) -> Option<&mut Option<T>> {
         self.chunks.get_mut(id / CHUNK)?.get_mut(id % CHUNK)
     }
@@ -58,10 +59,12 @@ impl<T> Slab<T> {
         Some(v)
     }
 
+    #[inline(always)]
     pub fn get(&self, id: usize) -> Option<&T> {
         self.chunks.get(id / CHUNK)?.get(id % CHUNK)?.as_ref()
     }
 
+    #[inline(always)]
     pub fn get_mut(&mut self, id: usize) -> Option<&mut T> {
         self.slot(id)?.as_mut()
     }
