@@ -3,6 +3,10 @@
 //! Storage grows in fixed chunks rather than by doubling one vector, so ten thousand idle
 //! connections cost ten thousand entries, not up to twice that. `get`/`get_mut` on a free or
 //! out-of-range id answer `None`; nothing here panics.
+//!
+//! `slot`, `get` and `get_mut` are `#[inline(always)]`, as are the session and connection
+//! accessors called per message: at the release profile's opt-level "z" they stayed calls
+//! (callgrind, pairs-q1: 3.7 % fewer instructions per message inlined).
 
 const CHUNK: usize = 256;
 
