@@ -41,9 +41,17 @@ impl Close {
     }
 }
 
-/// What drained output buffers kept as spares may hold in all, and how many there may be.
-const SPARE_MAX: usize = 64 * 1024;
-const SPARES: usize = 16;
+/// What drained output buffers kept as spares may hold in all, and how many there may be,
+/// while the loop is busy: as many as one pass has connections with output, up to these
+/// bounds. A busy pass allocated them anyway; keeping them for the next pass saves an
+/// allocation and a free of a buffer larger than the allocator's fast bins per connection
+/// per pass (glibc consolidates its fast bins for every such request). An idle loop gives
+/// them back down to [`SPARE_IDLE_MAX`] / [`SPARES_IDLE`] ([`trim_spares`]).
+const SPARE_MAX: usize = 1024 * 1024;
+const SPARES: usize = 1024;
+/// What the spares may hold once the loop has been idle for a poll timeout.
+pub(super) const SPARE_IDLE_MAX: usize = 64 * 1024;
+const SPARES_IDLE: usize = 16;
 /// Capacity of an output buffer made new (no spare left) for a stream of publishes and
 /// acknowledgements: a pass that has output for more connections than there are spares would
 /// otherwise grow each from nothing, a reallocation per doubling, for a batch of a few
@@ -78,14 +86,38 @@ fn give_spare(mut b: Box<BytesMut>) {
     // An emptied buffer's capacity counts from where its reading stopped: reclaimed (moved
     // to the front) when the whole allocation is over the limit, so that it is seen and
     // dropped; a smaller one is reclaimed by its next write.
-    let _ = b.try_reclaim(SPARE_MAX + 1);
+    let _ = b.try_reclaim(SPARE_IDLE_MAX + 1);
     SPARE.with(|s| {
         if let Ok(mut s) = s.try_borrow_mut() {
             let (list, total) = &mut *s;
-            if list.len() < SPARES && *total + b.capacity() <= SPARE_MAX {
+            if list.len() < SPARES
+                && b.capacity() <= SPARE_IDLE_MAX
+                && *total + b.capacity() <= SPARE_MAX
+            {
                 *total += b.capacity();
                 list.push(b);
             }
+        }
+    });
+}
+
+/// Bytes the spare output buffers hold now.
+pub(super) fn spare_bytes() -> usize {
+    SPARE.with(|s| s.try_borrow().map_or(0, |s| s.1))
+}
+
+/// The loop was idle for a whole poll timeout: spares beyond the idle bounds are freed.
+pub(super) fn trim_spares() {
+    SPARE.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            let (list, total) = &mut *s;
+            while list.len() > SPARES_IDLE || *total > SPARE_IDLE_MAX {
+                match list.pop() {
+                    Some(b) => *total = total.saturating_sub(b.capacity()),
+                    None => break,
+                }
+            }
+            list.shrink_to(SPARES_IDLE);
         }
     });
 }
@@ -241,7 +273,20 @@ impl Conn {
     /// A packet came at `at` (not before the last one: time only moves on).
     #[inline(always)]
     pub(super) fn saw_packet(&mut self, origin: Instant, at: Instant) {
-        self.last_rx_ns = self.last_rx_ns.max(since(origin, at));
+        self.saw_packet_at(since(origin, at));
+    }
+
+    /// [`Conn::saw_packet`] with the time already counted from the origin
+    /// ([`Conn::ns_since`]): once per read, not per packet.
+    #[inline(always)]
+    pub(super) fn saw_packet_at(&mut self, ns: u64) {
+        self.last_rx_ns = self.last_rx_ns.max(ns);
+    }
+
+    /// `at` as connections keep their times: nanoseconds since `origin`.
+    #[inline(always)]
+    pub(super) fn ns_since(origin: Instant, at: Instant) -> u64 {
+        since(origin, at)
     }
 
     pub fn extra_mut(&mut self) -> &mut ConnExtra {

@@ -367,6 +367,8 @@ pub struct Broker {
     pub(super) sys: super::sys::SysState,
     /// What changed since the journal's last pass; `None` without a journal.
     pub(super) jlog: Option<Box<super::journal::Changes>>,
+    /// Spent messages, reused by the next ones received.
+    pub(super) pool: super::message::Pool,
 }
 
 impl Broker {
@@ -397,6 +399,7 @@ impl Broker {
             stats: Stats::default(),
             sys: super::sys::SysState::default(),
             jlog: None,
+            pool: super::message::Pool::default(),
         }
     }
 
@@ -463,6 +466,7 @@ impl Broker {
     pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
         self.saw(now);
         let origin = self.origin(now);
+        let now_ns = Conn::ns_since(origin, now);
         let mut used = 0;
         self.current = Some(id);
         while let Some(conn) = self.conns.get_mut(id) {
@@ -472,7 +476,7 @@ impl Broker {
             let rest = buf.get(used..).unwrap_or_default();
             if conn.connected && !log_enabled!(Level::Debug) {
                 // The hot path (see `fast_packet`); the debug log wants every packet's line.
-                match self.fast_packet(id, rest, now) {
+                match self.fast_packet(id, rest, now, now_ns) {
                     Ok(Some(n)) => {
                         used += n;
                         continue;
@@ -491,7 +495,7 @@ impl Broker {
                 Ok(None) => break,
                 Ok(Some((packet, n))) => {
                     used += n;
-                    conn.saw_packet(origin, now);
+                    conn.saw_packet_at(now_ns);
                     self.stats.messages_received += 1;
                     self.handle_packet(id, packet, now);
                 }
@@ -514,13 +518,13 @@ impl Broker {
         id: usize,
         buf: &[u8],
         now: Instant,
+        now_ns: u64,
     ) -> Result<Option<usize>, DecodeError> {
         let Some(conn) = self.conns.get_mut(id) else {
             return Ok(None);
         };
-        let origin = self.origin.unwrap_or(now);
         if let Some((kind, pid)) = short_ack(buf).filter(|_| self.limits.max_packet >= 4) {
-            conn.saw_packet(origin, now);
+            conn.saw_packet_at(now_ns);
             self.stats.messages_received += 1;
             match kind {
                 kind::PUBACK => self.handle_puback(id, pid, now),
@@ -535,7 +539,7 @@ impl Broker {
         let last = self.last_name.take();
         let got = match decode_publish(buf, conn.version, self.limits.max_packet, last.as_deref()) {
             Ok(Some((p, n))) => {
-                conn.saw_packet(origin, now);
+                conn.saw_packet_at(now_ns);
                 self.stats.messages_received += 1;
                 self.handle_publish(id, p, last.as_ref(), now);
                 Ok(Some(n))

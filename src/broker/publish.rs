@@ -10,7 +10,6 @@ use super::message::Message;
 use super::session::OutState;
 use crate::auth::acl::Access;
 use crate::protocol::{kind, reason, topic, Ack, Packet, PublishView, QoS, Will};
-use bytes::Bytes;
 use log::{debug, info};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -231,20 +230,17 @@ impl Broker {
             if new_name {
                 self.last_name = Some(topic.clone());
             }
-            let msg = Rc::new(Message {
-                topic,
-                payload: Bytes::copy_from_slice(p.payload),
-                qos: p.qos,
-                retain: p.retain,
-                properties: props,
-                expires,
-            });
+            let msg = self
+                .pool
+                .make(topic, p.payload, p.qos, p.retain, props, expires);
             if p.retain && !retain_full {
                 self.set_retained(msg.clone());
             }
             if !self.route(&msg, sid, now) {
                 ack_reason = reason::NO_MATCHING_SUBSCRIBERS;
             }
+            // Delivered already to every subscriber that had room (QoS 0 above all).
+            self.pool.give(msg);
         }
         match p.qos {
             QoS::AtMostOnce => {}
@@ -302,10 +298,13 @@ impl Broker {
             Some(i) => {
                 // In order, as clients acknowledge: the front, without shifting the rest.
                 let inflight = &mut s.flow_mut().inflight;
-                if i == 0 {
-                    inflight.pop_front();
+                let done = if i == 0 {
+                    inflight.pop_front()
                 } else {
-                    inflight.remove(i);
+                    inflight.remove(i)
+                };
+                if let Some(f) = done {
+                    self.pool.give(f.d.msg);
                 }
                 self.touch(sid);
                 self.fill_window(sid, now);
@@ -359,7 +358,9 @@ impl Broker {
             return;
         };
         if let Some(i) = s.find_inflight(pid, OutState::AwaitComp) {
-            s.flow_mut().inflight.remove(i);
+            if let Some(f) = s.flow_mut().inflight.remove(i) {
+                self.pool.give(f.d.msg);
+            }
             self.touch(sid);
             self.fill_window(sid, now);
         } else if s.flow().inflight.iter().any(|f| f.pid == pid) {
@@ -419,5 +420,8 @@ impl Broker {
 /// Clients may not write into the broker's `$SYS` tree, except for the bridge state topics
 /// other brokers' bridges publish there (as Mosquitto allows).
 pub(super) fn sys_write_forbidden(topic: &str) -> bool {
-    topic.starts_with("$SYS") && !topic::matches("$SYS/broker/connection/+/state", topic)
+    // The first byte first: this runs for every message.
+    topic.as_bytes().first() == Some(&b'$')
+        && topic.starts_with("$SYS")
+        && !topic::matches("$SYS/broker/connection/+/state", topic)
 }
