@@ -77,16 +77,23 @@ impl PublishView<'_> {
     pub fn encode(&self, v: Version, out: &mut BytesMut) {
         let body = self.body_len(v);
         out.reserve(1 + varint_len(body as u32) + body);
-        out.put_u8(
+        // Fixed header and the topic's length in one write: this runs once per delivery.
+        let mut head = [0u8; 7];
+        let topic = self.topic.as_bytes();
+        let topic = topic.get(..usize::from(u16::MAX)).unwrap_or(topic);
+        let n = publish_head(
+            &mut head,
             (kind::PUBLISH << 4)
                 | (u8::from(self.dup) << 3)
                 | (self.qos.as_u8() << 1)
                 | u8::from(self.retain),
+            body as u32,
+            topic.len() as u16,
         );
-        put_varint(out, body as u32);
-        put_string(out, self.topic);
+        out.extend_from_slice(head.get(..n).unwrap_or_default());
+        out.extend_from_slice(topic);
         if self.qos != QoS::AtMostOnce {
-            out.put_u16(self.pid);
+            out.extend_from_slice(&self.pid.to_be_bytes());
         }
         if v.is_v5() {
             match self.properties {
@@ -96,6 +103,32 @@ impl PublishView<'_> {
         }
         out.put_slice(self.payload);
     }
+}
+
+/// A PUBLISH's first byte, remaining length (clamped to [`super::codec::VARINT_MAX`]) and
+/// topic length into `head`; returns how many bytes they took (4 to 7).
+fn publish_head(head: &mut [u8; 7], first: u8, body: u32, topic_len: u16) -> usize {
+    let mut v = body.min(super::codec::VARINT_MAX);
+    let mut n = 0;
+    let mut it = head.iter_mut();
+    if let Some(b) = it.next() {
+        *b = first;
+        n += 1;
+    }
+    for b in it.by_ref().take(4) {
+        *b = (v & 0x7f) as u8;
+        v >>= 7;
+        n += 1;
+        if v == 0 {
+            break;
+        }
+        *b |= 0x80;
+    }
+    for (b, x) in it.zip(topic_len.to_be_bytes()) {
+        *b = x;
+        n += 1;
+    }
+    n
 }
 
 /// The four bytes of a 3.1/3.1.1 PUBACK, PUBREC, PUBREL or PUBCOMP (`kind::PUBACK`...) as
@@ -280,6 +313,34 @@ impl Packet {
             Packet::PingReq | Packet::PingResp => {}
             Packet::Disconnect(d) => put_reason(out, v, d.reason, &d.properties),
             Packet::Auth(a) => put_reason(out, v, a.reason, &a.properties),
+        }
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+
+    #[test]
+    fn publish_head_is_the_fixed_header_and_topic_length() {
+        for body in [
+            0,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            268_435_455,
+            u32::MAX,
+        ] {
+            let mut want = BytesMut::new();
+            want.put_u8(0x32);
+            put_varint(&mut want, body);
+            want.put_u16(0x1234);
+            let mut head = [0u8; 7];
+            let n = publish_head(&mut head, 0x32, body, 0x1234);
+            assert_eq!(&head[..n], &want[..], "body {body}");
         }
     }
 }
