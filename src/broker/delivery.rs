@@ -165,7 +165,7 @@ impl Broker {
             } else {
                 OutState::AwaitRec
             };
-            s.flow_mut().inflight.push_back(Inflight { pid, d, state });
+            s.flow_mut().push_sent(Inflight { pid, d, state });
             self.touch(sid);
         }
         if let Some(idx) = bridge {

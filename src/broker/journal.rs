@@ -269,7 +269,7 @@ pub fn replay(img: Image, records: &[(u8, &[u8])], now: Instant) -> (Image, u64,
         for (_, (place, d)) in entries {
             match place {
                 Place::Queue => f.push_pending(d),
-                Place::Flight(pid, state) => f.inflight.push_back(Inflight { pid, d, state }),
+                Place::Flight(pid, state) => f.restore_inflight(Inflight { pid, d, state }),
             }
         }
         f.jlog.clear();

@@ -523,7 +523,7 @@ pub fn convert(db: &Db<'_>, wall_now: u64, now: Instant) -> Migrated {
         let taken = cm.mid != 0 && s.flow().inflight.iter().any(|f| f.pid == cm.mid);
         match state {
             Some(state) if cm.mid != 0 && !taken => {
-                s.flow_mut().inflight.push_back(Inflight {
+                s.flow_mut().restore_inflight(Inflight {
                     pid: cm.mid,
                     d,
                     state,

@@ -383,7 +383,7 @@ fn decode_session(
             _ => OutState::AwaitComp,
         };
         if let Some(d) = get_pending(&mut r, msgs, v1)? {
-            s.flow_mut().inflight.push_back(Inflight { pid, d, state });
+            s.flow_mut().restore_inflight(Inflight { pid, d, state });
         }
     }
     for _ in 0..r.u32().map_err(e)? {

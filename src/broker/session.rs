@@ -105,6 +105,9 @@ impl PidSet {
 /// router's sensors and switches) never hold a QoS 1/2 message: they pay one pointer.
 #[derive(Debug, Default)]
 pub struct Flow {
+    /// The in-flight window, oldest first. Entries go in through [`Flow::push_sent`] (a
+    /// packet id from [`Flow::alloc_pid`], in order) or [`Flow::restore_inflight`] (ids from
+    /// elsewhere); removing any entry keeps the order.
     pub inflight: VecDeque<Inflight>,
     pub queue: VecDeque<Pending>,
     pub queued_bytes: usize,
@@ -112,6 +115,9 @@ pub struct Flow {
     pub inbound_qos2: PidSet,
     /// The packet id handed out last (0: none yet).
     last_pid: u16,
+    /// The window holds ids that [`Flow::alloc_pid`] did not hand out in order (restored
+    /// ones): the next id is then checked against every entry. Cleared when it empties.
+    foreign: bool,
     /// Messages are being dropped (queue full) and that was logged; cleared when one is queued.
     pub dropping: bool,
     /// Journaled entries that entered (`Some`) or left (`None`) the queue since the journal
@@ -136,6 +142,7 @@ const NO_FLOW: &Flow = &Flow {
     queued_bytes: 0,
     inbound_qos2: PidSet(Vec::new()),
     last_pid: 0,
+    foreign: false,
     dropping: false,
     jlog: Vec::new(),
 };
@@ -144,6 +151,25 @@ impl Flow {
     /// Next free packet id: never 0, never one still in flight. [MQTT-2.2.1-3]
     /// `None` only when all 65,535 are in flight.
     pub fn alloc_pid(&mut self) -> Option<u16> {
+        if self.inflight.is_empty() {
+            self.foreign = false;
+        }
+        if !self.foreign {
+            // Every id in the window was handed out here, in order: they lie on the ring of
+            // ids 1..=65535 between the oldest entry's and the last one handed out, so the
+            // next id is free unless that stretch is the whole ring. No scan per delivery.
+            let next = self.last_pid.wrapping_add(1).max(1);
+            let stretch = self.inflight.front().map_or(0, |f| {
+                (u32::from(self.last_pid) + 65_535 - u32::from(f.pid)) % 65_535 + 1
+            });
+            if stretch < 65_535 {
+                self.last_pid = next;
+                return Some(next);
+            }
+            // An id kept a whole lap: what comes next may go round again, so the window
+            // is no longer one ordered lap.
+            self.foreign = true;
+        }
         for _ in 0..u16::MAX {
             self.last_pid = self.last_pid.wrapping_add(1).max(1);
             let pid = self.last_pid;
@@ -152,6 +178,17 @@ impl Flow {
             }
         }
         None
+    }
+
+    /// A message just sent with an id from [`Flow::alloc_pid`] enters the window.
+    pub fn push_sent(&mut self, f: Inflight) {
+        self.inflight.push_back(f);
+    }
+
+    /// An in-flight entry from persistence or a migration, with an id of its own.
+    pub fn restore_inflight(&mut self, f: Inflight) {
+        self.foreign = true;
+        self.inflight.push_back(f);
     }
 
     pub fn push_pending(&mut self, p: Pending) {
@@ -174,6 +211,14 @@ impl Flow {
 
     /// Index in the in-flight window of `pid` in state `state`.
     pub fn find_inflight(&self, pid: u16, state: OutState) -> Option<usize> {
+        // Clients acknowledge in order: the oldest entry first, without a scan.
+        if self
+            .inflight
+            .front()
+            .is_some_and(|f| f.pid == pid && f.state == state)
+        {
+            return Some(0);
+        }
         self.inflight
             .iter()
             .position(|f| f.pid == pid && f.state == state)
@@ -443,7 +488,7 @@ mod tests {
     fn pids_skip_zero_and_in_flight() {
         let mut s = Session::new("c".into(), 1, Expiry::Never);
         assert_eq!(s.alloc_pid(), Some(1));
-        s.flow_mut().inflight.push_back(Inflight {
+        s.flow_mut().restore_inflight(Inflight {
             pid: 2,
             d: pending(),
             state: OutState::AwaitAck,
@@ -452,6 +497,59 @@ mod tests {
         s.flow_mut().last_pid = u16::MAX - 1;
         assert_eq!(s.alloc_pid(), Some(u16::MAX));
         assert_eq!(s.alloc_pid(), Some(1), "wraps past 0");
+    }
+
+    /// The ids handed out in order are not scanned for; one still in flight a whole ring of
+    /// ids later is skipped, restored ones too.
+    #[test]
+    fn pids_in_order_skip_the_oldest_still_in_flight() {
+        let mut f = Flow::default();
+        let sent = |f: &mut Flow, pid| {
+            f.push_sent(Inflight {
+                pid,
+                d: pending(),
+                state: OutState::AwaitAck,
+            })
+        };
+        let first = f.alloc_pid().unwrap();
+        assert_eq!(first, 1);
+        sent(&mut f, first);
+        // 65,533 more handed out and acknowledged at once, all while id 1 stays.
+        for want in 2..=65_534u16 {
+            let pid = f.alloc_pid().unwrap();
+            assert_eq!(pid, want);
+        }
+        assert_eq!(f.alloc_pid(), Some(65_535));
+        sent(&mut f, 65_535);
+        // The ring is now full from 1 to 65,535: 1 is taken, so the scan finds 2.
+        assert_eq!(f.alloc_pid(), Some(2));
+        sent(&mut f, 2);
+        // The window now goes round more than once (1, 65,535, 2): checked one by one, so
+        // the next lap skips 65,535 (still in flight), then 1 and 2.
+        f.last_pid = 65_533;
+        assert_eq!(f.alloc_pid(), Some(65_534));
+        assert_eq!(
+            f.alloc_pid(),
+            Some(3),
+            "65,535, 1 and 2 are still in flight"
+        );
+        f.inflight.clear();
+        f.last_pid = 2;
+        assert_eq!(f.alloc_pid(), Some(3));
+        // Restored ids are checked one by one.
+        f.restore_inflight(Inflight {
+            pid: 4,
+            d: pending(),
+            state: OutState::AwaitAck,
+        });
+        assert_eq!(f.alloc_pid(), Some(5));
+        // Every id in flight: none left.
+        let mut g = Flow::default();
+        for _ in 0..65_535 {
+            let pid = g.alloc_pid().unwrap();
+            sent(&mut g, pid);
+        }
+        assert_eq!(g.alloc_pid(), None);
     }
 
     #[test]

@@ -61,12 +61,15 @@ pub struct SessionTable {
 const LAST_MAX: usize = 64;
 
 impl SessionTable {
+    /// Inlined, as [`Slab::get`] is: several look-ups per message (see slab.rs).
+    #[inline(always)]
     pub fn get(&self, sid: usize) -> Option<&Session> {
         self.sessions.get(sid)
     }
 
     /// The session's own state (its flow, window, will...). Its subscriptions, connection and
     /// epoch change only through the table's methods.
+    #[inline(always)]
     pub fn get_mut(&mut self, sid: usize) -> Option<&mut Session> {
         self.sessions.get_mut(sid)
     }
