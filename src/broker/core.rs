@@ -424,6 +424,16 @@ impl Broker {
     }
 
     /// Notes a change to a session that persistence would save.
+    /// Whether the pool of spent messages holds more than an idle broker keeps.
+    pub(super) fn pool_over_idle(&self) -> bool {
+        self.pool.over_idle()
+    }
+
+    /// The loop is idle: spent messages beyond what an idle broker keeps are freed.
+    pub(super) fn trim_pool(&mut self) {
+        self.pool.trim();
+    }
+
     pub(super) fn touch(&mut self, sid: usize) {
         if self
             .table

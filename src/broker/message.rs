@@ -31,13 +31,15 @@ impl Message {
     }
 }
 
-/// Spent messages kept for the next ones: at most this many, each with a payload of at most
-/// [`POOL_PAYLOAD_MAX`] bytes, and at most [`POOL_BYTES`] of payload in all (about 100 KB
-/// with the messages themselves at most). A pass that acknowledges a few hundred messages
-/// before it reads the next ones needs a few hundred.
-const POOL_MAX: usize = 512;
+/// Spent messages kept for the next ones while the loop is busy: at most this many, each
+/// with a payload of at most [`POOL_PAYLOAD_MAX`] bytes, and at most [`POOL_BYTES`] of
+/// payload in all. A pass that acknowledges a few thousand messages (a few hundred
+/// subscribers' windows) before it reads the next ones needs that many. An idle loop
+/// trims the pool to [`POOL_IDLE`] ([`Pool::trim`]).
+const POOL_MAX: usize = 4096;
 const POOL_PAYLOAD_MAX: usize = 1024;
-const POOL_BYTES: usize = 48 * 1024;
+const POOL_BYTES: usize = 256 * 1024;
+const POOL_IDLE: usize = 64;
 
 /// Messages nobody refers to any more, kept so that the next message received reuses the
 /// allocation of one (and its payload buffer, when it has the same length) instead of
@@ -82,6 +84,21 @@ impl Pool {
             properties,
             expires,
         })
+    }
+
+    /// Whether the pool holds more than it keeps when idle.
+    pub fn over_idle(&self) -> bool {
+        self.free.len() > POOL_IDLE
+    }
+
+    /// The loop is idle: the pool goes back to [`POOL_IDLE`] messages.
+    pub fn trim(&mut self) {
+        while self.free.len() > POOL_IDLE {
+            if let Some(m) = self.free.pop() {
+                self.bytes = self.bytes.saturating_sub(m.payload.len());
+            }
+        }
+        self.free.shrink_to(POOL_IDLE);
     }
 
     /// A message the caller is done with: kept if nothing else refers to it.
@@ -191,5 +208,9 @@ mod tests {
         }
         assert!(pool.bytes <= POOL_BYTES);
         assert_eq!(pool.free.len(), POOL_BYTES / POOL_PAYLOAD_MAX);
+        assert!(pool.over_idle());
+        pool.trim();
+        assert!(!pool.over_idle());
+        assert_eq!(pool.bytes, POOL_IDLE * POOL_PAYLOAD_MAX);
     }
 }

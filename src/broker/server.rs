@@ -37,7 +37,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes one connection may read per pass of the loop. A connection with more to read is
 /// read again next pass ([`Effect::Read`]), after the others have had their turn.
 const READ_BUDGET: usize = READ_CHUNK;
-/// How long an idle loop keeps the spare output buffers of a busy spell (see conn.rs).
+/// How long an idle loop keeps the spare output buffers and spent messages of a busy spell
+/// (see conn.rs and message.rs).
 const SPARE_TRIM_AFTER: Duration = Duration::from_millis(200);
 
 /// A listener the configuration asks for, before it is bound.
@@ -897,9 +898,11 @@ impl Server {
             .into_iter()
             .flatten()
             .min();
-            // Spare output buffers kept from a busy spell go once a poll finds nothing to do;
-            // while they are held, that poll waits at most SPARE_TRIM_AFTER.
-            let spares = super::conn::spare_bytes() > super::conn::SPARE_IDLE_MAX;
+            // Spare output buffers and spent messages kept from a busy spell go once a poll
+            // finds nothing to do; while they are held, that poll waits at most
+            // SPARE_TRIM_AFTER.
+            let spares = super::conn::spare_bytes() > super::conn::SPARE_IDLE_MAX
+                || self.broker.pool_over_idle();
             let timeout = match timeout {
                 Some(t) if spares => Some(t.min(SPARE_TRIM_AFTER)),
                 None if spares => Some(SPARE_TRIM_AFTER),
@@ -913,6 +916,7 @@ impl Server {
             }
             if spares && events.is_empty() && timeout.is_some_and(|t| !t.is_zero()) {
                 super::conn::trim_spares();
+                self.broker.trim_pool();
             }
             let now = Instant::now();
             self.broker.set_wall(wall_ms());
