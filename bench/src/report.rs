@@ -259,11 +259,15 @@ pub fn markdown(ctx: &Context, records: &[Record]) -> String {
     }
     let _ = writeln!(
         s,
-        "- {} rounds, run order {a}, {}{} in every round, a fresh broker process per run; {} mode; wall time {:.0} s",
+        "- {} rounds, run order {a}{}{} in every round, a fresh broker process per run; {} message counts{}; wall time {:.0} s",
         ctx.rounds,
-        peer_names(ctx),
+        match peer_names(ctx) {
+            p if p.is_empty() => String::new(),
+            p => format!(", {p}"),
+        },
         if ctx.relay_cmd.is_some() { ", relay" } else { "" },
         if ctx.params.quick { "quick" } else { "default" },
+        if ctx.parity { ", parity mode" } else { "" },
         ctx.wall_s
     );
     let _ = writeln!(
