@@ -9,7 +9,11 @@
 
 /// Sorts `v` by `key`, smallest first.
 pub fn sort_by_key<T, K: Ord>(v: &mut [T], mut key: impl FnMut(&T) -> K) {
-    let mut less = |a: &T, b: &T| key(a) < key(b);
+    sort_by(v, |a, b| key(a) < key(b));
+}
+
+/// Sorts `v` so that no element is `less` than one before it.
+pub fn sort_by<T>(v: &mut [T], mut less: impl FnMut(&T, &T) -> bool) {
     let n = v.len();
     // Build a max-heap, then move the largest to the end one by one.
     for start in (0..n / 2).rev() {

@@ -84,6 +84,8 @@ impl Acl {
     pub fn parse(text: &str, file: &str) -> Result<Acl, ConfigError> {
         let mut acl = Acl::default();
         let mut user: Option<String> = None;
+        // Each user's rules, in file order, made a table in one sort at the end.
+        let mut user_rules: Vec<(String, Rule)> = Vec::new();
         for (idx, raw) in text.lines().enumerate() {
             let err = |message: String| ConfigError {
                 file: file.to_string(),
@@ -135,13 +137,14 @@ impl Acl {
                     };
                     match (keyword, &user) {
                         ("pattern", _) => acl.patterns.push(rule),
-                        (_, Some(u)) => acl.users.get_or_default(u).push(rule),
+                        (_, Some(u)) => user_rules.push((u.clone(), rule)),
                         (_, None) => acl.anonymous.push(rule),
                     }
                 }
                 other => return Err(err(format!("invalid line (unknown keyword '{other}')"))),
             }
         }
+        acl.users = Names::grouped(user_rules);
         Ok(acl)
     }
 
