@@ -163,7 +163,6 @@ impl PasswordFile {
     pub fn parse(text: &str, file: &str) -> Result<PasswordFile, ConfigError> {
         // Collected, then made a table in one sort (O(n log n) for any file).
         let mut entries: Vec<(String, (usize, Hash))> = Vec::new();
-        let mut dummy = None;
         for (idx, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -182,11 +181,10 @@ impl PasswordFile {
                 return Err(err("empty username".into()));
             }
             let hash = Hash::parse(hash).map_err(|m| err(format!("user '{user}': {m}")))?;
-            if dummy.is_none() {
-                dummy = Some(hash.clone());
-            }
             entries.push((user.to_string(), (idx + 1, hash)));
         }
+        // The first entry's kind of hash answers for unknown users.
+        let dummy = entries.first().map(|(_, (_, hash))| hash.clone());
         let users = Names::from_entries(entries, |user, (line, _)| {
             log::warn!("{file}:{line}: duplicate user '{user}' ignored");
         })

@@ -50,7 +50,7 @@ impl Close {
 const SPARE_MAX: usize = 1024 * 1024;
 const SPARES: usize = 1024;
 /// What the spares may hold once the loop has been idle for a poll timeout.
-pub(super) const SPARE_IDLE_MAX: usize = 64 * 1024;
+const SPARE_IDLE_MAX: usize = 64 * 1024;
 const SPARES_IDLE: usize = 16;
 /// Capacity of an output buffer made new (no spare left) for a stream of publishes and
 /// acknowledgements: a pass that has output for more connections than there are spares would
@@ -101,9 +101,12 @@ fn give_spare(mut b: Box<BytesMut>) {
     });
 }
 
-/// Bytes the spare output buffers hold now.
-pub(super) fn spare_bytes() -> usize {
-    SPARE.with(|s| s.try_borrow().map_or(0, |s| s.1))
+/// Whether the spare output buffers hold more than an idle loop keeps.
+pub(super) fn spares_over_idle() -> bool {
+    SPARE.with(|s| {
+        s.try_borrow()
+            .is_ok_and(|s| s.0.len() > SPARES_IDLE || s.1 > SPARE_IDLE_MAX)
+    })
 }
 
 /// The loop was idle for a whole poll timeout: spares beyond the idle bounds are freed.
@@ -127,7 +130,7 @@ const NO_SESSION: u32 = u32::MAX;
 
 /// Nanoseconds from `origin` to `at` (0 if `at` is earlier).
 #[inline(always)]
-fn since(origin: Instant, at: Instant) -> u64 {
+pub(super) fn since(origin: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(origin).as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -276,17 +279,11 @@ impl Conn {
         self.saw_packet_at(since(origin, at));
     }
 
-    /// [`Conn::saw_packet`] with the time already counted from the origin
-    /// ([`Conn::ns_since`]): once per read, not per packet.
+    /// [`Conn::saw_packet`] with the time already counted from the origin ([`since`]):
+    /// once per read, not per packet.
     #[inline(always)]
     pub(super) fn saw_packet_at(&mut self, ns: u64) {
         self.last_rx_ns = self.last_rx_ns.max(ns);
-    }
-
-    /// `at` as connections keep their times: nanoseconds since `origin`.
-    #[inline(always)]
-    pub(super) fn ns_since(origin: Instant, at: Instant) -> u64 {
-        since(origin, at)
     }
 
     pub fn extra_mut(&mut self) -> &mut ConnExtra {

@@ -423,17 +423,20 @@ impl Broker {
         self.wall_ms = wall_ms;
     }
 
-    /// Notes a change to a session that persistence would save.
-    /// Whether the pool of spent messages holds more than an idle broker keeps.
-    pub(super) fn pool_over_idle(&self) -> bool {
-        self.pool.over_idle()
+    /// Whether memory kept from a busy spell (spare output buffers, spent messages) is
+    /// more than an idle broker keeps.
+    pub(super) fn holds_busy_spares(&self) -> bool {
+        super::conn::spares_over_idle() || self.pool.over_idle()
     }
 
-    /// The loop is idle: spent messages beyond what an idle broker keeps are freed.
-    pub(super) fn trim_pool(&mut self) {
+    /// The loop is idle: spare output buffers and spent messages go back to what an idle
+    /// broker keeps.
+    pub(super) fn trim_busy_spares(&mut self) {
+        super::conn::trim_spares();
         self.pool.trim();
     }
 
+    /// Notes a change to a session that persistence would save.
     pub(super) fn touch(&mut self, sid: usize) {
         if self
             .table
@@ -476,7 +479,7 @@ impl Broker {
     pub fn input(&mut self, id: usize, buf: &[u8], now: Instant) -> usize {
         self.saw(now);
         let origin = self.origin(now);
-        let now_ns = Conn::ns_since(origin, now);
+        let now_ns = super::conn::since(origin, now);
         let mut used = 0;
         self.current = Some(id);
         while let Some(conn) = self.conns.get_mut(id) {

@@ -2,8 +2,9 @@
 //! them, so that new PUBLISHes can be refused once the broker holds more than the limit.
 //!
 //! A global allocator wrapping the system one keeps a running total of bytes currently
-//! allocated (a relaxed load and store per call: the broker is one thread). The count is exact and falls as
-//! memory is freed, unlike the resident set, which the C allocator rarely gives back.
+//! allocated (a relaxed load and store per call: the broker is one thread). The count is
+//! exact and falls as memory is freed, unlike the resident set, which the C allocator rarely
+//! gives back.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -11,30 +12,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static HEAP: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts `n` more bytes. The broker is one thread: a plain load and store, not a locked
-/// read-modify-write (which costs tens of cycles on every allocation and free). Unit tests
-/// allocate from many threads, so they keep the exact atomic add.
+/// Counts `plus` bytes more and `minus` fewer. The broker is one thread: a plain load and
+/// store, not a locked read-modify-write (which costs tens of cycles on every allocation and
+/// free). Unit tests allocate from many threads, so they keep exact atomic operations.
 #[inline(always)]
-fn add(n: usize) {
+fn count(plus: usize, minus: usize) {
     if cfg!(test) {
-        HEAP.fetch_add(n, Ordering::Relaxed);
+        HEAP.fetch_add(plus, Ordering::Relaxed);
+        HEAP.fetch_sub(minus, Ordering::Relaxed);
     } else {
-        HEAP.store(
-            HEAP.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
-    }
-}
-
-#[inline(always)]
-fn sub(n: usize) {
-    if cfg!(test) {
-        HEAP.fetch_sub(n, Ordering::Relaxed);
-    } else {
-        HEAP.store(
-            HEAP.load(Ordering::Relaxed).wrapping_sub(n),
-            Ordering::Relaxed,
-        );
+        let n = HEAP.load(Ordering::Relaxed);
+        HEAP.store(n.wrapping_add(plus).wrapping_sub(minus), Ordering::Relaxed);
     }
 }
 
@@ -48,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract for `alloc` is passed on as is.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            add(layout.size());
+            count(layout.size(), 0);
         }
         p
     }
@@ -56,14 +44,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator with `layout`, as the caller guarantees.
         unsafe { System.dealloc(ptr, layout) };
-        sub(layout.size());
+        count(0, layout.size());
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            add(layout.size());
+            count(layout.size(), 0);
         }
         p
     }
@@ -72,8 +60,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: as for `alloc`; `ptr` and `layout` are the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            sub(layout.size());
-            add(new_size);
+            count(new_size, layout.size());
         }
         p
     }

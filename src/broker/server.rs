@@ -901,8 +901,7 @@ impl Server {
             // Spare output buffers and spent messages kept from a busy spell go once a poll
             // finds nothing to do; while they are held, that poll waits at most
             // SPARE_TRIM_AFTER.
-            let spares = super::conn::spare_bytes() > super::conn::SPARE_IDLE_MAX
-                || self.broker.pool_over_idle();
+            let spares = self.broker.holds_busy_spares();
             let timeout = match timeout {
                 Some(t) if spares => Some(t.min(SPARE_TRIM_AFTER)),
                 None if spares => Some(SPARE_TRIM_AFTER),
@@ -915,8 +914,7 @@ impl Server {
                 return Err(e);
             }
             if spares && events.is_empty() && timeout.is_some_and(|t| !t.is_zero()) {
-                super::conn::trim_spares();
-                self.broker.trim_pool();
+                self.broker.trim_busy_spares();
             }
             let now = Instant::now();
             self.broker.set_wall(wall_ms());

@@ -122,20 +122,28 @@ pub fn varint_len(v: u32) -> usize {
     }
 }
 
-/// Writes `v` (clamped to [`VARINT_MAX`]) as a variable byte integer.
-pub fn put_varint(out: &mut BytesMut, v: u32) {
+/// `v` (clamped to [`VARINT_MAX`]) as a variable byte integer: its bytes, and how many
+/// of the four it takes.
+pub fn varint_bytes(v: u32) -> ([u8; 4], usize) {
     let mut v = v.min(VARINT_MAX);
-    loop {
-        let mut b = (v & 0x7f) as u8;
+    let mut out = [0u8; 4];
+    let mut n = 0;
+    for b in out.iter_mut() {
+        *b = (v & 0x7f) as u8;
         v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.put_u8(b);
+        n += 1;
         if v == 0 {
             break;
         }
+        *b |= 0x80;
     }
+    (out, n)
+}
+
+/// Writes `v` (clamped to [`VARINT_MAX`]) as a variable byte integer.
+pub fn put_varint(out: &mut BytesMut, v: u32) {
+    let (b, n) = varint_bytes(v);
+    out.extend_from_slice(b.get(..n).unwrap_or_default());
 }
 
 /// Length on the wire of a string or binary field. Fields longer than 65,535 bytes are cut.

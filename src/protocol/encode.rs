@@ -108,27 +108,15 @@ impl PublishView<'_> {
 /// A PUBLISH's first byte, remaining length (clamped to [`super::codec::VARINT_MAX`]) and
 /// topic length into `head`; returns how many bytes they took (4 to 7).
 fn publish_head(head: &mut [u8; 7], first: u8, body: u32, topic_len: u16) -> usize {
-    let mut v = body.min(super::codec::VARINT_MAX);
-    let mut n = 0;
-    let mut it = head.iter_mut();
-    if let Some(b) = it.next() {
-        *b = first;
-        n += 1;
-    }
-    for b in it.by_ref().take(4) {
-        *b = (v & 0x7f) as u8;
-        v >>= 7;
-        n += 1;
-        if v == 0 {
-            break;
-        }
-        *b |= 0x80;
-    }
-    for (b, x) in it.zip(topic_len.to_be_bytes()) {
-        *b = x;
-        n += 1;
-    }
-    n
+    let ([a, b, c, d], k) = super::codec::varint_bytes(body);
+    let [hi, lo] = topic_len.to_be_bytes();
+    *head = match k {
+        1 => [first, a, hi, lo, 0, 0, 0],
+        2 => [first, a, b, hi, lo, 0, 0],
+        3 => [first, a, b, c, hi, lo, 0],
+        _ => [first, a, b, c, d, hi, lo],
+    };
+    k.min(4) + 3
 }
 
 /// The four bytes of a 3.1/3.1.1 PUBACK, PUBREC, PUBREL or PUBCOMP (`kind::PUBACK`...) as
