@@ -171,7 +171,7 @@ impl Broker {
             let notify = b.cfg.notifications.then(|| b.notification_topic());
             self.bridges.push(b);
             if let Some(t) = notify {
-                self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+                self.publish_internal(&t, b"0"[..].into(), true, now);
             }
             let idx = self.bridges.len() - 1;
             if cfg.start_type != StartType::Lazy {
@@ -232,7 +232,7 @@ impl Broker {
         }
         self.remove_session(sid);
         if let Some(t) = notify {
-            self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+            self.publish_internal(&t, b"0"[..].into(), true, now);
         }
     }
 
@@ -571,7 +571,7 @@ impl Broker {
             );
         }
         if let Some(t) = &notify {
-            self.publish_internal(t, Bytes::from_static(b"1"), true, now);
+            self.publish_internal(t, b"1"[..].into(), true, now);
         }
         if let Some(t) = notify.filter(|_| !cfg.notifications_local_only) {
             let p = Publish {
@@ -644,7 +644,7 @@ impl Broker {
         let notify = b.cfg.notifications.then(|| b.notification_topic());
         info!("Bridge {name} disconnected.");
         if let Some(t) = notify {
-            self.publish_internal(&t, Bytes::from_static(b"0"), true, now);
+            self.publish_internal(&t, b"0"[..].into(), true, now);
         }
         self.schedule_restart(idx, now);
     }

@@ -25,10 +25,10 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
     let mut own: Option<Properties> = None;
     let mut new_alias = None;
     if c.version.is_v5()
-        && (!d.sub_ids.is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
+        && (!d.sub_ids().is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
     {
         let mut p = d.msg.properties.as_deref().cloned().unwrap_or_default();
-        p.subscription_identifiers.clone_from(&d.sub_ids);
+        p.subscription_identifiers = d.sub_ids().to_vec();
         if let Some(e) = d.msg.expires {
             // [MQTT-3.3.2-6] forward the remaining lifetime, rounded up.
             let left = e.saturating_duration_since(now);
@@ -270,6 +270,10 @@ impl Broker {
         let hw = self.limits.queue_high_water();
         let queued = s.flow().queue.len();
         let over = s.conn().is_some() && (queued >= hw || out >= self.limits.out_high_water);
+        if !over && self.congested.is_empty() && !s.stalled() {
+            // The common case on every delivery: no pressure, nothing to lift.
+            return;
+        }
         let under = queued <= hw / 2 && out < self.limits.out_high_water / 2;
         if s.stalled() {
             // A subscriber that stopped reading does not get to hold publishers back again
@@ -409,14 +413,13 @@ impl Broker {
             if !self.session_may(best.session, &msg.topic, Access::Read) {
                 continue;
             }
-            let d = Pending {
-                msg: msg.clone(),
-                qos: msg.qos.min(best.opts.qos),
-                retain: rap && msg.retain,
+            let d = Pending::new(
+                msg.clone(),
+                msg.qos.min(best.opts.qos),
+                rap && msg.retain,
                 sub_ids,
-                share: None,
-                jid: 0,
-            };
+                None,
+            );
             self.deliver(best.session, d, now);
         }
         self.scratch = matched;
@@ -444,14 +447,13 @@ impl Broker {
         let picks = self.table.pick_shared(&msg.topic, only, None, &may);
         let n = picks.len();
         for ((sid, opts, id), key) in picks {
-            let d = Pending {
-                msg: msg.clone(),
-                qos: msg.qos.min(opts.qos),
-                retain: opts.retain_as_published && msg.retain,
-                sub_ids: id.into_iter().collect(),
-                share: Some(key),
-                jid: 0,
-            };
+            let d = Pending::new(
+                msg.clone(),
+                msg.qos.min(opts.qos),
+                opts.retain_as_published && msg.retain,
+                id.into_iter().collect(),
+                Some(key),
+            );
             self.deliver(sid, d, now);
         }
         n
@@ -463,8 +465,8 @@ impl Broker {
         let Some(s) = self.table.get_mut(sid) else {
             return;
         };
-        if !s.flow().inflight.iter().any(|f| f.d.share.is_some())
-            && !s.flow().queue.iter().any(|p| p.share.is_some())
+        if !s.flow().inflight.iter().any(|f| f.d.share().is_some())
+            && !s.flow().queue.iter().any(|p| p.share().is_some())
         {
             return;
         }
@@ -475,7 +477,7 @@ impl Broker {
         };
         // PUBREC already received: the member has the message; it stays.
         s.flow_mut().inflight.retain(|f| {
-            if f.d.share.is_some() && f.state != OutState::AwaitComp {
+            if f.d.share().is_some() && f.state != OutState::AwaitComp {
                 moved.push(f.d.clone());
                 false
             } else {
@@ -484,7 +486,7 @@ impl Broker {
         });
         let mut kept = std::collections::VecDeque::new();
         while let Some(p) = s.pop_pending() {
-            if p.share.is_some() {
+            if p.share().is_some() {
                 moved.push(p);
             } else {
                 kept.push_back(p);
@@ -494,7 +496,7 @@ impl Broker {
             s.push_pending(p);
         }
         for d in moved {
-            let Some(key) = d.share.clone() else {
+            let Some(key) = d.share().cloned() else {
                 continue;
             };
             let auth = &self.auth;

@@ -216,7 +216,7 @@ pub fn replay(img: Image, records: &[(u8, &[u8])], now: Instant) -> (Image, u64,
     for mut s in img.sessions {
         let mut entries = BTreeMap::new();
         let f = s.flow_mut();
-        let mut put = |p: Pending, place: Place| {
+        let mut put = |mut p: Pending, place: Place| {
             let jid = if p.jid == 0 {
                 synthetic += 1;
                 (1 << 63) | synthetic
@@ -224,7 +224,8 @@ pub fn replay(img: Image, records: &[(u8, &[u8])], now: Instant) -> (Image, u64,
                 p.jid
             };
             top = top.max(jid & !(1 << 63));
-            entries.insert(jid, (place, Pending { jid, ..p }));
+            p.jid = jid;
+            entries.insert(jid, (place, p));
         };
         for i in f.inflight.drain(..) {
             put(i.d, Place::Flight(i.pid, i.state));

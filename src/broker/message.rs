@@ -2,7 +2,6 @@
 //! reference among every queue, in-flight window and the retained store that holds it.
 
 use crate::protocol::{Properties, QoS};
-use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +9,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Message {
     pub topic: Arc<str>,
-    pub payload: Bytes,
+    pub payload: Box<[u8]>,
     /// QoS it was published with; each delivery uses the lower of this and the subscription's.
     pub qos: QoS,
     pub retain: bool,
@@ -78,7 +77,7 @@ impl Pool {
         }
         Rc::new(Message {
             topic,
-            payload: Bytes::copy_from_slice(payload),
+            payload: Box::from(payload),
             qos,
             retain,
             properties,
@@ -120,16 +119,12 @@ impl Pool {
 
 /// `payload` in `old`'s buffer when that buffer is unshared and exactly as long (a frozen
 /// buffer with spare capacity would cost an allocation of its own), else in a new one.
-fn reuse(old: Bytes, payload: &[u8]) -> Bytes {
+fn reuse(mut old: Box<[u8]>, payload: &[u8]) -> Box<[u8]> {
     if old.len() == payload.len() {
-        if let Ok(mut b) = old.try_into_mut() {
-            if b.capacity() == payload.len() {
-                b.copy_from_slice(payload);
-                return b.freeze();
-            }
-        }
+        old.copy_from_slice(payload);
+        return old;
     }
-    Bytes::copy_from_slice(payload)
+    Box::from(payload)
 }
 
 #[cfg(test)]
@@ -172,7 +167,7 @@ mod tests {
         for _ in 0..POOL_MAX * 2 {
             let m = Rc::new(Message {
                 topic: "t".into(),
-                payload: Bytes::from(vec![0; 8]),
+                payload: vec![0; 8].into(),
                 qos: QoS::AtMostOnce,
                 retain: false,
                 properties: None,
@@ -184,7 +179,7 @@ mod tests {
         assert_eq!(pool.bytes, POOL_MAX * 8);
         let big = Rc::new(Message {
             topic: "t".into(),
-            payload: Bytes::from(vec![0; POOL_PAYLOAD_MAX + 1]),
+            payload: vec![0; POOL_PAYLOAD_MAX + 1].into(),
             qos: QoS::AtMostOnce,
             retain: false,
             properties: None,
@@ -198,7 +193,7 @@ mod tests {
         for _ in 0..POOL_MAX {
             let m = Rc::new(Message {
                 topic: "t".into(),
-                payload: Bytes::from(vec![0; POOL_PAYLOAD_MAX]),
+                payload: vec![0; POOL_PAYLOAD_MAX].into(),
                 qos: QoS::AtMostOnce,
                 retain: false,
                 properties: None,

@@ -18,7 +18,6 @@ use super::session::{Expiry, Inflight, OutState, Pending, Session};
 use crate::protocol::codec::Reader;
 use crate::protocol::properties::Owner;
 use crate::protocol::{Properties, QoS, SubOptions};
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -397,7 +396,7 @@ fn message(m: &BaseMsg<'_>, wall_now: u64, now: Instant) -> Option<Message> {
     };
     Some(Message {
         topic: Arc::from(topic),
-        payload: Bytes::copy_from_slice(m.payload),
+        payload: m.payload.into(),
         qos: QoS::from_u8(m.qos)?,
         retain: m.retain,
         properties,
@@ -504,14 +503,13 @@ pub fn convert(db: &Db<'_>, wall_now: u64, now: Instant) -> Migrated {
             }
             continue;
         }
-        let d = Pending {
-            msg: msg.clone(),
-            qos: q,
-            retain: cm.retain,
-            sub_ids: cm.subscription_id.into_iter().collect(),
-            share: None,
-            jid: 0,
-        };
+        let d = Pending::new(
+            msg.clone(),
+            q,
+            cm.retain,
+            cm.subscription_id.into_iter().collect(),
+            None,
+        );
         let state = match cm.state {
             MS_WAIT_FOR_PUBACK if q == QoS::AtLeastOnce => Some(OutState::AwaitAck),
             MS_WAIT_FOR_PUBREC if q == QoS::ExactlyOnce => Some(OutState::AwaitRec),
@@ -920,7 +918,7 @@ mod tests {
                 (7, OutState::AwaitComp)
             ]
         );
-        assert_eq!(s.flow().inflight[1].d.sub_ids, [42]);
+        assert_eq!(s.flow().inflight[1].d.sub_ids(), [42]);
         assert!(s.flow().inflight[0].d.retain);
         assert_eq!(s.flow().queue.len(), 1);
         assert!(s.flow().inbound_qos2.contains(9));

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::protocol::codec::{put_string, Reader};
 use crate::protocol::properties::Owner;
 use crate::protocol::{DecodeError, Properties, QoS, SubOptions};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use log::{error, info, warn};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -103,11 +103,11 @@ fn put_pending(b: &mut BytesMut, p: &Pending, id: u32) {
 pub(super) fn put_delivery(b: &mut BytesMut, p: &Pending) {
     b.put_u8(p.qos.as_u8());
     b.put_u8(u8::from(p.retain));
-    b.put_u16(p.sub_ids.len().min(255) as u16);
-    for id in p.sub_ids.iter().take(255) {
+    b.put_u16(p.sub_ids().len().min(255) as u16);
+    for id in p.sub_ids().iter().take(255) {
         b.put_u32(*id);
     }
-    put_string(b, p.share.as_deref().unwrap_or(""));
+    put_string(b, p.share().map_or("", |s| &**s));
 }
 
 /// A message: topic, payload, QoS, retain, seconds left to live (0: no expiry), properties.
@@ -322,13 +322,10 @@ pub(super) fn get_delivery(
     let share: Option<Rc<str>> = Some(r.string().map_err(e)?)
         .filter(|s| !s.is_empty())
         .map(Rc::from);
-    Ok(Some(Box::new(move |msg| Pending {
-        msg,
-        qos: q,
-        retain,
-        sub_ids,
-        share,
-        jid,
+    Ok(Some(Box::new(move |msg| {
+        let mut p = Pending::new(msg, q, retain, sub_ids, share);
+        p.jid = jid;
+        p
     })))
 }
 
@@ -408,7 +405,7 @@ pub(super) fn get_message(r: &mut Reader<'_>, now: Instant) -> Result<Message, &
     let e = |_| "truncated message";
     let topic = r.string().map_err(e)?;
     let len = r.u32().map_err(e)? as usize;
-    let payload = Bytes::copy_from_slice(r.take(len).map_err(e)?);
+    let payload: Box<[u8]> = r.take(len).map_err(e)?.into();
     let q = qos(r.u8().map_err(e)?)?;
     let retain = r.u8().map_err(e)? != 0;
     let left = r.u32().map_err(e)?;
@@ -1209,8 +1206,8 @@ mod tests {
     fn truncation_and_corruption_never_panic_and_keep_a_prefix() {
         let mut b = Broker::new(Limits::default(), 1);
         let now = Instant::now();
-        b.publish_internal("r/1", Bytes::from_static(b"one"), true, now);
-        b.publish_internal("r/2", Bytes::from_static(b"two"), true, now);
+        b.publish_internal("r/1", b"one"[..].into(), true, now);
+        b.publish_internal("r/2", b"two"[..].into(), true, now);
         let data = encode(&b, now, 0);
         let (img, damage) = decode(&data, now);
         assert!(damage.is_none());

@@ -373,7 +373,7 @@ impl Broker {
     pub fn publish_internal(
         &mut self,
         topic: &str,
-        payload: bytes::Bytes,
+        payload: Box<[u8]>,
         retain: bool,
         now: Instant,
     ) {
@@ -400,7 +400,7 @@ impl Broker {
         props.will_delay_interval = None;
         let msg = Rc::new(Message {
             topic: will.topic,
-            payload: will.payload,
+            payload: will.payload[..].into(),
             qos: will.qos,
             retain: will.retain,
             properties: if props.is_empty() {

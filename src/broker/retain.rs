@@ -275,12 +275,11 @@ impl RetainStore {
 mod tests {
     use super::*;
     use crate::protocol::{topic, QoS};
-    use bytes::Bytes;
 
     fn msg(topic: &str, payload: &str) -> Rc<Message> {
         Rc::new(Message {
             topic: topic.into(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            payload: payload.as_bytes().into(),
             qos: QoS::AtMostOnce,
             retain: true,
             properties: None,

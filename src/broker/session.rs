@@ -28,13 +28,51 @@ pub struct Pending {
     /// QoS of this delivery: the lower of the message's and the subscription's.
     pub qos: QoS,
     pub retain: bool,
-    /// MQTT 5 subscription identifiers of the matching subscriptions.
-    pub sub_ids: Vec<u32>,
-    /// The shared subscription (`group/filter`) it came through, so it can go to another
-    /// member if this one leaves without acknowledging it.
-    pub share: Option<Rc<str>>,
     /// Entry id in the journal: unique for the life of the state, 0 when not journaled.
     pub jid: u64,
+    /// What few deliveries carry, boxed so that the common one stays 32 bytes: it is moved
+    /// through the queue and the window, and every queued message holds one.
+    extra: Option<Box<Routing>>,
+}
+
+/// The rare parts of a [`Pending`].
+#[derive(Debug, Clone)]
+struct Routing {
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    sub_ids: Vec<u32>,
+    /// The shared subscription (`group/filter`) it came through, so it can go to another
+    /// member if this one leaves without acknowledging it.
+    share: Option<Rc<str>>,
+}
+
+impl Pending {
+    pub fn new(
+        msg: Rc<Message>,
+        qos: QoS,
+        retain: bool,
+        sub_ids: Vec<u32>,
+        share: Option<Rc<str>>,
+    ) -> Pending {
+        let extra =
+            (!sub_ids.is_empty() || share.is_some()).then(|| Box::new(Routing { sub_ids, share }));
+        Pending {
+            msg,
+            qos,
+            retain,
+            jid: 0,
+            extra,
+        }
+    }
+
+    /// MQTT 5 subscription identifiers of the matching subscriptions.
+    pub fn sub_ids(&self) -> &[u32] {
+        self.extra.as_deref().map_or(&[], |e| &e.sub_ids)
+    }
+
+    /// The shared subscription (`group/filter`) it came through, if any.
+    pub fn share(&self) -> Option<&Rc<str>> {
+        self.extra.as_deref().and_then(|e| e.share.as_ref())
+    }
 }
 
 /// A QoS 1/2 message sent (or to be re-sent on reconnect) and not yet acknowledged.
@@ -460,12 +498,11 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn msg() -> Rc<Message> {
         Rc::new(Message {
             topic: "t".into(),
-            payload: Bytes::from_static(b"x"),
+            payload: b"x"[..].into(),
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,
@@ -473,15 +510,18 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_common_delivery_is_small() {
+        // Each queued message holds one; the rare parts are boxed.
+        assert!(std::mem::size_of::<Pending>() <= 32);
+        let p = Pending::new(msg(), QoS::AtLeastOnce, false, vec![7], None);
+        assert_eq!(p.sub_ids(), [7]);
+        assert!(p.share().is_none());
+        assert!(pending().sub_ids().is_empty());
+    }
+
     fn pending() -> Pending {
-        Pending {
-            msg: msg(),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            sub_ids: Vec::new(),
-            share: None,
-            jid: 0,
-        }
+        Pending::new(msg(), QoS::AtLeastOnce, false, Vec::new(), None)
     }
 
     #[test]

@@ -78,14 +78,10 @@ impl Broker {
                 found.clear();
                 self.retained.matches(filter, &mut found);
                 found.retain(|m| self.session_may(sid, &m.topic, Access::Read));
-                to_send.extend(found.drain(..).map(|m| Pending {
-                    qos: m.qos.min(opts.qos),
-                    msg: m,
+                to_send.extend(found.drain(..).map(|m| {
+                    let qos = m.qos.min(opts.qos);
                     // Retained messages go out with the retain flag set. [MQTT-3.3.1-8]
-                    retain: true,
-                    sub_ids: sub_id.into_iter().collect(),
-                    share: None,
-                    jid: 0,
+                    Pending::new(m, qos, true, sub_id.into_iter().collect(), None)
                 }));
             }
         }

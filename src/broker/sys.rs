@@ -8,7 +8,6 @@
 
 use super::core::{Broker, Stats};
 use crate::names::Names;
-use bytes::Bytes;
 use std::time::Instant;
 
 /// Exponentially damped per-minute rates, as Mosquitto's `load/...` topics.
@@ -192,7 +191,7 @@ impl Broker {
         for (topic, value) in self.sys.changed(&figures, now) {
             self.publish_internal(
                 &format!("$SYS/broker/{topic}"),
-                Bytes::from(value.into_bytes()),
+                value.into_bytes().into(),
                 true,
                 now,
             );
