@@ -28,7 +28,8 @@ fn encode_delivery(c: &mut Conn, d: &Pending, pid: u16, dup: bool, now: Instant)
         && (!d.sub_ids().is_empty() || d.msg.expires.is_some() || c.alias_out_max() > 0)
     {
         let mut p = d.msg.properties.as_deref().cloned().unwrap_or_default();
-        p.subscription_identifiers = d.sub_ids().to_vec();
+        p.subscription_identifiers.clear();
+        p.subscription_identifiers.extend_from_slice(d.sub_ids());
         if let Some(e) = d.msg.expires {
             // [MQTT-3.3.2-6] forward the remaining lifetime, rounded up.
             let left = e.saturating_duration_since(now);

@@ -117,8 +117,7 @@ impl Pool {
     }
 }
 
-/// `payload` in `old`'s buffer when that buffer is unshared and exactly as long (a frozen
-/// buffer with spare capacity would cost an allocation of its own), else in a new one.
+/// `payload` in `old`'s buffer when that is exactly as long, else in a new one.
 fn reuse(mut old: Box<[u8]>, payload: &[u8]) -> Box<[u8]> {
     if old.len() == payload.len() {
         old.copy_from_slice(payload);
